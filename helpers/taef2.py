@@ -1,0 +1,73 @@
+"""TAEF2: the tiny autoencoder for the FLUX.2 latent space (TAESD family), as a small torch module.
+
+Architecture (matches the state-dict keys of ``taef2_encoder.pth`` / ``taef2_decoder.pth``):
+3x3 convs and residual blocks of three convs with ReLU; the encoder has three stride-2 stages,
+the decoder starts with a ``tanh(x/3)*3`` clamp and upsamples with nearest x2. The deepest three
+blocks of each side carry a 1x1-conv + GroupNorm(4) branch added to the block input.
+Images are RGB in [0, 1]; latents have 32 channels at 1/8 resolution.
+
+diffusers' ``AutoencoderTiny`` cannot express the GroupNorm branch, so the module lives here.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+LATENT_CHANNELS = 32
+
+
+def _conv(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
+    return nn.Conv2d(n_in, n_out, 3, padding=1, **kwargs)
+
+
+class Clamp(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x / 3) * 3
+
+
+class Block(nn.Module):
+    """Residual block; ``gn=True`` adds the 1x1-conv + GroupNorm(4) branch of TAEF2."""
+
+    def __init__(self, n_in: int, n_out: int, gn: bool = False):
+        super().__init__()
+        self.conv = nn.Sequential(_conv(n_in, n_out), nn.ReLU(), _conv(n_out, n_out), nn.ReLU(), _conv(n_out, n_out))
+        self.skip = nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else nn.Identity()
+        self.fuse = nn.ReLU()
+        self.pool = None
+        if gn:
+            hidden = n_in * 4
+            self.pool = nn.Sequential(
+                nn.Conv2d(n_in, hidden, 1, bias=False),
+                nn.GroupNorm(4, hidden),
+                nn.ReLU(),
+                nn.Conv2d(hidden, n_in, 1, bias=False),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool is not None:
+            x = x + self.pool(x)
+        return self.fuse(self.conv(x) + self.skip(x))
+
+
+def make_encoder(latent_channels: int = LATENT_CHANNELS) -> nn.Sequential:
+    return nn.Sequential(
+        _conv(3, 64), Block(64, 64),
+        _conv(64, 64, stride=2, bias=False), Block(64, 64), Block(64, 64), Block(64, 64),
+        _conv(64, 64, stride=2, bias=False), Block(64, 64), Block(64, 64), Block(64, 64),
+        _conv(64, 64, stride=2, bias=False), Block(64, 64, True), Block(64, 64, True), Block(64, 64, True),
+        _conv(64, latent_channels),
+    )
+
+
+def make_decoder(latent_channels: int = LATENT_CHANNELS) -> nn.Sequential:
+    return nn.Sequential(
+        Clamp(), _conv(latent_channels, 64), nn.ReLU(),
+        Block(64, 64, True), Block(64, 64, True), Block(64, 64, True),
+        nn.Upsample(scale_factor=2), _conv(64, 64, bias=False),
+        Block(64, 64), Block(64, 64), Block(64, 64),
+        nn.Upsample(scale_factor=2), _conv(64, 64, bias=False),
+        Block(64, 64), Block(64, 64), Block(64, 64),
+        nn.Upsample(scale_factor=2), _conv(64, 64, bias=False),
+        Block(64, 64), _conv(64, 3),
+    )

@@ -1,0 +1,45 @@
+"""Shared fixtures: real Kodak images and TAEF2 weights from ../shared, a tiny random SD pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+KODAK = SHARED / "data" / "kodak"
+TAEF2_DIR = SHARED / "weights" / "taef2"
+
+
+def need_shared():
+    if not (KODAK / "kodim23.png").is_file() or not (TAEF2_DIR / "taef2_encoder.pth").is_file():
+        pytest.skip("../shared (Kodak images + TAEF2 weights) is not beside the project root")
+
+
+@pytest.fixture(scope="session")
+def kodak_dir() -> Path:
+    need_shared()
+    return KODAK
+
+
+@pytest.fixture(scope="session")
+def taef2():
+    need_shared()
+    from helpers.models import load_taef2
+
+    return load_taef2(TAEF2_DIR, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory) -> Path:
+    from helpers.models import make_tiny_sd
+
+    return make_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tiny_sd_dir):
+    from helpers.models import load_backend
+
+    return load_backend(str(tiny_sd_dir), device="cpu")
