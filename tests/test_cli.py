@@ -1,0 +1,80 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers.cli import main
+from tests.conftest import ROOT, TAEF2_DIR
+
+
+@pytest.fixture()
+def small_png(tmp_path):
+    rng = np.random.default_rng(0)
+    arr = (rng.random((60, 84, 3)) * 60 + np.linspace(0, 180, 84)[None, :, None]).astype(np.uint8)
+    p = tmp_path / "in.png"
+    Image.fromarray(arr).save(p)
+    return p
+
+
+def test_encode_decode_with_taef2_dir(taef2, small_png, tmp_path, capsys):
+    out = tmp_path / "a.sdc"
+    assert main(["encode", str(small_png), str(out), "--model", str(TAEF2_DIR), "--target-bytes", "900"]) == 0
+    assert out.stat().st_size <= 900
+    assert "bytes spare" in capsys.readouterr().out
+    png = tmp_path / "a.png"
+    assert main(["decode", str(out), str(png)]) == 0  # model taken from the header ("taef2")
+    assert Image.open(png).size == (84, 60)
+
+
+def test_encode_tiny_sd_with_denoise_and_arith(tiny_sd_dir, small_png, tmp_path):
+    out = tmp_path / "b.sdc"
+    assert main(["encode", str(small_png), str(out), "--model", str(tiny_sd_dir), "--colors", "64", "--denoise",
+                 "--coder", "arith"]) == 0
+    png = tmp_path / "b.png"
+    assert main(["decode", str(out), str(png), "--model", str(tiny_sd_dir), "--no-denoise"]) == 0
+    assert Image.open(png).size == (84, 60)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["encode", "missing.png", "x.sdc", "--model", "taef2"], "image not found"),
+    (["decode", "missing.sdc", "x.png"], "file not found"),
+])
+def test_bad_paths_one_line(args, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and needle in err and "\n" not in err
+
+
+def test_foreign_and_truncated_files(taef2, small_png, tmp_path, capsys):
+    assert main(["decode", str(small_png), str(tmp_path / "o.png")]) == 2
+    assert "not an .sdc file" in capsys.readouterr().err
+    out = tmp_path / "t.sdc"
+    main(["encode", str(small_png), str(out), "--model", "taef2", "--colors", "8"])
+    out.write_bytes(out.read_bytes()[:-10])
+    assert main(["decode", str(out), str(tmp_path / "o.png")]) == 2
+    assert "truncated" in capsys.readouterr().err
+
+
+def test_unreadable_image_and_wrong_model(taef2, tiny_sd_dir, small_png, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"this is not a png")
+    assert main(["encode", str(bad), str(tmp_path / "x.sdc"), "--model", "taef2"]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    out = tmp_path / "c.sdc"
+    main(["encode", str(small_png), str(out), "--model", "taef2", "--colors", "8"])
+    assert main(["decode", str(out), str(tmp_path / "o.png"), "--model", str(tiny_sd_dir)]) == 2
+    assert "same weights" in capsys.readouterr().err
+
+
+def test_subprocess_unknown_model_has_no_traceback(small_png, tmp_path):
+    import os
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "helpers", "encode", str(small_png), str(tmp_path / "o.sdc"),
+                        "--model", "nobody/no-such-model"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: could not load the SD VAE for 'nobody/no-such-model'")
