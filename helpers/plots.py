@@ -1,0 +1,224 @@
+"""Figures and widgets: comparison grids, latents as pictures, difference maps, crops, a before/after slider."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .images import as_pil
+
+
+def _plt():
+    import matplotlib.pyplot as plt  # imported lazily: the codec itself needs no matplotlib
+
+    return plt
+
+
+def save_figure(fig, path: str | Path | None, dpi: int = 110):
+    """Save a matplotlib figure when ``path`` is given (folders created); returns the path or None."""
+    if path is None:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def latent_as_rgba(q: np.ndarray, channels=(0, 1, 2, 3)) -> Image.Image:
+    """An 8-bit latent (C, h, w) shown as a picture: 4 channels as RGBA (the article's figure).
+
+    With more than 4 channels (TAEF2: 32), pick which 4 to show. Alpha is drawn opaque-ish by the caller
+    if desired; here it is kept as is, like the article.
+    """
+    q = np.asarray(q)
+    if q.dtype != np.uint8:
+        raise ValueError("latent_as_rgba expects an 8-bit latent; use helpers.quantize.quantize_8bit first")
+    sel = q[list(channels)] if q.shape[0] >= 4 else np.concatenate([q, np.full((4 - q.shape[0], *q.shape[1:]), 255, np.uint8)])
+    return Image.fromarray(np.ascontiguousarray(sel.transpose(1, 2, 0)), "RGBA")
+
+
+def latent_channels_grid(z: np.ndarray, max_channels: int = 32, cols: int = 8):
+    """Each latent channel as a grey image in a grid (for many-channel latents)."""
+    plt = _plt()
+    n = min(z.shape[0], max_channels)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.3))
+    for i, ax in enumerate(np.atleast_1d(axes).ravel()):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(z[i], cmap="gray")
+            ax.set_title(f"c{i}", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def show_images(images: dict[str, Image.Image], cols: int | None = None, size: float = 3.2, title: str | None = None):
+    """A row (or grid) of labelled images; returns the figure."""
+    plt = _plt()
+    n = len(images)
+    cols = cols or n
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size), squeeze=False)
+    for ax, (label, img) in zip(axes.ravel(), images.items()):
+        ax.imshow(img if isinstance(img, Image.Image) else np.asarray(img),
+                  cmap=None if (isinstance(img, Image.Image) and img.mode in ("RGB", "RGBA")) else "gray",
+                  interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def comparison_figure(comparisons, rule: str = "ge", size: float = 3.0):
+    """Rows = images, columns = original, each baseline, ours; titles carry bytes and PSNR."""
+    plt = _plt()
+    if not comparisons:
+        raise ValueError("no comparisons to plot")
+    cols = list(comparisons[0].images(rule).keys())
+    ncols = len(cols)
+    fig, axes = plt.subplots(len(comparisons), ncols, figsize=(ncols * size, len(comparisons) * size), squeeze=False)
+    for r, comp in enumerate(comparisons):
+        imgs = list(comp.images(rule).items())
+        psnrs = {row["codec"]: row["psnr"] for row in comp.rows if row["rule"] in (rule, "-")}
+        sizes = comp.sizes(rule)
+        for c, (label, img) in enumerate(imgs):
+            ax = axes[r, c]
+            ax.imshow(img)
+            ax.axis("off")
+            if label == "original":
+                ax.set_title(f"{comp.name}\noriginal", fontsize=9)
+                continue
+            key = "ours" if label.startswith("ours") else label.split()[0]
+            codec_key = next((k for k in psnrs if k == key or k.startswith("ours") and key == "ours"), None)
+            ps = psnrs.get(codec_key)
+            ax.set_title(f"{label}\n{sizes.get(key, 0)} B, {ps:.2f} dB" if ps is not None else label, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def difference_map(a, b, gain: float = 4.0) -> Image.Image:
+    """|a - b| per pixel (mean over RGB), amplified by ``gain``, as a greyscale image."""
+    x = np.asarray(as_pil(a), np.float32)
+    y = np.asarray(as_pil(b), np.float32)
+    d = np.clip(np.abs(x - y).mean(2) * gain, 0, 255).astype(np.uint8)
+    return Image.fromarray(d, "L")
+
+
+def error_map(ref, test, window: int = 16) -> np.ndarray:
+    """Mean squared error per ``window`` x ``window`` block (h/window, w/window) float array."""
+    x = np.asarray(as_pil(ref), np.float32)
+    y = np.asarray(as_pil(test), np.float32)
+    h, w = (x.shape[0] // window) * window, (x.shape[1] // window) * window
+    e = ((x[:h, :w] - y[:h, :w]) ** 2).mean(2)
+    return e.reshape(h // window, window, w // window, window).mean((1, 3))
+
+
+def worst_crops(ref, test, n: int = 3, size: int = 96) -> list[tuple[int, int]]:
+    """Top-left corners of the ``n`` non-overlapping ``size`` crops with the largest error."""
+    window = size // 2
+    e = error_map(ref, test, window)
+    picks: list[tuple[int, int]] = []
+    order = np.dstack(np.unravel_index(np.argsort(e, axis=None)[::-1], e.shape))[0]
+    for by, bx in order:
+        y = int(min(max(by * window - window // 2, 0), as_pil(ref).size[1] - size))
+        x = int(min(max(bx * window - window // 2, 0), as_pil(ref).size[0] - size))
+        if all(abs(x - px) >= size or abs(y - py) >= size for px, py in picks):
+            picks.append((x, y))
+        if len(picks) == n:
+            break
+    return picks
+
+
+def crops_figure(images: dict[str, Image.Image], corners: list[tuple[int, int]], size: int = 96, scale: float = 2.0):
+    """Rows = crop locations, columns = images (same crop from each), upscaled with nearest neighbour."""
+    plt = _plt()
+    names = list(images)
+    fig, axes = plt.subplots(len(corners), len(names), figsize=(len(names) * scale, len(corners) * scale), squeeze=False)
+    for r, (x, y) in enumerate(corners):
+        for c, name in enumerate(names):
+            ax = axes[r, c]
+            ax.imshow(as_pil(images[name]).crop((x, y, x + size, y + size)), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"({x},{y})", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------
+# before/after slider (plain ipywidgets: works in Colab and Jupyter, no custom widget manager)
+# ------------------------------------------------------------------------------------------
+
+def compose_split(left, right, position: float, line: bool = True) -> Image.Image:
+    """Left image up to ``position`` (0..1 of the width), right image after it; a 1-px white split line."""
+    a = np.asarray(as_pil(left)).copy()
+    b = np.asarray(as_pil(right))
+    if a.shape != b.shape:
+        raise ValueError(f"slider images must have the same size, got {a.shape} and {b.shape}")
+    w = a.shape[1]
+    split = int(round(float(np.clip(position, 0, 1)) * w))
+    a[:, split:] = b[:, split:]
+    if line and 0 < split < w:
+        a[:, split - 1] = 255
+    return Image.fromarray(a)
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    as_pil(img).save(buf, format="PNG")  # PNG, not JPEG: never add display artefacts to a codec comparison
+    return buf.getvalue()
+
+
+def slider_widget(left, right, left_label: str = "original", right_label: str = "decoded", position: float = 0.5):
+    """An ipywidgets before/after slider; returns a VBox whose ``.slider`` and ``.image`` can be driven headlessly.
+
+    Dragging the slider recomposes the picture (left of the split = ``left``, right = ``right``) and
+    sends it as PNG bytes to an ``ipywidgets.Image``.
+    """
+    import ipywidgets as widgets
+
+    left, right = as_pil(left), as_pil(right)
+    w, h = left.size
+    image = widgets.Image(value=png_bytes(compose_split(left, right, position)), format="png",
+                          layout=widgets.Layout(width=f"{w}px", height=f"{h}px"))
+    slider = widgets.FloatSlider(value=position, min=0.0, max=1.0, step=0.005, readout=False,
+                                 description="", layout=widgets.Layout(width=f"{w}px"))
+    caption = widgets.HTML(f"<b>{left_label}</b> &larr; | &rarr; <b>{right_label}</b>")
+
+    def update(change):
+        image.value = png_bytes(compose_split(left, right, change["new"]))
+
+    slider.observe(update, names="value")
+    box = widgets.VBox([caption, image, slider])
+    box.slider, box.image = slider, image  # handles for tests and notebooks
+    box.left_image, box.right_image = left, right
+    return box
+
+
+def rd_plot(summary: dict, metric: str, ax=None, title: str | None = None):
+    """Rate-distortion curves: ``summary[codec] = [(bpp, value), ...]`` -> lines with markers."""
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4))
+    for codec, pts in sorted(summary.items()):
+        pts = sorted(p for p in pts if p[1] is not None)
+        if not pts:
+            continue
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker="o", linewidth=2.2 if codec.startswith("ours") else 1.4, label=codec)
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return ax
