@@ -199,7 +199,11 @@ def _missing_message(what: str, source: str, exc: BaseException) -> str:
     if Path(source).exists():
         return (f"could not load the {what} from local directory '{source}' ({reason[:160]}); "
                 f"fix: point --model at a complete diffusers SD1.x folder (model_index.json, vae/, unet/, ...)")
-    return (f"could not load the {what} for '{source}': not in the local Hugging Face cache and the hub is "
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE as cache
+    except ImportError:  # pragma: no cover
+        cache = "~/.cache/huggingface/hub"
+    return (f"could not load the {what} for '{source}': not in the local Hugging Face cache ({cache}) and the hub is "
             f"unreachable or the id is unknown ({reason[:120]}); fix: run once online "
             f"(`huggingface-cli download {source}`), pass --model a local diffusers directory, "
             f"or use the offline TAEF2 backend (--model taef2)")

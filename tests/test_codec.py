@@ -109,3 +109,35 @@ def test_real_taef2_roundtrip_on_kodak(taef2, kodak_dir):
     assert raw_enc.nbytes > 4 * enc.nbytes
     # the latents themselves: 32 x 64 x 64 floats
     assert lat.shape == (32, 64, 64) and quantize_8bit(lat, taef2.quant_span).nbytes == 131072
+
+
+@pytest.mark.parametrize("size, needle", [((8, 40), "supported sides"), ((9000, 20), "supported sides")])
+def test_image_size_limits(size, needle, taef2):
+    with pytest.raises(SDCError, match=needle):
+        encode(Image.new("RGB", size), taef2)
+
+
+def test_unknown_policy_method_and_coder(taef2):
+    img = _photo(32, 32)
+    with pytest.raises(SDCError, match="unknown image policy"):
+        encode(img, taef2, CodecParams(policy="stretch"))
+    with pytest.raises(SDCError, match="unknown method"):
+        encode(img, taef2, CodecParams(method="vq9"))
+    with pytest.raises(SDCError, match="unknown coder"):
+        encode(img, taef2, CodecParams(coder="brotli"))
+    with pytest.raises(SDCError, match="dither must be between 0 and 1"):
+        encode(img, taef2, CodecParams(dither=2.0))
+
+
+@pytest.mark.parametrize("coder", ["zlib", "arith", "lzma"])
+def test_coders_decode_to_identical_latents(taef2, coder):
+    img = _photo(96, 64)
+    lat = encode_latents(taef2, img)
+    ref = encode(img, taef2, CodecParams(colors=48, coder="zlib"), latents=lat)
+    enc = encode(img, taef2, CodecParams(colors=48, coder=coder), latents=lat)
+    assert enc.header.coder == coder
+    a, b = decode(ref.data, taef2), decode(enc.data, taef2)
+    np.testing.assert_array_equal(a.latents, b.latents)
+    np.testing.assert_array_equal(to_array(a.image), to_array(b.image))
+    if coder == "arith":
+        assert enc.nbytes < ref.nbytes
