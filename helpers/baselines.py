@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import io
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -276,13 +277,15 @@ def _search_quality(size: Callable[[int], int], segments: Iterable[tuple[int, in
     return best
 
 
-def match_budget(img: Image.Image, codec: str, budget_bytes: int, rule: str = "ge") -> BaselineResult:
+def match_budget(img: Image.Image, codec: str, budget_bytes: int, rule: str = "ge",
+                 encodes: dict[int, bytes] | None = None, seconds: dict[int, float] | None = None) -> BaselineResult:
     """Encode ``img`` with ``codec`` at the quality that meets ``budget_bytes`` under ``rule``.
 
     ``rule="ge"``: the smallest file of at least ``budget_bytes`` (the 2022 Colab's rule; the
     top quality if even that is smaller).  ``rule="le"``: the largest file of at most
     ``budget_bytes``; raises :class:`BudgetError` if even the lowest quality is larger.
-    Encodes are cached within the call.
+    Encodes are cached within the call; pass ``encodes`` (quality -> bytes, a dict the caller keeps per
+    image and codec) to share them across calls, and ``seconds`` to collect each fresh encode's time.
     """
     if codec not in CODECS:
         raise SDCError(f"unknown codec {codec!r}; use one of: {', '.join(CODECS)}")
@@ -296,11 +299,14 @@ def match_budget(img: Image.Image, codec: str, budget_bytes: int, rule: str = "g
 
     rgb = _as_rgb(img)
     spec = CODECS[codec]
-    encoded: dict[int, bytes] = {}
+    encoded: dict[int, bytes] = {} if encodes is None else encodes
 
     def size(q: int) -> int:
         if q not in encoded:
+            t0 = time.perf_counter()
             encoded[q] = spec.encode(rgb, q)
+            if seconds is not None:
+                seconds[q] = time.perf_counter() - t0
         return len(encoded[q])
 
     segments = _MONOTONE_SEGMENTS.get(codec, (spec.quality_range,))

@@ -155,34 +155,56 @@ def unpack_payload(header: bitstream.Header, payload: bytes):
 # whole chain
 # ------------------------------------------------------------------------------------------
 
+def _cached(cache: dict | None, key: tuple, timings: dict, stage: str, compute):
+    """Run ``compute()`` once per key. Timings always get the stage's standalone cost (a hit adds the
+    seconds the cached computation took), so reported stage times do not depend on caching."""
+    if cache is not None and key in cache:
+        value, seconds = cache[key]
+    else:
+        t0 = time.perf_counter()
+        value = compute()
+        seconds = time.perf_counter() - t0
+        if cache is not None:
+            cache[key] = (value, seconds)
+    timings[stage] = timings.get(stage, 0.0) + seconds
+    return value
+
+
 def _build(backend, params: CodecParams, method: str, size: tuple[int, int], q8: np.ndarray,
-           colors: int, timings: dict) -> tuple[bytes, bitstream.Header, np.ndarray | None, np.ndarray | None]:
+           colors: int, timings: dict, cache: dict | None = None
+           ) -> tuple[bytes, bitstream.Header, np.ndarray | None, np.ndarray | None]:
     c, h, w = q8.shape
     palette = indices = None
+    dither = params.resolved_dither(method)
+    qkey = (zlib.crc32(np.ascontiguousarray(q8).tobytes()), q8.shape, method) if cache is not None else None
     if method != "raw":
-        with _timed(timings, "palette"):
-            palette, indices = quantize_latents(q8, method, colors, params.resolved_dither(method), params.seed,
-                                                params.kmeans_iters)
-    with _timed(timings, "pack"):
-        payload = pack_payload(palette, indices, params.coder, q8)
-        header = bitstream.Header(
-            method=method, coder="zlib" if method == "raw" else params.coder, model_id=backend.model_id,
-            fingerprint=backend.fingerprint, width=size[0], height=size[1], channels=c, latent_height=h,
-            latent_width=w, quant_span=float(backend.quant_span), colors=0 if palette is None else len(palette),
-            policy=params.policy, dithered=method != "raw" and params.resolved_dither(method) > 0, denoise=params.denoise,
-            denoise_strength=params.denoise_strength if params.denoise else 0.0,
-            denoise_steps=params.denoise_steps if params.denoise else 0)
-        data = bitstream.pack(header, payload)
-    return data, header, palette, indices
+        pkey = (qkey, "palette", int(colors), dither, params.seed, params.kmeans_iters)
+        palette, indices = _cached(cache, pkey, timings, "palette", lambda: quantize_latents(
+            q8, method, colors, dither, params.seed, params.kmeans_iters))
+        ckey = (pkey, "pack", params.coder)
+    else:
+        ckey = (qkey, "raw")
+    payload = _cached(cache, ckey, timings, "pack", lambda: pack_payload(palette, indices, params.coder, q8))
+    header = bitstream.Header(
+        method=method, coder="zlib" if method == "raw" else params.coder, model_id=backend.model_id,
+        fingerprint=backend.fingerprint, width=size[0], height=size[1], channels=c, latent_height=h,
+        latent_width=w, quant_span=float(backend.quant_span), colors=0 if palette is None else len(palette),
+        policy=params.policy, dithered=method != "raw" and dither > 0, denoise=params.denoise,
+        denoise_strength=params.denoise_strength if params.denoise else 0.0,
+        denoise_steps=params.denoise_steps if params.denoise else 0)
+    return bitstream.pack(header, payload), header, palette, indices
 
 
 def encode(img, backend, params: CodecParams | None = None, target_bytes: int | None = None,
-           latents: np.ndarray | None = None) -> Encoded:
+           latents: np.ndarray | None = None, cache: dict | None = None) -> Encoded:
     """Compress an image into .sdc bytes.
 
     With ``target_bytes``, the palette size is searched (binary search over 2..``params.colors``) for the
     largest palette whose complete file (header included) fits the budget; the file never exceeds it.
-    ``latents`` lets callers reuse a cached VAE encoding of the same (policy-applied) image.
+    ``latents`` lets callers reuse a cached VAE encoding of the same (policy-applied) image; ``cache`` (a dict
+    the caller keeps, e.g. one per image) memoises palettes and packed payloads across calls, so several
+    budgets and coders share their work. Results are identical with or without it, and ``timings`` report
+    each stage's standalone cost either way.
     """
     params = params or CodecParams()
     if params.denoise and not getattr(backend, "has_unet", False):
@@ -200,7 +222,7 @@ def encode(img, backend, params: CodecParams | None = None, target_bytes: int | 
 
     def attempt(colors: int):
         t: dict[str, float] = {}
-        out = _build(backend, params, method, size, q8, colors, t)
+        out = _build(backend, params, method, size, q8, colors, t, cache)
         for k, v in t.items():
             timings[k] = timings.get(k, 0.0) + v
         trials.append((colors, len(out[0])))

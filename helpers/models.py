@@ -38,6 +38,7 @@ TAEF2_QUANT_SPAN = 8.0
 TAEF2_ENCODER = "taef2_encoder.pth"
 TAEF2_DECODER = "taef2_decoder.pth"
 TAEF2_MODEL_ID = "taef2"
+TINY_MODEL_ID = "tiny-random-sd"
 
 
 def default_taef2_dir() -> Path:
@@ -101,6 +102,14 @@ class Backend:
     def has_unet(self) -> bool:
         return False
 
+    @property
+    def random_weights(self) -> bool:
+        """True for the tiny random test pipeline: real classes and code path, meaningless pictures."""
+        return self.model_id == TINY_MODEL_ID
+
+    def components(self) -> dict[str, torch.nn.Module]:  # pragma: no cover - overridden
+        return {}
+
     def describe(self) -> str:
         return f"{self.kind}:{self.model_id} on {self.device} ({str(self.dtype).replace('torch.', '')})"
 
@@ -120,6 +129,9 @@ class TAEF2Backend(Backend):
         self.encoder = encoder.to(device=device, dtype=dtype).eval()
         self.decoder = decoder.to(device=device, dtype=dtype).eval()
         self.fingerprint = weights_fingerprint(self.decoder)
+
+    def components(self) -> dict[str, torch.nn.Module]:
+        return {"TAEF2 encoder": self.encoder, "TAEF2 decoder": self.decoder}
 
     @torch.inference_mode()
     def encode(self, x, generator=None):
@@ -149,6 +161,12 @@ class SDBackend(Backend):
     @property
     def has_unet(self) -> bool:
         return True
+
+    def components(self) -> dict[str, torch.nn.Module]:
+        out = {"VAE encoder": self.vae.encoder, "VAE decoder": self.vae.decoder}
+        if self._denoiser is not None:
+            out.update({"UNet": self._denoiser["unet"], "CLIP text encoder": self._denoiser["text_encoder"]})
+        return out
 
     @torch.inference_mode()
     def encode(self, x, generator=None):
@@ -319,6 +337,32 @@ def load_backend(spec: str | None = "auto", device: str | torch.device | None = 
     return load_sd(spec, device=device)
 
 
+def load_with_fallback(spec: str | None, fallback: str | None = TAEF2_MODEL_ID,
+                       device: str | torch.device | None = None) -> tuple[Backend, str | None]:
+    """``load_backend(spec)``, or ``load_backend(fallback)`` when that fails; returns (backend, why it fell back)."""
+    try:
+        return load_backend(spec, device=device), None
+    except SDCError as exc:
+        if not fallback or fallback == spec:
+            raise
+        return load_backend(fallback, device=device), str(exc)
+
+
+def memory_usage(device: torch.device | None = None) -> dict[str, float]:
+    """Resident memory of this process (MiB, psutil) or its peak (ru_maxrss), plus CUDA tensors on a GPU."""
+    try:
+        import psutil
+
+        out = {"rss_MiB": psutil.Process().memory_info().rss / 2**20}
+    except ImportError:  # pragma: no cover - psutil ships with jupyter
+        import resource
+
+        out = {"peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10}
+    if device is not None and device.type == "cuda":
+        out["cuda_MiB"] = torch.cuda.memory_allocated(device) / 2**20
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Tiny random SD components (tests, CI notebooks): same classes, same loading code path.
 # --------------------------------------------------------------------------------------------
@@ -374,11 +418,11 @@ def make_tiny_sd(directory: str | Path, seed: int = 0) -> Path:
     vocab.update({"<|startoftext|>": 514, "<|endoftext|>": 515})
     (tok_dir / "vocab.json").write_text(json.dumps(vocab))
     (tok_dir / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt")).save_pretrained(tok_dir)
+    CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77).save_pretrained(tok_dir)
     PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
                   skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False).save_pretrained(directory / "scheduler")
     (directory / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1", "_name_or_path": "tiny-random-sd",
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1", "_name_or_path": TINY_MODEL_ID,
         "vae": ["diffusers", "AutoencoderKL"], "unet": ["diffusers", "UNet2DConditionModel"],
         "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
         "scheduler": ["diffusers", "PNDMScheduler"],

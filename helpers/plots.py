@@ -135,6 +135,12 @@ def worst_crops(ref, test, n: int = 3, size: int = 96) -> list[tuple[int, int]]:
     return picks
 
 
+def corner_at(img, fx: float, fy: float, size: int) -> tuple[int, int]:
+    """Top-left corner of a ``size`` box centred at (fx, fy) given as fractions of the image, kept inside it."""
+    w, h = as_pil(img).size
+    return (min(max(int(fx * w) - size // 2, 0), w - size), min(max(int(fy * h) - size // 2, 0), h - size))
+
+
 def crops_figure(images: dict[str, Image.Image], corners: list[tuple[int, int]], size: int = 96, scale: float = 2.0):
     """Rows = crop locations, columns = images (same crop from each), upscaled with nearest neighbour."""
     plt = _plt()

@@ -92,8 +92,9 @@ def kmeans(points: np.ndarray, k: int, iters: int = 25, seed: int = 0) -> np.nda
         dist = sq[:, None] - 2 * pts @ centers.T + (centers ** 2).sum(1)[None]
         assign = dist.argmin(1)
         counts = np.bincount(assign, minlength=k)
-        sums = np.zeros_like(centers)
-        np.add.at(sums, assign, pts)
+        # per-cluster sums as a sparse one-hot product (np.add.at is ~10x slower)
+        sums = np.stack([np.bincount(assign, weights=pts[:, j], minlength=k) for j in range(pts.shape[1])],
+                        1).astype(np.float32)
         new = centers.copy()
         nz = counts > 0
         new[nz] = sums[nz] / counts[nz, None]

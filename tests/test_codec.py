@@ -141,3 +141,16 @@ def test_coders_decode_to_identical_latents(taef2, coder):
     np.testing.assert_array_equal(to_array(a.image), to_array(b.image))
     if coder == "arith":
         assert enc.nbytes < ref.nbytes
+
+
+def test_encode_cache_gives_identical_files(taef2):
+    img = _photo(96, 96)
+    lat = encode_latents(taef2, img)
+    cache: dict = {}
+    for budget in (1200, 1600, 1600):
+        plain = encode(img, taef2, CodecParams(coder="arith"), target_bytes=budget, latents=lat)
+        cached = encode(img, taef2, CodecParams(coder="arith"), target_bytes=budget, latents=lat, cache=cache)
+        assert cached.data == plain.data and cached.trials == plain.trials
+        assert set(cached.timings) == set(plain.timings)
+    palettes = [k for k in cache if k[1] == "palette"]
+    assert len(palettes) == len({k[2] for k in palettes})  # each palette size computed once
