@@ -432,15 +432,15 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
                   need_savings: bool) -> tuple[list[dict], dict | None]:
     from . import bitstream, metrics
     from .codec import CodecParams, decode, encode, encode_latents
-    from .images import apply_policy
+    from .images import model_input
 
     variants = _variants(setup, backend)
     todo = [(coder, dn, b) for dn in sorted({d for _, d in variants}) for coder in setup.coders
             for b in setup.budgets if record_key(name, ours_label(mlabel, coder, dn), b, OURS_RULE) not in have]
     if not todo and not need_savings:
         return [], None
-    model_img, size = apply_policy(img, POLICY, backend.downsample)
-    ref = model_img.crop((0, 0, *size))
+    model_img, ref = model_input(img, POLICY, backend.downsample)
+    size = ref.size
     dev = backend.device
     with PeakMemory(dev) as pm_enc:
         t0 = time.perf_counter()
@@ -583,13 +583,13 @@ def bench_image(path: str | Path, setup: Setup, have: set[str], savings_needed: 
     ``have``: keys already recorded (skipped); ``savings_needed``: model labels whose coder-savings entry is
     missing. Returns ``{"image", "records", "savings", "seconds"}``.
     """
-    from .images import apply_policy, load_image
+    from .images import load_image, model_input
 
     t0 = time.perf_counter()
     path = Path(path)
     name = path.stem
     img = load_image(path)
-    ref, _ = apply_policy(img, POLICY)
+    _, ref = model_input(img, POLICY)
     records = _baseline_records(name, ref, setup, have)
     savings = []
     for mlabel, backend in setup.backends:

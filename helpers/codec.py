@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -288,7 +288,3 @@ def roundtrip(img, backend, params: CodecParams | None = None, target_bytes: int
     """encode then decode (from the bytes alone); the model input image is ``apply_policy(img)``."""
     enc = encode(img, backend, params, target_bytes, latents)
     return enc, decode(enc.data, backend)
-
-
-def with_params(params: CodecParams, **changes) -> CodecParams:
-    return replace(params, **changes)

@@ -76,6 +76,13 @@ def apply_policy(img, policy: str = "pad8", multiple: int = 8) -> tuple[Image.Im
     raise ImageInputError(f"unknown image policy '{policy}': use pad8, crop512 or none")
 
 
+def model_input(img, policy: str = "pad8", multiple: int = 8) -> tuple[Image.Image, Image.Image]:
+    """(model input image, reference): the policy-applied input and the image the decoder must reproduce
+    (the input with any padding cropped off; compare decoded images against this)."""
+    model_img, size = apply_policy(img, policy, multiple)
+    return model_img, model_img.crop((0, 0, *size))
+
+
 def to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL -> (1, 3, H, W) float32 in [-1, 1]."""
     arr = np.asarray(as_pil(img), dtype=np.float32)

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from . import baselines, metrics
 from .codec import CodecParams, Decoded, Encoded, decode, encode
 from .errors import BudgetError, UnavailableError
-from .images import apply_policy, load_image
+from .images import load_image, model_input
 
 COLUMNS = ("image", "codec", "rule", "setting", "bytes", "bpp", "psnr", "ssim", "ms_ssim", "lpips")
 
@@ -60,8 +60,7 @@ def compare_image(img, backend, name: str = "image", params: CodecParams | None 
                   rules: tuple[str, ...] = ("ge",), with_lpips: bool = True, latents=None) -> Comparison:
     """Encode with our codec (under ``target_bytes`` if given), then match each baseline to our file size."""
     params = params or CodecParams()
-    model_img, size = apply_policy(img, params.policy, backend.downsample)
-    ref = model_img.crop((0, 0, *size))  # what the decoder must reproduce (padding removed)
+    _, ref = model_input(img, params.policy, backend.downsample)
     t0 = time.perf_counter()
     enc = encode(img, backend, params, target_bytes, latents)
     t1 = time.perf_counter()

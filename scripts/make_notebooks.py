@@ -248,12 +248,12 @@ NB02 = [
         from IPython.display import Markdown, display
 
         from helpers.codec import decode_latents, encode_latents
-        from helpers.images import apply_policy, list_images, load_image
+        from helpers.images import list_images, load_image, model_input
 
         {DATA_FALLBACK_IN_CELL}
         path = list_images(DATA_DIR, IMAGES[:1])[0]
-        model_img, size = apply_policy(load_image(path), POLICY, backend.downsample)
-        reference = model_img.crop((0, 0, *size))  # what the decoder has to reproduce
+        model_img, reference = model_input(load_image(path), POLICY, backend.downsample)  # reference: what the decoder has to reproduce
+        size = reference.size
         print(f"{{path.name}}: model input {{model_img.size[0]}}x{{model_img.size[1]}} (policy {{POLICY}})")'''),
     md("## Encode and decode"),
     code('''\
@@ -355,13 +355,13 @@ NB03 = [
         from IPython.display import Markdown, display
 
         from helpers.codec import decode_latents, encode_latents
-        from helpers.images import apply_policy, list_images, load_image
+        from helpers.images import list_images, load_image, model_input
 
         {DATA_FALLBACK_IN_CELL}
         path = list_images(DATA_DIR, IMAGES[:1])[0]
         image = load_image(path)
-        model_img, size = apply_policy(image, POLICY, backend.downsample)
-        reference = model_img.crop((0, 0, *size))
+        model_img, reference = model_input(image, POLICY, backend.downsample)
+        size = reference.size
         z = encode_latents(backend, model_img)
         c, h, w = z.shape
         print(f"{{path.name}}: latent {{c}}x{{h}}x{{w}} from {{backend.describe()}}")'''),
@@ -510,15 +510,15 @@ NB04 = [
         from IPython.display import Markdown, display
 
         from helpers.codec import CodecParams, decode_latents, encode_latents, quantize_latents
-        from helpers.images import apply_policy, list_images, load_image
+        from helpers.images import list_images, load_image, model_input
         from helpers.metrics import psnr, ssim
         from helpers.quantize import apply_palette, quantize_8bit, unquantize_8bit
 
         {DATA_FALLBACK_IN_CELL}
         path = list_images(DATA_DIR, IMAGES[:1])[0]
         image = load_image(path)
-        model_img, size = apply_policy(image, POLICY, backend.downsample)
-        reference = model_img.crop((0, 0, *size))
+        model_img, reference = model_input(image, POLICY, backend.downsample)
+        size = reference.size
         z = encode_latents(backend, model_img)
         q8 = quantize_8bit(z, backend.quant_span)
         method = CodecParams().resolved_method(z.shape[0])

@@ -78,3 +78,24 @@ def test_subprocess_unknown_model_has_no_traceback(small_png, tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("error: could not load the SD VAE for 'nobody/no-such-model'")
+
+
+def test_compare_writes_figure_and_tables(taef2, tmp_path):
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:192, 0:192]
+    arr = np.stack([xx, yy, (xx + yy) // 2], 2).astype(np.uint8) + rng.integers(0, 20, (192, 192, 3), dtype=np.uint8)
+    src = tmp_path / "grad.png"
+    Image.fromarray(arr).save(src)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(src), "--model", "taef2", "--target-bytes", "3000", "--codecs", "jpeg", "webp",
+                 "--rule", "ge", "--out", str(out)]) == 0
+    md = (out / "metrics.md").read_text()
+    assert "| grad | ours:taef2 |" in md and "| grad | jpeg | ge |" in md
+    import json
+
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    ours = next(r for r in rows if r["codec"] == "ours:taef2")
+    jpeg = next(r for r in rows if r["codec"] == "jpeg")
+    assert ours["bytes"] <= 3000 and jpeg["bytes"] >= ours["bytes"]  # rule ge: baseline gets at least our size
+    assert ours["bpp"] == pytest.approx(8 * ours["bytes"] / 192 ** 2)
+    assert Image.open(out / "comparison.png").size[0] > 300
