@@ -1185,14 +1185,12 @@ def report_only(out: Path) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    try:
-        res = report_only(Path(args.out)) if args.report_only else run(args, argv)
-    except SDCError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted (records written so far are kept; re-run to resume)", file=sys.stderr)
-        return 130
+    from .cli import guarded
+
+    res = guarded(lambda: report_only(Path(args.out)) if args.report_only else run(args, argv),
+                  interrupted="interrupted (records written so far are kept; re-run to resume)")
+    if isinstance(res, int):  # an error line was printed
+        return res
     if args.report_only:
         print(f"wrote {res['plot']}, {res['summary']} from {res['records']}")
     else:

@@ -166,13 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def guarded(func, *args, interrupted: str = "interrupted"):
+    """Run ``func(*args)``; a user-facing SDCError becomes one ``error: ...`` line and exit status 2."""
     try:
-        return args.func(args)
+        return func(*args)
     except SDCError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded(args.func, args)

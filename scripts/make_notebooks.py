@@ -99,6 +99,14 @@ if not Path(DATA_DIR).is_dir():
     DATA_DIR = "../data"'''
 DATA_FALLBACK_IN_CELL = DATA_FALLBACK.replace("\n", "\n" + " " * 8)  # for cells written at 8 spaces of indent
 
+# The first image of IMAGES through the policy and the encoder (notebooks 03 and 04); 8 spaces of indent.
+FIRST_IMAGE_LATENTS = DATA_FALLBACK_IN_CELL + '''
+        path = list_images(DATA_DIR, IMAGES[:1])[0]
+        image = load_image(path)
+        model_img, reference = model_input(image, POLICY, backend.downsample)
+        size = reference.size
+        z = encode_latents(backend, model_img)'''
+
 
 def dd(text: str) -> str:
     return textwrap.dedent(text).strip("\n")
@@ -357,12 +365,7 @@ NB03 = [
         from helpers.codec import decode_latents, encode_latents
         from helpers.images import list_images, load_image, model_input
 
-        {DATA_FALLBACK_IN_CELL}
-        path = list_images(DATA_DIR, IMAGES[:1])[0]
-        image = load_image(path)
-        model_img, reference = model_input(image, POLICY, backend.downsample)
-        size = reference.size
-        z = encode_latents(backend, model_img)
+        {FIRST_IMAGE_LATENTS}
         c, h, w = z.shape
         print(f"{{path.name}}: latent {{c}}x{{h}}x{{w}} from {{backend.describe()}}")'''),
     md("""
@@ -514,12 +517,7 @@ NB04 = [
         from helpers.metrics import psnr, ssim
         from helpers.quantize import apply_palette, quantize_8bit, unquantize_8bit
 
-        {DATA_FALLBACK_IN_CELL}
-        path = list_images(DATA_DIR, IMAGES[:1])[0]
-        image = load_image(path)
-        model_img, reference = model_input(image, POLICY, backend.downsample)
-        size = reference.size
-        z = encode_latents(backend, model_img)
+        {FIRST_IMAGE_LATENTS}
         q8 = quantize_8bit(z, backend.quant_span)
         method = CodecParams().resolved_method(z.shape[0])
         palette, indices = quantize_latents(q8, method, COLORS, DITHER)
