@@ -41,6 +41,8 @@ __all__ = [
     "LPIPSMetric",
     "all_metrics",
     "bpp",
+    "detail_change",
+    "detail_summary",
     "lpips_distance",
     "lpips_status",
     "ms_ssim",
@@ -157,6 +159,33 @@ def ms_ssim(ref: ImageLike, test: ImageLike) -> float:
         if level < last:
             x, y = _downsample2(x), _downsample2(y)
     return float(result.mean())
+
+
+def detail_change(ref: ImageLike, test: ImageLike, window: int = 16, eps: float = 4.0) -> np.ndarray:
+    """Where a decoder invented or lost fine detail: per ``window`` x ``window`` block,
+    ``log2((E_test + eps) / (E_ref + eps))`` with E the mean squared Laplacian of the luma (high-frequency
+    energy). > 0: more fine structure than the original (invented texture, ringing, block edges);
+    < 0: detail lost (blur). ``eps`` (in squared 8-bit luma units) keeps flat blocks from dominating.
+    Returns an (H // window, W // window) float array.
+    """
+    a, b = _pair(ref, test)
+
+    def energy(x: np.ndarray) -> np.ndarray:
+        y = x.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        lap = np.zeros_like(y)
+        lap[1:-1, 1:-1] = (y[:-2, 1:-1] + y[2:, 1:-1] + y[1:-1, :-2] + y[1:-1, 2:] - 4 * y[1:-1, 1:-1])
+        h, w = (y.shape[0] // window) * window, (y.shape[1] // window) * window
+        return (lap[:h, :w] ** 2).reshape(h // window, window, w // window, window).mean((1, 3))
+
+    return np.log2((energy(b) + eps) / (energy(a) + eps))
+
+
+def detail_summary(ref: ImageLike, test: ImageLike, window: int = 16, threshold: float = 1.0) -> dict[str, float]:
+    """Share of blocks where the test image has at least 2**threshold times more (``invented``) or less
+    (``lost``) high-frequency energy than the reference, and the mean log2 ratio (``mean_log2``)."""
+    d = detail_change(ref, test, window)
+    return {"invented": float((d >= threshold).mean()), "lost": float((d <= -threshold).mean()),
+            "mean_log2": float(d.mean())}
 
 
 def bpp(nbytes: int, width: int, height: int) -> float:

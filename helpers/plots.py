@@ -119,20 +119,51 @@ def error_map(ref, test, window: int = 16) -> np.ndarray:
     return e.reshape(h // window, window, w // window, window).mean((1, 3))
 
 
-def worst_crops(ref, test, n: int = 3, size: int = 96) -> list[tuple[int, int]]:
-    """Top-left corners of the ``n`` non-overlapping ``size`` crops with the largest error."""
-    window = size // 2
-    e = error_map(ref, test, window)
+def top_corners(score: np.ndarray, window: int, image_size: tuple[int, int], n: int = 3,
+                size: int = 96) -> list[tuple[int, int]]:
+    """Top-left corners of the ``n`` non-overlapping ``size`` crops centred on the highest-scoring
+    ``window`` blocks of a per-block score map (e.g. :func:`error_map`, :func:`helpers.metrics.detail_change`)."""
+    w, h = image_size
     picks: list[tuple[int, int]] = []
-    order = np.dstack(np.unravel_index(np.argsort(e, axis=None)[::-1], e.shape))[0]
+    order = np.dstack(np.unravel_index(np.argsort(score, axis=None)[::-1], score.shape))[0]
     for by, bx in order:
-        y = int(min(max(by * window - window // 2, 0), as_pil(ref).size[1] - size))
-        x = int(min(max(bx * window - window // 2, 0), as_pil(ref).size[0] - size))
+        cy, cx = by * window + window // 2, bx * window + window // 2
+        x = int(min(max(cx - size // 2, 0), w - size))
+        y = int(min(max(cy - size // 2, 0), h - size))
         if all(abs(x - px) >= size or abs(y - py) >= size for px, py in picks):
             picks.append((x, y))
         if len(picks) == n:
             break
     return picks
+
+
+def worst_crops(ref, test, n: int = 3, size: int = 96) -> list[tuple[int, int]]:
+    """Top-left corners of the ``n`` non-overlapping ``size`` crops with the largest error."""
+    window = size // 2
+    return top_corners(error_map(ref, test, window), window, as_pil(ref).size, n, size)
+
+
+def invented_crops(ref, test, n: int = 3, size: int = 96, window: int = 16) -> list[tuple[int, int]]:
+    """Crops where ``test`` has the most high-frequency detail that ``ref`` lacks (invented texture)."""
+    from .metrics import detail_change
+
+    return top_corners(detail_change(ref, test, window), window, as_pil(ref).size, n, size)
+
+
+def detail_maps_figure(ref, images: dict, window: int = 16, limit: float = 4.0, size: float = 3.0):
+    """One map per image of :func:`helpers.metrics.detail_change` against ``ref``: red = invented
+    high-frequency detail, blue = lost detail (log2 energy ratio, clipped at +-``limit``)."""
+    from .metrics import detail_change
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(images), figsize=(len(images) * size, size * 1.05), squeeze=False)
+    im = None
+    for ax, (label, img) in zip(axes[0], images.items()):
+        im = ax.imshow(detail_change(ref, img, window), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="log2 detail ratio (+ invented, - lost)")
+    return fig
 
 
 def corner_at(img, fx: float, fy: float, size: int) -> tuple[int, int]:

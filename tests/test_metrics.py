@@ -234,3 +234,27 @@ def test_lpips_loads_backbone_from_local_checkpoint(no_download, monkeypatch):
     torch.save({"features.0.weight": torch.zeros(3)}, no_download / "alexnet-owt-7be5be79.pth")
     available, reason = M.lpips_status()
     assert not available and "does not match" in reason
+
+
+def test_detail_change_sign_and_summary():
+    from PIL import ImageFilter
+
+    from helpers.metrics import detail_change, detail_summary
+
+    rng = np.random.default_rng(5)
+    base = np.full((64, 64, 3), 120, np.uint8)
+    base[:, :32] = (rng.random((64, 32, 3)) * 255).astype(np.uint8)  # textured left half, flat right half
+    img = Image.fromarray(base)
+    blurred = img.filter(ImageFilter.GaussianBlur(2))
+    noisy = Image.fromarray(np.clip(base.astype(int) + rng.integers(-40, 41, base.shape), 0, 255).astype(np.uint8))
+    d_blur = detail_change(img, blurred, window=16)
+    d_noise = detail_change(img, noisy, window=16)
+    assert d_blur.shape == (4, 4)
+    assert (d_blur[:, :2] < -1).all()  # texture blurred away: lost
+    assert (d_noise[:, 2:] > 1).all()  # noise on the flat half: invented
+    np.testing.assert_allclose(detail_change(img, img), 0.0)
+    s = detail_summary(img, noisy)
+    assert s["invented"] >= 0.5 and s["lost"] == 0.0
+    np.testing.assert_allclose(d_blur[:, 3], 0.0)  # flat, away from the texture edge: unchanged
+    # blur also softens the texture's edge (block column 2): 12 of 16 blocks lost detail
+    assert detail_summary(img, blurred)["lost"] == pytest.approx(0.75)

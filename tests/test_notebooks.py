@@ -246,6 +246,7 @@ def test_notebook_runs(name, model, needs_shared, request, tmp_path, monkeypatch
     if name == "05_comparison":
         assert "application/vnd.jupyter.widget-view+json" in mime_types(nb), "the slider widget was not displayed"
         assert "| jpeg | ge |" in text and "| jpeg | le |" in text
+        assert "| invented | lost | mean_log2 |" in text, "the invented/lost detail table is missing"
     if name == "06_article_figures":
         fig_dir = tmp_path / "figures"
         for fname in FIGURES:

@@ -1,0 +1,49 @@
+import numpy as np
+from PIL import Image
+
+from helpers.plots import (detail_maps_figure, difference_map, invented_crops, latent_as_rgba, top_corners,
+                           worst_crops)
+
+
+def _pair():
+    rng = np.random.default_rng(0)
+    ref = np.full((128, 160, 3), 100, np.uint8)
+    test = ref.copy()
+    test[70:90, 100:130] = rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)  # invented texture here
+    return Image.fromarray(ref), Image.fromarray(test)
+
+
+def test_top_corners_inside_and_disjoint():
+    score = np.zeros((8, 10))
+    score[7, 9] = 5  # bottom-right block: crop must be clamped inside the image
+    score[0, 0] = 4
+    score[0, 1] = 3  # overlaps the previous pick: skipped
+    corners = top_corners(score, 16, (160, 128), n=3, size=48)
+    assert corners[0] == (112, 80) and corners[1] == (0, 0)
+    for i, (x, y) in enumerate(corners):
+        assert 0 <= x <= 160 - 48 and 0 <= y <= 128 - 48
+        for px, py in corners[:i]:
+            assert abs(x - px) >= 48 or abs(y - py) >= 48
+
+
+def test_invented_and_worst_crops_find_the_patch():
+    ref, test = _pair()
+    for corners in (invented_crops(ref, test, n=1, size=32), worst_crops(ref, test, n=1, size=32)):
+        x, y = corners[0]
+        assert x < 130 and x + 32 > 100 and y < 90 and y + 32 > 70
+
+
+def test_difference_map_and_latent_picture():
+    ref, test = _pair()
+    d = np.asarray(difference_map(ref, test, gain=1.0))
+    assert d.shape == (128, 160) and d[:60].max() == 0 and d[75, 110] > 0
+    q = np.arange(4 * 8 * 8, dtype=np.uint8).reshape(4, 8, 8)
+    rgba = latent_as_rgba(q)
+    assert rgba.mode == "RGBA" and rgba.size == (8, 8)
+    assert rgba.getpixel((1, 0)) == tuple(int(v) for v in q[:, 0, 1])
+
+
+def test_detail_maps_figure_has_one_panel_per_image():
+    ref, test = _pair()
+    fig = detail_maps_figure(ref, {"a": test, "b": ref})
+    assert len([ax for ax in fig.axes if ax.get_title()]) == 2
