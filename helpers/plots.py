@@ -76,28 +76,32 @@ def show_images(images: dict[str, Image.Image], cols: int | None = None, size: f
 
 
 def comparison_figure(comparisons, rule: str = "ge", size: float = 3.0):
-    """Rows = images, columns = original, each baseline, ours; titles carry bytes and PSNR."""
+    """Rows = images, columns = original, each baseline, ours; titles carry bytes and PSNR.
+
+    A baseline that could not reach an image's size under ``rule`` leaves an empty, labelled cell.
+    """
     plt = _plt()
     if not comparisons:
         raise ValueError("no comparisons to plot")
-    cols = list(comparisons[0].images(rule).keys())
-    ncols = len(cols)
-    fig, axes = plt.subplots(len(comparisons), ncols, figsize=(ncols * size, len(comparisons) * size), squeeze=False)
+    keys = list(dict.fromkeys(k for comp in comparisons for k, *_ in comp.panels(rule)))
+    keys = [k for k in keys if k != "ours"] + ["ours"]
+    fig, axes = plt.subplots(len(comparisons), len(keys), figsize=(len(keys) * size, len(comparisons) * size),
+                             squeeze=False)
     for r, comp in enumerate(comparisons):
-        imgs = list(comp.images(rule).items())
-        psnrs = {row["codec"]: row["psnr"] for row in comp.rows if row["rule"] in (rule, "-")}
-        sizes = comp.sizes(rule)
-        for c, (label, img) in enumerate(imgs):
+        panels = {key: rest for key, *rest in comp.panels(rule)}
+        for c, key in enumerate(keys):
             ax = axes[r, c]
-            ax.imshow(img)
             ax.axis("off")
-            if label == "original":
-                ax.set_title(f"{comp.name}\noriginal", fontsize=9)
+            if key not in panels:
+                ax.set_title(f"{key}\ncannot reach {comp.ours.nbytes} B", fontsize=9)
                 continue
-            key = "ours" if label.startswith("ours") else label.split()[0]
-            codec_key = next((k for k in psnrs if k == key or k.startswith("ours") and key == "ours"), None)
-            ps = psnrs.get(codec_key)
-            ax.set_title(f"{label}\n{sizes.get(key, 0)} B, {ps:.2f} dB" if ps is not None else label, fontsize=9)
+            title, img, nbytes, ps = panels[key]
+            ax.imshow(img)
+            if key == "original":
+                title = f"{comp.name}\noriginal"
+            elif ps is not None:
+                title = f"{title}\n{nbytes} B, {ps:.2f} dB"
+            ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 

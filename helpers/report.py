@@ -32,10 +32,17 @@ class Comparison:
 
     def images(self, rule: str = "ge") -> dict[str, Image.Image]:
         """Label -> decoded image, reference first, ours last (the article's panel order)."""
-        out = {"original": self.reference}
+        return {title: img for _, title, img, _, _ in self.panels(rule)}
+
+    def panels(self, rule: str = "ge") -> list[tuple[str, str, Image.Image, int | None, float | None]]:
+        """(key, title, image, bytes, PSNR) per panel: the original, each baseline under ``rule``, ours."""
+        psnr = {(r["codec"], r["rule"]): r["psnr"] for r in self.rows}
+        out = [("original", "original", self.reference, None, None)]
         for codec, res in self.baselines.get(rule, {}).items():
-            out[f"{codec} q{res.quality}"] = res.image
-        out[f"ours ({self.ours.header.model_id})"] = self.ours_decoded.image
+            out.append((codec, f"{codec} q{res.quality}", res.image, res.nbytes, psnr.get((codec, rule))))
+        ours = self.rows[0]  # compare_image puts our row first
+        out.append(("ours", f"ours ({self.ours.header.model_id})", self.ours_decoded.image, self.ours.nbytes,
+                    ours["psnr"]))
         return out
 
     def sizes(self, rule: str = "ge") -> dict[str, int]:

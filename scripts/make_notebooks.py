@@ -679,7 +679,7 @@ NB05 = [
         for name, comp in comparisons.items():
             ours = comp.ours_decoded.image
             corners = worst_crops(comp.reference, ours, n=3, size=CROP)
-            panels = {"original": comp.reference, **{k: v for k, v in comp.images("ge").items() if k != "original"}}
+            panels = comp.images("ge")
             crops_figure(panels, corners, size=CROP, scale=1.8).suptitle(f"{name}: largest errors of ours", y=1.06);'''),
     code('''\
         from helpers.plots import corner_at
@@ -689,7 +689,7 @@ NB05 = [
             if not spots:
                 continue
             corners = [corner_at(comp.reference, fx, fy, CROP) for fx, fy, _ in spots]
-            panels = {"original": comp.reference, **{k: v for k, v in comp.images("ge").items() if k != "original"}}
+            panels = comp.images("ge")
             crops_figure(panels, corners, size=CROP, scale=1.8).suptitle(
                 f"{name}: " + ", ".join(label for *_, label in spots), y=1.1);'''),    md("""
         ## Invented vs lost detail, measured
@@ -715,7 +715,7 @@ NB05 = [
         for name, comp in comparisons.items():
             ours = comp.ours_decoded.image
             corners = invented_crops(comp.reference, ours, n=3, size=CROP)
-            panels = {"original": comp.reference, **{k: v for k, v in comp.images("ge").items() if k != "original"}}
+            panels = comp.images("ge")
             crops_figure(panels, corners, size=CROP, scale=1.8).suptitle(
                 f"{name}: where ours invented the most detail", y=1.06);'''),
 ]
@@ -861,7 +861,7 @@ NB06 = [
         save(fig, "hallucination_error_map.png", f"{comp.name}: where {MODEL_LABEL} at {comp.ours.nbytes:,} bytes "
                                                  "departs from the original")
         corners = worst_crops(comp.reference, ours_img, n=3, size=96)
-        panels = {"original": comp.reference, **{k: v for k, v in comp.images("ge").items() if k != "original"}}
+        panels = comp.images("ge")
         fig = crops_figure(panels, corners, size=96, scale=2.2)
         save(fig, "hallucination_crops.png", f"{comp.name}: the three 96x96 crops with the largest error")'''),
     md("## Written files"),

@@ -47,3 +47,22 @@ def test_detail_maps_figure_has_one_panel_per_image():
     ref, test = _pair()
     fig = detail_maps_figure(ref, {"a": test, "b": ref})
     assert len([ax for ax in fig.axes if ax.get_title()]) == 2
+
+
+def test_comparison_figure_with_missing_baselines(taef2):
+    from helpers.codec import CodecParams
+    from helpers.plots import comparison_figure
+    from helpers.report import compare_image
+
+    rng = np.random.default_rng(2)
+    img = Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8))
+    a = compare_image(img, taef2, "a", CodecParams(colors=16), codecs=["jpeg", "webp"], rules=("ge",),
+                      with_lpips=False)
+    b = compare_image(img, taef2, "b", CodecParams(colors=16), codecs=["jpeg", "webp"], rules=("ge",),
+                      with_lpips=False)
+    del a.baselines["ge"]["webp"]  # as when a codec cannot reach the size for one image
+    assert [k for k, *_ in a.panels("ge")] == ["original", "jpeg", "ours"]
+    fig = comparison_figure([a, b], rule="ge")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 2 * 4 and any("cannot reach" in t for t in titles)
+    assert any(t.startswith("ours (taef2)\n") and t.endswith("dB") for t in titles)
