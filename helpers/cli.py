@@ -81,17 +81,16 @@ def cmd_decode(args) -> int:
     from . import bitstream
     from .codec import decode
 
-    src = Path(args.input)
+    src, out = Path(args.input), Path(args.output)
     if not src.is_file():
         raise SDCError(f"file not found: {src}; check the path")
+    if out.suffix.lower() not in (".png", ".bmp", ".tif", ".tiff", ".ppm"):
+        raise SDCError(f"decode writes lossless images only; '{out.name}' is not .png/.bmp/.tif/.ppm: use a .png name")
     data = src.read_bytes()
     header, _ = bitstream.unpack(data)
     backend = _load(args.model or header.model_id, args.device)
     t0 = time.perf_counter()
     dec = decode(data, backend, denoise=args.denoise, progress=True)
-    out = Path(args.output)
-    if out.suffix.lower() not in (".png", ".bmp", ".tif", ".tiff", ".ppm"):
-        raise SDCError(f"decode writes lossless images only; '{out.name}' is not .png/.bmp/.tif/.ppm: use a .png name")
     dec.image.save(out)
     print(f"{out}: {dec.image.size[0]}x{dec.image.size[1]} from {len(data)} bytes in {time.perf_counter() - t0:.2f}s")
     return 0

@@ -99,3 +99,12 @@ def test_compare_writes_figure_and_tables(taef2, tmp_path):
     assert ours["bytes"] <= 3000 and jpeg["bytes"] >= ours["bytes"]  # rule ge: baseline gets at least our size
     assert ours["bpp"] == pytest.approx(8 * ours["bytes"] / 192 ** 2)
     assert Image.open(out / "comparison.png").size[0] > 300
+
+
+def test_decode_refuses_lossy_output_before_any_work(taef2, small_png, tmp_path, capsys):
+    out = tmp_path / "k.sdc"
+    main(["encode", str(small_png), str(out), "--model", "taef2", "--colors", "8"])
+    capsys.readouterr()
+    assert main(["decode", str(out), str(tmp_path / "k.jpg")]) == 2
+    captured = capsys.readouterr()
+    assert "lossless images only" in captured.err and "model:" not in captured.err  # no model was loaded
