@@ -658,7 +658,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--coders", nargs="+", default=list(DEFAULT_CODERS), help="lossless coders (default zlib arith)")
     ap.add_argument("--denoise", action="store_true",
                     help="also run UNet-denoised variants (only for backends with a UNet, i.e. SD)")
-    ap.add_argument("--max-colors", type=int, default=256, help="largest palette the budget search may use (256)")
+    ap.add_argument("--max-colors", type=int, default=1024,
+                    help="largest palette the budget search may use (1024; libimagequant stops at 256)")
     ap.add_argument("--no-coder-savings", dest="coder_savings", action="store_false",
                     help="skip the zlib-vs-arith section at the default 256 colours")
     ap.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")

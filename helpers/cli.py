@@ -31,6 +31,8 @@ def _add_codec(p: argparse.ArgumentParser):
     g.add_argument("--target-bytes", type=int, default=None,
                    help="byte budget for the whole file (header included); the palette size is searched")
     g.add_argument("--colors", type=int, default=None, help="palette size K (default 256)")
+    p.add_argument("--max-colors", type=int, default=1024,
+                   help="with --target-bytes: largest palette the search may use (k-means; libimagequant stops at 256)")
     p.add_argument("--method", default="auto", choices=["auto", "liq", "kmeans", "raw"],
                    help="palette: liq = libimagequant on RGBA (SD, 4 channels), kmeans = latent k-means (any C)")
     p.add_argument("--dither", type=float, default=None,
@@ -46,7 +48,8 @@ def _add_codec(p: argparse.ArgumentParser):
 def _params(args):
     from .codec import CodecParams
 
-    return CodecParams(method=args.method, colors=args.colors or 256, dither=args.dither, coder=args.coder,
+    colors = args.max_colors if args.target_bytes else (args.colors or 256)
+    return CodecParams(method=args.method, colors=colors, dither=args.dither, coder=args.coder,
                        policy=args.policy, denoise=args.denoise, denoise_strength=args.denoise_strength,
                        denoise_steps=args.denoise_steps)
 

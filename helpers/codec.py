@@ -199,7 +199,8 @@ def encode(img, backend, params: CodecParams | None = None, target_bytes: int | 
            latents: np.ndarray | None = None, cache: dict | None = None) -> Encoded:
     """Compress an image into .sdc bytes.
 
-    With ``target_bytes``, the palette size is searched (binary search over 2..``params.colors``) for the
+    With ``target_bytes``, the palette size is searched (binary search over 2..``params.colors``, at most 256
+    for libimagequant; pass e.g. ``colors=1024`` to let larger budgets buy larger k-means palettes) for the
     largest palette whose complete file (header included) fits the budget; the file never exceeds it.
     ``latents`` lets callers reuse a cached VAE encoding of the same (policy-applied) image; ``cache`` (a dict
     the caller keeps, e.g. one per image) memoises palettes and packed payloads across calls, so several
@@ -234,7 +235,8 @@ def encode(img, backend, params: CodecParams | None = None, target_bytes: int | 
             raise BudgetError(f"raw 8-bit latents need {len(data)} bytes > budget {target_bytes}: use a palette method")
     else:
         best = None
-        lo, hi = 2, max(2, params.colors)
+        # libimagequant palettes stop at 256 colours; latent k-means may go beyond (uint16 indices)
+        lo, hi = 2, max(2, min(params.colors, 256) if method == "liq" else params.colors)
         while lo <= hi:  # largest palette size that fits
             mid = (lo + hi) // 2
             out = attempt(mid)

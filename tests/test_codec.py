@@ -154,3 +154,14 @@ def test_encode_cache_gives_identical_files(taef2):
         assert set(cached.timings) == set(plain.timings)
     palettes = [k for k in cache if k[1] == "palette"]
     assert len(palettes) == len({k[2] for k in palettes})  # each palette size computed once
+
+
+def test_budget_search_may_exceed_256_colours_for_kmeans_only(taef2, tiny_sd):
+    img = _photo(256, 256, seed=4)
+    lat = encode_latents(taef2, img)
+    enc = encode(img, taef2, CodecParams(colors=1024), target_bytes=40000, latents=lat)
+    assert enc.nbytes <= 40000 and enc.header.colors > 256
+    np.testing.assert_array_equal(decode(enc.data, taef2).latents,
+                                  unquantize_8bit(apply_palette(enc.palette, enc.indices), enc.header.quant_span))
+    liq = encode(img, tiny_sd, CodecParams(colors=1024), target_bytes=100000)
+    assert liq.header.method == "liq" and max(k for k, _ in liq.trials) <= 256
