@@ -24,7 +24,7 @@ and ``summary.md`` (tables per budget, BD-rates, coder savings, seconds per stag
 command line). The run is resumable: records already in ``records.json`` are kept and skipped, and the file
 is rewritten after every image. ``--report-only`` rewrites the plot and summary from ``records.json`` alone.
 
-Speed (the full 24-image run took 10.5 minutes on a 2-core CPU): the latents are encoded once per image;
+Speed (the full 24-image run took 12 minutes on a 2-core CPU): the latents are encoded once per image;
 palettes and packed payloads are memoised across the budgets and coders of an image (``encode(..., cache=)``;
 the per-stage seconds in the records are still those of a standalone encode); a file whose bytes were already
 decoded (the 256-colour file is both the largest budget's and the coder-savings section's) is decoded once;
