@@ -347,19 +347,23 @@ def lpips_distance(ref: ImageLike, test: ImageLike, net: str = "alex") -> float:
     return LPIPSMetric(net)(ref, test)
 
 
-def all_metrics(ref: ImageLike, test: ImageLike, nbytes: int | None = None) -> dict[str, float | int | None]:
+def all_metrics(ref: ImageLike, test: ImageLike, nbytes: int | None = None,
+                lpips: bool = True) -> dict[str, float | int | None]:
     """``psnr``, ``ssim``, ``ms_ssim`` and ``lpips`` (plus ``bytes`` and ``bpp`` if ``nbytes``).
 
-    ``lpips`` is None when LPIPS is unavailable here (see :func:`lpips_status`); ``ms_ssim`` is
-    None for images with a side under 176 pixels.
+    ``lpips`` is None when LPIPS is unavailable here (see :func:`lpips_status`) or not asked for
+    (``lpips=False`` skips the network even where it is available); ``ms_ssim`` is None for images
+    with a side under 176 pixels.
     """
     a, b = _pair(ref, test)
     out: dict[str, float | int | None] = {"psnr": psnr(a, b), "ssim": ssim(a, b)}
     out["ms_ssim"] = ms_ssim(a, b) if min(a.shape[:2]) >= _MS_SSIM_MIN_SIDE else None
-    try:
-        out["lpips"] = lpips_distance(a, b)
-    except UnavailableError:
-        out["lpips"] = None
+    out["lpips"] = None
+    if lpips:
+        try:
+            out["lpips"] = lpips_distance(a, b)
+        except UnavailableError:
+            pass
     if nbytes is not None:
         out["bytes"] = int(nbytes)
         out["bpp"] = bpp(int(nbytes), a.shape[1], a.shape[0])

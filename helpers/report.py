@@ -52,14 +52,8 @@ class Comparison:
 
 
 def _metrics_row(name, codec, rule, setting, ref, img, nbytes, with_lpips: bool = True) -> dict:
-    if with_lpips:
-        m = metrics.all_metrics(ref, img, nbytes=nbytes)
-    else:  # skip the LPIPS network even where it is available (figures that only need sizes and PSNR)
-        w, h = ref.size
-        m = {"psnr": metrics.psnr(ref, img), "ssim": metrics.ssim(ref, img),
-             "ms_ssim": metrics.ms_ssim(ref, img) if min(w, h) >= 176 else None, "lpips": None,
-             "bytes": nbytes, "bpp": metrics.bpp(nbytes, w, h)}
-    return {"image": name, "codec": codec, "rule": rule, "setting": setting, **m}
+    return {"image": name, "codec": codec, "rule": rule, "setting": setting,
+            **metrics.all_metrics(ref, img, nbytes=nbytes, lpips=with_lpips)}
 
 
 def compare_image(img, backend, name: str = "image", params: CodecParams | None = None,
