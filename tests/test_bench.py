@@ -1,15 +1,23 @@
-"""The rate-distortion benchmark (helpers/bench.py): BD-rate maths, and a small real run on Kodak + TAEF2."""
+"""The rate-distortion benchmark (the helpers/bench/ package): BD-rate maths, the metric list, the committed
+results reproduced from their records, and a small real run on Kodak + TAEF2."""
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from helpers import bench
+from helpers.bench import config
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "results" / "kodak"
 
 # ----------------------------------------------------------------------------------------------
 # BD-rate (no data needed)
@@ -48,6 +56,17 @@ def test_bd_rate_no_overlap_and_too_few_points():
     assert bench.bd_rate(r, d, [0.5 * x for x in r], d) == pytest.approx(-50.0, abs=1e-9)
 
 
+def test_bd_rate_does_not_depend_on_the_metric_direction():
+    # A lower-is-better metric (LPIPS-like) that is an affine function of a higher-is-better one gives the
+    # same BD-rate: the fit and the mean over the shared interval do not care about the sign or scale.
+    r_ref, d_ref = [0.1, 0.2, 0.4, 0.8], [0.80, 0.86, 0.91, 0.94]
+    r_test, d_test = [0.12, 0.19, 0.5, 0.7], [0.81, 0.85, 0.92, 0.93]
+    up = bench.bd_rate(r_ref, d_ref, r_test, d_test)
+    down = bench.bd_rate(r_ref, [1 - v for v in d_ref], r_test, [1 - v for v in d_test])
+    assert up is not None and abs(up) > 1
+    assert down == pytest.approx(up, abs=1e-6)
+
+
 def test_record_key_and_labels():
     assert bench.record_key("kodim01", "jpeg", 5000, "le") == "kodim01|jpeg|5000|le"
     assert bench.ours_label("taef2", "arith") == "ours:taef2/arith"
@@ -83,6 +102,79 @@ def test_quality_cache_matches_match_budget():
     n = len(cache.data)
     cache.match(3000, "le")
     assert len(cache.data) == n  # shared encodes: nothing re-encoded
+
+
+# ----------------------------------------------------------------------------------------------
+# the committed results and the metric list
+# ----------------------------------------------------------------------------------------------
+
+def test_metric_list_is_the_single_source():
+    keys = bench.metric_keys()
+    assert keys == ("psnr", "ssim", "ms_ssim", "lpips")  # record field order (records.json unchanged)
+    assert [m.key for m in bench.plot_metrics()] == ["psnr", "ms_ssim", "ssim", "lpips"]
+    assert [m.key for m in bench.bd_metrics()] == ["psnr", "ms_ssim"]
+    assert bench.metric_spec("lpips").axis_label == "LPIPS (lower is better)"
+    assert bench.metric_spec("psnr").label == "PSNR (dB)"
+    with pytest.raises(KeyError, match="no metric 'flip'"):
+        bench.metric_spec("flip")
+    from helpers.bench.records import _metric_fields
+
+    fields = _metric_fields({"bytes": 5000, "bpp": 0.15258789, "psnr": 21.123456, "ssim": 0.61234567,
+                             "ms_ssim": 0.7512345678, "lpips": None})
+    assert list(fields) == ["bytes", "bpp", *keys]
+    assert fields["psnr"] == 21.1235 and fields["ssim"] == 0.612346 and fields["lpips"] is None
+
+
+def _committed_copy(tmp_path) -> Path:
+    if not (COMMITTED / bench.RECORDS_FILE).is_file():
+        pytest.skip("results/kodak/records.json is not committed here")
+    out = tmp_path / "kodak"
+    out.mkdir()
+    shutil.copy(COMMITTED / bench.RECORDS_FILE, out / bench.RECORDS_FILE)
+    return out
+
+
+def test_committed_results_are_reproduced_from_their_records(tmp_path, capsys):
+    """``--report-only`` on a copy of results/kodak rewrites exactly the committed summary.md, and the same plot."""
+    out = _committed_copy(tmp_path)
+    doc = bench.load_records(out / bench.RECORDS_FILE)
+    assert doc["format"] == bench.FORMAT_VERSION and len(doc["records"]) > 100
+    assert bench.main(["--report-only", "--out", str(out)]) == 0
+    assert f"wrote {out / bench.PLOT_FILE}" in capsys.readouterr().out
+    assert (out / bench.SUMMARY_FILE).read_text() == (COMMITTED / bench.SUMMARY_FILE).read_text()
+    with Image.open(out / bench.PLOT_FILE) as a, Image.open(COMMITTED / bench.PLOT_FILE) as b:
+        assert a.size == b.size
+        diff = np.abs(np.asarray(a.convert("RGB"), np.int16) - np.asarray(b.convert("RGB"), np.int16))
+    assert diff.mean() < 0.5, "the RD plot differs from the committed one"  # font rendering may differ a little
+
+
+def test_a_new_metric_in_the_list_reaches_records_tables_plots_and_bd_rates(tmp_path, monkeypatch):
+    """What the next metric needs: one entry in METRIC_SPECS. A lower-is-better 'flip' = 1 - MS-SSIM gets its
+    table column, RD subplot and BD-rate columns, and (BD-rate being direction-free) MS-SSIM's BD-rates."""
+    out = _committed_copy(tmp_path)
+    doc = bench.load_records(out / bench.RECORDS_FILE)
+    for r in doc["records"]:
+        r["flip"] = None if r.get("ms_ssim") is None else 1 - r["ms_ssim"]
+    selection = bench.selection_of(doc)
+    before = bench.write_plot(doc, tmp_path / "before.png", selection)
+    flip = bench.Metric("flip", "FLIP", higher_is_better=False, plot_rank=9, bd_rate=True)
+    monkeypatch.setattr(config, "METRIC_SPECS", (*config.METRIC_SPECS, flip))
+    from helpers.bench.records import _metric_fields
+
+    assert list(_metric_fields({"bytes": 1, "bpp": 1.0, "flip": 0.25}))[-1] == "flip"
+    md = bench.write_summary(doc, tmp_path / "summary.md", selection).read_text()
+    assert "| MS-SSIM | FLIP |" in md and "FLIP, mean curves | FLIP, per image |" in md
+    rows = bench.bd_table(doc, selection)
+    assert any(row["flip_per_image"] for row in rows)  # the committed mean curves never overlap; images do
+    for row in rows:
+        if row["ms_ssim"] is None:
+            assert row["flip"] is None
+        else:
+            assert row["flip"] == pytest.approx(row["ms_ssim"], abs=1e-6)
+        assert row["flip_per_image"] == pytest.approx(row["ms_ssim_per_image"], abs=1e-6)
+    after = bench.write_plot(doc, tmp_path / "after.png", selection)
+    with Image.open(before) as a, Image.open(after) as b:
+        assert b.size[0] > a.size[0] * 1.15, "no subplot was added for the new metric"  # 3 -> 4 subplots
 
 
 # ----------------------------------------------------------------------------------------------

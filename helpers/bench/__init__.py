@@ -1,0 +1,73 @@
+"""Rate-distortion benchmark: the latent codec against JPEG / WebP / AVIF / JPEG XL over a folder of images.
+
+``python -m helpers.bench`` (defaults: the 24 Kodak images in ../shared/data/kodak, TAEF2, budgets
+2000 3000 5000 8000 12000 bytes, coders zlib + arith, every available baseline, rule ``le``).
+
+For every image x budget:
+
+* **ours**: :func:`helpers.codec.encode` with ``target_bytes=budget`` (the largest palette whose complete
+  file, header included, fits the budget), then :func:`helpers.codec.decode` from the bytes alone. The model
+  weights are loaded once for the whole folder and the latents are computed once per image (batch mode).
+  One label per model / lossless coder (/ UNet denoising, SD only): ``ours:taef2/zlib``, ``ours:taef2/arith``.
+  Each non-zlib file is checked to decode to exactly the pixels of the zlib file with the same palette
+  (``identical_to_zlib``).
+* **baselines**: each codec's quality is searched for the same budget under each rule (``le``: the largest
+  file <= budget, the fair rule; ``ge``: the smallest file >= budget, the 2022 notebook's rule). Encodes are
+  cached per quality (:class:`QualityCache`), so the five budgets and both rules share them.
+
+Images go through the ``crop512`` policy (center crop to 512x512; Kodak's 768x512 / 512x768 images lose 128 columns
+or rows on each side, nothing is resampled); bpp = 8 * bytes / (512 * 512), every header byte counted.
+
+Outputs in ``--out`` (default results/kodak): ``records.json`` (one record per image, codec, budget and rule,
+plus the ``coder_savings`` section: zlib vs arith bytes for the same 256-colour palette), ``rd_curves.png``
+and ``summary.md`` (tables per budget, BD-rates, coder savings, seconds per stage, peak memory, machine,
+command line). The run is resumable: records already in ``records.json`` are kept and skipped, and the file
+is rewritten after every image. ``--report-only`` rewrites the plot and summary from ``records.json`` alone.
+
+Speed (the full 24-image run took 12 minutes on a 2-core CPU): the latents are encoded once per image;
+palettes and packed payloads are memoised across the budgets and coders of an image (``encode(..., cache=)``;
+the per-stage seconds in the records are still those of a standalone encode); a file whose bytes were already
+decoded (the 256-colour file is both the largest budget's and the coder-savings section's) is decoded once;
+baseline encodes are shared per quality (:class:`QualityCache`); on a multi-core CPU two images run in
+parallel worker processes with the torch threads split between them (``--jobs``).
+
+The package, one module per concern:
+
+* :mod:`~helpers.bench.config`: defaults, file names, stages, and :data:`~helpers.bench.config.METRIC_SPECS`,
+  the one list of quality metrics (direction, rounding, plotted, BD-rated) that records, tables, RD plots
+  and BD-rates derive from;
+* :mod:`~helpers.bench.bdrate`: Bjontegaard delta rate;
+* :mod:`~helpers.bench.memory`: peak-memory probes (:class:`PeakMemory`);
+* :mod:`~helpers.bench.records`: record keys and labels, ``records.json`` load/save;
+* :mod:`~helpers.bench.machine`: the machine description stored with the records;
+* :mod:`~helpers.bench.image`: one image's baseline and ours records (:class:`QualityCache`, :class:`Setup`);
+* :mod:`~helpers.bench.runner`: the run and its worker-process pool;
+* :mod:`~helpers.bench.aggregate`: means per codec/budget, RD series, the BD-rate table;
+* :mod:`~helpers.bench.summary` and :mod:`~helpers.bench.plot`: ``summary.md`` and ``rd_curves.png``;
+* :mod:`~helpers.bench.cli` (+ ``__main__``): the command line.
+"""
+
+from __future__ import annotations
+
+from .aggregate import aggregate, bd_table
+from .bdrate import bd_overlap, bd_rate
+from .cli import build_parser, main, report_only
+from .config import (DEFAULT_BUDGETS, DEFAULT_CODERS, DEFAULT_DATA, DEFAULT_OUT, DEFAULT_RULES, FORMAT_VERSION,
+                     HIGHLIGHT_BUDGET, METRIC_SPECS, OURS_RULE, PLOT_FILE, POLICY, POLICY_TEXT, RECORDS_FILE,
+                     SAVINGS_COLORS, STAGES, SUMMARY_FILE, Metric, bd_metrics, metric_keys, metric_spec, plot_metrics)
+from .image import QualityCache, Setup, bench_image
+from .machine import machine_info, torch_threads
+from .memory import PeakMemory
+from .plot import write_plot
+from .records import _key_of, load_records, ours_label, record_key, save_records, selection_of
+from .runner import run
+from .summary import write_summary
+
+__all__ = [
+    "DEFAULT_BUDGETS", "DEFAULT_CODERS", "DEFAULT_DATA", "DEFAULT_OUT", "DEFAULT_RULES", "FORMAT_VERSION",
+    "HIGHLIGHT_BUDGET", "METRIC_SPECS", "Metric", "OURS_RULE", "PLOT_FILE", "POLICY", "POLICY_TEXT", "PeakMemory",
+    "QualityCache", "RECORDS_FILE", "SAVINGS_COLORS", "STAGES", "SUMMARY_FILE", "Setup", "_key_of", "aggregate",
+    "bd_metrics", "bd_overlap", "bd_rate", "bd_table", "bench_image", "build_parser", "load_records", "machine_info",
+    "main", "metric_keys", "metric_spec", "ours_label", "plot_metrics", "record_key", "report_only", "run",
+    "save_records", "selection_of", "torch_threads", "write_plot", "write_summary",
+]

@@ -1,0 +1,98 @@
+"""Aggregation of the records: means per (codec, rule, budget), RD series, table rows, and the BD-rate table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from .bdrate import bd_overlap, bd_rate
+from . import config
+from .config import OURS_RULE
+
+
+def _mean(xs):
+    xs = [float(x) for x in xs if x is not None and not isinstance(x, str)]
+    return float(np.mean(xs)) if xs else None
+
+
+def aggregate(records: Iterable[dict], images: Sequence[str]) -> dict[tuple[str, str, int], dict]:
+    """(codec, rule, budget) -> mean bytes / bpp / metrics over the images where the budget was reachable;
+    ``n`` counts them and ``complete`` says whether every image is in."""
+    wanted = set(images)
+    groups: dict[tuple[str, str, int], list[dict]] = {}
+    for r in records:
+        if r["image"] in wanted:
+            groups.setdefault((r["codec"], r["rule"], int(r["budget"])), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        ok = [r for r in rs if r.get("bytes") is not None]
+        row = {"n": len(ok), "of": len(wanted), "complete": len(ok) == len(wanted),
+               "bytes": _mean(r["bytes"] for r in ok), "bpp": _mean(r["bpp"] for r in ok)}
+        for m in config.metric_keys():
+            row[m] = _mean(r.get(m) for r in ok)
+        row["unreachable"] = len(rs) - len(ok)
+        row["smallest_bytes"] = max((r.get("smallest_bytes") or 0 for r in rs if r.get("bytes") is None), default=None)
+        out[key] = row
+    return out
+
+
+def _series(agg: dict, codec: str, rule: str, budgets: Sequence[int], metric: str) -> list[tuple[float, float]]:
+    pts = []
+    for b in budgets:
+        row = agg.get((codec, rule, b))
+        if row and row["complete"] and row[metric] is not None:
+            pts.append((row["bpp"], row[metric]))
+    return pts
+
+
+def _rows_for(selection: dict) -> list[tuple[str, str, str]]:
+    """(display label, codec, rule) in table order: ours first, then baselines per rule."""
+    multi = len(selection["rules"]) > 1
+    rows = [(c, c, OURS_RULE) for c in selection["ours"]]
+    for rule in selection["rules"]:
+        rows += [(f"{c} ({rule})" if multi else c, c, rule) for c in selection["codecs"]]
+    return rows
+
+
+def _image_curve(recs: Iterable[dict], image: str, codec: str, rule: str, budgets: Sequence[int],
+                 metric: str) -> list[tuple[float, float]]:
+    return [(r["bpp"], r[metric]) for r in recs if r["image"] == image and r["codec"] == codec
+            and r["rule"] == rule and r["budget"] in budgets and r.get("bytes") is not None
+            and r.get(metric) is not None]
+
+
+def bd_table(doc: dict, selection: dict) -> list[dict]:
+    """BD-rate of every ours variant against every baseline (per rule), on every metric of
+    :func:`~helpers.bench.config.bd_metrics` (PSNR and MS-SSIM today).
+
+    ``metric``: on the mean curves (budgets every image reached); ``metric_per_image``: the BD-rates of
+    the images whose own curves overlap (each image's reachable budgets)."""
+    agg = aggregate(doc["records"], selection["images"])
+    recs = [r for r in doc["records"] if r["image"] in set(selection["images"])]
+    budgets = set(selection["budgets"])
+    out = []
+    for ours in selection["ours"]:
+        for rule in selection["rules"]:
+            for codec in selection["codecs"]:
+                row = {"ours": ours, "baseline": codec, "rule": rule}
+                for metric in (m.key for m in config.bd_metrics()):
+                    a = _series(agg, codec, rule, selection["budgets"], metric)
+                    b = _series(agg, ours, OURS_RULE, selection["budgets"], metric)
+                    val = bd_rate([p[0] for p in a], [p[1] for p in a], [p[0] for p in b], [p[1] for p in b]) \
+                        if len(a) >= 2 and len(b) >= 2 else None
+                    row[metric] = val
+                    row[f"{metric}_overlap"] = bd_overlap([p[1] for p in a], [p[1] for p in b])
+                    row[f"{metric}_points"] = (len(a), len(b))
+                    row[f"{metric}_ranges"] = tuple((min(p[1] for p in c), max(p[1] for p in c)) if c else (None, None)
+                                                    for c in (a, b))
+                    per = []
+                    for image in selection["images"]:
+                        ca = _image_curve(recs, image, codec, rule, budgets, metric)
+                        cb = _image_curve(recs, image, ours, OURS_RULE, budgets, metric)
+                        v = bd_rate([p[0] for p in ca], [p[1] for p in ca], [p[0] for p in cb], [p[1] for p in cb])
+                        if v is not None:
+                            per.append(v)
+                    row[f"{metric}_per_image"] = per
+                out.append(row)
+    return out

@@ -1,0 +1,93 @@
+"""What the benchmark runs and measures by default: budgets, coders, rules, file names, stages, and the one list
+of quality metrics (:data:`METRIC_SPECS`) that the records, tables, RD plots and BD-rates derive from."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "kodak"
+DEFAULT_OUT = Path("results") / "kodak"
+DEFAULT_BUDGETS = (2000, 3000, 5000, 8000, 12000)
+DEFAULT_CODERS = ("zlib", "arith")
+DEFAULT_RULES = ("le",)
+HIGHLIGHT_BUDGET = 5000
+POLICY = "crop512"
+POLICY_TEXT = ("crop512: center crop to a 512x512 square (Kodak 768x512 / 512x768 -> the central 512x512, "
+               "no resampling); bpp = 8 * bytes / (512 * 512), headers counted")
+SAVINGS_COLORS = 256
+OURS_RULE = "le"  # our rate control is a hard cap: the largest palette whose file is <= the budget
+STAGES = ("vae_encode", "quantize8", "palette", "pack", "unpack", "denoise", "vae_decode")
+RECORDS_FILE = "records.json"
+PLOT_FILE = "rd_curves.png"
+SUMMARY_FILE = "summary.md"
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """One quality metric as the benchmark records, tabulates, plots and BD-rates it.
+
+    ``key``: the field of :func:`helpers.metrics.all_metrics` and of every record; ``name`` / ``unit``: the
+    column title (``"PSNR (dB)"``); ``higher_is_better``: the direction (the RD plot's axis title says
+    "lower is better" otherwise, BD-rate flips the sign of the metric); ``record_digits``: rounding in
+    records.json; ``digits``: decimals in the summary; ``plot_rank``: position among the RD subplots (None:
+    not plotted); ``bd_rate``: has BD-rate columns in the summary; ``optional``: shown in a table or plot only
+    when some record has a value (LPIPS needs a backbone that may not be on disk).
+    """
+
+    key: str
+    name: str
+    unit: str = ""
+    higher_is_better: bool = True
+    record_digits: int = 6
+    digits: int = 4
+    plot_rank: int | None = None
+    bd_rate: bool = False
+    optional: bool = False
+
+    @property
+    def label(self) -> str:
+        """Column title in the summary tables: ``PSNR (dB)``, ``SSIM``."""
+        return f"{self.name} ({self.unit})" if self.unit else self.name
+
+    @property
+    def axis_label(self) -> str:
+        """RD plot axis title: the column title, plus the direction when lower is better."""
+        return self.label + ("" if self.higher_is_better else " (lower is better)")
+
+
+# The single list of metrics. Its order is the order of the fields in every record and of the columns in the
+# summary tables; the RD plots follow ``plot_rank``, the BD-rate columns the order here. Everything else is
+# derived from it at call time (the functions below), so adding a metric here adds its record field, table
+# column, RD subplot and BD-rate columns.
+METRIC_SPECS: tuple[Metric, ...] = (
+    Metric("psnr", "PSNR", unit="dB", record_digits=4, digits=2, plot_rank=0, bd_rate=True),
+    Metric("ssim", "SSIM", plot_rank=2),
+    Metric("ms_ssim", "MS-SSIM", plot_rank=1, bd_rate=True),
+    Metric("lpips", "LPIPS", higher_is_better=False, plot_rank=3, optional=True),
+)
+
+
+def metric_keys() -> tuple[str, ...]:
+    """The record fields of the metrics, in record order: ``("psnr", "ssim", "ms_ssim", "lpips")``."""
+    return tuple(m.key for m in METRIC_SPECS)
+
+
+def metric_spec(key: str) -> Metric:
+    """The :class:`Metric` of a record field."""
+    for m in METRIC_SPECS:
+        if m.key == key:
+            return m
+    raise KeyError(f"no metric {key!r} in METRIC_SPECS ({', '.join(metric_keys())})")
+
+
+def plot_metrics() -> tuple[Metric, ...]:
+    """The metrics with an RD subplot, in subplot order (PSNR, MS-SSIM, SSIM, LPIPS)."""
+    return tuple(sorted((m for m in METRIC_SPECS if m.plot_rank is not None), key=lambda m: m.plot_rank))
+
+
+def bd_metrics() -> tuple[Metric, ...]:
+    """The metrics with BD-rate columns (PSNR, MS-SSIM)."""
+    return tuple(m for m in METRIC_SPECS if m.bd_rate)
