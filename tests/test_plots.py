@@ -33,6 +33,26 @@ def test_invented_and_worst_crops_find_the_patch():
         assert x < 130 and x + 32 > 100 and y < 90 and y + 32 > 70
 
 
+def test_invented_crops_ignore_the_image_border():
+    """A decoder that darkens the first and last rows (as TAEF2 does with Kodak's dark top row) "invents"
+    Laplacian energy there; the crops must still go to the interior patch, not to flat border strips."""
+    rng = np.random.default_rng(1)
+    r = np.full((128, 160, 3), 100, np.uint8)
+    t = r.copy()
+    t[70:90, 100:130] = rng.integers(90, 111, (20, 30, 3), dtype=np.uint8)  # faint invented texture
+    t[0] = t[-1] = t[:, 0] = 0  # dark border lines
+    ref, test = Image.fromarray(r), Image.fromarray(t)
+    from helpers.metrics import detail_change
+
+    d = detail_change(ref, test, 16)
+    assert d[0].max() > d[4:6, 6:8].max(), "the border line must outscore the patch in the raw map"
+    corners = invented_crops(ref, test, n=2, size=32)
+    x, y = corners[0]
+    assert x < 130 and x + 32 > 100 and y < 90 and y + 32 > 70
+    for x, y in corners:
+        assert y > 0 and x > 0  # no crop hugging the top/left edge
+
+
 def test_difference_map_and_latent_picture():
     ref, test = _pair()
     d = np.asarray(difference_map(ref, test, gain=1.0))

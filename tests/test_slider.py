@@ -37,11 +37,27 @@ def assert_split(arr: np.ndarray, split: int, line: bool = True):
 
 def test_widget_structure_and_initial_picture():
     box = slider_widget(solid(RED), solid(BLUE), "original", "decoded")
-    assert box.children == (box.children[0], box.image, box.slider)
+    assert box.children == (box.children[0], box.slider, box.image), "caption, then the slider above the picture"
     assert box.image.format == "png"
     assert (box.slider.min, box.slider.max, box.slider.value) == (0.0, 1.0, 0.5)
     assert "original" in box.children[0].value and "decoded" in box.children[0].value
+    assert "shown at" not in box.children[0].value
+    assert (box.image.layout.width, box.image.layout.height) == (f"{W}px", f"{H}px")
+    assert box.slider.layout.width == f"{W}px"
     assert_split(decode_png(box.image.value), round(0.5 * W))
+
+
+def test_tall_pictures_are_shown_scaled_to_fit_with_the_slider():
+    """A 512x768 Kodak portrait is displayed 640 px tall (slider as wide as the shown picture); the PNG it
+    receives keeps every pixel."""
+    box = slider_widget(solid(RED, (512, 768)), solid(BLUE, (512, 768)))
+    assert (box.image.layout.width, box.image.layout.height) == ("427px", "640px")
+    assert box.slider.layout.width == "427px"
+    assert "shown at 83%" in box.children[0].value
+    with Image.open(io.BytesIO(box.image.value)) as im:
+        assert im.size == (512, 768)
+    wide = slider_widget(solid(RED, (768, 512)), solid(BLUE, (768, 512)))  # Kodak landscape: 1:1
+    assert (wide.image.layout.width, wide.image.layout.height) == ("768px", "512px")
 
 
 @pytest.mark.parametrize("position", [0.25, 0.75])
