@@ -273,16 +273,15 @@ def test_ssimulacra2_port_against_libjxl_reference_scores(kodak_jpegs):
         assert port < ref_score  # the port's known bias: below libjxl
 
 
-def _libjxl_tool(env: str, name: str) -> str:
+def _libjxl_tool(env: str, name: str, package: str) -> str:
     path = perceptual._find_tool(env, name)
     if path is None:
-        pytest.skip(f"libjxl's {name} is not installed (Debian 13+/Ubuntu 25.04+ libjxl-devtools ships it; or set "
-                    f"{env} to it)")
+        pytest.skip(f"libjxl's {name} is not installed ({package} ships it; or set {env} to it)")
     return path
 
 
 def test_ssimulacra2_tool_reproduces_the_reference_and_is_used(kodak_jpegs, tmp_path, fresh_registry):
-    tool = _libjxl_tool(perceptual.SSIMULACRA2_ENV, "ssimulacra2")
+    tool = _libjxl_tool(perceptual.SSIMULACRA2_ENV, "ssimulacra2", "Debian 13's libjxl-devtools (0.11), not Debian 12's")
     a, jpegs = _reference_pairs(kodak_jpegs)
     assert perceptual.ssimulacra2_implementation() == "libjxl"
     Image.fromarray(a).save(tmp_path / "ref.png")
@@ -295,7 +294,7 @@ def test_ssimulacra2_tool_reproduces_the_reference_and_is_used(kodak_jpegs, tmp_
 
 
 def test_butteraugli_matches_its_cli_and_the_libjxl_reference(kodak_jpegs, tmp_path):
-    tool = _libjxl_tool(perceptual.BUTTERAUGLI_ENV, "butteraugli_main")
+    tool = _libjxl_tool(perceptual.BUTTERAUGLI_ENV, "butteraugli_main", "apt-get install libjxl-devtools")
     a, jpegs = _reference_pairs(kodak_jpegs)
     Image.fromarray(a).save(tmp_path / "ref.png")
     for q, (_, _, ref_max, ref_3n) in LIBJXL_REFERENCE.items():
@@ -403,6 +402,10 @@ def test_dists_and_lpips_vgg_load_a_vgg16_checkpoint_from_the_hub_cache(random_v
     assert same["dists"] == pytest.approx(0.0, abs=1e-5) and same["lpips_vgg"] == pytest.approx(0.0, abs=1e-6)
     assert out["dists"] > 1e-4 and out["lpips_vgg"] > 0
     assert M.DISTSMetric().model is dists.model  # loaded once per process
+    # the VGG16 metrics are in measure()'s default set only with CUDA; keys="all" asks for every metric
+    assert ({"lpips_vgg", "dists"} <= set(M.measure(a, b))) == torch.cuda.is_available()
+    assert {"lpips_vgg", "dists", "psnr", "cvvdp"} <= set(M.measure(a, b, keys="all"))
+    assert M.describe(["dists"])["dists"]["in_default_set"] == torch.cuda.is_available()
 
     # a features-only file (or any other network's) is refused for DISTS, never partially loaded
     M.clear_cache()

@@ -21,15 +21,15 @@ from .classic import (MS_SSIM_MIN_SIDE, MS_SSIM_WEIGHTS, ImageLike, _pair, bpp, 
 from .deep import (DISTSMetric, LPIPSMetric, checkpoint_path, dists_distance, dists_status, downloads_allowed,
                    lpips_distance, lpips_status)
 from .perceptual import DISPLAY, PPD, cvvdp_score, flip_error, ssimulacra2_port_score, ssimulacra2_score
-from .registry import (METRICS, Metric, arrow, available, clear_cache, describe, get, measure, metric_status,
-                       time_metrics)
+from .registry import (METRICS, Metric, arrow, available, clear_cache, default_keys, describe, get, measure,
+                       metric_status, time_metrics)
 
 __all__ = [
     "DISPLAY", "DISTSMetric", "LPIPSMetric", "METRICS", "MS_SSIM_MIN_SIDE", "MS_SSIM_WEIGHTS", "Metric", "PPD",
-    "all_metrics", "arrow", "available", "bpp", "checkpoint_path", "clear_cache", "cvvdp_score", "describe",
-    "detail_change", "detail_summary", "dists_distance", "dists_status", "downloads_allowed", "flip_error", "get",
-    "lpips_distance", "lpips_status", "measure", "metric_status", "ms_ssim", "psnr", "ssim", "ssim_ms_ssim",
-    "ssimulacra2_port_score", "ssimulacra2_score", "time_metrics",
+    "all_metrics", "arrow", "available", "bpp", "checkpoint_path", "clear_cache", "cvvdp_score", "default_keys",
+    "describe", "detail_change", "detail_summary", "dists_distance", "dists_status", "downloads_allowed",
+    "flip_error", "get", "lpips_distance", "lpips_status", "measure", "metric_status", "ms_ssim", "psnr", "ssim",
+    "ssim_ms_ssim", "ssimulacra2_port_score", "ssimulacra2_score", "time_metrics",
 ]
 
 

@@ -44,12 +44,13 @@ def _time(args) -> int:
           f"{args.repeat} runs; load average {load1:.2f} on {os.cpu_count()} CPUs")
     print(f"{'metric':15s} {'first load s':>12s} {'wall s':>8s} {'cpu s':>8s}")
     for key, row in t.items():
-        label = key if key == "all" else f"{key} {METRICS[key].arrow}"
+        label = "all (default)" if key == "all" else f"{key} {METRICS[key].arrow}"
         if key == "all":
             print("-" * 46)
         print(f"{label:15s} {row['load']:12.3f} {row['wall']:8.3f} {row['cpu']:8.3f}")
     print("wall: each metric alone (ssim and ms_ssim share one pass inside 'all'); cpu: this process only "
-          "(a command-line tool's own CPU time is not counted); all: helpers.metrics.measure, tools in parallel")
+          "(a command-line tool's own CPU time is not counted); all: helpers.metrics.measure of the default set "
+          "(lpips_vgg and dists only with CUDA), tools in parallel")
     return 0
 
 

@@ -162,11 +162,18 @@ def _load_backbone(backbone: Any, state: dict[str, Any], path: Path) -> None:
     backbone.load_state_dict(new_state, strict=True)
 
 
+def device() -> Any:
+    """Where the learned metrics run: CUDA when available (Colab), else the CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _freeze(model: Any) -> Any:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model
+    return model.to(device())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,11 +225,13 @@ def lpips_status(net: str = "alex") -> tuple[bool, str]:
     return True, f"LPIPS ({net}) loaded from {checkpoint_path(net)}"
 
 
-def _to_tensor(x: np.ndarray, scale: float, offset: float) -> Any:
+def _to_tensor(x: np.ndarray, scale: float, offset: float, model: Any = None) -> Any:
     import torch
 
-    t = torch.from_numpy(x.astype(np.float32) * scale + offset)
-    return t.permute(2, 0, 1)[None].contiguous()
+    t = torch.from_numpy(x.astype(np.float32) * scale + offset).permute(2, 0, 1)[None].contiguous()
+    if model is not None:
+        t = t.to(next(model.parameters()).device)
+    return t
 
 
 class LPIPSMetric:
@@ -240,7 +249,8 @@ class LPIPSMetric:
 
         a, b = _pair(ref, test)
         with torch.no_grad():  # lpips expects [-1, 1]
-            return float(self.model(_to_tensor(a, 1 / 127.5, -1.0), _to_tensor(b, 1 / 127.5, -1.0)).item())
+            return float(self.model(_to_tensor(a, 1 / 127.5, -1.0, self.model),
+                                    _to_tensor(b, 1 / 127.5, -1.0, self.model)).item())
 
 
 def lpips_distance(ref: ImageLike, test: ImageLike, net: str = "alex") -> float:
@@ -323,7 +333,8 @@ class DISTSMetric:
 
         a, b = _pair(ref, test)
         with torch.no_grad():  # DISTS expects [0, 1]
-            return float(self.model(_to_tensor(a, 1 / 255.0, 0.0), _to_tensor(b, 1 / 255.0, 0.0)).item())
+            return float(self.model(_to_tensor(a, 1 / 255.0, 0.0, self.model),
+                                    _to_tensor(b, 1 / 255.0, 0.0, self.model)).item())
 
 
 def dists_distance(ref: ImageLike, test: ImageLike) -> float:

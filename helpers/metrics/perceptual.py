@@ -345,8 +345,9 @@ def ssimulacra2_settings() -> dict[str, Any]:
     if impl == "libjxl":
         exe = _find_tool(SSIMULACRA2_ENV, "ssimulacra2")
         return {"implementation": "libjxl (official)", "tool": exe, "version": _tool_version(exe)}
-    return {"implementation": "port (unofficial PyPI ssimulacra2, numpy; scores 0-4 points below libjxl's "
-            "at ~5 KB, see README)", "version": "SSIMULACRA 2.1"}
+    return {"implementation": "port (unofficial PyPI ssimulacra2, numpy)", "version": "SSIMULACRA 2.1",
+            "agreement": "vs libjxl 0.11.2 on 24 Kodak crops at ~5 KB (JPEG/WebP/AVIF/JXL): 2.5 points lower on "
+                         "average (0.0-8.2), same codec order in 143 of 144 pairs; JPEG q90: within 0.8"}
 
 
 def ssimulacra2_library() -> str:

@@ -25,7 +25,7 @@ from ..errors import SDCError, UnavailableError
 from . import classic, deep, perceptual
 from .classic import ImageLike, _pair
 
-__all__ = ["METRICS", "Metric", "arrow", "clear_cache", "describe", "get", "measure", "metric_status",
+__all__ = ["METRICS", "Metric", "arrow", "clear_cache", "default_keys", "describe", "get", "measure", "metric_status",
            "time_metrics"]
 
 
@@ -53,6 +53,7 @@ class Metric:
     compute: Callable[[np.ndarray, np.ndarray, Any], float | None]
     uses_tool: bool = False  # runs a command-line tool (started first, runs in its own process)
     uses_torch: bool = False  # torch work: runs in a second thread (torch releases the GIL in its kernels)
+    slow_on_cpu: bool = False  # a VGG16 pass per image: left out of the default set unless CUDA is available
     note: str = ""
 
     @property
@@ -137,11 +138,11 @@ METRICS: dict[str, Metric] = {m.key: m for m in [
     Metric("lpips_vgg", "LPIPS (VGG16)", False, "distance", 0.0,
            lambda: f"lpips {_version('lpips')} (v0.1 weights), torchvision VGG16 ImageNet backbone",
            lambda: {"net": "vgg", "input": "[-1, 1], full resolution", "backbone": str(deep.checkpoint_path("vgg"))},
-           lambda: deep._load_lpips("vgg"), _lpips_metric("vgg"), uses_torch=True),
+           lambda: deep._load_lpips("vgg"), _lpips_metric("vgg"), uses_torch=True, slow_on_cpu=True),
     Metric("dists", "DISTS", False, "distance", 0.0,
            lambda: f"DISTS_pytorch {_version('DISTS_pytorch')} (authors' alpha/beta), torchvision VGG16 ImageNet backbone",
            lambda: {"input": "[0, 1], full resolution (no resize)", "backbone": str(deep.checkpoint_path("vgg"))},
-           deep._load_dists, lambda a, b, run: deep.DISTSMetric()(a, b), uses_torch=True),
+           deep._load_dists, lambda a, b, run: deep.DISTSMetric()(a, b), uses_torch=True, slow_on_cpu=True),
 ]}
 
 
@@ -151,6 +152,13 @@ def get(key: str) -> Metric:
         return METRICS[key]
     except KeyError:
         raise SDCError(f"unknown metric {key!r}; use one of: {', '.join(METRICS)}") from None
+
+
+def default_keys() -> list[str]:
+    """What :func:`measure` computes when no keys are given: every metric, except the VGG16 ones
+    (``lpips_vgg``, ``dists``: 2-5 s per 512x512 pair each on 2 CPU cores) when there is no CUDA."""
+    gpu = deep.device().type == "cuda"
+    return [k for k, m in METRICS.items() if gpu or not m.slow_on_cpu]
 
 
 def arrow(key: str) -> str:
@@ -194,7 +202,8 @@ def describe(keys=None) -> dict[str, dict[str, Any]]:
     for key, (ok, reason) in metric_status(keys).items():
         m = METRICS[key]
         entry: dict[str, Any] = {"name": m.name, "direction": f"{m.direction} is better", "arrow": m.arrow,
-                                 "unit": m.unit, "perfect": None if math.isinf(m.perfect) else m.perfect}
+                                 "unit": m.unit, "perfect": None if math.isinf(m.perfect) else m.perfect,
+                                 "in_default_set": key in default_keys()}
         if ok:
             entry.update(status="available", library=m.library(), settings=m.settings())
         else:
@@ -218,13 +227,14 @@ def _lane(key: str) -> str:
 
 def measure(ref: ImageLike, test: ImageLike, keys=None, nbytes: int | None = None,
             seconds: dict[str, float] | None = None) -> dict[str, float | int | None]:
-    """Every available metric (or those in ``keys``) for one pair: ``key -> value`` in registry order,
+    """Every available metric of :func:`default_keys` (or those in ``keys``; ``"all"`` for every one) for one
+    pair: ``key -> value`` in registry order,
     plus ``bytes`` and ``bpp`` when ``nbytes`` is given.  Unavailable metrics are left out (see
     :func:`metric_status` for why); a value is None where a metric is undefined (MS-SSIM under 176 px).
     Command-line tools start first and run on the other core while the in-process metrics compute.
     ``seconds``, if given, receives each metric's wall time."""
     a, b = _pair(ref, test)
-    wanted = [k for k in (keys or METRICS)]
+    wanted = list(METRICS) if keys == "all" else list(keys or default_keys())
     for k in wanted:
         get(k)
     status = metric_status(wanted)
@@ -265,8 +275,8 @@ def measure(ref: ImageLike, test: ImageLike, keys=None, nbytes: int | None = Non
 def time_metrics(ref: ImageLike, test: ImageLike, repeat: int = 5, keys=None) -> dict[str, dict[str, float]]:
     """Seconds per metric on one pair: ``load`` (first use: import, model/tables), ``wall`` and ``cpu``
     (this process's CPU time; a tool's own CPU time is not included) as the minimum over ``repeat``
-    runs of each metric alone, and ``all`` = :func:`measure` of every available metric (tools in
-    parallel), minimum over ``repeat`` runs."""
+    runs of each metric alone, and ``all`` = :func:`measure` of every available metric of the default
+    set (tools in parallel), minimum over ``repeat`` runs."""
     a, b = _pair(ref, test)
     status = {}
     load = {}
@@ -290,7 +300,7 @@ def time_metrics(ref: ImageLike, test: ImageLike, repeat: int = 5, keys=None) ->
     walls, cpus = [], []
     for _ in range(repeat):
         t, c = time.perf_counter(), time.process_time()
-        measure(a, b, [k for k in out])
+        measure(a, b, [k for k in out if k in default_keys()])
         walls.append(time.perf_counter() - t)
         cpus.append(time.process_time() - c)
     out["all"] = {"load": sum(load.values()), "wall": min(walls), "cpu": min(cpus)}
