@@ -273,15 +273,16 @@ def test_ssimulacra2_port_against_libjxl_reference_scores(kodak_jpegs):
         assert port < ref_score  # the port's known bias: below libjxl
 
 
-def _libjxl_tool(env: str, name: str, package: str) -> str:
+def _libjxl_tool(env: str, name: str, hint: str) -> str:
     path = perceptual._find_tool(env, name)
     if path is None:
-        pytest.skip(f"libjxl's {name} is not installed ({package} ships it; or set {env} to it)")
+        pytest.skip(f"libjxl's {name} is not installed: {hint}; or set {env} to the tool")
     return path
 
 
 def test_ssimulacra2_tool_reproduces_the_reference_and_is_used(kodak_jpegs, tmp_path, fresh_registry):
-    tool = _libjxl_tool(perceptual.SSIMULACRA2_ENV, "ssimulacra2", "Debian 13's libjxl-devtools (0.11), not Debian 12's")
+    tool = _libjxl_tool(perceptual.SSIMULACRA2_ENV, "ssimulacra2",
+                        "Debian 13's libjxl-devtools (0.11) ships it, Debian 12's (0.7) does not")
     a, jpegs = _reference_pairs(kodak_jpegs)
     assert perceptual.ssimulacra2_implementation() == "libjxl"
     Image.fromarray(a).save(tmp_path / "ref.png")
