@@ -140,7 +140,8 @@ METRICS: dict[str, Metric] = {m.key: m for m in [
            lambda: {"net": "vgg", "input": "[-1, 1], full resolution", "backbone": str(deep.checkpoint_path("vgg"))},
            lambda: deep._load_lpips("vgg"), _lpips_metric("vgg"), uses_torch=True, slow_on_cpu=True),
     Metric("dists", "DISTS", False, "distance", 0.0,
-           lambda: f"DISTS_pytorch {_version('DISTS_pytorch')} (authors' alpha/beta), torchvision VGG16 ImageNet backbone",
+           lambda: f"DISTS_pytorch {_version('DISTS_pytorch')} (authors' alpha/beta), "
+                   "torchvision VGG16 ImageNet backbone",
            lambda: {"input": "[0, 1], full resolution (no resize)", "backbone": str(deep.checkpoint_path("vgg"))},
            deep._load_dists, lambda a, b, run: deep.DISTSMetric()(a, b), uses_torch=True, slow_on_cpu=True),
 ]}
