@@ -1,4 +1,9 @@
-"""Matched-size comparisons of the latent codec against JPEG, WebP, AVIF and JPEG XL, and metric tables."""
+"""Matched-size comparisons of the latent codec against JPEG, WebP, AVIF and JPEG XL, and metric tables.
+
+Every row carries every metric available here (:func:`helpers.metrics.measure`: PSNR, SSIM, MS-SSIM,
+ColorVideoVDP, FLIP, SSIMULACRA 2, Butteraugli, LPIPS/DISTS where their backbones are on disk);
+:func:`write_report` puts each metric's direction, unit, library, version and settings into the JSON
+meta and "unavailable: reason" for the others into both files."""
 
 from __future__ import annotations
 
@@ -15,7 +20,11 @@ from .codec import CodecParams, Decoded, Encoded, decode, encode
 from .errors import BudgetError, UnavailableError
 from .images import load_image, model_input
 
-COLUMNS = ("image", "codec", "rule", "setting", "bytes", "bpp", "psnr", "ssim", "ms_ssim", "lpips")
+BASE_COLUMNS = ("image", "codec", "rule", "setting", "bytes", "bpp")
+COLUMNS = (*BASE_COLUMNS, "psnr", "ssim", "ms_ssim", "lpips")  # the classic set (kept for callers that name it)
+CLASSIC_METRICS = ("psnr", "ssim", "ms_ssim")
+DIGITS = {"psnr": 2, "ssim": 4, "ms_ssim": 4, "lpips": 4, "lpips_vgg": 4, "dists": 4, "bpp": 4, "cvvdp": 3,
+          "flip": 4, "ssimulacra2": 2, "butteraugli": 3, "butteraugli_3n": 3}
 
 
 @dataclass
@@ -51,16 +60,23 @@ class Comparison:
         return out
 
 
-def _metrics_row(name, codec, rule, setting, ref, img, nbytes, with_lpips: bool = True) -> dict:
+def _metrics_row(name, codec, rule, setting, ref, img, nbytes, metric_keys=None) -> dict:
     return {"image": name, "codec": codec, "rule": rule, "setting": setting,
-            **metrics.all_metrics(ref, img, nbytes=nbytes, lpips=with_lpips)}
+            **metrics.measure(ref, img, keys=metric_keys, nbytes=nbytes)}
 
 
 def compare_image(img, backend, name: str = "image", params: CodecParams | None = None,
                   target_bytes: int | None = None, codecs: list[str] | None = None,
-                  rules: tuple[str, ...] = ("ge",), with_lpips: bool = True, latents=None) -> Comparison:
-    """Encode with our codec (under ``target_bytes`` if given), then match each baseline to our file size."""
+                  rules: tuple[str, ...] = ("ge",), with_lpips: bool = True, latents=None,
+                  metric_keys=None) -> Comparison:
+    """Encode with our codec (under ``target_bytes`` if given), then match each baseline to our file size.
+
+    Rows carry every metric available here, or those in ``metric_keys``; ``with_lpips=False`` (quick
+    figures) keeps only PSNR, SSIM and MS-SSIM.
+    """
     params = params or CodecParams()
+    if metric_keys is None and not with_lpips:
+        metric_keys = CLASSIC_METRICS
     _, ref = model_input(img, params.policy, backend.downsample)
     t0 = time.perf_counter()
     enc = encode(img, backend, params, target_bytes, latents)
@@ -77,10 +93,10 @@ def compare_image(img, backend, name: str = "image", params: CodecParams | None 
             except (BudgetError, UnavailableError):
                 continue  # reported as a missing row: the codec cannot reach this size
     setting = f"{enc.header.method} K={enc.header.colors} {enc.header.coder}" + (" +denoise" if enc.header.denoise else "")
-    rows = [_metrics_row(name, f"ours:{backend.kind}", "-", setting, ref, dec.image, enc.nbytes, with_lpips)]
+    rows = [_metrics_row(name, f"ours:{backend.kind}", "-", setting, ref, dec.image, enc.nbytes, metric_keys)]
     for rule, per in results.items():
         for codec, res in per.items():
-            rows.append(_metrics_row(name, codec, rule, f"q={res.quality}", ref, res.image, res.nbytes, with_lpips))
+            rows.append(_metrics_row(name, codec, rule, f"q={res.quality}", ref, res.image, res.nbytes, metric_keys))
     return Comparison(name=name, reference=ref, ours=enc, ours_decoded=dec, baselines=results, rows=rows,
                       seconds={"encode": t1 - t0, "decode": t2 - t1, **{f"enc_{k}": v for k, v in enc.timings.items()},
                                **{f"dec_{k}": v for k, v in dec.timings.items()}})
@@ -103,16 +119,51 @@ def _fmt(v, nd=3):
     return str(v)
 
 
-def markdown_table(rows: list[dict], columns=COLUMNS) -> str:
-    """Rows of metric dicts -> a GitHub markdown table (LPIPS 'n/a' when unavailable)."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+def _header(column: str) -> str:
+    """A column title; registered metrics get their direction arrow (↑ higher is better, ↓ lower)."""
+    return f"{column} {metrics.METRICS[column].arrow}" if column in metrics.METRICS else column
+
+
+def metric_columns(rows: list[dict]) -> list[str]:
+    """The registered metrics present in ``rows``, in registry order (PSNR first)."""
+    present = {k for r in rows for k in r}
+    return [k for k in metrics.METRICS if k in present]
+
+
+def markdown_table(rows: list[dict], columns=None) -> str:
+    """Rows of dicts -> a GitHub markdown table; metric columns get direction arrows, missing values 'n/a'.
+    ``columns`` defaults to image/codec/rule/setting/bytes/bpp and every metric present in the rows."""
+    if columns is None:
+        columns = (*BASE_COLUMNS, *metric_columns(rows))
+    lines = ["| " + " | ".join(_header(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        cells = []
-        for c in columns:
-            v = r.get(c)
-            cells.append(_fmt(v, 2 if c == "psnr" else 4 if c in ("ssim", "ms_ssim", "lpips", "bpp") else 3))
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_fmt(r.get(c), DIGITS.get(c, 3)) for c in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _better(key: str, ours: float, theirs: float) -> bool:
+    return ours > theirs if metrics.METRICS[key].higher_is_better else ours < theirs
+
+
+def head_to_head(comparisons: list[Comparison]) -> list[dict]:
+    """Per rule and baseline: on how many images ours scores better, per metric ("3/3" = ours wins on all)."""
+    out = []
+    keys = metric_columns([r for c in comparisons for r in c.rows])
+    pairs = list(dict.fromkeys((r["rule"], r["codec"]) for c in comparisons for r in c.rows[1:]))
+    for rule, codec in pairs:
+        row = {"rule": rule, "baseline": codec}
+        for k in keys:
+            wins = total = 0
+            for c in comparisons:
+                ours = c.rows[0].get(k)
+                theirs = next((r.get(k) for r in c.rows[1:] if r["rule"] == rule and r["codec"] == codec), None)
+                if ours is None or theirs is None:
+                    continue
+                total += 1
+                wins += _better(k, ours, theirs)
+            row[k] = f"{wins}/{total}" if total else "n/a"
+        out.append(row)
+    return out
 
 
 def timing_table(comparisons: list[Comparison]) -> str:
@@ -124,22 +175,42 @@ def timing_table(comparisons: list[Comparison]) -> str:
 
 
 def write_report(comparisons: list[Comparison], out_dir: str | Path, backend, title: str = "Matched-size comparison") -> dict:
-    """Write metrics.json, metrics.md (metrics + per-stage seconds) and comparison.png into ``out_dir``."""
+    """Write metrics.json, metrics.md (metrics with direction arrows, head-to-head wins, per-stage seconds,
+    unavailable metrics with their reasons) and comparison.png into ``out_dir``."""
     from .plots import comparison_figure, save_figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = [r for c in comparisons for r in c.rows]
+    described = metrics.describe()
     ok, reason = metrics.lpips_status()
-    meta = {"backend": backend.describe(), "model_id": backend.model_id,
+    meta = {"backend": backend.describe(), "model_id": backend.model_id, "metrics": described,
             "lpips": "available" if ok else f"unavailable: {reason}"}
     (out / "metrics.json").write_text(json.dumps({"meta": meta, "rows": rows,
-                                                  "seconds": {c.name: c.seconds for c in comparisons}}, indent=2))
-    md = [f"# {title}\n", f"Backend: `{meta['backend']}`. LPIPS: {meta['lpips']}.\n",
+                                                  "seconds": {c.name: c.seconds for c in comparisons}},
+                                                 indent=2, ensure_ascii=False))
+    used = metric_columns(rows)
+    legend = ", ".join(f"`{k}` {d['arrow']} {d['name']}" + (f" ({d['unit']})" if d["unit"] else "")
+                       for k, d in described.items() if k in used)
+    settings = [f"- `{k}`: {d['library']}; " + "; ".join(f"{n}={v}" for n, v in d["settings"].items())
+                for k, d in described.items() if k in used]
+    missing = [f"- `{k}` {d['arrow']} unavailable: {d['reason']}" for k, d in described.items()
+               if d["status"] != "available"]
+    h2h = head_to_head(comparisons)
+    md = [f"# {title}\n", f"Backend: `{meta['backend']}`.\n",
           "Baselines are matched to our file size; rule `ge` = smallest file >= ours (the 2022 notebook's rule), "
           "`le` = largest file <= ours; a codec missing under `le` cannot make a file that small. "
           "Sizes include every header byte; bpp = 8*bytes/pixels.\n",
-          markdown_table(rows), "\n## Seconds per image (this machine)\n", timing_table(comparisons)]
+          f"Metrics (↑ higher is better, ↓ lower is better): {legend}.\n",
+          markdown_table(rows),
+          "\n## Does ours win?\n",
+          "Images on which ours scores better than the baseline, per metric (ours vs the baseline matched to "
+          "our size under the rule).\n",
+          markdown_table(h2h, columns=("rule", "baseline", *used)),
+          "\n## Metric settings\n", "\n".join(settings) + "\n"]
+    if missing:
+        md += ["\n## Metrics not available here\n", "\n".join(missing) + "\n"]
+    md += ["\n## Seconds per image (this machine)\n", timing_table(comparisons)]
     (out / "metrics.md").write_text("\n".join(md))
     fig = comparison_figure(comparisons)
     save_figure(fig, out / "comparison.png")

@@ -11,6 +11,7 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from helpers import metrics as M
+from helpers.metrics import deep
 from helpers.baselines import decode_bytes, encode_jpeg
 from helpers.errors import ImageInputError, UnavailableError
 
@@ -181,9 +182,10 @@ def no_download(monkeypatch, tmp_path):
         raise AssertionError("LPIPS tried to download weights")
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv(deep.DOWNLOAD_ENV, raising=False)
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    monkeypatch.setattr(M, "_MODELS", {})
+    monkeypatch.setattr(deep, "_MODELS", {})
     checkpoints = tmp_path / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     return checkpoints
@@ -217,7 +219,7 @@ def test_lpips_loads_backbone_from_local_checkpoint(no_download, monkeypatch):
     features = torchvision.models.alexnet(weights=None).features.state_dict()
     state = {f"features.{k}": v for k, v in features.items()}
     torch.save(state, no_download / "alexnet-owt-7be5be79.pth")
-    monkeypatch.setattr(M, "_verify_checkpoint", lambda path: None)
+    monkeypatch.setattr(deep, "_verify_checkpoint", lambda path: None)
 
     available, reason = M.lpips_status()
     assert available, reason
@@ -230,7 +232,7 @@ def test_lpips_loads_backbone_from_local_checkpoint(no_download, monkeypatch):
     assert M.LPIPSMetric().model is metric.model  # loaded once
 
     # A checkpoint for another network is refused, never partially loaded.
-    monkeypatch.setattr(M, "_MODELS", {})
+    monkeypatch.setattr(deep, "_MODELS", {})
     torch.save({"features.0.weight": torch.zeros(3)}, no_download / "alexnet-owt-7be5be79.pth")
     available, reason = M.lpips_status()
     assert not available and "does not match" in reason

@@ -1,0 +1,55 @@
+"""Full-reference image quality metrics, one registry (:mod:`helpers.metrics.registry`).
+
+* classic (:mod:`.classic`): PSNR, SSIM, MS-SSIM (checked against scikit-image / pytorch_msssim),
+  detail change, bits per pixel;
+* perceptual (:mod:`.perceptual`): ColorVideoVDP (JOD, display ``standard_fhd``), NVIDIA FLIP
+  (LDR, 37.84 ppd), SSIMULACRA 2.1 (libjxl's tool, else the PyPI port), Butteraugli (libjxl's
+  ``butteraugli_main``);
+* learned (:mod:`.deep`): LPIPS (AlexNet, VGG16) and DISTS, when their ImageNet backbones are on
+  disk (or downloadable on Colab).
+
+:func:`measure` returns every available metric for a pair, :func:`metric_status` says which run
+here and why not, :func:`describe` gives direction, unit, library, version and settings per metric.
+``python -m helpers.metrics --status | --time``.
+"""
+
+from __future__ import annotations
+
+from ..errors import UnavailableError
+from .classic import (MS_SSIM_MIN_SIDE, MS_SSIM_WEIGHTS, ImageLike, _pair, bpp, detail_change, detail_summary,
+                      ms_ssim, psnr, ssim, ssim_ms_ssim)
+from .deep import (DISTSMetric, LPIPSMetric, checkpoint_path, dists_distance, dists_status, downloads_allowed,
+                   lpips_distance, lpips_status)
+from .perceptual import DISPLAY, PPD, cvvdp_score, flip_error, ssimulacra2_port_score, ssimulacra2_score
+from .registry import (METRICS, Metric, arrow, available, clear_cache, default_keys, describe, get, measure,
+                       metric_status, time_metrics)
+
+__all__ = [
+    "DISPLAY", "DISTSMetric", "LPIPSMetric", "METRICS", "MS_SSIM_MIN_SIDE", "MS_SSIM_WEIGHTS", "Metric", "PPD",
+    "all_metrics", "arrow", "available", "bpp", "checkpoint_path", "clear_cache", "cvvdp_score", "default_keys",
+    "describe", "detail_change", "detail_summary", "dists_distance", "dists_status", "downloads_allowed",
+    "flip_error", "get", "lpips_distance", "lpips_status", "measure", "metric_status", "ms_ssim", "psnr", "ssim",
+    "ssim_ms_ssim", "ssimulacra2_port_score", "ssimulacra2_score", "time_metrics",
+]
+
+
+def all_metrics(ref: ImageLike, test: ImageLike, nbytes: int | None = None,
+                lpips: bool = True) -> dict[str, float | int | None]:
+    """The classic set: ``psnr``, ``ssim``, ``ms_ssim`` and ``lpips`` (plus ``bytes`` and ``bpp`` if ``nbytes``).
+
+    ``lpips`` is None when LPIPS is unavailable here (see :func:`lpips_status`) or not asked for
+    (``lpips=False``); ``ms_ssim`` is None for images with a side under 176 pixels.  For every
+    registered metric (ColorVideoVDP, FLIP, SSIMULACRA 2, Butteraugli, DISTS, ...) use :func:`measure`.
+    """
+    a, b = _pair(ref, test)
+    s, ms = ssim_ms_ssim(a, b)
+    out: dict[str, float | int | None] = {"psnr": psnr(a, b), "ssim": s, "ms_ssim": ms, "lpips": None}
+    if lpips:
+        try:
+            out["lpips"] = lpips_distance(a, b)
+        except UnavailableError:
+            pass
+    if nbytes is not None:
+        out["bytes"] = int(nbytes)
+        out["bpp"] = bpp(int(nbytes), a.shape[1], a.shape[0])
+    return out
