@@ -32,11 +32,11 @@ def test_header_roundtrip_all_fields():
 
 def test_layout_and_overhead():
     h = _header()
-    data = bitstream.pack(h, b"xyz")
+    data = bitstream.pack(h, b"xyz" * 3)
     assert data[:4] == b"SDC\x1a" and data[4] == 1
     # 37 fixed bytes + model id ("taef2" = 5) ; denoise fields absent
     assert bitstream.header_size(h) == 37 + 5
-    assert len(data) == 37 + 5 + 3
+    assert len(data) == 37 + 5 + 9
     assert struct.unpack("<I", data[-4:])[0] == zlib.crc32(data[:-4])
     assert bitstream.header_size(_header(denoise=True, denoise_steps=66, denoise_strength=0.04)) == 37 + 5 + 6
 
@@ -62,7 +62,7 @@ def test_foreign_files_and_versions():
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40
     with pytest.raises(BitstreamError, match="not an .sdc file"):
         bitstream.unpack(png)
-    data = bytearray(bitstream.pack(_header(), b"abc"))
+    data = bytearray(bitstream.pack(_header(), b"abc" * 3))
     data[4] = 9
     with pytest.raises(BitstreamError, match="version 9 is not supported"):
         bitstream.unpack(bytes(data))
@@ -71,7 +71,7 @@ def test_foreign_files_and_versions():
 
 
 def test_messages_are_one_line():
-    data = bitstream.pack(_header(), b"abc")
+    data = bitstream.pack(_header(), b"abc" * 3)
     for bad in (b"nope", data[:20], data[:-1], data[:-4] + b"\0\0\0\0"):
         with pytest.raises(BitstreamError) as exc:
             bitstream.unpack(bad)
