@@ -257,7 +257,7 @@ def load_sd(source: str = DEFAULT_SD_MODEL, device: str | torch.device | None = 
     dev = device if isinstance(device, torch.device) else select_device(device)
     dtype = dtype or default_dtype(dev)
     t0 = time.perf_counter()
-    path = Path(source).expanduser()
+    path = _expand(source)
     if path.exists():
         if not path.is_dir() or not ((path / "vae").is_dir() or (path / "model_index.json").is_file()):
             raise ModelNotFoundError(f"'{source}' is not a diffusers SD directory (no vae/ or model_index.json) "
@@ -329,12 +329,61 @@ def load_backend(spec: str | None = "auto", device: str | torch.device | None = 
             return load_sd(DEFAULT_SD_MODEL, device=device)
         except ModelNotFoundError:
             return load_taef2(device=device)
+    spec = check_model_spec(spec)
     if spec == TAEF2_MODEL_ID:
         return load_taef2(device=device)
     path = Path(spec).expanduser()
     if path.is_dir() and (path / TAEF2_ENCODER).exists():
         return load_taef2(path, device=device)
     return load_sd(spec, device=device)
+
+
+def _expand(spec: str) -> Path:
+    try:
+        return Path(spec).expanduser()
+    except RuntimeError:  # "~nosuchuser": Python cannot determine that home directory
+        user = spec[1:].split("/", 1)[0]
+        raise ModelNotFoundError(f"model '{spec[:80]}': no user '{user[:40]}' to expand '~{user[:40]}' for; pass a "
+                                 f"full path, a Hugging Face id (e.g. {DEFAULT_SD_MODEL}) or taef2") from None
+
+
+def check_model_spec(spec, from_file: bool = False) -> str:
+    """A model id the loaders can take, or a one-line ModelNotFoundError.
+
+    Accepted: ``taef2``, an existing local folder (only when given by the user, not read from a file), or a
+    well-formed Hugging Face repo id (``huggingface_hub.utils.validate_repo_id``). Ids read from an .sdc
+    header (``from_file=True``) may not name paths (``/``-rooted, ``~``, ``..``), so a crafted file cannot
+    make the decoder load a folder of its choosing.
+    """
+    where = "the file's model id" if from_file else "--model"
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelNotFoundError(f"{where} is empty: pass a Hugging Face id, a model folder or taef2")
+    shown = spec[:80] + ("..." if len(spec) > 80 else "")
+    if not spec.isprintable() or spec != spec.strip():
+        raise ModelNotFoundError(f"{where} {shown!r} holds control characters or surrounding spaces: pass a "
+                                 f"Hugging Face id, a model folder or taef2")
+    if spec == TAEF2_MODEL_ID:
+        return spec
+    if from_file:
+        if spec.startswith(("/", "~", ".", "\\")) or ".." in spec or "\\" in spec or ":" in spec:
+            raise ModelNotFoundError(f"{where} {shown!r} names a path, which a file may not choose: pass --model "
+                                     f"with the folder of the weights it was made with")
+    else:
+        path = _expand(spec)
+        try:
+            if path.exists():
+                return spec
+        except OSError:  # e.g. a name too long for the file system
+            pass
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
+        raise ModelNotFoundError(f"model {shown!r} is neither an existing folder nor a valid Hugging Face id "
+                                 f"(owner/name): pass e.g. {DEFAULT_SD_MODEL}, a diffusers SD1.x folder, a TAEF2 "
+                                 f"folder or taef2") from None
+    return spec
 
 
 def load_with_fallback(spec: str | None, fallback: str | None = TAEF2_MODEL_ID,
