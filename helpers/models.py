@@ -19,6 +19,7 @@ import socket
 import time
 import zlib
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -120,29 +121,81 @@ class Backend:
         raise NotImplementedError
 
 
+#: Core tile side (pixels) for TAEF2's tiled encode/decode; ``SDCOMP_TILE`` overrides it. Chosen by measurement
+#: (scripts/bench_large_photo.py): time per megapixel vs peak memory on this project's CPU machine.
+TAEF2_TILE = 1024
+
+
+def _tile_side() -> int:
+    raw = os.environ.get("SDCOMP_TILE", "")
+    try:
+        v = int(raw) if raw.strip() else TAEF2_TILE
+    except ValueError:
+        raise SDCError(f"SDCOMP_TILE={raw!r} is not an integer: unset it or give a tile side in pixels") from None
+    if v < 64 or v % 64:
+        raise SDCError(f"SDCOMP_TILE={raw!r} must be a multiple of 64, at least 64")
+    return v
+
+
 class TAEF2Backend(Backend):
-    """The real pretrained TAEF2 tiny autoencoder (32 latent channels, 8x downsampling)."""
+    """The real pretrained TAEF2 tiny autoencoder (32 latent channels, 8x downsampling).
+
+    Encode and decode run tiled (:mod:`helpers.tiling`) so memory stays bounded for any image size: the
+    pixel-resolution layers run on overlapping tiles whose halos cover their receptive field
+    (:func:`helpers.taef2.halos`: 72 pixels for the encoder, 9 latent samples for the decoder), and the
+    GroupNorm blocks, whose statistics are global, run untiled at latent resolution. The result equals the
+    untiled network's up to float summation order. Images up to one tile run in one piece.
+    """
 
     def __init__(self, encoder: torch.nn.Module, decoder: torch.nn.Module, device, dtype, model_id=TAEF2_MODEL_ID):
+        from .taef2 import halos, split_decoder, split_encoder
+
         super().__init__(model_id=model_id, kind="taef2", device=device, dtype=dtype,
                          latent_channels=32, quant_span=TAEF2_QUANT_SPAN)
         self.encoder = encoder.to(device=device, dtype=dtype).eval()
         self.decoder = decoder.to(device=device, dtype=dtype).eval()
         self.fingerprint = weights_fingerprint(self.decoder)
+        self.enc_local, self.enc_global = split_encoder(self.encoder)
+        self.dec_global, self.dec_local = split_decoder(self.decoder)
+        self.enc_halo, self.dec_halo = halos()
+        self.tile = _tile_side()  # core tile side in pixels (a multiple of 64)
+        self.progress: bool | None = None  # tile progress bar: None = on a terminal only
 
     def components(self) -> dict[str, torch.nn.Module]:
         return {"TAEF2 encoder": self.encoder, "TAEF2 decoder": self.decoder}
 
+    def _run(self, module):
+        def fn(t: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return module(torch.from_numpy(t).to(self.device, self.dtype)).float().cpu().numpy()
+
+        return fn
+
     @torch.inference_mode()
     def encode(self, x, generator=None):
+        from .tiling import tiled_apply
+
         # TAESD-family models take RGB in [0, 1]; the encoder is deterministic (no sampling).
-        x = (x.to(self.device, self.dtype) + 1) / 2
-        return self.encoder(x).float()
+        if x.shape[-1] * x.shape[-2] <= self.tile ** 2:
+            return self.encoder((x.to(self.device, self.dtype) + 1) / 2).float()
+        x01 = ((x.float() + 1) / 2).cpu().numpy()
+        feats = tiled_apply(x01, self._run(self.enc_local), scale=Fraction(1, 8), tile=self.tile,
+                            halo=self.enc_halo, align=8, progress=self.progress, desc="TAEF2 encode tiles")
+        del x01
+        return self.enc_global(torch.from_numpy(feats).to(self.device, self.dtype)).float()
 
     @torch.inference_mode()
     def decode(self, z):
-        y = self.decoder(z.to(self.device, self.dtype)).float()
-        return y * 2 - 1
+        from .tiling import tiled_apply
+
+        if z.shape[-1] * z.shape[-2] * 64 <= self.tile ** 2:
+            return self.decoder(z.to(self.device, self.dtype)).float() * 2 - 1
+        feats = self.dec_global(z.to(self.device, self.dtype)).float().cpu().numpy()
+        y = tiled_apply(feats, self._run(self.dec_local), scale=8, tile=self.tile // 8, halo=self.dec_halo,
+                        progress=self.progress, desc="TAEF2 decode tiles")
+        del feats
+        y = torch.from_numpy(y)
+        return y.mul_(2).sub_(1)
 
 
 class SDBackend(Backend):
@@ -168,8 +221,21 @@ class SDBackend(Backend):
             out.update({"UNet": self._denoiser["unet"], "CLIP text encoder": self._denoiser["text_encoder"]})
         return out
 
+    #: images with more pixels than this run through diffusers' own tiled VAE (``vae.enable_tiling()``: tiles
+    #: of ``vae.config.sample_size`` pixels, 512 for SD v1.4, blended over a 25 % overlap), so memory stays
+    #: bounded; smaller ones run in one piece, exactly as the 2022 notebook did.
+    tile_threshold_pixels: int = 1024 * 1024
+
+    def _set_tiling(self, pixels: int) -> None:
+        use = pixels > self.tile_threshold_pixels
+        if use and not self.vae.use_tiling:
+            self.vae.enable_tiling()
+        elif not use and self.vae.use_tiling:
+            self.vae.disable_tiling()
+
     @torch.inference_mode()
     def encode(self, x, generator=None):
+        self._set_tiling(x.shape[-1] * x.shape[-2])
         dist = self.vae.encode(x.to(self.device, self.dtype)).latent_dist
         # The 2022 notebook sampled the posterior with a fixed seed; we do the same.
         if generator is None:
@@ -179,6 +245,7 @@ class SDBackend(Backend):
 
     @torch.inference_mode()
     def decode(self, z):
+        self._set_tiling(z.shape[-1] * z.shape[-2] * self.downsample ** 2)
         return self.vae.decode(z.to(self.device, self.dtype)).sample.float()
 
     def denoiser(self) -> dict[str, Any]:
