@@ -29,8 +29,9 @@ What a reader accepts (checked by :func:`unpack` before anything is allocated or
 * image width and height >= 1 and width x height <= ``Limits.max_pixels`` (default 8192 x 8192 =
   67,108,864 pixels; ``SDCOMP_MAX_PIXELS`` or the CLI's ``--max-pixels`` change it);
 * latent height/width >= 1 and consistent with the image size, the policy and a downsampling factor
-  ``d`` in 1, 2, 4, ..., 64 (pad8: ``ceil(size / d)``; none: ``size / d``; crop512: 512 / d); the
-  loaded model's own factor is checked again by :func:`check_geometry` before it runs;
+  ``d`` in 4, 8, ..., 64 (pad8: ``ceil(size / d)``; none: ``size / d``; crop512: 512 / d), and at most
+  one latent value per pixel of the cap (C x h x w <= max_pixels); the loaded model's own factor is
+  checked again by :func:`check_geometry` before it runs;
 * a finite quantization span in (0, ``MAX_QUANT_SPAN``];
 * denoise strength in (0, 1] and steps in 1..``Limits.max_denoise_steps`` when the denoise flag is set;
 * method-specific fields, checked by the method's :class:`MethodSpec` (palette size K in
@@ -71,7 +72,7 @@ MAX_DENOISE_STEPS = 1000
 #: Largest quantization span (raw latents lie in +-span/2); real models use 8 (TAEF2) and 46.4 (SD).
 MAX_QUANT_SPAN = 1024.0
 #: Downsampling factors a header may imply (the model's own factor is checked before decoding).
-DOWNSAMPLE_FACTORS = (1, 2, 4, 8, 16, 32, 64)
+DOWNSAMPLE_FACTORS = (4, 8, 16, 32, 64)
 MAX_SIDE = 65535  # the header stores sizes as uint16
 
 
@@ -197,6 +198,10 @@ def _decode_palette(h: Header, payload: bytes, limits: Limits):
     from .quantize import apply_palette
 
     palette, indices = CODERS[h.coder][1](payload, h.colors, h.channels, h.latent_height, h.latent_width)
+    if h.method == "kmeans" and len(np.unique(palette, axis=0)) != len(palette):
+        # the k-means encoder always writes distinct colours (np.unique after rounding): a repeated one means
+        # the stream decoded to something no encoder wrote (e.g. a truncated arith payload read as zeros)
+        raise BitstreamError("corrupted .sdc payload: the k-means palette repeats a colour; re-copy the file")
     return palette, indices, apply_palette(palette, indices)
 
 
@@ -274,6 +279,9 @@ def check_header(h: Header, payload_len: int, limits: Limits | None = None) -> N
                              f"or SDCOMP_MAX_PIXELS")
     if not (1 <= h.latent_height <= MAX_SIDE and 1 <= h.latent_width <= MAX_SIDE):
         raise BitstreamError(f"corrupted .sdc header: latent size {h.latent_height}x{h.latent_width}; {fix}")
+    if h.channels * h.latent_positions > limits.max_pixels:
+        raise BitstreamError(f"corrupted .sdc header: {h.channels}x{h.latent_height}x{h.latent_width} latent values "
+                             f"exceed the pixel cap of {limits.max_pixels:,} (one value per pixel at most); {fix}")
     if not downsample_factors(h):
         raise BitstreamError(f"corrupted .sdc header: a {h.latent_height}x{h.latent_width} latent cannot decode to "
                              f"a {h.width}x{h.height} image with policy {h.policy}; {fix}")

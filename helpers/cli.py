@@ -159,10 +159,10 @@ def cmd_decode(args) -> int:
     src, out = Path(args.input), Path(args.output)
     if not src.is_file():
         raise SDCError(f"file not found: {src}; check the path")
+    check_output(out, [src])
     fmt = LOSSLESS_OUTPUTS.get(out.suffix.lower())
     if fmt is None:
         raise SDCError(f"decode writes lossless images only; '{out.name}' is not .png/.bmp/.tif/.ppm: use a .png name")
-    check_output(out, [src])
     limits = bitstream.Limits.default(args.max_pixels)
     data = src.read_bytes()
     header, _ = bitstream.unpack(data, limits)  # the whole header is checked before a model is loaded

@@ -822,7 +822,11 @@ def unpack_lzma(data: bytes, K: int, C: int, H: int, W: int):
     payload = _unseal(data, K, C, H, W, "lzma")
     isz = 1 if K <= 256 else 2
     want = K * C + H * W * isz
-    dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+    # the decoder's dictionary only has to span the output (no match reaches further back), so a small
+    # file does not cost the encoder's 64 MiB preset-9 dictionary
+    dict_size = min(1 << 26, max(1 << 12, want))
+    filters = [{"id": lzma.FILTER_LZMA2, "dict_size": dict_size, "lc": 0, "lp": 0, "pb": 0}]
+    dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=filters)
     try:
         raw = dec.decompress(payload, max_length=want + 1)
     except lzma.LZMAError as e:
