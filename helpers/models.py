@@ -137,6 +137,16 @@ def _tile_side() -> int:
     return v
 
 
+def _inplace_relu(module: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    module = copy.deepcopy(module)
+    for m in module.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = True
+    return module
+
+
 class TAEF2Backend(Backend):
     """The real pretrained TAEF2 tiny autoencoder (32 latent channels, 8x downsampling).
 
@@ -155,8 +165,11 @@ class TAEF2Backend(Backend):
         self.encoder = encoder.to(device=device, dtype=dtype).eval()
         self.decoder = decoder.to(device=device, dtype=dtype).eval()
         self.fingerprint = weights_fingerprint(self.decoder)
-        self.enc_local, self.enc_global = split_encoder(self.encoder)
-        self.dec_global, self.dec_local = split_decoder(self.decoder)
+        enc_local, self.enc_global = split_encoder(self.encoder)
+        self.dec_global, dec_local = split_decoder(self.decoder)
+        # the tiled parts run with in-place ReLUs (same numbers, one activation less at the peak); copies, so
+        # self.encoder / self.decoder stay as they are for autograd users
+        self.enc_local, self.dec_local = _inplace_relu(enc_local), _inplace_relu(dec_local)
         self.enc_halo, self.dec_halo = halos()
         self.tile = _tile_side()  # core tile side in pixels (a multiple of 64)
         self.progress: bool | None = None  # tile progress bar: None = on a terminal only
@@ -164,10 +177,13 @@ class TAEF2Backend(Backend):
     def components(self) -> dict[str, torch.nn.Module]:
         return {"TAEF2 encoder": self.encoder, "TAEF2 decoder": self.decoder}
 
-    def _run(self, module):
+    def _run(self, module, to_unit: bool = False):
         def fn(t: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
-                return module(torch.from_numpy(t).to(self.device, self.dtype)).float().cpu().numpy()
+                x = torch.from_numpy(t).to(self.device, self.dtype)
+                if to_unit:  # [-1, 1] -> [0, 1] per tile: no second full-size copy of the image
+                    x = (x + 1) / 2
+                return module(x).float().cpu().numpy()
 
         return fn
 
@@ -178,10 +194,9 @@ class TAEF2Backend(Backend):
         # TAESD-family models take RGB in [0, 1]; the encoder is deterministic (no sampling).
         if x.shape[-1] * x.shape[-2] <= self.tile ** 2:
             return self.encoder((x.to(self.device, self.dtype) + 1) / 2).float()
-        x01 = ((x.float() + 1) / 2).cpu().numpy()
-        feats = tiled_apply(x01, self._run(self.enc_local), scale=Fraction(1, 8), tile=self.tile,
-                            halo=self.enc_halo, align=8, progress=self.progress, desc="TAEF2 encode tiles")
-        del x01
+        feats = tiled_apply(x.float().cpu().numpy(), self._run(self.enc_local, to_unit=True), scale=Fraction(1, 8),
+                            tile=self.tile, halo=self.enc_halo, align=8, progress=self.progress,
+                            desc="TAEF2 encode tiles")
         return self.enc_global(torch.from_numpy(feats).to(self.device, self.dtype)).float()
 
     @torch.inference_mode()
