@@ -11,9 +11,9 @@ from helpers import bitstream, fuzz
 
 
 def test_fuzz_5000_inputs():
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0 = time.perf_counter()
     rep = fuzz.run(n=5000, seed=0, time_bound=2.0, alloc_bound=16 << 20)
-    cpu = time.process_time() - c0
+    cpu = rep.cpu_seconds
     assert rep.ok, rep.failures[:5]
     assert rep.n == 5000 and sum(rep.outcomes.values()) == 5000
     # every mutation kind was exercised and most inputs were refused with the project's error type
