@@ -353,3 +353,20 @@ def test_limits_default_reads_the_environment(monkeypatch):
     monkeypatch.setenv("SDCOMP_MAX_PIXELS", "lots")
     with pytest.raises(BitstreamError, match="SDCOMP_MAX_PIXELS"):
         Limits.default()
+
+
+def test_subprocess_cli_no_traceback(tmp_path, png):
+    """The real command line: one `error:` line, exit status 2, no traceback (crafted file, odd model id)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    bad = tmp_path / "k0.sdc"
+    bad.write_bytes(_crafted(colors=0))
+    for args in (["decode", str(bad), str(tmp_path / "o.png")],
+                 ["encode", str(png), str(tmp_path / "o.sdc"), "--model", "~nosuchuser"]):
+        r = subprocess.run([sys.executable, "-m", "helpers", *args], cwd=ROOT, capture_output=True, text=True, env=env)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith("error: ")
