@@ -312,7 +312,13 @@ def decode_payload(h: Header, payload: bytes, limits: Limits | None = None):
     """Entropy-decode a payload whose header passed :func:`check_header`: (palette, indices, uint8 latent)."""
     limits = limits or Limits.default()
     spec = METHOD_SPECS[h.method]
-    palette, indices, q = spec.decode(h, payload, limits)
+    try:
+        palette, indices, q = spec.decode(h, payload, limits)
+    except BitstreamError as exc:  # coder-level messages name the problem; add the fix
+        msg = str(exc)
+        if "re-copy" not in msg and "re-encode" not in msg:
+            raise BitstreamError(f"{msg}; re-copy the file or re-encode the image") from None
+        raise
     if q.shape != (h.channels, h.latent_height, h.latent_width):  # a method's decoder broke its contract
         raise BitstreamError(f"corrupted .sdc payload: decoded latent {q.shape} does not match the header")
     return palette, indices, q

@@ -21,7 +21,7 @@ from helpers.errors import BitstreamError
 from helpers.fuzz import _Raw
 
 
-def _valid(coder="zlib", K=8, C=32, lh=4, lw=5, method="kmeans", seed=0) -> bytes:
+def _valid(coder="zlib", K=8, C=32, lh=4, lw=5, method="kmeans", seed=0, fingerprint=1) -> bytes:
     """A small valid taef2-shaped file built without a model (distinct palette colours, smooth map)."""
     rng = np.random.default_rng(seed)
     if method == "raw":
@@ -31,7 +31,7 @@ def _valid(coder="zlib", K=8, C=32, lh=4, lw=5, method="kmeans", seed=0) -> byte
         K = len(pal)
         idx = (np.add.outer(np.arange(lh), np.arange(lw)) % K).astype(np.int64)
         payload = entropy.CODERS[coder][0](pal, idx)
-    h = Header(method=method, coder=coder, model_id="taef2", fingerprint=1, width=lw * 8 - 3, height=lh * 8,
+    h = Header(method=method, coder=coder, model_id="taef2", fingerprint=fingerprint, width=lw * 8 - 3, height=lh * 8,
                channels=C, latent_height=lh, latent_width=lw, quant_span=8.0, colors=K, dithered=False)
     return bitstream.pack(h, payload)
 
@@ -307,18 +307,23 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
     assert out.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["o.sdc"]
 
 
-def test_failed_decode_leaves_no_file(tmp_path, capsys):
-    """A file whose header is fine but whose payload is corrupt fails after the model loaded: nothing written."""
-    raw = _Raw.parse(_valid(coder="zlib"))
+def test_failed_decode_leaves_no_file(taef2, tmp_path, capsys):
+    """A file whose header is fine but whose payload is corrupt fails after the model loaded: nothing written,
+    and an existing output stays as it was."""
+    raw = _Raw.parse(_valid(coder="zlib", fingerprint=taef2.fingerprint))
     p = bytearray(raw.payload)
     p[5] ^= 0xFF
     raw.set_payload(bytes(p))
     src = tmp_path / "bad.sdc"
     src.write_bytes(raw.sealed())
     out = tmp_path / "o.png"
-    assert main(["decode", str(src), str(out), "--model", "taef2"]) == 2 or True
-    capsys.readouterr()
-    assert not out.exists() and not [q for q in tmp_path.iterdir() if q.name.startswith(".o.png")]
+    out.write_bytes(b"previous")
+    assert main(["decode", str(src), str(out), "--model", "taef2"]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert "model: taef2" in err and last.startswith("error: zlib palette/index stream is corrupted")
+    assert last.endswith("re-copy the file or re-encode the image")
+    assert out.read_bytes() == b"previous" and sorted(q.name for q in tmp_path.iterdir()) == ["bad.sdc", "o.png"]
 
 
 # ------------------------------------------------------------------------------------------
