@@ -6,10 +6,16 @@ Errors on bad input print one line (``error: ...``) and exit with status 2; no t
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from .bitstream import DEFAULT_MAX_PIXELS, MAX_COLORS, MAX_DENOISE_STEPS
+from .entropy import CODER_IDS
 from .errors import SDCError
 
 DEFAULT_DEMO_IMAGES = ("kodim04", "kodim08", "kodim23")  # a face, fine architecture, smooth colour
@@ -19,30 +25,56 @@ def _default_kodak() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 
 
+def _ranged(kind, lo=None, hi=None, lo_open=False, what=""):
+    """argparse type: a number within [lo, hi] (or (lo, hi] with lo_open); the message quotes the limits."""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if kind is float and not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        low_ok = lo is None or (v > lo if lo_open else v >= lo)
+        if not low_ok or (hi is not None and v > hi):
+            span = f"{'(' if lo_open else '['}{lo if lo is not None else ''}, {hi if hi is not None else ''}]"
+            raise argparse.ArgumentTypeError(f"must be in {span}{what}, got {text}")
+        return v
+
+    return parse
+
+
 def _add_model(p: argparse.ArgumentParser, default: str | None = "auto"):
     p.add_argument("--model", default=default,
                    help="hub id (e.g. CompVis/stable-diffusion-v1-4), diffusers SD1.x folder, folder with "
                         "taef2_encoder.pth/taef2_decoder.pth, 'taef2', or 'auto' (SD v1.4 if available, else TAEF2)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
+    p.add_argument("--max-pixels", type=_ranged(int, 1), default=None,
+                   help=f"pixel cap for images read or decoded (default {DEFAULT_MAX_PIXELS:,} = 8192x8192, "
+                        f"or $SDCOMP_MAX_PIXELS)")
 
 
 def _add_codec(p: argparse.ArgumentParser):
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--target-bytes", type=int, default=None,
+    g.add_argument("--target-bytes", type=_ranged(int, 1, 2**31), default=None,
                    help="byte budget for the whole file (header included); the palette size is searched")
-    g.add_argument("--colors", type=int, default=None, help="palette size K (default 256)")
-    p.add_argument("--max-colors", type=int, default=1024,
-                   help="with --target-bytes: largest palette the search may use (k-means; libimagequant stops at 256)")
+    g.add_argument("--colors", type=_ranged(int, 1, MAX_COLORS, what=" (libimagequant: 2..256)"), default=None,
+                   help=f"palette size K, 1..{MAX_COLORS} (libimagequant 2..256; default 256)")
+    p.add_argument("--max-colors", type=_ranged(int, 2, MAX_COLORS, what=" (libimagequant stops at 256)"),
+                   default=1024,
+                   help=f"with --target-bytes: largest palette the search may use, 2..{MAX_COLORS} "
+                        f"(k-means; libimagequant stops at 256)")
     p.add_argument("--method", default="auto", choices=["auto", "liq", "kmeans", "raw"],
                    help="palette: liq = libimagequant on RGBA (SD, 4 channels), kmeans = latent k-means (any C)")
-    p.add_argument("--dither", type=float, default=None,
+    p.add_argument("--dither", type=_ranged(float, 0, 1), default=None,
                    help="dithering strength 0..1 (default: 1.0 for liq as the original, 0 for kmeans: measured better)")
-    p.add_argument("--coder", default="zlib", help="lossless stage: zlib (the original) or arith")
+    p.add_argument("--coder", default="zlib", choices=sorted(CODER_IDS),
+                   help="lossless stage: zlib (the original), arith or lzma")
     p.add_argument("--policy", default="pad8", choices=["pad8", "crop512", "none"],
                    help="pad8: any size, padded to a multiple of 8; crop512: center crop + resize to 512x512")
     p.add_argument("--denoise", action="store_true", help="ask the decoder to denoise latents with the SD UNet")
-    p.add_argument("--denoise-strength", type=float, default=0.04)
-    p.add_argument("--denoise-steps", type=int, default=66)
+    p.add_argument("--denoise-strength", type=_ranged(float, 0, 1, lo_open=True), default=0.04)
+    p.add_argument("--denoise-steps", type=_ranged(int, 1, MAX_DENOISE_STEPS), default=66)
 
 
 def _params(args):
@@ -51,7 +83,7 @@ def _params(args):
     colors = args.max_colors if args.target_bytes else (args.colors or 256)
     return CodecParams(method=args.method, colors=colors, dither=args.dither, coder=args.coder,
                        policy=args.policy, denoise=args.denoise, denoise_strength=args.denoise_strength,
-                       denoise_steps=args.denoise_steps)
+                       denoise_steps=args.denoise_steps, max_pixels=args.max_pixels)
 
 
 def _load(spec, device):
@@ -62,15 +94,51 @@ def _load(spec, device):
     return backend
 
 
+def check_output(output, inputs=()) -> Path:
+    """Refuse, before any work, an output that is a directory, sits in a missing folder, or is one of the
+    inputs (also through a symlink or a hard link: same device and inode)."""
+    out = Path(output)
+    if out.is_dir():
+        raise SDCError(f"output {out} is a directory: give a file name, e.g. {out / 'out.sdc'}")
+    parent = out.parent
+    if not parent.is_dir():
+        raise SDCError(f"cannot write {out}: folder {parent} does not exist; create it first (mkdir -p {parent})")
+    if out.exists():
+        for src in inputs:
+            try:
+                same = os.path.samefile(src, out)
+            except OSError:
+                same = False
+            if same:
+                raise SDCError(f"output {out} is the input file {src}; refusing to overwrite it: choose another name")
+    return out
+
+
+def write_atomic(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file in the output's folder, then rename it over ``path``
+    (``os.replace``): a failed or interrupted run leaves the old file (or none), never a partial one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def cmd_encode(args) -> int:
     from .codec import encode
     from .images import load_image
 
-    img = load_image(args.input)
+    out = check_output(args.output, [args.input])
+    img = load_image(args.input, background=args.background, max_pixels=args.max_pixels)
     backend = _load(args.model, args.device)
     t0 = time.perf_counter()
     enc = encode(img, backend, _params(args), target_bytes=args.target_bytes)
-    Path(args.output).write_bytes(enc.data)
+    write_atomic(out, lambda tmp: tmp.write_bytes(enc.data))
     h = enc.header
     w, hh = h.width, h.height
     print(f"{args.output}: {enc.nbytes} bytes ({8 * enc.nbytes / (w * hh):.4f} bpp), {w}x{hh}, "
@@ -80,21 +148,29 @@ def cmd_encode(args) -> int:
     return 0
 
 
+LOSSLESS_OUTPUTS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM"}
+
+
 def cmd_decode(args) -> int:
     from . import bitstream
     from .codec import decode
+    from .models import check_model_spec
 
     src, out = Path(args.input), Path(args.output)
     if not src.is_file():
         raise SDCError(f"file not found: {src}; check the path")
-    if out.suffix.lower() not in (".png", ".bmp", ".tif", ".tiff", ".ppm"):
+    check_output(out, [src])
+    fmt = LOSSLESS_OUTPUTS.get(out.suffix.lower())
+    if fmt is None:
         raise SDCError(f"decode writes lossless images only; '{out.name}' is not .png/.bmp/.tif/.ppm: use a .png name")
+    limits = bitstream.Limits.default(args.max_pixels)
     data = src.read_bytes()
-    header, _ = bitstream.unpack(data)
-    backend = _load(args.model or header.model_id, args.device)
+    header, _ = bitstream.unpack(data, limits)  # the whole header is checked before a model is loaded
+    spec = args.model or check_model_spec(header.model_id, from_file=True)
+    backend = _load(spec, args.device)
     t0 = time.perf_counter()
-    dec = decode(data, backend, denoise=args.denoise, progress=True)
-    dec.image.save(out)
+    dec = decode(data, backend, denoise=args.denoise, progress=True, limits=limits)
+    write_atomic(out, lambda tmp: dec.image.save(tmp, format=fmt))
     print(f"{out}: {dec.image.size[0]}x{dec.image.size[1]} from {len(data)} bytes in {time.perf_counter() - t0:.2f}s")
     return 0
 
@@ -135,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output")
     _add_model(p)
     _add_codec(p)
+    p.add_argument("--background", default=None,
+                   help="flatten transparent images onto this colour (e.g. white, #808080); without it they are refused")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help=".sdc -> PNG")
@@ -174,6 +252,13 @@ def guarded(func, *args, interrupted: str = "interrupted"):
         return func(*args)
     except SDCError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory; lower --max-pixels, use a smaller image, or free memory", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permission denied, ... while reading or writing files
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}; check the path, permissions and free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)

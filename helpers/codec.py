@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from . import bitstream, entropy
-from .errors import BitstreamError, BudgetError, SDCError
+from .errors import BudgetError, SDCError
 from .images import apply_policy, as_pil, to_pil, to_tensor
 from .quantize import apply_palette, palette_kmeans, palette_libimagequant, quantize_8bit, unquantize_8bit
 
@@ -39,6 +39,11 @@ class CodecParams:
     denoise_steps: int = 66
     seed: int = 0
     kmeans_iters: int = 25
+    #: pixel cap for the input image (None: bitstream.Limits.default(), i.e. SDCOMP_MAX_PIXELS or 8192 x 8192)
+    max_pixels: int | None = None
+
+    def limits(self) -> bitstream.Limits:
+        return bitstream.Limits.default(self.max_pixels)
 
     def resolved_dither(self, method: str) -> float:
         if self.dither is not None:
@@ -137,18 +142,13 @@ def pack_payload(palette: np.ndarray | None, indices: np.ndarray | None, coder: 
     return entropy.CODERS[coder][0](palette, indices)
 
 
-def unpack_payload(header: bitstream.Header, payload: bytes):
-    c, h, w = header.channels, header.latent_height, header.latent_width
-    if header.method == "raw":
-        try:
-            raw = zlib.decompress(payload)
-        except zlib.error:
-            raise BitstreamError("corrupted .sdc payload (zlib stream invalid): re-copy the file") from None
-        if len(raw) != c * h * w:
-            raise BitstreamError(f"corrupted .sdc payload: expected {c * h * w} latent bytes, got {len(raw)}")
-        return None, None, np.frombuffer(raw, np.uint8).reshape(c, h, w).copy()
-    palette, indices = entropy.CODERS[header.coder][1](payload, header.colors, c, h, w)
-    return palette, indices, apply_palette(palette, indices)
+def unpack_payload(header: bitstream.Header, payload: bytes, limits: bitstream.Limits | None = None):
+    """Entropy-decode a payload (header already checked by :func:`bitstream.unpack`): (palette, indices, q8).
+
+    Delegates to the method registered in :data:`helpers.bitstream.METHOD_SPECS`; every decoder bounds its
+    memory and work by the header's sizes.
+    """
+    return bitstream.decode_payload(header, payload, limits)
 
 
 # ------------------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ def _build(backend, params: CodecParams, method: str, size: tuple[int, int], q8:
         policy=params.policy, dithered=method != "raw" and dither > 0, denoise=params.denoise,
         denoise_strength=params.denoise_strength if params.denoise else 0.0,
         denoise_steps=params.denoise_steps if params.denoise else 0)
-    return bitstream.pack(header, payload), header, palette, indices
+    return bitstream.pack(header, payload, params.limits()), header, palette, indices
 
 
 def encode(img, backend, params: CodecParams | None = None, target_bytes: int | None = None,
@@ -211,8 +211,10 @@ def encode(img, backend, params: CodecParams | None = None, target_bytes: int | 
     if params.denoise and not getattr(backend, "has_unet", False):
         raise SDCError(f"--denoise needs a Stable Diffusion backend with a UNet; '{backend.model_id}' has none: "
                        f"drop --denoise or pass --model an SD1.x id/folder")
+    if not 1 <= params.colors <= bitstream.MAX_COLORS:
+        raise SDCError(f"palette size must be 1..{bitstream.MAX_COLORS} (libimagequant: 2..256), got {params.colors}")
     timings: dict[str, float] = {}
-    model_img, size = apply_policy(img, params.policy, backend.downsample)
+    model_img, size = apply_policy(img, params.policy, backend.downsample, params.max_pixels)
     if latents is None:
         with _timed(timings, "vae_encode", backend.device):
             latents = encode_latents(backend, model_img, params.seed)
@@ -254,29 +256,36 @@ def encode(img, backend, params: CodecParams | None = None, target_bytes: int | 
 
 
 def check_model(header: bitstream.Header, backend) -> None:
-    """Refuse to decode with weights other than those the file was made with."""
+    """Refuse to decode with weights other than those the file was made with, or a latent whose size does not
+    match the image for this model's downsampling factor (no silent padding or cropping)."""
     if header.fingerprint != backend.fingerprint or header.channels != backend.latent_channels:
         raise SDCError(f"this file was encoded with model '{header.model_id}' (weights {header.fingerprint:08x}, "
                        f"{header.channels} latent channels) but the loaded model is '{backend.model_id}' "
                        f"({backend.fingerprint:08x}, {backend.latent_channels} channels): pass --model with the "
                        f"same weights")
+    bitstream.check_geometry(header, backend.downsample)
 
 
-def decode(data: bytes, backend, denoise: bool | None = None, progress: bool = False) -> Decoded:
-    """Decode .sdc bytes to an image. ``denoise`` overrides the file's request (None = follow the file)."""
-    from .denoise import denoise_latents
+def decode(data: bytes, backend, denoise: bool | None = None, progress: bool = False,
+           limits: bitstream.Limits | None = None) -> Decoded:
+    """Decode .sdc bytes to an image. ``denoise`` overrides the file's request (None = follow the file).
+
+    The whole header is checked (:func:`bitstream.unpack`, then against the model) before anything is
+    allocated or the model runs; ``limits`` (default: :meth:`bitstream.Limits.default`) sets the pixel cap.
+    """
+    from .denoise import DEFAULT_STEPS, DEFAULT_STRENGTH, denoise_latents
 
     timings: dict[str, float] = {}
-    header, payload = bitstream.unpack(data)
+    header, payload = bitstream.unpack(data, limits)
     check_model(header, backend)
     with _timed(timings, "unpack"):
-        _, _, q = unpack_payload(header, payload)
+        _, _, q = unpack_payload(header, payload, limits)
         z = unquantize_8bit(q, header.quant_span)
     do_denoise = header.denoise if denoise is None else denoise
     if do_denoise:
         with _timed(timings, "denoise", backend.device):
-            strength = header.denoise_strength or 0.04
-            steps = header.denoise_steps or 66
+            strength = header.denoise_strength if header.denoise else DEFAULT_STRENGTH
+            steps = header.denoise_steps if header.denoise else DEFAULT_STEPS
             z = denoise_latents(backend, torch.from_numpy(z)[None], strength, steps, progress)[0].cpu().numpy()
     with _timed(timings, "vae_decode", backend.device):
         image = decode_latents(backend, z)

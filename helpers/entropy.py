@@ -36,8 +36,9 @@ Three coders, registered in :data:`CODERS` with stable header ids in :data:`CODE
     encoded bytes may differ between liblzma versions (only ``zlib``/``arith`` are pinned).
 
 Stream layout of ``arith``: ``crc32 (4 bytes, big-endian) | range-coder bytes``; the range coder
-starts with one raw bit (palette stored raw / delta-coded) and its trailing zero bytes are
-dropped (the decoder reads zeros past the end), so the overhead over the entropy-coded payload
+starts with one raw bit (palette stored raw / delta-coded) and up to ``MAX_IMPLICIT_ZEROS`` trailing
+zero bytes are dropped (the decoder reads zeros past the end, and calls a stream that needs more a
+truncated one; it also checks the coder's final state), so the overhead over the entropy-coded payload
 is ~5 bytes.  Everything in the coder is integer arithmetic (Python ints, int64 numpy with
 exact ranges), so the bitstream is identical on every platform.
 
@@ -67,6 +68,11 @@ __all__ = [
 ]
 
 MAX_K = 65536
+#: an arith stream drops at most this many trailing zero bytes (3 are always zero after the flush); a
+#: decoder that needs more implicit zeros ran out of payload. Files written before this bound dropped
+#: every trailing zero: they decode unless more than 5 zero bytes preceded the flush (measured: 3 or 4
+#: implicit zeros on every stream tried, see tests/test_entropy.py).
+MAX_IMPLICIT_ZEROS = 8
 TOUR_MAX_K = 1024  # larger palettes are sorted lexicographically instead of toured
 
 
@@ -91,11 +97,12 @@ def _check_inputs(palette, indices):
 
 
 def _check_dims(K, C, H, W):
+    """Dimensions come from a file header: bad ones are a BitstreamError, not a crash."""
     for name, v in (("K", K), ("C", C), ("H", H), ("W", W)):
         if not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+            raise BitstreamError(f"palette/index stream dimension {name}={v!r} is not a non-negative integer")
     if not 1 <= K <= MAX_K or C < 1:
-        raise ValueError(f"K must be in 1..{MAX_K} and C >= 1, got K={K}, C={C}")
+        raise BitstreamError(f"palette/index stream needs K in 1..{MAX_K} and C >= 1, got K={K}, C={C}")
     return int(K), int(C), int(H), int(W)
 
 
@@ -283,24 +290,40 @@ class _Encoder:
         out = bytes(self.out)
         # the first byte of an LZMA-style stream is always 0 (the initial cache): drop it
         out = out[1:]
-        return out.rstrip(b"\x00")
+        # trailing zero bytes are implicit (the decoder reads zeros past the end), but at most
+        # MAX_IMPLICIT_ZEROS of them, so that a decoder running further is a truncated stream
+        n = len(out) - len(out.rstrip(b"\x00"))
+        return out[: len(out) - min(n, MAX_IMPLICIT_ZEROS)]
 
 
 class _Decoder:
-    __slots__ = ("data", "pos", "range", "code")
+    __slots__ = ("data", "pos", "range", "code", "end")
 
     def __init__(self, data: bytes):
         self.data = data
         self.pos = 0
         self.range = _MASK32
         self.code = 0
+        self.end = len(data) + MAX_IMPLICIT_ZEROS  # reading byte `end` means the payload ran out
         for _ in range(4):
             self.code = (self.code << 8) | self._byte()
 
     def _byte(self):
         p = self.pos
         self.pos = p + 1
-        return self.data[p] if p < len(self.data) else 0
+        if p < len(self.data):
+            return self.data[p]
+        if p >= self.end:
+            raise BitstreamError(
+                f"arith palette/index stream ran out of payload after {len(self.data)} bytes "
+                f"(truncated or corrupted); re-copy the file"
+            )
+        return 0
+
+    def finished_cleanly(self) -> bool:
+        """After the last symbol: the encoder flushed ``low`` rounded up to a multiple of 2^24, so the
+        code value lies below 2^24 and at least 3 implicit zero bytes were read."""
+        return self.code < _TOP and len(self.data) + 3 <= self.pos
 
     def bit(self, m: _Model):
         bound = (self.range >> PROB_BITS) * m.p
@@ -773,6 +796,8 @@ def unpack_arith(data: bytes, K: int, C: int, H: int, W: int):
         raise BitstreamError(
             f"arith palette/index stream has {len(payload) + 3 - dec.pos} unexpected trailing bytes"
         )
+    if not dec.finished_cleanly():
+        raise BitstreamError("arith palette/index stream does not end where the coder ends (truncated or corrupted)")
     return palette, indices
 
 
@@ -797,7 +822,11 @@ def unpack_lzma(data: bytes, K: int, C: int, H: int, W: int):
     payload = _unseal(data, K, C, H, W, "lzma")
     isz = 1 if K <= 256 else 2
     want = K * C + H * W * isz
-    dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+    # the decoder's dictionary only has to span the output (no match reaches further back), so a small
+    # file does not cost the encoder's 64 MiB preset-9 dictionary
+    dict_size = min(1 << 26, max(1 << 12, want))
+    filters = [{"id": lzma.FILTER_LZMA2, "dict_size": dict_size, "lc": 0, "lp": 0, "pb": 0}]
+    dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=filters)
     try:
         raw = dec.decompress(payload, max_length=want + 1)
     except lzma.LZMAError as e:

@@ -10,29 +10,105 @@ Policies:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageInputError
 
 MIN_SIDE = 16
-MAX_SIDE = 8192
+MAX_SIDE = 65535  # the .sdc header stores sizes as uint16; the pixel cap (bitstream.Limits) is the real bound
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image file as RGB, with one-line errors for missing or unreadable files."""
+def _max_pixels(max_pixels: int | None) -> int:
+    from .bitstream import Limits
+
+    return max_pixels if max_pixels is not None else Limits.default().max_pixels
+
+
+def _parse_background(background) -> tuple[int, int, int]:
+    from PIL import ImageColor
+
+    if isinstance(background, (tuple, list)):
+        return tuple(int(v) for v in background[:3])
+    try:
+        return ImageColor.getrgb(str(background))[:3]
+    except ValueError:
+        raise ImageInputError(f"unknown background colour '{background}': use a name (white) or #rrggbb") from None
+
+
+def _to_8bit_rgb(im: Image.Image, p: Path) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB without clipping: 16-bit grey is scaled by 1/257 (Pillow's own
+    conversion clips it to white); 32-bit integer / float grey is scaled from its evident range."""
+    if im.mode in _SIXTEEN_BIT:
+        arr = np.asarray(im, dtype=np.float64)
+        return Image.fromarray(np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        hi = float(np.nanmax(arr)) if arr.size else 0.0
+        if not np.isfinite(arr).all() or float(arr.min()) < 0 or hi > 65535:
+            raise ImageInputError(f"{p} holds {im.mode}-mode samples outside 0..65535; convert it to an 8- or "
+                                  f"16-bit PNG first")
+        scale = 1.0 if hi <= 255 else 1 / 257.0
+        return Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), "L").convert("RGB")
+    return im.convert("RGB")
+
+
+def load_image(path: str | Path, background=None, max_pixels: int | None = None) -> Image.Image:
+    """Open an image file as 8-bit RGB, as a viewer would show it, or fail with a one-line error.
+
+    * EXIF orientation is applied (``ImageOps.exif_transpose``).
+    * 16-bit images are scaled to 8 bits (not clipped).
+    * Transparency: a fully opaque alpha channel is dropped; real transparency is refused unless
+      ``background`` (a colour name or #rrggbb) is given, onto which the image is composited.
+    * Animations and multi-page files are refused (camera MPO JPEGs keep their primary picture).
+    * Images over the pixel cap (``bitstream.Limits``, default 8192 x 8192) are refused before decoding.
+    """
     p = Path(path)
     if not p.is_file():
         raise ImageInputError(f"image not found: {p}; check the path")
+    cap = _max_pixels(max_pixels)
     try:
-        with Image.open(p) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                w, h = im.size
+                if w * h > cap:
+                    raise ImageInputError(f"{p} is {w}x{h} = {w * h:,} pixels, over the pixel cap of {cap:,}: "
+                                          f"downscale it, or raise the cap with --max-pixels / SDCOMP_MAX_PIXELS")
+                frames = getattr(im, "n_frames", 1)
+                if frames > 1 and im.format != "MPO":
+                    raise ImageInputError(f"{p} is animated or has several pages ({frames} frames, {im.format}); "
+                                          f".sdc stores one still picture: extract a frame first "
+                                          f"(e.g. `ffmpeg -i in.gif -frames:v 1 frame.png`)")
+                im.load()
+                im = ImageOps.exif_transpose(im)
+    except ImageInputError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageInputError(f"{p} is larger than the pixel cap: downscale it, or raise the cap with --max-pixels "
+                              f"/ SDCOMP_MAX_PIXELS") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageInputError(f"cannot read {p} as an image ({type(exc).__name__}); pass a PNG/JPEG/WebP file") from None
+    has_alpha = im.mode in _ALPHA_MODES or "transparency" in im.info
+    if has_alpha:
+        rgba = im.convert("RGBA") if im.mode not in _SIXTEEN_BIT + ("I", "F") else _to_8bit_rgb(im, p).convert("RGBA")
+        alpha = np.asarray(rgba.getchannel("A"))
+        if int(alpha.min()) < 255:
+            if background is None:
+                share = float((alpha < 255).mean())
+                raise ImageInputError(f"{p} has transparent pixels ({share:.1%} not opaque) and .sdc stores no alpha "
+                                      f"channel: pass --background white (or #rrggbb) to flatten it onto a colour")
+            flat = Image.new("RGBA", rgba.size, _parse_background(background) + (255,))
+            flat.alpha_composite(rgba)
+            return flat.convert("RGB")
+        return rgba.convert("RGB")
+    return _to_8bit_rgb(im, p)
 
 
 def as_pil(img) -> Image.Image:
@@ -52,12 +128,17 @@ def center_crop_square(img: Image.Image) -> Image.Image:
     return img.crop((left, top, left + s, top + s))
 
 
-def apply_policy(img, policy: str = "pad8", multiple: int = 8) -> tuple[Image.Image, tuple[int, int]]:
+def apply_policy(img, policy: str = "pad8", multiple: int = 8,
+                 max_pixels: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """Return (model input image, output size): the padded/cropped image and the size decode must restore."""
     img = as_pil(img)
     w, h = img.size
     if min(w, h) < MIN_SIDE or max(w, h) > MAX_SIDE:
         raise ImageInputError(f"image is {w}x{h}; supported sides are {MIN_SIDE}..{MAX_SIDE} pixels: resize it first")
+    cap = _max_pixels(max_pixels)
+    if w * h > cap:
+        raise ImageInputError(f"image is {w}x{h} = {w * h:,} pixels, over the pixel cap of {cap:,}: downscale it, "
+                              f"or raise the cap with --max-pixels / SDCOMP_MAX_PIXELS")
     if policy == "crop512":
         img = center_crop_square(img)
         if img.size != (512, 512):

@@ -19,6 +19,7 @@ import socket
 import time
 import zlib
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -120,29 +121,96 @@ class Backend:
         raise NotImplementedError
 
 
+#: Core tile side (pixels) for TAEF2's tiled encode/decode; ``SDCOMP_TILE`` overrides it. Chosen by measurement
+#: (scripts/bench_large_photo.py): time per megapixel vs peak memory on this project's CPU machine.
+TAEF2_TILE = 1024
+
+
+def _tile_side() -> int:
+    raw = os.environ.get("SDCOMP_TILE", "")
+    try:
+        v = int(raw) if raw.strip() else TAEF2_TILE
+    except ValueError:
+        raise SDCError(f"SDCOMP_TILE={raw!r} is not an integer: unset it or give a tile side in pixels") from None
+    if v < 64 or v % 64:
+        raise SDCError(f"SDCOMP_TILE={raw!r} must be a multiple of 64, at least 64")
+    return v
+
+
+def _inplace_relu(module: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    module = copy.deepcopy(module)
+    for m in module.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = True
+    return module
+
+
 class TAEF2Backend(Backend):
-    """The real pretrained TAEF2 tiny autoencoder (32 latent channels, 8x downsampling)."""
+    """The real pretrained TAEF2 tiny autoencoder (32 latent channels, 8x downsampling).
+
+    Encode and decode run tiled (:mod:`helpers.tiling`) so memory stays bounded for any image size: the
+    pixel-resolution layers run on overlapping tiles whose halos cover their receptive field
+    (:func:`helpers.taef2.halos`: 72 pixels for the encoder, 9 latent samples for the decoder), and the
+    GroupNorm blocks, whose statistics are global, run untiled at latent resolution. The result equals the
+    untiled network's up to float summation order. Images up to one tile run in one piece.
+    """
 
     def __init__(self, encoder: torch.nn.Module, decoder: torch.nn.Module, device, dtype, model_id=TAEF2_MODEL_ID):
+        from .taef2 import halos, split_decoder, split_encoder
+
         super().__init__(model_id=model_id, kind="taef2", device=device, dtype=dtype,
                          latent_channels=32, quant_span=TAEF2_QUANT_SPAN)
         self.encoder = encoder.to(device=device, dtype=dtype).eval()
         self.decoder = decoder.to(device=device, dtype=dtype).eval()
         self.fingerprint = weights_fingerprint(self.decoder)
+        enc_local, self.enc_global = split_encoder(self.encoder)
+        self.dec_global, dec_local = split_decoder(self.decoder)
+        # the tiled parts run with in-place ReLUs (same numbers, one activation less at the peak); copies, so
+        # self.encoder / self.decoder stay as they are for autograd users
+        self.enc_local, self.dec_local = _inplace_relu(enc_local), _inplace_relu(dec_local)
+        self.enc_halo, self.dec_halo = halos()
+        self.tile = _tile_side()  # core tile side in pixels (a multiple of 64)
+        self.progress: bool | None = None  # tile progress bar: None = on a terminal only
 
     def components(self) -> dict[str, torch.nn.Module]:
         return {"TAEF2 encoder": self.encoder, "TAEF2 decoder": self.decoder}
 
+    def _run(self, module, to_unit: bool = False):
+        def fn(t: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                x = torch.from_numpy(t).to(self.device, self.dtype)
+                if to_unit:  # [-1, 1] -> [0, 1] per tile: no second full-size copy of the image
+                    x = (x + 1) / 2
+                return module(x).float().cpu().numpy()
+
+        return fn
+
     @torch.inference_mode()
     def encode(self, x, generator=None):
+        from .tiling import tiled_apply
+
         # TAESD-family models take RGB in [0, 1]; the encoder is deterministic (no sampling).
-        x = (x.to(self.device, self.dtype) + 1) / 2
-        return self.encoder(x).float()
+        if x.shape[-1] * x.shape[-2] <= self.tile ** 2:
+            return self.encoder((x.to(self.device, self.dtype) + 1) / 2).float()
+        feats = tiled_apply(x.float().cpu().numpy(), self._run(self.enc_local, to_unit=True), scale=Fraction(1, 8),
+                            tile=self.tile, halo=self.enc_halo, align=8, progress=self.progress,
+                            desc="TAEF2 encode tiles")
+        return self.enc_global(torch.from_numpy(feats).to(self.device, self.dtype)).float()
 
     @torch.inference_mode()
     def decode(self, z):
-        y = self.decoder(z.to(self.device, self.dtype)).float()
-        return y * 2 - 1
+        from .tiling import tiled_apply
+
+        if z.shape[-1] * z.shape[-2] * 64 <= self.tile ** 2:
+            return self.decoder(z.to(self.device, self.dtype)).float() * 2 - 1
+        feats = self.dec_global(z.to(self.device, self.dtype)).float().cpu().numpy()
+        y = tiled_apply(feats, self._run(self.dec_local), scale=8, tile=self.tile // 8, halo=self.dec_halo,
+                        progress=self.progress, desc="TAEF2 decode tiles")
+        del feats
+        y = torch.from_numpy(y)
+        return y.mul_(2).sub_(1)
 
 
 class SDBackend(Backend):
@@ -168,8 +236,21 @@ class SDBackend(Backend):
             out.update({"UNet": self._denoiser["unet"], "CLIP text encoder": self._denoiser["text_encoder"]})
         return out
 
+    #: images with more pixels than this run through diffusers' own tiled VAE (``vae.enable_tiling()``: tiles
+    #: of ``vae.config.sample_size`` pixels, 512 for SD v1.4, blended over a 25 % overlap), so memory stays
+    #: bounded; smaller ones run in one piece, exactly as the 2022 notebook did.
+    tile_threshold_pixels: int = 1024 * 1024
+
+    def _set_tiling(self, pixels: int) -> None:
+        use = pixels > self.tile_threshold_pixels
+        if use and not self.vae.use_tiling:
+            self.vae.enable_tiling()
+        elif not use and self.vae.use_tiling:
+            self.vae.disable_tiling()
+
     @torch.inference_mode()
     def encode(self, x, generator=None):
+        self._set_tiling(x.shape[-1] * x.shape[-2])
         dist = self.vae.encode(x.to(self.device, self.dtype)).latent_dist
         # The 2022 notebook sampled the posterior with a fixed seed; we do the same.
         if generator is None:
@@ -179,6 +260,7 @@ class SDBackend(Backend):
 
     @torch.inference_mode()
     def decode(self, z):
+        self._set_tiling(z.shape[-1] * z.shape[-2] * self.downsample ** 2)
         return self.vae.decode(z.to(self.device, self.dtype)).sample.float()
 
     def denoiser(self) -> dict[str, Any]:
@@ -257,7 +339,7 @@ def load_sd(source: str = DEFAULT_SD_MODEL, device: str | torch.device | None = 
     dev = device if isinstance(device, torch.device) else select_device(device)
     dtype = dtype or default_dtype(dev)
     t0 = time.perf_counter()
-    path = Path(source).expanduser()
+    path = _expand(source)
     if path.exists():
         if not path.is_dir() or not ((path / "vae").is_dir() or (path / "model_index.json").is_file()):
             raise ModelNotFoundError(f"'{source}' is not a diffusers SD directory (no vae/ or model_index.json) "
@@ -329,12 +411,61 @@ def load_backend(spec: str | None = "auto", device: str | torch.device | None = 
             return load_sd(DEFAULT_SD_MODEL, device=device)
         except ModelNotFoundError:
             return load_taef2(device=device)
+    spec = check_model_spec(spec)
     if spec == TAEF2_MODEL_ID:
         return load_taef2(device=device)
     path = Path(spec).expanduser()
     if path.is_dir() and (path / TAEF2_ENCODER).exists():
         return load_taef2(path, device=device)
     return load_sd(spec, device=device)
+
+
+def _expand(spec: str) -> Path:
+    try:
+        return Path(spec).expanduser()
+    except RuntimeError:  # "~nosuchuser": Python cannot determine that home directory
+        user = spec[1:].split("/", 1)[0]
+        raise ModelNotFoundError(f"model '{spec[:80]}': no user '{user[:40]}' to expand '~{user[:40]}' for; pass a "
+                                 f"full path, a Hugging Face id (e.g. {DEFAULT_SD_MODEL}) or taef2") from None
+
+
+def check_model_spec(spec, from_file: bool = False) -> str:
+    """A model id the loaders can take, or a one-line ModelNotFoundError.
+
+    Accepted: ``taef2``, an existing local folder (only when given by the user, not read from a file), or a
+    well-formed Hugging Face repo id (``huggingface_hub.utils.validate_repo_id``). Ids read from an .sdc
+    header (``from_file=True``) may not name paths (``/``-rooted, ``~``, ``..``), so a crafted file cannot
+    make the decoder load a folder of its choosing.
+    """
+    where = "the file's model id" if from_file else "--model"
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelNotFoundError(f"{where} is empty: pass a Hugging Face id, a model folder or taef2")
+    shown = spec[:80] + ("..." if len(spec) > 80 else "")
+    if not spec.isprintable() or spec != spec.strip():
+        raise ModelNotFoundError(f"{where} {shown!r} holds control characters or surrounding spaces: pass a "
+                                 f"Hugging Face id, a model folder or taef2")
+    if spec == TAEF2_MODEL_ID:
+        return spec
+    if from_file:
+        if spec.startswith(("/", "~", ".", "\\")) or ".." in spec or "\\" in spec or ":" in spec:
+            raise ModelNotFoundError(f"{where} {shown!r} names a path, which a file may not choose: pass --model "
+                                     f"with the folder of the weights it was made with")
+    else:
+        path = _expand(spec)
+        try:
+            if path.exists():
+                return spec
+        except OSError:  # e.g. a name too long for the file system
+            pass
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
+        raise ModelNotFoundError(f"model {shown!r} is neither an existing folder nor a valid Hugging Face id "
+                                 f"(owner/name): pass e.g. {DEFAULT_SD_MODEL}, a diffusers SD1.x folder, a TAEF2 "
+                                 f"folder or taef2") from None
+    return spec
 
 
 def load_with_fallback(spec: str | None, fallback: str | None = TAEF2_MODEL_ID,

@@ -71,3 +71,36 @@ def make_decoder(latent_channels: int = LATENT_CHANNELS) -> nn.Sequential:
         nn.Upsample(scale_factor=2), _conv(64, 64, bias=False),
         Block(64, 64), _conv(64, 3),
     )
+
+
+# ------------------------------------------------------------------------------------------
+# Split points for tiling: the GroupNorm blocks (global statistics) sit at latent resolution, where
+# running untiled is cheap; everything at pixel resolution is local and can be tiled exactly.
+# ------------------------------------------------------------------------------------------
+
+ENCODER_SPLIT = 11  # encoder[:11]: pixel-resolution convs down to 1/8 (local); encoder[11:]: GroupNorm blocks
+DECODER_SPLIT = 6  # decoder[:6]: clamp, conv, GroupNorm blocks at latent resolution; decoder[6:]: local, x8
+
+
+def split_encoder(encoder: nn.Sequential) -> tuple[nn.Sequential, nn.Sequential]:
+    """(local part: image -> 64-channel features at 1/8, tileable; global part: features -> latents)."""
+    return encoder[:ENCODER_SPLIT], encoder[ENCODER_SPLIT:]
+
+
+def split_decoder(decoder: nn.Sequential) -> tuple[nn.Sequential, nn.Sequential]:
+    """(global part: latents -> 64-channel features at latent resolution; local part: features -> image, tileable)."""
+    return decoder[:DECODER_SPLIT], decoder[DECODER_SPLIT:]
+
+
+def halos() -> tuple[int, int]:
+    """Halos that make tiling exact, derived from the architecture (:func:`helpers.tiling.receptive_radius`):
+    (encoder halo in pixels, a multiple of 8; decoder halo in latent samples)."""
+    import math
+
+    from .tiling import receptive_radius
+
+    enc_local, _ = split_encoder(make_encoder())
+    _, dec_local = split_decoder(make_decoder())
+    r_enc = receptive_radius(enc_local)  # pixels
+    r_dec = receptive_radius(dec_local)  # latent samples
+    return 8 * math.ceil(r_enc / 8), math.ceil(r_dec)

@@ -32,11 +32,11 @@ def test_header_roundtrip_all_fields():
 
 def test_layout_and_overhead():
     h = _header()
-    data = bitstream.pack(h, b"xyz")
+    data = bitstream.pack(h, b"xyz" * 3)
     assert data[:4] == b"SDC\x1a" and data[4] == 1
     # 37 fixed bytes + model id ("taef2" = 5) ; denoise fields absent
     assert bitstream.header_size(h) == 37 + 5
-    assert len(data) == 37 + 5 + 3
+    assert len(data) == 37 + 5 + 9
     assert struct.unpack("<I", data[-4:])[0] == zlib.crc32(data[:-4])
     assert bitstream.header_size(_header(denoise=True, denoise_steps=66, denoise_strength=0.04)) == 37 + 5 + 6
 
@@ -62,7 +62,7 @@ def test_foreign_files_and_versions():
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40
     with pytest.raises(BitstreamError, match="not an .sdc file"):
         bitstream.unpack(png)
-    data = bytearray(bitstream.pack(_header(), b"abc"))
+    data = bytearray(bitstream.pack(_header(), b"abc" * 3))
     data[4] = 9
     with pytest.raises(BitstreamError, match="version 9 is not supported"):
         bitstream.unpack(bytes(data))
@@ -71,8 +71,51 @@ def test_foreign_files_and_versions():
 
 
 def test_messages_are_one_line():
-    data = bitstream.pack(_header(), b"abc")
+    data = bitstream.pack(_header(), b"abc" * 3)
     for bad in (b"nope", data[:20], data[:-1], data[:-4] + b"\0\0\0\0"):
         with pytest.raises(BitstreamError) as exc:
             bitstream.unpack(bad)
         assert "\n" not in str(exc.value) and len(str(exc.value)) < 300
+
+
+def test_a_new_method_registers_its_own_checks_and_decoder():
+    """How a second latent coding method plugs in: its id, its header checks, its payload decoder."""
+    from helpers.bitstream import Limits, MethodSpec
+
+    def check(h, payload_len, limits):
+        if h.colors != 0 or payload_len != h.channels:
+            raise BitstreamError("toy method: one byte per channel and no palette")
+
+    def decode(h, payload, limits):
+        q = np.repeat(np.frombuffer(payload, np.uint8), h.latent_positions).reshape(
+            h.channels, h.latent_height, h.latent_width)
+        return None, None, q
+
+    spec = MethodSpec("toy-const", 200, check, decode)
+    bitstream.register_method(spec)
+    try:
+        h = _header(method="toy-const", channels=3, colors=0, coder="zlib")
+        data = bitstream.pack(h, b"\x01\x02\x03")
+        h2, payload = bitstream.unpack(data)
+        assert h2.method == "toy-const" and data[6] == 200
+        q = bitstream.decode_payload(h2, payload)[2]
+        assert q.shape == (3, 42, 63) and q[2].min() == 3
+        with pytest.raises(BitstreamError, match="toy method"):
+            bitstream.pack(h, b"\x01\x02")
+        with pytest.raises(ValueError, match="taken"):
+            bitstream.register_method(MethodSpec("other", 1, check, decode))  # kmeans owns id 1
+    finally:
+        for table in (bitstream.METHOD_SPECS, bitstream.METHODS):
+            table.pop("toy-const", None)
+        bitstream.METHOD_NAMES.pop(200, None)
+
+
+def test_header_checks_run_before_any_allocation():
+    """A 60-byte file announcing a huge latent is refused by the header alone (no payload decoding)."""
+    h = _header(width=8192, height=8192, latent_height=1024, latent_width=1024, channels=32, colors=4096)
+    data = bitstream.pack(h, b"\0" * 16)
+    assert len(data) < 80
+    header, _ = bitstream.unpack(data)  # within the default cap: the header itself is consistent
+    with pytest.raises(BitstreamError, match="pixel cap"):
+        bitstream.unpack(data, bitstream.Limits(max_pixels=4_000_000))
+    assert bitstream.downsample_factors(header) == [8]

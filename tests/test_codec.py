@@ -111,7 +111,7 @@ def test_real_taef2_roundtrip_on_kodak(taef2, kodak_dir):
     assert lat.shape == (32, 64, 64) and quantize_8bit(lat, taef2.quant_span).nbytes == 131072
 
 
-@pytest.mark.parametrize("size, needle", [((8, 40), "supported sides"), ((9000, 20), "supported sides")])
+@pytest.mark.parametrize("size, needle", [((8, 40), "supported sides"), ((70000, 20), "supported sides"), ((9000, 9000), "pixel cap")])
 def test_image_size_limits(size, needle, taef2):
     with pytest.raises(SDCError, match=needle):
         encode(Image.new("RGB", size), taef2)

@@ -1,0 +1,121 @@
+"""Runtime-agnostic tiling: run a fully convolutional network over overlapping tiles of a numpy array.
+
+:func:`tiled_apply` cuts an NCHW array into a grid of *core* tiles, extends each by a *halo* on every
+side that has neighbours, calls ``fn`` (any runtime: PyTorch, ONNX Runtime, ...) on the extended tile and
+keeps only the output of the core. When the halo is at least the network's receptive-field radius the
+result equals the untiled one (up to the runtime's own float summation order), with no blending: every
+output sample is computed from exactly the inputs it would see untiled. Memory is bounded by the tile
+size and time grows linearly with the number of tiles.
+
+:func:`receptive_radius` works the radius out from a layer list (3x3 convs, stride-2 convs, nearest
+upsampling, TAESD-style residual blocks); ``helpers.taef2`` uses it to derive the halos it needs.
+
+Usage with any runtime::
+
+    out = tiled_apply(x, lambda t: session.run(None, {"x": t})[0], scale=Fraction(1, 8), tile=1024,
+                      halo=72, align=8)
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Callable, Iterable
+
+import numpy as np
+
+
+def _splits(n: int, tile: int, align: int) -> list[tuple[int, int]]:
+    """Split [0, n) into about equal parts of at most ``tile`` (boundaries on multiples of ``align``)."""
+    if n <= tile:
+        return [(0, n)]
+    parts = math.ceil(n / tile)
+    bounds = [0]
+    for i in range(1, parts):
+        b = (round(i * n / parts) // align) * align
+        if b > bounds[-1]:
+            bounds.append(b)
+    bounds.append(n)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def tile_grid(height: int, width: int, tile: int, align: int = 1) -> list[tuple[int, int, int, int]]:
+    """Core tiles (y0, y1, x0, x1) covering an image, in raster order."""
+    return [(y0, y1, x0, x1) for y0, y1 in _splits(height, tile, align) for x0, x1 in _splits(width, tile, align)]
+
+
+def tiled_apply(x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], *, scale: Fraction | int | float,
+                tile: int, halo: int, align: int = 1, progress: bool | None = False,
+                desc: str = "tiles") -> np.ndarray:
+    """Apply ``fn`` (NCHW array -> NCHW array, output size = input size x ``scale``) tile by tile.
+
+    ``tile``: core tile side in input samples; ``halo``: extra input samples on each inner side (at least the
+    receptive-field radius for an exact result); ``align``: tile boundaries and halos are multiples of it
+    (e.g. 8 for an encoder that downsamples by 8, so every tile sees the global stride grid). One tile
+    (the whole array) when it fits. ``progress``: tqdm bar (None = only on a terminal, when > 1 tile).
+    """
+    scale = Fraction(scale).limit_denominator(1 << 16)
+    if x.ndim != 4:
+        raise ValueError(f"tiled_apply needs an NCHW array, got shape {x.shape}")
+    if tile < 1 or halo < 0 or align < 1 or tile % align or halo % align:
+        raise ValueError(f"tile ({tile}) and halo ({halo}) must be multiples of align ({align}), tile >= 1")
+    _, _, h, w = x.shape
+    for side in (h, w):
+        if (side * scale).denominator != 1:
+            raise ValueError(f"input side {side} times scale {scale} is not an integer")
+    if align * scale.numerator % scale.denominator:
+        raise ValueError(f"align {align} must make tile boundaries land on output samples (scale {scale})")
+    tiles = tile_grid(h, w, tile, align)
+    out = None
+    if progress is False or len(tiles) < 2:
+        it: Iterable = tiles
+    else:
+        from tqdm.auto import tqdm
+
+        it = tqdm(tiles, desc=desc, disable=None if progress is None else not progress, leave=False)
+    for y0, y1, x0, x1 in it:
+        ya, yb = max(0, y0 - halo), min(h, y1 + halo)
+        xa, xb = max(0, x0 - halo), min(w, x1 + halo)
+        t = np.asarray(fn(np.ascontiguousarray(x[:, :, ya:yb, xa:xb])))
+        want = (int((yb - ya) * scale), int((xb - xa) * scale))
+        if t.ndim != 4 or t.shape[2:] != want:
+            raise ValueError(f"tile function returned {t.shape}, expected (N, C, {want[0]}, {want[1]})")
+        if out is None:
+            out = np.empty((t.shape[0], t.shape[1], int(h * scale), int(w * scale)), dtype=t.dtype)
+        oy0, oy1 = int((y0 - ya) * scale), int((y1 - ya) * scale)
+        ox0, ox1 = int((x0 - xa) * scale), int((x1 - xa) * scale)
+        out[:, :, int(y0 * scale):int(y1 * scale), int(x0 * scale):int(x1 * scale)] = t[:, :, oy0:oy1, ox0:ox1]
+    return out
+
+
+def receptive_radius(layers: Iterable, unit: Fraction = Fraction(1)) -> Fraction:
+    """Receptive-field radius of a chain of layers, in units of the chain's *input* samples.
+
+    Walks the layers forward keeping the size of one current sample in input units (``jump``): a k x k
+    convolution adds (k - 1) / 2 samples, a stride multiplies the jump, nearest x2 upsampling halves it and
+    adds half a sample of rounding; residual blocks add the radius of their longest branch (1x1 branches
+    add nothing). GroupNorm is global and is refused: run such layers untiled.
+    """
+    from torch import nn
+
+    r, jump = Fraction(0), Fraction(unit)
+    for layer in layers:
+        if isinstance(layer, nn.Conv2d):
+            k, s, d = layer.kernel_size[0], layer.stride[0], layer.dilation[0]
+            r += Fraction(d * (k - 1), 2) * jump
+            jump *= s
+        elif isinstance(layer, nn.Upsample):
+            f = int(layer.scale_factor)
+            jump /= f
+            r += (f - 1) * jump  # output q reads input floor(q / f): up to (f - 1) / f of an input sample
+        elif isinstance(layer, nn.Sequential):
+            sub = receptive_radius(layer, jump)
+            r += sub
+        elif isinstance(layer, nn.GroupNorm):
+            raise ValueError("GroupNorm normalises over the whole image: keep it out of tiled layers")
+        elif hasattr(layer, "conv") and isinstance(getattr(layer, "conv"), nn.Sequential):  # residual block
+            if getattr(layer, "pool", None) is not None:
+                raise ValueError("a block with a GroupNorm branch normalises over the whole image: run it untiled")
+            r += receptive_radius(layer.conv, jump)
+        # ReLU, Tanh-clamp, Identity: pointwise, radius 0
+    return r

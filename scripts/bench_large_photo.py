@@ -1,0 +1,157 @@
+"""Large-photo benchmark: the real CLI (`python -m helpers encode/decode`) as subprocesses, wall time and peak RSS.
+
+    python scripts/bench_large_photo.py                    # 512x512 .. 4000x3000, writes results/large_photo/
+    python scripts/bench_large_photo.py --sizes 512 4000x3000 --out /tmp/lp
+
+The test picture is a 4000x3000 mosaic of four real photographs at their native resolution (no upscaling):
+2000x1500 crops of Aqua, Garden, LadyBird and YellowFlower from Debian's `mate-backgrounds` package
+(nature/, (c) 2008 Charles Barbin, GPL-2+). The script fetches the package with `apt-get download`
+into a temporary folder (nothing is committed). Smaller sizes are centre crops of the mosaic.
+Peak RSS is the child's own ``ru_maxrss`` (``os.wait4``); "work s" is what the CLI reports after
+loading the model (encode/decode proper), so per-megapixel figures show how the work scales.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ("Aqua", "Garden", "LadyBird", "YellowFlower")
+PACKAGE = "mate-backgrounds"
+LICENCE = "mate-backgrounds nature/ (Aqua, Garden, LadyBird, YellowFlower): (c) 2008 Charles Barbin, GPL-2+"
+
+
+def fetch_photos(workdir: Path) -> list[Path]:
+    nature = workdir / "x" / "usr" / "share" / "backgrounds" / "mate" / "nature"
+    if not all((nature / f"{n}.jpg").is_file() for n in PHOTOS):
+        workdir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["apt-get", "download", PACKAGE], cwd=workdir, check=True, capture_output=True)
+        deb = next(workdir.glob(f"{PACKAGE}_*.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(workdir / "x")], check=True)
+    return [nature / f"{n}.jpg" for n in PHOTOS]
+
+
+def mosaic(photos: list[Path], out: Path) -> Path:
+    canvas = Image.new("RGB", (4000, 3000))
+    for i, p in enumerate(photos):
+        im = Image.open(p).convert("RGB")
+        w, h = im.size
+        left, top = (w - 2000) // 2, (h - 1500) // 2
+        canvas.paste(im.crop((left, top, left + 2000, top + 1500)), ((i % 2) * 2000, (i // 2) * 1500))
+    canvas.save(out)
+    return out
+
+
+def run_measured(cmd: list[str]) -> dict:
+    """Run ``cmd`` as a child and return its wall time, peak RSS (MiB, from os.wait4) and output."""
+    with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fo, stderr=fe, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        fo.seek(0), fe.seek(0)
+        out, err = fo.read(), fe.read()
+    if proc.returncode:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_MiB": usage.ru_maxrss / 1024,
+            "stdout": out, "stderr": err}
+
+
+def work_seconds(stdout: str) -> float:
+    """The CLI's own timing (after model load): 'X.XXs' at the end of its summary line."""
+    import re
+
+    found = re.findall(r"(\d+\.\d+)s\b", stdout)
+    return float(found[-1]) if found else float("nan")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    if "x" in text:
+        w, h = text.split("x")
+        return int(w), int(h)
+    return int(text), int(text)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", nargs="*", default=["512", "1024", "2000x1500", "4000x3000"])
+    ap.add_argument("--photos", default=str(Path(tempfile.gettempdir()) / "sdcomp-photos"))
+    ap.add_argument("--out", default=str(ROOT / "results" / "large_photo"))
+    ap.add_argument("--model", default="taef2")
+    ap.add_argument("--extra", nargs="*", default=[], help="extra encode options, e.g. --coder arith")
+    args = ap.parse_args(argv)
+
+    work = Path(args.photos)
+    big = mosaic(fetch_photos(work), work / "mosaic_4000x3000.png")
+    src = Image.open(big)
+    tmp = Path(tempfile.mkdtemp(prefix="sdcomp-lp-"))
+    rows = []
+    # fixed cost of a run (interpreter, imports, model load, file I/O): a 64x64 image, subtracted below
+    src.crop((0, 0, 64, 64)).save(tmp / "tiny.png")
+    fixed = {"encode": run_measured([sys.executable, "-m", "helpers", "encode", str(tmp / "tiny.png"),
+                                     str(tmp / "tiny.sdc"), "--model", args.model, *args.extra])}
+    fixed["decode"] = run_measured([sys.executable, "-m", "helpers", "decode", str(tmp / "tiny.sdc"),
+                                    str(tmp / "tiny.dec.png")])
+    print(json.dumps({k: {"wall_s": round(v["wall_s"], 2), "cpu_s": round(v["cpu_s"], 2)} for k, v in fixed.items()}),
+          flush=True)
+    for spec in args.sizes:
+        w, h = parse_size(spec)
+        left, top = (4000 - w) // 2, (3000 - h) // 2
+        img = tmp / f"photo_{w}x{h}.png"
+        src.crop((left, top, left + w, top + h)).save(img)
+        sdc, png = tmp / f"photo_{w}x{h}.sdc", tmp / f"photo_{w}x{h}.dec.png"
+        enc = run_measured([sys.executable, "-m", "helpers", "encode", str(img), str(sdc), "--model", args.model,
+                            *args.extra])
+        dec = run_measured([sys.executable, "-m", "helpers", "decode", str(sdc), str(png)])
+        assert Image.open(png).size == (w, h)
+        mp = w * h / 1e6
+        row = {"size": f"{w}x{h}", "megapixels": round(mp, 3), "bytes": sdc.stat().st_size}
+        for name, r in (("encode", enc), ("decode", dec)):
+            ws = work_seconds(r["stdout"])
+            cpu_work = r["cpu_s"] - fixed[name]["cpu_s"]
+            row[name] = {"wall_s": round(r["wall_s"], 2), "cpu_s": round(r["cpu_s"], 2), "work_s": round(ws, 2),
+                         "peak_rss_MiB": round(r["peak_rss_MiB"]), "wall_s_per_MP": round(r["wall_s"] / mp, 2),
+                         "work_s_per_MP": round(ws / mp, 2), "cpu_work_s_per_MP": round(cpu_work / mp, 2)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    base = rows[0]
+    load = os.getloadavg()[0]
+    lines = [f"# Large-photo benchmark (`python scripts/bench_large_photo.py`, model {args.model}"
+             f"{', ' + ' '.join(args.extra) if args.extra else ''})", "",
+             f"Picture: 4000x3000 mosaic of four photographs at native resolution ({LICENCE}); smaller sizes are "
+             f"centre crops. Real CLI subprocesses; peak RSS = the child's ru_maxrss; wall = process start to "
+             f"exit; CPU = user + sys of the child; work CPU = CPU minus that of a 64x64 run (interpreter, imports, "
+             f"model load: encode {fixed['encode']['cpu_s']:.1f} s, decode {fixed['decode']['cpu_s']:.1f} s CPU). "
+             f"Machine: {os.cpu_count()} CPU cores, torch threads default, load average {load:.1f} at the end "
+             f"(wall times are inflated by other processes; CPU times much less so).", "",
+             "| size | MP | bytes | encode wall s | enc work CPU s/MP | enc peak RSS MiB | decode wall s | "
+             "dec work CPU s/MP | dec peak RSS MiB | work CPU per MP vs first row (enc / dec) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        e, d = r["encode"], r["decode"]
+        re_ = e["cpu_work_s_per_MP"] / base["encode"]["cpu_work_s_per_MP"]
+        rd = d["cpu_work_s_per_MP"] / base["decode"]["cpu_work_s_per_MP"]
+        lines.append(f"| {r['size']} | {r['megapixels']} | {r['bytes']} | {e['wall_s']} | {e['cpu_work_s_per_MP']} | "
+                     f"{e['peak_rss_MiB']} | {d['wall_s']} | {d['cpu_work_s_per_MP']} | {d['peak_rss_MiB']} | "
+                     f"{re_:.2f}x / {rd:.2f}x |")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    (out / "records.json").write_text(json.dumps({"model": args.model, "extra": args.extra, "licence": LICENCE,
+                                                  "rows": rows}, indent=1))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
