@@ -55,6 +55,9 @@ def _h2h_table(doc: dict, selection: dict, budget: int, mets: list[config.Metric
     return lines
 
 
+_KEY_SETTINGS = ("display", "ppd", "mode", "intensity_target_nits", "net")  # the settings the run description names
+
+
 def _metrics_lines(doc: dict, selection: dict, images: list[str], img_secs: list) -> list[str]:
     """The run description's metric bullets: what measured each metric (library, settings), what could not
     run here, and what the metrics cost per image."""
@@ -66,8 +69,7 @@ def _metrics_lines(doc: dict, selection: dict, images: list[str], img_secs: list
     for m in present:
         d = described.get(m.key)
         if d:
-            settings = "; ".join(f"{k}={v}" for k, v in (d.get("settings") or {}).items()
-                                 if k not in ("agreement", "display_description", "tool"))
+            settings = "; ".join(f"{k}={v}" for k, v in (d.get("settings") or {}).items() if k in _KEY_SETTINGS)
             parts.append(f"`{m.key}` {m.arrow} {d.get('library', '?')}" + (f" ({settings})" if settings else ""))
         else:
             parts.append(f"`{m.key}` {m.arrow}")
@@ -75,7 +77,9 @@ def _metrics_lines(doc: dict, selection: dict, images: list[str], img_secs: list
     if not described:
         lines.append("* **Perceptual metrics:** not in these records (they predate them); re-run the same command "
                      "to fill them in")
-    missing = {k: v for k, v in (meta.get("metrics_unavailable") or {}).items()}
+    missing = dict(meta.get("metrics_unavailable") or {})
+    if not missing and str(meta.get("lpips", "")).startswith("unavailable: "):  # records from before the registry
+        missing = {"lpips": meta["lpips"][len("unavailable: "):]}
     if missing:
         lines.append("* **Metrics unavailable here:** " + "; ".join(f"`{k}`: {v}" for k, v in missing.items()))
     ms = [meta.get("metric_seconds", {}).get(i) for i in images]
@@ -92,10 +96,12 @@ def _metrics_lines(doc: dict, selection: dict, images: list[str], img_secs: list
             f"* **Metric time:** {total / len(ms):.1f} s per image ({100 * total / work:.0f} % of the work per image), "
             f"{pairs / len(ms):.1f} distinct decoded pictures measured per image (each picture once: baseline "
             f"qualities shared by budgets, our files shared by budgets and coders), {total / pairs:.2f} s per "
-            "picture for all metrics; each metric's own wall time per picture inside `helpers.metrics.measure` "
-            "(command-line tools and a second thread run concurrently, so these overlap): "
-            + ", ".join(f"{k} {v / pairs:.2f} s" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
-            + f" ({len(ms)} image{'s' * (len(ms) != 1)} timed)")
+            "picture for all metrics; each metric's own wall time per picture inside `helpers.metrics.measure`, "
+            "which overlap (Butteraugli runs in its own process meanwhile, the torch metrics on a second thread; "
+            "SSIM includes MS-SSIM's pass): "
+            + ", ".join(f"{k} {v / pairs:.2f} s" for k, v in sorted(per.items(), key=lambda kv: -kv[1])
+                        if v / pairs >= 0.005)
+            + f" ({len(ms)} image{'s' * (len(ms) != 1)} timed, summed over the invocations that worked on them)")
     return lines
 
 
