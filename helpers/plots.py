@@ -79,20 +79,23 @@ PANEL_METRICS = ("cvvdp", "ssimulacra2")
 """The perceptual metrics a comparison panel's title shows under its bytes and PSNR, where measured."""
 
 
+_SHORT = {"psnr": ("PSNR", " dB", 1), "cvvdp": ("CVVDP", " JOD", 2), "ssimulacra2": ("SSIM2", "", 1),
+          "flip": ("FLIP", "", 3), "butteraugli": ("BA", "", 1), "butteraugli_3n": ("BA3", "", 2),
+          "lpips": ("LPIPS", "", 3), "lpips_vgg": ("LPIPS-VGG", "", 3), "dists": ("DISTS", "", 3),
+          "ssim": ("SSIM", "", 3), "ms_ssim": ("MS-SSIM", "", 3)}
+
+
 def metric_line(row: dict | None, keys=PANEL_METRICS) -> str:
-    """``"CVVDP 6.72 JOD ↑, SSIM2 -60.1 ↑"``: the values of ``keys`` in a metrics row, with direction arrows
-    (short names, for figure titles); ``""`` when none was measured."""
+    """``"CVVDP 6.72 JOD ↑, SSIM2 -60.1 ↑"``: the values of ``keys`` in a metrics row, short names and
+    direction arrows (for figure titles); ``""`` when none was measured."""
     from .metrics import METRICS
 
-    short = {"cvvdp": ("CVVDP", " JOD"), "ssimulacra2": ("SSIM2", ""), "flip": ("FLIP", ""),
-             "butteraugli": ("BA", ""), "lpips": ("LPIPS", ""), "psnr": ("PSNR", " dB")}
     parts = []
     for k in keys:
         v = (row or {}).get(k)
         if v is None or k not in METRICS:
             continue
-        name, unit = short.get(k, (METRICS[k].name, ""))
-        nd = min(METRICS[k].digits, 2) if k != "ssimulacra2" else 1
+        name, unit, nd = _SHORT.get(k, (METRICS[k].name, "", METRICS[k].digits))
         parts.append(f"{name} {v:.{nd}f}{unit} {METRICS[k].arrow}")
     return ", ".join(parts)
 

@@ -185,6 +185,14 @@ def verdict_lines(comparisons: list[Comparison]) -> list[str]:
     return out
 
 
+def head_to_head_markdown(comparisons: list[Comparison]) -> str:
+    """The "does ours win?" block: :func:`head_to_head` as a table (metric columns with ↑/↓) and the
+    :func:`verdict_lines` sentences under it."""
+    rows = [r for c in comparisons for r in c.rows]
+    return (markdown_table(head_to_head(comparisons), columns=("rule", "baseline", *metric_columns(rows)))
+            + "\n" + "\n\n".join(verdict_lines(comparisons)) + "\n")
+
+
 def detail_rows(comparisons: list[Comparison], rule: str = "ge", border: int | None = None) -> list[dict]:
     """:func:`helpers.metrics.detail_summary` of every decoded panel (each baseline under ``rule``, ours) against
     the reference: the share of blocks with invented / lost fine detail (edge ring excluded, see ``border``)."""
@@ -230,7 +238,6 @@ def write_report(comparisons: list[Comparison], out_dir: str | Path, backend, ti
                 for k, d in described.items() if k in used]
     missing = [f"- `{k}` {d['arrow']} unavailable: {d['reason']}" for k, d in described.items()
                if d["status"] != "available"]
-    h2h = head_to_head(comparisons)
     md = [f"# {title}\n", f"Backend: `{meta['backend']}`.\n",
           "Baselines are matched to our file size; rule `ge` = smallest file >= ours (the 2022 notebook's rule), "
           "`le` = largest file <= ours; a codec missing under `le` cannot make a file that small. "
@@ -240,8 +247,7 @@ def write_report(comparisons: list[Comparison], out_dir: str | Path, backend, ti
           "\n## Does ours win?\n",
           "Images on which ours scores better than the baseline, per metric (ours vs the baseline matched to "
           "our size under the rule; a tie = equal at the precision shown above).\n",
-          markdown_table(h2h, columns=("rule", "baseline", *used)),
-          "\n" + "\n\n".join(verdict_lines(comparisons)) + "\n",
+          head_to_head_markdown(comparisons),
           "\n## Metric settings\n", "\n".join(settings) + "\n"]
     if missing:
         md += ["\n## Metrics not available here\n", "\n".join(missing) + "\n"]
