@@ -1,7 +1,7 @@
 """Full-reference image quality metrics, one registry (:mod:`helpers.metrics.registry`).
 
 * classic (:mod:`.classic`): PSNR, SSIM, MS-SSIM (checked against scikit-image / pytorch_msssim),
-  detail change, bits per pixel;
+  detail change per 16x16 block (the outermost ring of blocks left out, ``border``), bits per pixel;
 * perceptual (:mod:`.perceptual`): ColorVideoVDP (JOD, display ``standard_fhd``), NVIDIA FLIP
   (LDR, 37.84 ppd), SSIMULACRA 2.1 (libjxl's tool, else the PyPI port), Butteraugli (libjxl's
   ``butteraugli_main``);

@@ -17,6 +17,8 @@ must have the same size.
   sides >= 176 pixels (the window must fit at the 5th scale).
   Both filter in float32 (within 1e-6 of a float64 computation, half the time).
 * :func:`ssim_ms_ssim` -- both at once (MS-SSIM's first scale is SSIM's computation).
+* :func:`detail_change` / :func:`detail_summary` -- invented or lost fine detail per block (Laplacian
+  energy ratio); the outermost ring of blocks is not measured by default (``border``, see there).
 """
 
 from __future__ import annotations
