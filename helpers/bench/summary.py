@@ -58,7 +58,7 @@ def _h2h_table(doc: dict, selection: dict, budget: int, mets: list[config.Metric
 _KEY_SETTINGS = ("display", "ppd", "mode", "intensity_target_nits", "net")  # the settings the run description names
 
 
-def _metrics_lines(doc: dict, selection: dict, images: list[str], img_secs: list) -> list[str]:
+def _metrics_lines(doc: dict, images: list[str], img_secs: list) -> list[str]:
     """The run description's metric bullets: what measured each metric (library, settings), what could not
     run here, and what the metrics cost per image."""
     meta = doc["meta"]
@@ -179,7 +179,7 @@ def write_summary(doc: dict, path: Path, selection: dict) -> Path:
            f"* **Baselines:** {', '.join(selection['codecs'])} ({settings}); "
            f"rule {'/'.join(selection['rules'])} (le = largest file <= budget, the fair rule; "
            "ge = smallest file >= budget, the 2022 notebook's rule)",
-           *_metrics_lines(doc, selection, images, img_secs),
+           *_metrics_lines(doc, images, img_secs),
            f"* **Machine:** {mach.get('cpu', '?')}, {mach.get('cpu_count', '?')} CPUs, "
            f"{mach.get('ram', '?')} RAM, {mach.get('platform', '?')}; "
            f"device `{mach.get('device', '?')}`" + (f" ({mach['gpu']})" if mach.get("gpu") else "")
