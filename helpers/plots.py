@@ -75,8 +75,35 @@ def show_images(images: dict[str, Image.Image], cols: int | None = None, size: f
     return fig
 
 
-def comparison_figure(comparisons, rule: str = "ge", size: float = 3.0):
-    """Rows = images, columns = original, each baseline, ours; titles carry bytes and PSNR.
+PANEL_METRICS = ("cvvdp", "ssimulacra2")
+"""The perceptual metrics a comparison panel's title shows under its bytes and PSNR, where measured."""
+
+
+_SHORT = {"psnr": ("PSNR", " dB", 1), "cvvdp": ("CVVDP", " JOD", 2), "ssimulacra2": ("SSIM2", "", 1),
+          "flip": ("FLIP", "", 3), "butteraugli": ("BA", "", 1), "butteraugli_3n": ("BA3", "", 2),
+          "lpips": ("LPIPS", "", 3), "lpips_vgg": ("LPIPS-VGG", "", 3), "dists": ("DISTS", "", 3),
+          "ssim": ("SSIM", "", 3), "ms_ssim": ("MS-SSIM", "", 3)}
+
+
+def metric_line(row: dict | None, keys=PANEL_METRICS) -> str:
+    """``"CVVDP 6.72 JOD ↑, SSIM2 -60.1 ↑"``: the values of ``keys`` in a metrics row, short names and
+    direction arrows (for figure titles); ``""`` when none was measured."""
+    from .metrics import METRICS
+
+    parts = []
+    for k in keys:
+        v = (row or {}).get(k)
+        if v is None or k not in METRICS:
+            continue
+        name, unit, nd = _SHORT.get(k, (METRICS[k].name, "", METRICS[k].digits))
+        parts.append(f"{name} {v:.{nd}f}{unit} {METRICS[k].arrow}")
+    return ", ".join(parts)
+
+
+def comparison_figure(comparisons, rule: str = "ge", size: float = 3.0, perceptual=PANEL_METRICS):
+    """Rows = images, columns = original, each baseline, ours; titles carry bytes and PSNR, and a line with
+    the ``perceptual`` metrics (ColorVideoVDP JOD and SSIMULACRA 2 by default, with ↑/↓ arrows) where the
+    comparison's rows have them.
 
     A baseline that could not reach an image's size under ``rule`` leaves an empty, labelled cell.
     """
@@ -101,7 +128,10 @@ def comparison_figure(comparisons, rule: str = "ge", size: float = 3.0):
                 title = f"{comp.name}\noriginal"
             elif ps is not None:
                 title = f"{title}\n{nbytes} B, {ps:.2f} dB"
-            ax.set_title(title, fontsize=9)
+                extra = metric_line(comp.row(key, rule), perceptual) if perceptual else ""
+                if extra:
+                    title += "\n" + extra
+            ax.set_title(title, fontsize=9 if not perceptual else 8)
     fig.tight_layout()
     return fig
 
@@ -147,34 +177,42 @@ def worst_crops(ref, test, n: int = 3, size: int = 96) -> list[tuple[int, int]]:
     return top_corners(error_map(ref, test, window), window, as_pil(ref).size, n, size)
 
 
-def invented_crops(ref, test, n: int = 3, size: int = 96, window: int = 16) -> list[tuple[int, int]]:
+def invented_crops(ref, test, n: int = 3, size: int = 96, window: int = 16,
+                   border: int | None = None) -> list[tuple[int, int]]:
     """Crops where ``test`` has the most high-frequency detail that ``ref`` lacks (invented texture).
 
-    Blocks on the image's outer edge are not ranked (unless the image is under 3 blocks wide or tall): there
-    the Laplacian of :func:`helpers.metrics.detail_change` sees the image border, e.g. Kodak's darker first
-    row, which a decoder renders darker still. Such a one-pixel line scores as "invented detail" yet its crop
+    Ranked on :func:`helpers.metrics.detail_change`, whose ``border`` (default
+    :data:`helpers.metrics.DETAIL_BORDER`: the outermost ring of blocks, unless the image is under 3 blocks
+    wide or tall) is not measured: there the Laplacian sees the image border, e.g. Kodak's darker first row,
+    which a decoder renders darker still. Such a one-pixel line scores as "invented detail" yet its crop
     shows flat sky (kodim20)."""
-    from .metrics import detail_change
+    from .metrics import DETAIL_BORDER, detail_change
 
-    score = detail_change(ref, test, window)
-    if min(score.shape) >= 3:
-        score[0, :] = score[-1, :] = score[:, 0] = score[:, -1] = -np.inf
+    score = detail_change(ref, test, window, border=DETAIL_BORDER if border is None else border)
+    score = np.where(np.isnan(score), -np.inf, score)
     return top_corners(score, window, as_pil(ref).size, n, size)
 
 
-def detail_maps_figure(ref, images: dict, window: int = 16, limit: float = 4.0, size: float = 3.0):
+def detail_maps_figure(ref, images: dict, window: int = 16, limit: float = 4.0, size: float = 3.0,
+                       border: int | None = None):
     """One map per image of :func:`helpers.metrics.detail_change` against ``ref``: red = invented
-    high-frequency detail, blue = lost detail (log2 energy ratio, clipped at +-``limit``)."""
-    from .metrics import detail_change
+    high-frequency detail, blue = lost detail (log2 energy ratio, clipped at +-``limit``); the edge blocks
+    that the metric leaves unmeasured (``border``, default :data:`helpers.metrics.DETAIL_BORDER`) are grey."""
+    import matplotlib
+
+    from .metrics import DETAIL_BORDER, detail_change
 
     plt = _plt()
+    border = DETAIL_BORDER if border is None else border
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.75")
     fig, axes = plt.subplots(1, len(images), figsize=(len(images) * size, size * 1.05), squeeze=False)
     im = None
     for ax, (label, img) in zip(axes[0], images.items()):
-        im = ax.imshow(detail_change(ref, img, window), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        im = ax.imshow(detail_change(ref, img, window, border=border), cmap=cmap, vmin=-limit, vmax=limit)
         ax.set_title(label, fontsize=9)
         ax.axis("off")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="log2 detail ratio (+ invented, - lost)")
+    label = "log2 detail ratio (+ invented, - lost)" + ("; grey: edge blocks, not measured" if border else "")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label=label)
     return fig
 
 

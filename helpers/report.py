@@ -23,8 +23,7 @@ from .images import load_image, model_input
 BASE_COLUMNS = ("image", "codec", "rule", "setting", "bytes", "bpp")
 COLUMNS = (*BASE_COLUMNS, "psnr", "ssim", "ms_ssim", "lpips")  # the classic set (kept for callers that name it)
 CLASSIC_METRICS = ("psnr", "ssim", "ms_ssim")
-DIGITS = {"psnr": 2, "ssim": 4, "ms_ssim": 4, "lpips": 4, "lpips_vgg": 4, "dists": 4, "bpp": 4, "cvvdp": 3,
-          "flip": 4, "ssimulacra2": 2, "butteraugli": 3, "butteraugli_3n": 3}
+DIGITS = {"bpp": 4, "invented": 3, "lost": 3, "mean_log2": 3, **{k: m.digits for k, m in metrics.METRICS.items()}}
 
 
 @dataclass
@@ -58,6 +57,13 @@ class Comparison:
         out = {codec: res.nbytes for codec, res in self.baselines.get(rule, {}).items()}
         out["ours"] = self.ours.nbytes
         return out
+
+    def row(self, key: str, rule: str = "ge") -> dict | None:
+        """The metrics row of a panel (``"ours"`` or a baseline codec under ``rule``); None for the original
+        or a baseline that could not reach our size."""
+        if key == "ours":
+            return self.rows[0]
+        return next((r for r in self.rows[1:] if r["codec"] == key and r["rule"] == rule), None)
 
 
 def _metrics_row(name, codec, rule, setting, ref, img, nbytes, metric_keys=None) -> dict:
@@ -141,29 +147,65 @@ def markdown_table(rows: list[dict], columns=None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _better(key: str, ours: float, theirs: float) -> bool:
-    return ours > theirs if metrics.METRICS[key].higher_is_better else ours < theirs
-
-
 def head_to_head(comparisons: list[Comparison]) -> list[dict]:
-    """Per rule and baseline: on how many images ours scores better, per metric ("3/3" = ours wins on all)."""
-    out = []
+    """Per rule and baseline: on how many images ours scores better, per metric ("3/3" = ours wins on all;
+    "1/3, 1 tie": equal at the metric's displayed precision, see :mod:`helpers.metrics.wins`)."""
+    return [{"rule": rule, "baseline": codec, **{k: t.cell() for k, t in per.items()}}
+            for (rule, codec), per in _tallies(comparisons).items()]
+
+
+def _tallies(comparisons: list[Comparison]) -> dict[tuple[str, str], dict[str, metrics.Tally]]:
+    """(rule, baseline) -> metric -> wins/ties/losses of ours over the comparisons."""
     keys = metric_columns([r for c in comparisons for r in c.rows])
     pairs = list(dict.fromkeys((r["rule"], r["codec"]) for c in comparisons for r in c.rows[1:]))
+    out = {}
     for rule, codec in pairs:
-        row = {"rule": rule, "baseline": codec}
-        for k in keys:
-            wins = total = 0
-            for c in comparisons:
-                ours = c.rows[0].get(k)
-                theirs = next((r.get(k) for r in c.rows[1:] if r["rule"] == rule and r["codec"] == codec), None)
-                if ours is None or theirs is None:
-                    continue
-                total += 1
-                wins += _better(k, ours, theirs)
-            row[k] = f"{wins}/{total}" if total else "n/a"
-        out.append(row)
+        theirs = [next((r for r in c.rows[1:] if r["rule"] == rule and r["codec"] == codec), None)
+                  for c in comparisons]
+        out[(rule, codec)] = {k: metrics.tally(k, [(c.rows[0].get(k), t.get(k)) for c, t in zip(comparisons, theirs)
+                                                   if t is not None]) for k in keys}
     return out
+
+
+RULE_TEXT = {"ge": "baselines at least as big as ours", "le": "baselines no bigger than ours"}
+
+
+def verdict_lines(comparisons: list[Comparison]) -> list[str]:
+    """One sentence per rule: against which baselines and on which metrics ours wins, is level or loses on
+    the majority of the images (:func:`helpers.metrics.verdict`; the tie rule in :mod:`helpers.metrics.wins`)."""
+    if not comparisons:
+        return []
+    ours = comparisons[0].rows[0]["codec"]
+    tallies = _tallies(comparisons)
+    out = []
+    for rule in dict.fromkeys(r for r, _ in tallies):
+        per = {codec: t for (rl, codec), t in tallies.items() if rl == rule}
+        out.append(f"Rule `{rule}` ({RULE_TEXT.get(rule, rule)}), {len(comparisons)} image"
+                   f"{'s' * (len(comparisons) != 1)}: {metrics.verdict({ours: per})}.")
+    return out
+
+
+def head_to_head_markdown(comparisons: list[Comparison]) -> str:
+    """The "does ours win?" block: :func:`head_to_head` as a table (metric columns with ↑/↓) and the
+    :func:`verdict_lines` sentences under it."""
+    rows = [r for c in comparisons for r in c.rows]
+    return (markdown_table(head_to_head(comparisons), columns=("rule", "baseline", *metric_columns(rows)))
+            + "\n" + "\n\n".join(verdict_lines(comparisons)) + "\n")
+
+
+def detail_rows(comparisons: list[Comparison], rule: str = "ge", border: int | None = None) -> list[dict]:
+    """:func:`helpers.metrics.detail_summary` of every decoded panel (each baseline under ``rule``, ours) against
+    the reference: the share of blocks with invented / lost fine detail (edge ring excluded, see ``border``)."""
+    border = metrics.DETAIL_BORDER if border is None else border
+    return [{"image": c.name, "codec": label, **metrics.detail_summary(c.reference, img, border=border)}
+            for c in comparisons for label, img in c.images(rule).items() if label != "original"]
+
+
+def metric_status_rows() -> list[dict]:
+    """One row per registered metric: key, direction arrow, and ``available: <library>`` or the reason it is not."""
+    return [{"metric": k, "better": d["arrow"], "status": (f"available: {d['library']}" if d["status"] == "available"
+                                                            else f"unavailable: {d['reason']}")}
+            for k, d in metrics.describe().items()]
 
 
 def timing_table(comparisons: list[Comparison]) -> str:
@@ -196,7 +238,6 @@ def write_report(comparisons: list[Comparison], out_dir: str | Path, backend, ti
                 for k, d in described.items() if k in used]
     missing = [f"- `{k}` {d['arrow']} unavailable: {d['reason']}" for k, d in described.items()
                if d["status"] != "available"]
-    h2h = head_to_head(comparisons)
     md = [f"# {title}\n", f"Backend: `{meta['backend']}`.\n",
           "Baselines are matched to our file size; rule `ge` = smallest file >= ours (the 2022 notebook's rule), "
           "`le` = largest file <= ours; a codec missing under `le` cannot make a file that small. "
@@ -205,8 +246,8 @@ def write_report(comparisons: list[Comparison], out_dir: str | Path, backend, ti
           markdown_table(rows),
           "\n## Does ours win?\n",
           "Images on which ours scores better than the baseline, per metric (ours vs the baseline matched to "
-          "our size under the rule).\n",
-          markdown_table(h2h, columns=("rule", "baseline", *used)),
+          "our size under the rule; a tie = equal at the precision shown above).\n",
+          head_to_head_markdown(comparisons),
           "\n## Metric settings\n", "\n".join(settings) + "\n"]
     if missing:
         md += ["\n## Metrics not available here\n", "\n".join(missing) + "\n"]

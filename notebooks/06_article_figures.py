@@ -18,8 +18,8 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdcomp/sdcomp-notebooks/blob/main/notebooks/06_article_figures.ipynb)
 #
 # Rebuilds the article's figures from scratch into `FIG_DIR`:
-# three **JPEG | WebP | SD** panels at matched size (sizes in the caption), the **latent as an RGBA
-# picture**, the **VAE round trip** (ground truth, latent, decoded), the **quantization stages**, and a
+# three **JPEG | WebP | SD** panels at matched size (sizes, PSNR and perceptual metrics in the titles and a
+# table; ↑ higher is better, ↓ lower is better), the **latent as an RGBA picture**, the **VAE round trip** (ground truth, latent, decoded), the **quantization stages**, and a
 # **hallucination** example (error map and worst crops).
 #
 # The article's own photos are not available, so the figures use Kodak test images instead
@@ -62,6 +62,9 @@ HALLUCINATION_IMAGE = "kodim20"
 POLICY = "crop512"  # the article's 512x512 input
 TARGET_BYTES = int(os.environ.get("SDCOMP_TARGET_BYTES", "5000"))
 PANEL_CODECS = ["jpeg", "webp"]
+# measured on every panel (the unavailable ones are skipped): PSNR next to the perceptual metrics
+PANEL_METRICS = ["psnr", "cvvdp", "ssimulacra2", "flip", "butteraugli"]
+TITLE_METRICS = ["psnr", "cvvdp", "ssimulacra2"]  # the ones a panel title shows, with their arrows
 CODER = "zlib"  # the article's lossless stage
 DPI = 110
 DEVICE = os.environ.get("SDCOMP_DEVICE", "auto")  # auto (cuda > mps > cpu), cpu, cuda, mps
@@ -110,21 +113,30 @@ def save(fig, name, caption):
 # ## 1. JPEG | WebP | SD at the same size
 
 # %%
-from helpers.report import compare_image
+from IPython.display import Markdown, display
+
+from helpers.plots import metric_line
+from helpers.report import compare_image, markdown_table
 
 comps = {}
 for path in list_images(DATA_DIR, PANEL_IMAGES):
     comp = compare_image(load_image(path), backend, path.stem, params, TARGET_BYTES, PANEL_CODECS, ("ge",),
-                         with_lpips=False)
+                         metric_keys=PANEL_METRICS)
     comps[path.stem] = comp
     res = comp.baselines["ge"]
-    panels = {f"{CODEC_LABEL[codec]} q{r.quality}, {r.nbytes:,} B": r.image for codec, r in res.items()}
-    panels[f"{MODEL_LABEL}, {comp.ours.nbytes:,} B"] = comp.ours_decoded.image
-    caption = (f"{path.stem} ({comp.reference.size[0]}x{comp.reference.size[1]}): "
-               + " | ".join(f"{CODEC_LABEL[codec]} {r.nbytes:,} bytes" for codec, r in res.items())
-               + f" | {MODEL_LABEL} latents {comp.ours.nbytes:,} bytes")
-    fig = show_images(panels, size=4, title=caption)
+    panels = {f"{CODEC_LABEL[codec]} q{r.quality}, {r.nbytes:,} B\n{metric_line(comp.row(codec), TITLE_METRICS)}":
+              r.image for codec, r in res.items()}
+    panels[f"{MODEL_LABEL}, {comp.ours.nbytes:,} B\n{metric_line(comp.row('ours'), TITLE_METRICS)}"] = \
+        comp.ours_decoded.image
+    title = (f"{path.stem} ({comp.reference.size[0]}x{comp.reference.size[1]}): "
+             + " | ".join(f"{CODEC_LABEL[codec]} {r.nbytes:,} bytes" for codec, r in res.items())
+             + f" | {MODEL_LABEL} latents {comp.ours.nbytes:,} bytes")
+    caption = "; ".join([title] + [f"{CODEC_LABEL[codec]} {metric_line(comp.row(codec), TITLE_METRICS)}"
+                                   for codec in res] + [f"{MODEL_LABEL} {metric_line(comp.row('ours'), TITLE_METRICS)}"])
+    fig = show_images(panels, size=4, title=title)
     save(fig, f"panels_{path.stem}.png", caption)
+panel_table = markdown_table([r for comp in comps.values() for r in comp.rows])
+display(Markdown(panel_table))
 
 # %% [markdown]
 # ## 2. The latent as an RGBA picture, and 3. the VAE round trip
@@ -139,7 +151,8 @@ def comparison(name, codecs):
     if name in comps:
         return comps[name]
     path = list_images(DATA_DIR, [name])[0]
-    return compare_image(load_image(path), backend, name, params, TARGET_BYTES, codecs, ("ge",), with_lpips=False)
+    return compare_image(load_image(path), backend, name, params, TARGET_BYTES, codecs, ("ge",),
+                         metric_keys=PANEL_METRICS)
 
 
 rt = comparison(ROUNDTRIP_IMAGE, PANEL_CODECS)
@@ -163,7 +176,7 @@ save(fig, "vae_roundtrip.png",
 
 # %%
 from helpers.codec import pack_payload, quantize_latents
-from helpers.metrics import psnr
+from helpers.metrics import measure
 from helpers.quantize import apply_palette, unquantize_8bit
 
 ours = rt.ours
@@ -175,12 +188,16 @@ images = {
         decode_latents(backend, unquantize_8bit(q8, backend.quant_span)).crop((0, 0, *size)),
     f"{method} K={len(pal)}, no dither\n{len(pack_payload(pal, idx, CODER)):,} B ({CODER})":
         decode_latents(backend, unquantize_8bit(apply_palette(pal, idx), backend.quant_span)).crop((0, 0, *size)),
-    f"{method} K={k}, dithered\n{ours.nbytes:,} B (.sdc file)": rt.ours_decoded.image,
+    f"{method} K={k}, {'dithered' if ours.header.dithered else 'no dither'}\n{ours.nbytes:,} B (.sdc file)":
+        rt.ours_decoded.image,
 }
-images = {f"{label}, {psnr(reference, img):.1f} dB": img for label, img in images.items()}
+images = {f"{label}\n{metric_line(measure(reference, img, keys=TITLE_METRICS), TITLE_METRICS)}": img
+          for label, img in images.items()}
 fig = show_images(images, size=3.6)
-save(fig, "quantization_stages.png", f"{rt.name}: float32 -> 8-bit -> {k}-colour palette without / with "
-                                     f"dithering (bytes, PSNR); {MODEL_LABEL}")
+dither_note = "with dithering" if ours.header.dithered else "not dithered (k-means palettes are not, by default)"
+save(fig, "quantization_stages.png", f"{rt.name}: float32 -> 8-bit -> {k}-colour palette without dithering -> "
+                                     f"the .sdc file, {dither_note} (bytes, PSNR, ColorVideoVDP, SSIMULACRA 2); "
+                                     f"{MODEL_LABEL}")
 
 # %% [markdown]
 # ## 5. Hallucination
@@ -217,7 +234,9 @@ save(fig, "hallucination_crops.png", f"{comp.name}: the three 96x96 crops with t
 
 # %%
 (fig_dir / "captions.md").write_text(
-    "# Figure captions\n\nKodak test images stand in for the article's photos.\n\n"
-    + "".join(f"- `{name}`: {text}\n" for name, text in captions.items()))
+    "# Figure captions\n\nKodak test images stand in for the article's photos. Metrics: ↑ higher is better, "
+    "↓ lower is better (CVVDP = ColorVideoVDP in JOD, SSIM2 = SSIMULACRA 2).\n\n"
+    + "".join(f"- `{name}`: {text}\n" for name, text in captions.items())
+    + "\n## The panels' metrics\n\n" + panel_table)
 for p in written:
     print(f"{p.name:32s} {p.stat().st_size / 1024:7.1f} KiB")

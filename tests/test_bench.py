@@ -109,20 +109,93 @@ def test_quality_cache_matches_match_budget():
 # ----------------------------------------------------------------------------------------------
 
 def test_metric_list_is_the_single_source():
+    from helpers import metrics
+
     keys = bench.metric_keys()
-    assert keys == ("psnr", "ssim", "ms_ssim", "lpips")  # record field order (records.json unchanged)
-    assert [m.key for m in bench.plot_metrics()] == ["psnr", "ms_ssim", "ssim", "lpips"]
-    assert [m.key for m in bench.bd_metrics()] == ["psnr", "ms_ssim"]
-    assert bench.metric_spec("lpips").axis_label == "LPIPS (lower is better)"
-    assert bench.metric_spec("psnr").label == "PSNR (dB)"
-    with pytest.raises(KeyError, match="no metric 'flip'"):
-        bench.metric_spec("flip")
+    assert keys[:4] == ("psnr", "ssim", "ms_ssim", "lpips")  # the fields of every record since format 1, first
+    assert set(keys) == set(metrics.METRICS), "every registry metric has a benchmark spec, and no other"
+    for m in bench.METRIC_SPECS:  # direction and display precision (the tie rule) agree with the registry
+        assert m.higher_is_better == metrics.METRICS[m.key].higher_is_better, m.key
+        assert m.digits == metrics.METRICS[m.key].digits, m.key
+    assert [m.key for m in bench.plot_metrics()][:5] == ["psnr", "ms_ssim", "ssim", "cvvdp", "ssimulacra2"]
+    assert [m.key for m in bench.bd_metrics()] == list(keys)
+    assert bench.metric_spec("flip").axis_label == "FLIP ↓ lower is better"
+    assert bench.metric_spec("psnr").axis_label == "PSNR (dB) ↑ higher is better"
+    assert bench.metric_spec("cvvdp").column == "ColorVideoVDP (JOD) ↑"
+    with pytest.raises(KeyError, match="no metric 'vmaf'"):
+        bench.metric_spec("vmaf")
     from helpers.bench.records import _metric_fields
 
+    # legacy fields always (None where not measured), the others only where measured, in METRIC_SPECS order
     fields = _metric_fields({"bytes": 5000, "bpp": 0.15258789, "psnr": 21.123456, "ssim": 0.61234567,
-                             "ms_ssim": 0.7512345678, "lpips": None})
-    assert list(fields) == ["bytes", "bpp", *keys]
+                             "ms_ssim": 0.7512345678, "flip": 0.3333333333, "cvvdp": 6.5})
+    assert list(fields) == ["bytes", "bpp", "psnr", "ssim", "ms_ssim", "lpips", "cvvdp", "flip"]
     assert fields["psnr"] == 21.1235 and fields["ssim"] == 0.612346 and fields["lpips"] is None
+    assert fields["flip"] == 0.333333
+    old = {"image": "a", "bytes": 1, "bpp": 0.5, "psnr": 20.0, "ssim": 0.5, "ms_ssim": 0.6, "lpips": None,
+           "colors": 4, "seconds": {}}
+    merged = bench.with_metrics(old, {"flip": 0.2, "cvvdp": 6.0})
+    assert list(merged) == ["image", "bytes", "bpp", "psnr", "ssim", "ms_ssim", "lpips", "cvvdp", "flip", "colors",
+                            "seconds"]
+
+
+def _doc(values: dict, budget: int = 5000) -> tuple[dict, dict]:
+    """A results document from ``values[(image, codec)] = {metric: value}`` (None = did not fit)."""
+    recs = []
+    for (image, codec), v in values.items():
+        kind = "ours" if codec.startswith("ours") else "baseline"
+        recs.append({"image": image, "codec": codec, "kind": kind, "budget": budget, "rule": "le",
+                     "bytes": None if v is None else 4000, "bpp": None if v is None else 0.12, **(v or {})})
+    images = sorted({i for i, _ in values})
+    selection = {"images": images, "budgets": [budget], "codecs": sorted({c for _, c in values if
+                                                                          not c.startswith("ours")}),
+                 "rules": ["le"], "ours": sorted({c for _, c in values if c.startswith("ours")})}
+    return {"format": 1, "meta": {}, "records": recs, "coder_savings": []}, selection
+
+
+def test_head_to_head_counts_ties_and_the_verdict(tmp_path):
+    """Hand-made records: wins in each metric's own direction, ties at the summary's decimals, images only
+    one codec fits left out, and the sentence names where ours wins and where it loses."""
+    vals = {
+        ("a", "ours:t/x"): {"psnr": 20.004, "ssim": 0.5, "ms_ssim": 0.8, "flip": 0.20, "cvvdp": 6.0},
+        ("b", "ours:t/x"): {"psnr": 25.0, "ssim": 0.6, "ms_ssim": 0.8, "flip": 0.30, "cvvdp": 6.5},
+        ("c", "ours:t/x"): {"psnr": 19.0, "ssim": 0.4, "ms_ssim": 0.7, "flip": 0.25, "cvvdp": 5.0},
+        ("d", "ours:t/x"): {"psnr": 19.0, "ssim": 0.4, "ms_ssim": 0.7, "flip": 0.25, "cvvdp": 5.0},
+        ("a", "jpeg"): {"psnr": 20.0, "ssim": 0.6, "ms_ssim": 0.9, "flip": 0.30, "cvvdp": 6.5},  # psnr: tie
+        ("b", "jpeg"): {"psnr": 24.0, "ssim": 0.7, "ms_ssim": 0.9, "flip": 0.35, "cvvdp": 7.0},
+        ("c", "jpeg"): {"psnr": 20.0, "ssim": 0.5, "ms_ssim": 0.8, "flip": 0.40, "cvvdp": 6.0},
+        ("d", "jpeg"): None,  # jpeg cannot fit d: not counted
+        ("a", "avif"): None, ("b", "avif"): None, ("c", "avif"): None, ("d", "avif"): None,
+    }
+    doc, sel = _doc(vals)
+    rows = {r["baseline"]: r for r in bench.head_to_head(doc, sel, 5000)}
+    jpeg = rows["jpeg"]
+    assert jpeg["n"] == 3 and jpeg["of"] == 4 and jpeg["images"] == ["a", "b", "c"]
+    t = jpeg["tallies"]
+    assert (t["psnr"].wins, t["psnr"].ties, t["psnr"].losses) == (1, 1, 1)  # 20.004 vs 20.0: equal at 0.01 dB
+    assert t["psnr"].cell() == "1/3, 1 tie" and t["psnr"].verdict == "split"
+    assert (t["flip"].wins, t["flip"].losses) == (3, 0) and t["flip"].verdict == "wins"  # lower is better
+    assert t["ssim"].cell() == "0/3" and t["ssim"].verdict == "loses"
+    assert set(t) == {"psnr", "ssim", "ms_ssim", "cvvdp", "flip"}  # only metrics some record has
+    assert rows["avif"]["n"] == 0
+    sentence = bench.budget_verdict(doc, sel, 5000)
+    assert sentence == ("At 5000 bytes, ours:t/x wins against jpeg on FLIP (3/3), is level with jpeg on PSNR "
+                        "(1/3, 1 tie) and loses everywhere else (avif cannot fit any image into 5000 bytes).")
+    md = bench.write_summary(doc, tmp_path / "s.md", sel).read_text()
+    assert "| ours:t/x | jpeg | 3/4 | 1/3, 1 tie | 0/3 | 0/3 | 0/3 | 3/3 |" in md
+    assert f"* {sentence}" in md
+
+
+def test_means_need_every_record_to_have_the_metric(tmp_path):
+    """An old record without a metric must not make a mean over fewer images than the row's other columns."""
+    doc, sel = _doc({("a", "ours:t/x"): {"psnr": 20.0, "flip": 0.2}, ("b", "ours:t/x"): {"psnr": 22.0},
+                     ("a", "jpeg"): {"psnr": 24.0, "flip": 0.1}, ("b", "jpeg"): {"psnr": 26.0, "flip": 0.3}})
+    agg = bench.aggregate(doc["records"], sel["images"])
+    ours, jpeg = agg[("ours:t/x", "le", 5000)], agg[("jpeg", "le", 5000)]
+    assert ours["psnr"] == 21.0 and ours["flip"] is None and ours["flip_n"] == 1
+    assert jpeg["flip"] == pytest.approx(0.2) and jpeg["flip_n"] == 2
+    md = bench.write_summary(doc, tmp_path / "s.md", sel).read_text()
+    assert "| **ours:t/x** | 2/2 | 4000 | 0.1200 | 21.00 | n/a | n/a | partial 1/2 |" in md
 
 
 def _committed_copy(tmp_path) -> Path:
@@ -149,29 +222,34 @@ def test_committed_results_are_reproduced_from_their_records(tmp_path, capsys):
 
 
 def test_a_new_metric_in_the_list_reaches_records_tables_plots_and_bd_rates(tmp_path, monkeypatch):
-    """What the next metric needs: one entry in METRIC_SPECS. A lower-is-better 'flip' = 1 - MS-SSIM gets its
-    table column, RD subplot and BD-rate columns, and (BD-rate being direction-free) MS-SSIM's BD-rates."""
+    """What the next metric needs: one entry in METRIC_SPECS. A lower-is-better 'blockiness' = 1 - MS-SSIM
+    gets its table column, RD subplot, head-to-head column and BD-rate rows, and (BD-rate being direction-free)
+    MS-SSIM's BD-rates."""
     out = _committed_copy(tmp_path)
     doc = bench.load_records(out / bench.RECORDS_FILE)
     for r in doc["records"]:
-        r["flip"] = None if r.get("ms_ssim") is None else 1 - r["ms_ssim"]
+        r["blockiness"] = None if r.get("ms_ssim") is None else 1 - r["ms_ssim"]
     selection = bench.selection_of(doc)
     before = bench.write_plot(doc, tmp_path / "before.png", selection)
-    flip = bench.Metric("flip", "FLIP", higher_is_better=False, plot_rank=9, bd_rate=True)
-    monkeypatch.setattr(config, "METRIC_SPECS", (*config.METRIC_SPECS, flip))
+    new = bench.Metric("blockiness", "Blockiness", higher_is_better=False, plot_rank=99, bd_rate=True,
+                       optional=True)
+    monkeypatch.setattr(config, "METRIC_SPECS", (*config.METRIC_SPECS, new))
     from helpers.bench.records import _metric_fields
 
-    assert list(_metric_fields({"bytes": 1, "bpp": 1.0, "flip": 0.25}))[-1] == "flip"
+    assert list(_metric_fields({"bytes": 1, "bpp": 1.0, "blockiness": 0.25}))[-1] == "blockiness"
     md = bench.write_summary(doc, tmp_path / "summary.md", selection).read_text()
-    assert "| MS-SSIM | FLIP |" in md and "FLIP, mean curves | FLIP, per image |" in md
+    assert "| MS-SSIM ↑ | Blockiness ↓ |" in md and "### BD-rate on Blockiness ↓" in md
+    h2h = bench.head_to_head(doc, selection, 5000)
+    for row in h2h:  # the opposite direction of the same numbers: the same wins
+        assert row["tallies"]["blockiness"].wins == row["tallies"]["ms_ssim"].wins
     rows = bench.bd_table(doc, selection)
-    assert any(row["flip_per_image"] for row in rows)  # the committed mean curves never overlap; images do
+    assert any(row["blockiness_per_image"] for row in rows)  # the committed mean curves never overlap; images do
     for row in rows:
         if row["ms_ssim"] is None:
-            assert row["flip"] is None
+            assert row["blockiness"] is None
         else:
-            assert row["flip"] == pytest.approx(row["ms_ssim"], abs=1e-6)
-        assert row["flip_per_image"] == pytest.approx(row["ms_ssim_per_image"], abs=1e-6)
+            assert row["blockiness"] == pytest.approx(row["ms_ssim"], abs=1e-6)
+        assert row["blockiness_per_image"] == pytest.approx(row["ms_ssim_per_image"], abs=1e-6)
     after = bench.write_plot(doc, tmp_path / "after.png", selection)
     with Image.open(before) as a, Image.open(after) as b:
         assert b.size[0] > a.size[0] * 1.15, "no subplot was added for the new metric"  # 3 -> 4 subplots
@@ -207,8 +285,19 @@ def small_run(kodak_dir, tmp_path_factory):
 
 
 def test_small_run_records(small_run):
+    from helpers import metrics
+
     doc, coders = small_run["doc"], small_run["coders"]
     recs = doc["records"]
+    measured = doc["meta"]["metrics_measured"]
+    assert {"psnr", "ssim", "ms_ssim", "cvvdp", "flip", "ssimulacra2"} <= set(measured)  # offline on CI too
+    assert measured == [k for k in bench.metric_keys() if k in metrics.default_keys() and metrics.available([k])]
+    for k in measured:  # which implementation and settings measured each metric
+        assert doc["meta"]["metrics"][k]["library"] == metrics.describe([k])[k]["library"]
+    assert doc["meta"]["metrics"]["cvvdp"]["settings"]["display"] == "standard_fhd"
+    assert set(doc["meta"]["metrics_unavailable"]) == {k for k in bench.metric_keys() if not metrics.available([k])}
+    ms = doc["meta"]["metric_seconds"]
+    assert set(ms) == set(IMAGES) and all(v["pairs"] > 0 and v["seconds"] > 0 for v in ms.values())
     labels = [bench.ours_label("taef2", c) for c in coders]
     assert len(recs) == len(IMAGES) * len(BUDGETS) * (len(CODECS) + len(coders))
     keys = {bench.record_key(r["image"], r["codec"], r["budget"], r["rule"]) for r in recs}
@@ -221,6 +310,10 @@ def test_small_run_records(small_run):
         if r["bytes"] is None:  # a baseline that cannot go down to the budget (rule le)
             assert r["kind"] == "baseline" and r["unreachable"]
             continue
+        # every metric this run measured, in every record: the perceptual ones in their valid ranges
+        assert [k for k in bench.metric_keys() if r.get(k) is not None] == measured, r["codec"]
+        assert 0 < r["cvvdp"] < 10 and 0 < r["flip"] < 1 and -150 < r["ssimulacra2"] < 100
+        assert len(r["file_sha1"]) == 40 and r["metrics_seconds"] >= 0
         assert r["bpp"] == pytest.approx(8 * r["bytes"] / (512 * 512), abs=1e-6)
         assert r["width"] == r["height"] == 512
         assert r["rule"] == "le" and r["bytes"] <= r["budget"]
@@ -263,6 +356,13 @@ def test_small_run_outputs(small_run):
     assert "python -m helpers.bench" in md and "vae_decode" in md
     for codec in CODECS:
         assert f"| {codec} |" in md
+    # the head-to-head: one sentence per budget, one table per budget with a row per ours variant and baseline
+    for b in BUDGETS:
+        assert md.count(f"* At {b} bytes, ") == 1 and f"### Head-to-head at {b} bytes" in md
+    assert "| ColorVideoVDP (JOD) ↑ |" in md and "| FLIP ↓ |" in md and "### BD-rate on SSIMULACRA 2 ↑" in md
+    assert "* **Metric time:** " in md and "cvvdp 0.5.7 (display=standard_fhd" in md
+    n_rows = len(small_run["coders"]) * len(CODECS)
+    assert md.count("| ours:taef2/") >= 2 * n_rows
 
 
 def test_small_run_resumes(small_run):
@@ -297,6 +397,85 @@ def test_small_run_report_only(small_run, capsys):
     (out / bench.SUMMARY_FILE).unlink()
     assert bench.main(["--report-only", "--out", str(out)]) == 0
     assert "BD-rate" in (out / bench.SUMMARY_FILE).read_text()
+
+
+def _copy_run(small_run, tmp_path) -> tuple[Path, dict]:
+    out = tmp_path / "run"
+    shutil.copytree(small_run["out"], out)
+    return out, json.loads((out / bench.RECORDS_FILE).read_text())
+
+
+def _argv(small_run, out: Path, *extra: str) -> list[str]:
+    argv = list(small_run["argv"])
+    argv[argv.index("--out") + 1] = str(out)
+    argv[argv.index("--images") + 1: argv.index("--images") + 1 + len(IMAGES)] = ["kodim23"]
+    return argv + list(extra)
+
+
+def test_old_records_get_the_missing_metrics_filled_in(small_run, tmp_path, capsys):
+    """Records written before the perceptual metrics (no cvvdp/flip fields, no file SHA-1) are completed on a
+    re-run: their files are made again, found identical, and only the missing metrics measured; every other
+    field (timings included) is kept. A record whose file cannot be made identically (here: a wrong SHA-1, as
+    after a codec library update) is recomputed instead."""
+    out, doc = _copy_run(small_run, tmp_path)
+    orig = {bench._key_of(r): r for r in json.loads((out / bench.RECORDS_FILE).read_text())["records"]}
+    stripped = []
+    for r in doc["records"]:
+        if r["image"] == "kodim23" and r["bytes"] is not None:
+            r.pop("cvvdp"), r.pop("flip")
+            stripped.append(bench._key_of(r))
+            if r["budget"] == 3000:
+                r.pop("file_sha1")  # as an old record: identified by bytes and quality / palette size
+    tampered = [next(k for k in stripped if k.split("|")[2] == "8000" and orig[k]["kind"] == kind)
+                for kind in ("baseline", "ours")]
+    for r in doc["records"]:
+        if bench._key_of(r) in tampered:
+            r["file_sha1"] = "0" * 40
+            r["seconds_total"] = -1.0  # would survive a fill
+    (out / bench.RECORDS_FILE).write_text(json.dumps(doc))
+    assert bench.main(_argv(small_run, out, "--metrics", "cvvdp", "flip")) == 0
+    printed = capsys.readouterr().out
+    assert f"0 new records, {len(stripped) - 2} filled, 2 replaced in " in printed
+    new = {bench._key_of(r): r for r in json.loads((out / bench.RECORDS_FILE).read_text())["records"]}
+    assert new.keys() == orig.keys()
+    for k in stripped:
+        a, b = orig[k], new[k]
+        assert b["cvvdp"] == pytest.approx(a["cvvdp"], abs=1e-6) and b["flip"] == pytest.approx(a["flip"], abs=1e-6)
+        assert b["file_sha1"] == a["file_sha1"] and b["bytes"] == a["bytes"]
+        if k in tampered:
+            assert b.get("seconds_total") != -1.0
+        else:  # filled: every other field as it was, in the same order
+            assert {f: v for f, v in b.items() if f not in ("metrics_seconds",)} == \
+                {f: v for f, v in a.items() if f not in ("metrics_seconds",)}
+            assert list(b)[: list(b).index("flip") + 1] == list(a)[: list(a).index("flip") + 1]
+    run = json.loads((out / bench.RECORDS_FILE).read_text())["meta"]["runs"][-1]
+    assert (run["new_records"], run["filled_records"], run["replaced_records"]) == (0, len(stripped) - 2, 2)
+
+
+def test_another_metric_library_stops_the_run_unless_remeasured(small_run, tmp_path, capsys):
+    """Values from two implementations must never mix: a stored metric measured with another library stops the
+    run with the fix; ``--remeasure`` measures it again on the selected records and drops it elsewhere."""
+    out, doc = _copy_run(small_run, tmp_path)
+    doc["meta"]["metrics"]["flip"]["library"] = "flip-evaluator 0.9"
+    saved = {bench._key_of(r): r.get("flip") for r in doc["records"]}
+    for r in doc["records"]:
+        if r.get("flip") is not None:
+            r["flip"] += 0.5  # what the other version measured
+    (out / bench.RECORDS_FILE).write_text(json.dumps(doc))
+    assert bench.main(_argv(small_run, out, "--metrics", "flip")) == 2
+    err = capsys.readouterr().err
+    assert "flip values in records.json were measured with flip-evaluator 0.9" in err and "--remeasure flip" in err
+    assert bench.main(_argv(small_run, out, "--metrics", "flip", "--remeasure", "flip")) == 0
+    doc2 = json.loads((out / bench.RECORDS_FILE).read_text())
+    assert doc2["meta"]["metrics"]["flip"]["library"].startswith("flip-evaluator 1.")
+    for r in doc2["records"]:
+        if r["image"] == "kodim23":
+            assert r.get("flip") == (None if saved[bench._key_of(r)] is None else
+                                     pytest.approx(saved[bench._key_of(r)], abs=1e-6))
+        else:
+            assert r.get("flip") is None  # outside the selection: dropped, not mixed
+    assert bench.main(_argv(small_run, out, "--metrics", "vmaf")) == 2
+    assert "unknown metric(s) vmaf in --metrics" in capsys.readouterr().err
 
 
 def test_bad_arguments_exit_2(tmp_path, capsys):

@@ -249,14 +249,40 @@ def test_detail_change_sign_and_summary():
     img = Image.fromarray(base)
     blurred = img.filter(ImageFilter.GaussianBlur(2))
     noisy = Image.fromarray(np.clip(base.astype(int) + rng.integers(-40, 41, base.shape), 0, 255).astype(np.uint8))
-    d_blur = detail_change(img, blurred, window=16)
-    d_noise = detail_change(img, noisy, window=16)
+    d_blur = detail_change(img, blurred, window=16, border=0)
+    d_noise = detail_change(img, noisy, window=16, border=0)
     assert d_blur.shape == (4, 4)
     assert (d_blur[:, :2] < -1).all()  # texture blurred away: lost
     assert (d_noise[:, 2:] > 1).all()  # noise on the flat half: invented
-    np.testing.assert_allclose(detail_change(img, img), 0.0)
-    s = detail_summary(img, noisy)
+    np.testing.assert_allclose(detail_change(img, img, border=0), 0.0)
+    s = detail_summary(img, noisy, border=0)
     assert s["invented"] >= 0.5 and s["lost"] == 0.0
     np.testing.assert_allclose(d_blur[:, 3], 0.0)  # flat, away from the texture edge: unchanged
     # blur also softens the texture's edge (block column 2): 12 of 16 blocks lost detail
-    assert detail_summary(img, blurred)["lost"] == pytest.approx(0.75)
+    assert detail_summary(img, blurred, border=0)["lost"] == pytest.approx(0.75)
+    # by default the outer ring of blocks is not measured: the 2x2 interior (columns 1 and 2) all lost detail
+    d = detail_change(img, blurred, window=16)
+    assert np.isnan(d[0]).all() and np.isnan(d[:, -1]).all() and np.isfinite(d[1:3, 1:3]).all()
+    np.testing.assert_array_equal(d[1:3, 1:3], d_blur[1:3, 1:3])
+    assert detail_summary(img, blurred) == {"invented": 0.0, "lost": 1.0,
+                                            "mean_log2": pytest.approx(float(d_blur[1:3, 1:3].mean()))}
+
+
+def test_detail_metrics_ignore_the_image_border():
+    """A decoder that renders the first pixel row darker (as TAEF2 does with Kodak's dark top row) "invents"
+    Laplacian energy in the top blocks, a one-pixel line whose crop shows flat sky: not counted by default."""
+    from helpers.errors import SDCError
+    from helpers.metrics import detail_change, detail_summary, interior_blocks
+
+    rng = np.random.default_rng(6)
+    ref = np.clip(120 + rng.normal(0, 3, (96, 128, 3)), 0, 255).astype(np.uint8)  # faint texture everywhere
+    test = ref.copy()
+    test[0] = 20  # dark first row
+    raw = detail_summary(ref, test, border=0)
+    assert raw["invented"] == pytest.approx(8 / 48)  # the 8 top blocks of the 6x8 map
+    assert detail_summary(ref, test) == {"invented": 0.0, "lost": 0.0, "mean_log2": 0.0}
+    assert np.isnan(detail_change(ref, test)).sum() == 48 - 4 * 6  # the ring of a 6x8 map
+    assert interior_blocks((2, 5)).all()  # too small to drop a ring: every block measured
+    assert interior_blocks((3, 3)).sum() == 1 and interior_blocks((5, 5), border=2).sum() == 1
+    with pytest.raises(SDCError, match="border must be >= 0"):
+        interior_blocks((4, 4), border=-1)

@@ -435,6 +435,69 @@ def test_markdown_table_arrows_and_head_to_head():
     assert head_to_head(comps) == [{"rule": "ge", "baseline": "jpeg", "psnr": "0/2", "flip": "1/2"}]
 
 
+def test_outcome_direction_and_tie_rule():
+    from helpers.metrics import Tally, outcome, tally
+
+    assert outcome("psnr", 21.0, 20.0) == "win" and outcome("flip", 0.21, 0.20) == "loss"  # directions
+    assert outcome("psnr", 20.004, 20.0) == "tie"  # equal at PSNR's 2 decimals
+    assert outcome("psnr", 20.006, 20.0) == "win"
+    assert outcome("cvvdp", 6.0004, 6.0) == "tie" and outcome("cvvdp", 6.002, 6.0) == "win"  # 3 decimals (JOD)
+    assert outcome("butteraugli", 10.0, 12.0) == "win"
+    assert outcome("psnr", None, 20.0) is None and outcome("psnr", 20.0, None) is None
+    assert outcome("anything", 1.0, 2.0, digits=2, higher_is_better=False) == "win"  # no registry lookup
+    with pytest.raises(SDCError, match="unknown metric 'anything'"):
+        outcome("anything", 1.0, 2.0)
+    t = tally("ssimulacra2", [(10.0, 20.0), (30.0, 20.0), (20.001, 20.0), (None, 1.0)])
+    assert t == Tally(1, 1, 1) and t.n == 3 and t.cell() == "1/3, 1 tie" and t.verdict == "split"
+    assert Tally(2, 0, 1).verdict == "wins" and Tally(1, 0, 2).verdict == "loses" and Tally().cell() == "n/a"
+    assert Tally(1, 2, 1).verdict == "split" and Tally(0, 2, 0).cell() == "0/2, 2 ties"
+
+
+def test_verdict_sentence_groups_variants_and_names_wins():
+    from helpers.metrics import Tally, verdict
+
+    lose = {"jpeg": {"psnr": Tally(0, 0, 4), "cvvdp": Tally(1, 0, 3)}, "webp": {"psnr": Tally(0, 0, 4)}}
+    assert verdict({"ours:a": lose, "ours:b": lose}) == \
+        "ours:a and ours:b lose to every baseline (jpeg and webp) on every metric"
+    mixed = {"jpeg": {"psnr": Tally(0, 0, 4), "cvvdp": Tally(3, 0, 1), "flip": Tally(2, 0, 2)},
+             "avif": {"psnr": Tally(), "cvvdp": Tally()}}  # no image in common with avif: not mentioned
+    assert verdict({"ours": mixed}) == ("ours wins against jpeg on ColorVideoVDP (3/4), is level with jpeg on "
+                                        "FLIP (2/4) and loses everywhere else")
+    assert verdict({"ours": {"jpeg": {"psnr": Tally(2, 0, 0)}}}, {"psnr": "PSNR (dB)"}) == \
+        "ours wins against jpeg on every metric (2 images) and loses nowhere"
+    assert verdict({"ours": {"jpeg": {"psnr": Tally()}}}) == "ours has no image in common with any baseline"
+
+
+def test_report_head_to_head_block_and_detail_rows():
+    from helpers.report import head_to_head, head_to_head_markdown, verdict_lines
+
+    def row(codec, rule, psnr, cvvdp):
+        return {"image": "x", "codec": codec, "rule": rule, "setting": "", "bytes": 10, "bpp": 0.1, "psnr": psnr,
+                "cvvdp": cvvdp}
+
+    comps = [SimpleNamespace(rows=[row("ours:t", "-", 20.0, 7.0), row("jpeg", "ge", 22.0, 6.5),
+                                   row("webp", "ge", 25.0, 8.0)]),
+             SimpleNamespace(rows=[row("ours:t", "-", 20.0, 7.0), row("jpeg", "ge", 20.001, 6.0)])]  # no webp
+    assert head_to_head(comps) == [{"rule": "ge", "baseline": "jpeg", "psnr": "0/2, 1 tie", "cvvdp": "2/2"},
+                                   {"rule": "ge", "baseline": "webp", "psnr": "0/1", "cvvdp": "0/1"}]
+    assert verdict_lines(comps) == ["Rule `ge` (baselines at least as big as ours), 2 images: ours:t wins against "
+                                    "jpeg on ColorVideoVDP (2/2), is level with jpeg on PSNR (0/2, 1 tie) and "
+                                    "loses everywhere else."]
+    md = head_to_head_markdown(comps)
+    assert md.startswith("| rule | baseline | psnr ↑ | cvvdp ↑ |\n") and verdict_lines(comps)[0] in md
+
+    from helpers.metrics import detail_summary
+    from helpers.report import detail_rows
+
+    ref = np.full((64, 64, 3), 100, np.uint8)
+    noisy = np.clip(ref + np.random.default_rng(0).integers(-30, 31, ref.shape), 0, 255).astype(np.uint8)
+    comp = SimpleNamespace(name="x", reference=ref, images=lambda rule: {"original": ref, "jpeg q5": noisy})
+    assert detail_rows([comp]) == [{"image": "x", "codec": "jpeg q5", **detail_summary(ref, noisy)}]
+    assert detail_rows([comp])[0]["invented"] == 1.0  # the 2x2 interior; border=0 counts all 16 blocks
+    assert detail_rows([comp], border=0)[0] == {"image": "x", "codec": "jpeg q5",
+                                                 **detail_summary(ref, noisy, border=0)}
+
+
 def test_status_command_lists_every_metric(capsys):
     from helpers.metrics.__main__ import main
 

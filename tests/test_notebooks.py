@@ -304,6 +304,11 @@ def test_notebook_runs(name, model, needs_shared, request, tmp_path, monkeypatch
         assert "application/vnd.jupyter.widget-view+json" in mime_types(nb), "the slider widget was not displayed"
         assert "| jpeg | ge |" in text and "| jpeg | le |" in text
         assert "| invented | lost | mean_log2 |" in text, "the invented/lost detail table is missing"
+        # perceptual metrics next to PSNR, with arrows; the head-to-head block and its verdict per rule
+        assert "| psnr ↑ |" in text and "| cvvdp ↑ |" in text and "| flip ↓ |" in text
+        assert "| rule | baseline | psnr ↑ |" in text, "the 'does it look better?' table is missing"
+        assert "Rule `ge` (baselines at least as big as ours), 2 images: ours:taef2 " in text
+        assert "| cvvdp | ↑ | available: cvvdp" in text, "the metric status table is missing"
         # smoke mode compares kodim04 and kodim20 only: the text names what is shown, and what is not
         assert "known hard details: kodim04: eye, mouth; kodim20: aircraft lettering" in text
         assert "not compared in this run (add them to IMAGES to see theirs): kodim08, kodim23" in text
@@ -318,4 +323,5 @@ def test_notebook_runs(name, model, needs_shared, request, tmp_path, monkeypatch
             assert f.read_bytes()[:8] == PNG_SIGNATURE, f"{fname} is not a PNG"
             with Image.open(f) as im:
                 im.verify()
-        assert (fig_dir / "captions.md").is_file()
+        captions = (fig_dir / "captions.md").read_text()
+        assert "CVVDP" in captions and "JOD ↑" in captions and "| psnr ↑ |" in captions and "| cvvdp ↑ |" in captions

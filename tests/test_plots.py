@@ -44,13 +44,17 @@ def test_invented_crops_ignore_the_image_border():
     ref, test = Image.fromarray(r), Image.fromarray(t)
     from helpers.metrics import detail_change
 
-    d = detail_change(ref, test, 16)
+    d = detail_change(ref, test, 16, border=0)
     assert d[0].max() > d[4:6, 6:8].max(), "the border line must outscore the patch in the raw map"
+    assert np.isnan(detail_change(ref, test, 16)[0]).all(), "by default the edge blocks are not measured"
     corners = invented_crops(ref, test, n=2, size=32)
     x, y = corners[0]
     assert x < 130 and x + 32 > 100 and y < 90 and y + 32 > 70
     for x, y in corners:
         assert y > 0 and x > 0  # no crop hugging the top/left edge
+    # border=0 ranks the edge blocks again: a dark line wins, its crop hugs an image edge
+    x, y = invented_crops(ref, test, n=1, size=32, border=0)[0]
+    assert x in (0, 160 - 32) or y in (0, 128 - 32)
 
 
 def test_difference_map_and_latent_picture():
@@ -67,6 +71,9 @@ def test_detail_maps_figure_has_one_panel_per_image():
     ref, test = _pair()
     fig = detail_maps_figure(ref, {"a": test, "b": ref})
     assert len([ax for ax in fig.axes if ax.get_title()]) == 2
+    shown = fig.axes[0].images[0].get_array()
+    assert shown.mask[0].all() and not shown.mask[1:-1, 1:-1].any(), "edge blocks drawn as unmeasured (grey)"
+    assert "edge blocks, not measured" in fig.axes[-1].get_ylabel()
 
 
 def test_comparison_figure_with_missing_baselines(taef2):
@@ -85,4 +92,24 @@ def test_comparison_figure_with_missing_baselines(taef2):
     fig = comparison_figure([a, b], rule="ge")
     titles = [ax.get_title() for ax in fig.axes]
     assert len(titles) == 2 * 4 and any("cannot reach" in t for t in titles)
-    assert any(t.startswith("ours (taef2)\n") and t.endswith("dB") for t in titles)
+    assert any(t.startswith("ours (taef2)\n") and t.endswith("dB") for t in titles)  # PSNR only: no perceptual line
+
+
+def test_comparison_figure_perceptual_line(taef2):
+    """Where the rows carry ColorVideoVDP and SSIMULACRA 2, each decoded panel gets a third title line with
+    their values and direction arrows."""
+    from helpers.codec import CodecParams
+    from helpers.plots import comparison_figure, metric_line
+    from helpers.report import compare_image
+
+    rng = np.random.default_rng(3)
+    img = Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8))
+    comp = compare_image(img, taef2, "a", CodecParams(colors=16), codecs=["jpeg"], rules=("ge",),
+                         metric_keys=("psnr", "cvvdp", "ssimulacra2"))
+    titles = [ax.get_title() for ax in comparison_figure([comp]).axes]
+    ours = next(t for t in titles if t.startswith("ours"))
+    jod, s2 = comp.rows[0]["cvvdp"], comp.rows[0]["ssimulacra2"]
+    assert ours.splitlines()[2] == f"CVVDP {jod:.2f} JOD ↑, SSIM2 {s2:.1f} ↑"
+    assert next(t for t in titles if t.startswith("jpeg")).splitlines()[2].startswith("CVVDP ")
+    assert metric_line({"flip": 0.12345, "psnr": None}, ("psnr", "flip")) == "FLIP 0.123 ↓"
+    assert metric_line(None) == ""

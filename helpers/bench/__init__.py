@@ -18,11 +18,21 @@ For every image x budget:
 Images go through the ``crop512`` policy (center crop to 512x512; Kodak's 768x512 / 512x768 images lose 128 columns
 or rows on each side, nothing is resampled); bpp = 8 * bytes / (512 * 512), every header byte counted.
 
+Every record carries every metric of :mod:`helpers.metrics` that runs here (``--metrics``; default: the
+registry's default set: PSNR, SSIM, MS-SSIM, ColorVideoVDP, FLIP, SSIMULACRA 2, Butteraugli, LPIPS where its
+backbone is on disk; LPIPS-VGG/DISTS only with CUDA), each decoded picture measured once
+(:class:`MetricCache`); ``meta["metrics"]`` records each metric's library, version and settings, and
+``meta["metric_seconds"]`` what the metrics cost per image.
+
 Outputs in ``--out`` (default results/kodak): ``records.json`` (one record per image, codec, budget and rule,
 plus the ``coder_savings`` section: zlib vs arith bytes for the same 256-colour palette), ``rd_curves.png``
-and ``summary.md`` (tables per budget, BD-rates, coder savings, seconds per stage, peak memory, machine,
-command line). The run is resumable: records already in ``records.json`` are kept and skipped, and the file
-is rewritten after every image. ``--report-only`` rewrites the plot and summary from ``records.json`` alone.
+(one subplot per metric, axes titled with the direction) and ``summary.md`` (tables per budget, the
+head-to-head counts per budget and baseline with one verdict sentence per budget, BD-rates per metric, coder
+savings, seconds per stage and for the metrics, peak memory, machine, command line). The run is resumable:
+records already in ``records.json`` are kept and skipped, and the file is rewritten after every image;
+records that lack a metric this run measures (older records) are filled in without being recomputed when
+their file can be made again identically (see :mod:`~helpers.bench.runner`). ``--report-only`` rewrites the
+plot and summary from ``records.json`` alone.
 
 Speed (the full 24-image run took 12 minutes on a 2-core CPU): the latents are encoded once per image;
 palettes and packed payloads are memoised across the budgets and coders of an image (``encode(..., cache=)``;
@@ -40,34 +50,38 @@ The package, one module per concern:
 * :mod:`~helpers.bench.memory`: peak-memory probes (:class:`PeakMemory`);
 * :mod:`~helpers.bench.records`: record keys and labels, ``records.json`` load/save;
 * :mod:`~helpers.bench.machine`: the machine description stored with the records;
-* :mod:`~helpers.bench.image`: one image's baseline and ours records (:class:`QualityCache`, :class:`Setup`);
+* :mod:`~helpers.bench.image`: one image's baseline and ours records and fills (:class:`QualityCache`,
+  :class:`MetricCache`, :class:`Setup`);
 * :mod:`~helpers.bench.runner`: the run and its worker-process pool;
-* :mod:`~helpers.bench.aggregate`: means per codec/budget, RD series, the BD-rate table;
+* :mod:`~helpers.bench.aggregate`: means per codec/budget, RD series, the head-to-head counts and verdicts,
+  the BD-rate table;
 * :mod:`~helpers.bench.summary` and :mod:`~helpers.bench.plot`: ``summary.md`` and ``rd_curves.png``;
 * :mod:`~helpers.bench.cli` (+ ``__main__``): the command line.
 """
 
 from __future__ import annotations
 
-from .aggregate import aggregate, bd_table
+from .aggregate import aggregate, bd_table, budget_verdict, head_to_head, shown_metrics
 from .bdrate import bd_overlap, bd_rate
 from .cli import build_parser, main, report_only
-from .config import (DEFAULT_BUDGETS, DEFAULT_CODERS, DEFAULT_DATA, DEFAULT_OUT, DEFAULT_RULES, FORMAT_VERSION,
-                     HIGHLIGHT_BUDGET, METRIC_SPECS, OURS_RULE, PLOT_FILE, POLICY, POLICY_TEXT, RECORDS_FILE,
-                     SAVINGS_COLORS, STAGES, SUMMARY_FILE, Metric, bd_metrics, metric_keys, metric_spec, plot_metrics)
-from .image import QualityCache, Setup, bench_image
+from .config import (CLASSIC_KEYS, DEFAULT_BUDGETS, DEFAULT_CODERS, DEFAULT_DATA, DEFAULT_OUT, DEFAULT_RULES,
+                     FORMAT_VERSION, HIGHLIGHT_BUDGET, LEGACY_KEYS, METRIC_SPECS, OURS_RULE, PLOT_FILE, POLICY,
+                     POLICY_TEXT, RECORDS_FILE, SAVINGS_COLORS, STAGES, SUMMARY_FILE, Metric, bd_metrics, metric_keys,
+                     metric_spec, plot_metrics)
+from .image import MetricCache, QualityCache, Setup, bench_image
 from .machine import machine_info, torch_threads
 from .memory import PeakMemory
 from .plot import write_plot
-from .records import _key_of, load_records, ours_label, record_key, save_records, selection_of
+from .records import _key_of, load_records, ours_label, record_key, save_records, selection_of, with_metrics
 from .runner import run
 from .summary import write_summary
 
 __all__ = [
-    "DEFAULT_BUDGETS", "DEFAULT_CODERS", "DEFAULT_DATA", "DEFAULT_OUT", "DEFAULT_RULES", "FORMAT_VERSION",
-    "HIGHLIGHT_BUDGET", "METRIC_SPECS", "Metric", "OURS_RULE", "PLOT_FILE", "POLICY", "POLICY_TEXT", "PeakMemory",
-    "QualityCache", "RECORDS_FILE", "SAVINGS_COLORS", "STAGES", "SUMMARY_FILE", "Setup", "_key_of", "aggregate",
-    "bd_metrics", "bd_overlap", "bd_rate", "bd_table", "bench_image", "build_parser", "load_records", "machine_info",
-    "main", "metric_keys", "metric_spec", "ours_label", "plot_metrics", "record_key", "report_only", "run",
-    "save_records", "selection_of", "torch_threads", "write_plot", "write_summary",
+    "CLASSIC_KEYS", "DEFAULT_BUDGETS", "DEFAULT_CODERS", "DEFAULT_DATA", "DEFAULT_OUT", "DEFAULT_RULES",
+    "FORMAT_VERSION", "HIGHLIGHT_BUDGET", "LEGACY_KEYS", "METRIC_SPECS", "Metric", "MetricCache", "OURS_RULE",
+    "PLOT_FILE", "POLICY", "POLICY_TEXT", "PeakMemory", "QualityCache", "RECORDS_FILE", "SAVINGS_COLORS", "STAGES",
+    "SUMMARY_FILE", "Setup", "_key_of", "aggregate", "bd_metrics", "bd_overlap", "bd_rate", "bd_table",
+    "bench_image", "budget_verdict", "build_parser", "head_to_head", "load_records", "machine_info", "main",
+    "metric_keys", "metric_spec", "ours_label", "plot_metrics", "record_key", "report_only", "run", "save_records",
+    "selection_of", "shown_metrics", "torch_threads", "with_metrics", "write_plot", "write_summary",
 ]

@@ -1,4 +1,5 @@
-"""Aggregation of the records: means per (codec, rule, budget), RD series, table rows, and the BD-rate table."""
+"""Aggregation of the records: means per (codec, rule, budget), RD series, table rows, the head-to-head counts
+and the BD-rate table."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ def _mean(xs):
 
 def aggregate(records: Iterable[dict], images: Sequence[str]) -> dict[tuple[str, str, int], dict]:
     """(codec, rule, budget) -> mean bytes / bpp / metrics over the images where the budget was reachable;
-    ``n`` counts them and ``complete`` says whether every image is in."""
+    ``n`` counts them and ``complete`` says whether every image is in. A metric's mean is None unless every
+    one of those records has its value (a mean over fewer images would not compare with the other columns);
+    ``<key>_n`` counts the records that have it."""
     wanted = set(images)
     groups: dict[tuple[str, str, int], list[dict]] = {}
     for r in records:
@@ -30,7 +33,9 @@ def aggregate(records: Iterable[dict], images: Sequence[str]) -> dict[tuple[str,
         row = {"n": len(ok), "of": len(wanted), "complete": len(ok) == len(wanted),
                "bytes": _mean(r["bytes"] for r in ok), "bpp": _mean(r["bpp"] for r in ok)}
         for m in config.metric_keys():
-            row[m] = _mean(r.get(m) for r in ok)
+            vals = [r.get(m) for r in ok if r.get(m) is not None]
+            row[f"{m}_n"] = len(vals)
+            row[m] = _mean(vals) if ok and len(vals) == len(ok) else None
         row["unreachable"] = len(rs) - len(ok)
         row["smallest_bytes"] = max((r.get("smallest_bytes") or 0 for r in rs if r.get("bytes") is None), default=None)
         out[key] = row
@@ -96,3 +101,57 @@ def bd_table(doc: dict, selection: dict) -> list[dict]:
                     row[f"{metric}_per_image"] = per
                 out.append(row)
     return out
+
+
+def shown_metrics(records: Iterable[dict]) -> list[config.Metric]:
+    """The metrics a table or plot shows: every non-optional one, and an optional one (LPIPS, the perceptual
+    metrics) only if some record has a value."""
+    recs = list(records)
+    return [m for m in config.METRIC_SPECS if not m.optional or any(r.get(m.key) is not None for r in recs)]
+
+
+def head_to_head(doc: dict, selection: dict, budget: int) -> list[dict]:
+    """Per ours variant and baseline (per rule) at one budget: the images where both produced a file within
+    the budget (``n`` of ``of``), and per metric the wins / ties / losses of ours
+    (:func:`helpers.metrics.tally`; tie = equal at the summary's decimals, ``Metric.digits``)."""
+    from .. import metrics
+
+    images = set(selection["images"])
+    recs = {(r["image"], r["codec"], r["rule"]): r for r in doc["records"]
+            if r["image"] in images and int(r["budget"]) == int(budget) and r.get("bytes") is not None}
+    mets = shown_metrics(r for r in doc["records"] if r["image"] in images)
+    rows = _rows_for(selection)
+    out = []
+    for ours in selection["ours"]:
+        for label, codec, rule in rows:
+            if codec.startswith("ours"):
+                continue
+            common = [i for i in selection["images"] if (i, ours, OURS_RULE) in recs and (i, codec, rule) in recs]
+            pairs = [(recs[(i, ours, OURS_RULE)], recs[(i, codec, rule)]) for i in common]
+            out.append({"ours": ours, "baseline": label, "codec": codec, "rule": rule, "n": len(common),
+                        "of": len(images), "images": common,
+                        "tallies": {m.key: metrics.tally(m.key, [(a.get(m.key), b.get(m.key)) for a, b in pairs],
+                                                         digits=m.digits, higher_is_better=m.higher_is_better)
+                                     for m in mets}})
+    return out
+
+
+def budget_verdict(doc: dict, selection: dict, budget: int) -> str:
+    """One sentence for one budget: where ours wins and where it loses (:func:`helpers.metrics.verdict` over
+    :func:`head_to_head`; majority of the images both fit), and which baselines fit no image."""
+    from .. import metrics
+    from ..metrics.wins import join_words
+
+    h2h = head_to_head(doc, selection, budget)
+    results: dict[str, dict] = {}
+    for row in h2h:
+        if row["n"]:
+            results.setdefault(row["ours"], {})[row["baseline"]] = row["tallies"]
+    names = {m.key: m.name for m in config.METRIC_SPECS}
+    text = f"At {budget} bytes, " + metrics.verdict(results, names) if results else \
+        f"At {budget} bytes, no baseline fits any image that ours fits"
+    empty = list(dict.fromkeys(row["baseline"] for row in h2h if not row["n"]))
+    if empty and results:
+        text += f" ({join_words(empty)} cannot fit any image into {budget} bytes)"
+    return text + "."
+

@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--jobs", type=int, default=0,
                     help="images processed in parallel by worker processes, torch threads split between them "
                          "(0 = auto: 2 on a multi-core CPU with TAEF2, else 1)")
+    ap.add_argument("--metrics", nargs="+", default=None, metavar="KEY",
+                    help="metrics to measure (default: every available metric of helpers.metrics' default set; "
+                         "'all' adds LPIPS-VGG and DISTS on CPU; psnr/ssim/ms_ssim always). Records that lack "
+                         "one are filled in (their files are re-made and, if identical, only measured)")
+    ap.add_argument("--remeasure", nargs="+", default=None, metavar="KEY",
+                    help="measure these metrics again on every record (e.g. after installing libjxl's "
+                         "ssimulacra2 tool: the stored values came from another implementation)")
     ap.add_argument("--report-only", action="store_true",
                     help="only rewrite rd_curves.png and summary.md from the records.json in --out (no models)")
     ap.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -63,7 +70,7 @@ def report_only(out: Path) -> dict:
     write_plot(doc, out / PLOT_FILE, selection)
     write_summary(doc, out / SUMMARY_FILE, selection)
     return {"records": rec_path, "plot": out / PLOT_FILE, "summary": out / SUMMARY_FILE, "new_records": 0,
-            "wall_seconds": 0.0}
+            "filled_records": 0, "replaced_records": 0, "wall_seconds": 0.0}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report_only:
         print(f"wrote {res['plot']}, {res['summary']} from {res['records']}")
     else:
-        print(f"{res['new_records']} new records in {res['wall_seconds']:.1f}s; wrote {res['records']}, "
+        extra = "".join(f", {res[k]} {k.split('_')[0]}" for k in ("filled_records", "replaced_records")
+                        if res.get(k))
+        print(f"{res['new_records']} new records{extra} in {res['wall_seconds']:.1f}s; wrote {res['records']}, "
               f"{res['plot']}, {res['summary']}")
     return 0

@@ -29,12 +29,13 @@ FORMAT_VERSION = 1
 class Metric:
     """One quality metric as the benchmark records, tabulates, plots and BD-rates it.
 
-    ``key``: the field of :func:`helpers.metrics.all_metrics` and of every record; ``name`` / ``unit``: the
-    column title (``"PSNR (dB)"``); ``higher_is_better``: the direction (the RD plot's axis title says
-    "lower is better" otherwise, BD-rate flips the sign of the metric); ``record_digits``: rounding in
-    records.json; ``digits``: decimals in the summary; ``plot_rank``: position among the RD subplots (None:
-    not plotted); ``bd_rate``: has BD-rate columns in the summary; ``optional``: shown in a table or plot only
-    when some record has a value (LPIPS needs a backbone that may not be on disk).
+    ``key``: the field of :func:`helpers.metrics.measure` (the registry key) and of every record; ``name`` /
+    ``unit``: the column title (``"PSNR (dB)"``); ``higher_is_better``: the direction (the registry's; the
+    tables and RD plot axes carry its arrow, ↑ or ↓); ``record_digits``: rounding in records.json;
+    ``digits``: decimals in the summary (and the head-to-head tie rule: equal at these decimals is a tie);
+    ``plot_rank``: position among the RD subplots (None: not plotted); ``bd_rate``: has BD-rate rows in the
+    summary; ``optional``: shown in a table or plot only when some record has a value (the perceptual and
+    learned metrics: records written before they existed, or where they are unavailable, lack them).
     """
 
     key: str
@@ -48,30 +49,56 @@ class Metric:
     optional: bool = False
 
     @property
+    def arrow(self) -> str:
+        return "↑" if self.higher_is_better else "↓"
+
+    @property
     def label(self) -> str:
         """Column title in the summary tables: ``PSNR (dB)``, ``SSIM``."""
         return f"{self.name} ({self.unit})" if self.unit else self.name
 
     @property
+    def column(self) -> str:
+        """Column title with the direction arrow: ``PSNR (dB) ↑``, ``FLIP ↓``."""
+        return f"{self.label} {self.arrow}"
+
+    @property
     def axis_label(self) -> str:
-        """RD plot axis title: the column title, plus the direction when lower is better."""
-        return self.label + ("" if self.higher_is_better else " (lower is better)")
+        """RD plot axis title: the column title and the direction in words."""
+        return f"{self.column} {'higher' if self.higher_is_better else 'lower'} is better"
 
 
 # The single list of metrics. Its order is the order of the fields in every record and of the columns in the
-# summary tables; the RD plots follow ``plot_rank``, the BD-rate columns the order here. Everything else is
+# summary tables; the RD plots follow ``plot_rank``, the BD-rate sections the order here. Everything else is
 # derived from it at call time (the functions below), so adding a metric here adds its record field, table
-# column, RD subplot and BD-rate columns.
+# column, RD subplot, head-to-head column and BD-rate rows. Keys, names and directions are those of the
+# registry (helpers.metrics.METRICS; a test checks they agree). PSNR, SSIM, MS-SSIM and LPIPS come first, as
+# in the records written before the perceptual metrics existed (the fields of those records are unchanged).
 METRIC_SPECS: tuple[Metric, ...] = (
     Metric("psnr", "PSNR", unit="dB", record_digits=4, digits=2, plot_rank=0, bd_rate=True),
-    Metric("ssim", "SSIM", plot_rank=2),
+    Metric("ssim", "SSIM", plot_rank=2, bd_rate=True),
     Metric("ms_ssim", "MS-SSIM", plot_rank=1, bd_rate=True),
-    Metric("lpips", "LPIPS", higher_is_better=False, plot_rank=3, optional=True),
+    Metric("lpips", "LPIPS", higher_is_better=False, plot_rank=8, bd_rate=True, optional=True),
+    Metric("cvvdp", "ColorVideoVDP", unit="JOD", digits=3, plot_rank=3, bd_rate=True, optional=True),
+    Metric("flip", "FLIP", higher_is_better=False, plot_rank=5, bd_rate=True, optional=True),
+    Metric("ssimulacra2", "SSIMULACRA 2", digits=2, plot_rank=4, bd_rate=True, optional=True),
+    Metric("butteraugli", "Butteraugli", higher_is_better=False, digits=3, plot_rank=6, bd_rate=True,
+           optional=True),
+    Metric("butteraugli_3n", "Butteraugli 3-norm", higher_is_better=False, digits=3, plot_rank=7, bd_rate=True,
+           optional=True),
+    Metric("lpips_vgg", "LPIPS-VGG", higher_is_better=False, plot_rank=9, bd_rate=True, optional=True),
+    Metric("dists", "DISTS", higher_is_better=False, plot_rank=10, bd_rate=True, optional=True),
 )
+
+CLASSIC_KEYS = ("psnr", "ssim", "ms_ssim")
+"""Always measured (cheap, and every record since the first format has them)."""
+LEGACY_KEYS = ("psnr", "ssim", "ms_ssim", "lpips")
+"""The fields every record has had since format 1 (None where not measured); the other metrics' fields are
+present only where measured."""
 
 
 def metric_keys() -> tuple[str, ...]:
-    """The record fields of the metrics, in record order: ``("psnr", "ssim", "ms_ssim", "lpips")``."""
+    """The record fields of the metrics, in record order: ``("psnr", "ssim", "ms_ssim", "lpips", "cvvdp", ...)``."""
     return tuple(m.key for m in METRIC_SPECS)
 
 
@@ -84,10 +111,10 @@ def metric_spec(key: str) -> Metric:
 
 
 def plot_metrics() -> tuple[Metric, ...]:
-    """The metrics with an RD subplot, in subplot order (PSNR, MS-SSIM, SSIM, LPIPS)."""
+    """The metrics with an RD subplot, in subplot order (PSNR, MS-SSIM, SSIM, ColorVideoVDP, SSIMULACRA 2, ...)."""
     return tuple(sorted((m for m in METRIC_SPECS if m.plot_rank is not None), key=lambda m: m.plot_rank))
 
 
 def bd_metrics() -> tuple[Metric, ...]:
-    """The metrics with BD-rate columns (PSNR, MS-SSIM)."""
+    """The metrics with BD-rate rows (every one today)."""
     return tuple(m for m in METRIC_SPECS if m.bd_rate)

@@ -1,11 +1,13 @@
 """One image's work: the baseline records (encodes shared per quality) and our records for every backend,
-coder, denoise flag and budget (latents encoded once, palettes and decodes memoised)."""
+coder, denoise flag and budget (latents encoded once, palettes and decodes memoised), every metric measured
+once per decoded picture (:class:`MetricCache`), and the filling-in of records that lack some metrics."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +17,15 @@ from ..errors import BudgetError, SDCError
 from . import config
 from .config import OURS_RULE, POLICY, SAVINGS_COLORS
 from .memory import PeakMemory
-from .records import _metric_fields, _round, ours_label, record_key
+from .records import _metric_fields, _metric_values, _round, ours_label, record_key, with_metrics
 
 
 class QualityCache:
     """Encodes of one image with one baseline codec, cached by quality.
 
     :func:`helpers.baselines.match_budget` runs as usual (same search, same choice) with this object's
-    ``encodes`` dict, so the budgets and rules of one image share their encodes. The decoded image and
-    metrics are cached per quality too.
+    ``encodes`` dict, so the budgets and rules of one image share their encodes. The decoded images are
+    cached per quality too.
     """
 
     def __init__(self, img, codec: str):
@@ -36,7 +38,6 @@ class QualityCache:
         self.data: dict[int, bytes] = {}
         self.seconds: dict[int, float] = {}
         self._images: dict[int, Any] = {}
-        self._metrics: dict[int, dict] = {}
 
     def match(self, budget: int, rule: str) -> int:
         """The quality :func:`helpers.baselines.match_budget` picks (BudgetError if ``le`` can't reach)."""
@@ -47,13 +48,88 @@ class QualityCache:
         self._images.setdefault(res.quality, res.image)
         return int(res.quality)
 
-    def metrics(self, quality: int, ref) -> dict:
-        from .. import baselines, metrics
+    def encode(self, quality: int) -> bytes:
+        """The file at ``quality`` (encoded once; the same call :func:`helpers.baselines.match_budget` makes)."""
+        from .. import baselines
 
-        if quality not in self._metrics:
-            image = self._images.get(quality) or baselines.decode_bytes(self.data[quality])
-            self._metrics[quality] = metrics.all_metrics(ref, image, nbytes=len(self.data[quality]))
-        return self._metrics[quality]
+        if quality not in self.data:
+            t0 = time.perf_counter()
+            self.data[quality] = baselines.CODECS[self.codec].encode(self.img, int(quality))
+            self.seconds[quality] = time.perf_counter() - t0
+        return self.data[quality]
+
+    def image(self, quality: int):
+        """The decoded file at ``quality`` (decoded once)."""
+        from .. import baselines
+
+        if quality not in self._images:
+            self._images[quality] = baselines.decode_bytes(self.encode(quality))
+        return self._images[quality]
+
+
+class MetricCache:
+    """The metrics of decoded pictures against one reference, each distinct picture measured once.
+
+    Keyed by the SHA-1 of the decoded pixels: a baseline quality shared by several budgets or rules, our
+    file shared by several budgets, and the files of two coders that decode to the same pixels
+    (``identical_to_zlib``) are measured once. ``seconds`` / ``pairs`` / ``per_metric`` add up what
+    :func:`helpers.metrics.measure` cost (the benchmark's metric time; per metric: each one's own wall
+    time inside ``measure``, where the command-line tools and a second thread run concurrently).
+    """
+
+    def __init__(self, ref, keys: Sequence[str]):
+        self.ref = np.asarray(ref.convert("RGB") if hasattr(ref, "convert") else ref)
+        self.keys = list(keys)
+        self._values: dict[str, dict] = {}
+        self.seconds = 0.0
+        self.pairs = 0
+        self.per_metric: dict[str, float] = {}
+
+    def measure(self, image, keys: Sequence[str] | None = None) -> tuple[dict, float]:
+        """(``key -> value`` for ``keys`` (default: all of this cache's keys), seconds spent now: 0 if cached)."""
+        from .. import metrics
+
+        arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+        digest = hashlib.sha1(arr.tobytes() + repr(arr.shape).encode()).hexdigest()
+        have = self._values.setdefault(digest, {})
+        keys = list(self.keys if keys is None else keys)
+        todo = [k for k in keys if k not in have]
+        spent = 0.0
+        if todo:
+            secs: dict[str, float] = {}
+            t0 = time.perf_counter()
+            got = metrics.measure(self.ref, arr, keys=todo, seconds=secs)
+            spent = time.perf_counter() - t0
+            have.update({k: got.get(k) for k in todo})
+            self.seconds += spent
+            self.pairs += 1
+            for k, v in secs.items():
+                self.per_metric[k] = self.per_metric.get(k, 0.0) + v
+        return {k: have.get(k) for k in keys}, spent
+
+    def stats(self) -> dict:
+        return {"seconds": _round(self.seconds, 3), "pairs": self.pairs,
+                "per_metric": {k: _round(v, 3) for k, v in self.per_metric.items()}}
+
+
+def _sha1(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def _same_file(old: dict, data: bytes) -> bool:
+    """Is ``data`` the file ``old`` describes? Its SHA-1 where the record has one (records from this version on),
+    else its byte count (older records; the caller also compares the quality or palette size)."""
+    if old.get("file_sha1"):
+        return old["file_sha1"] == _sha1(data)
+    return old.get("bytes") == len(data)
+
+
+def _filled(old: dict, values: dict, missing: Sequence[str], data: bytes, spent: float) -> dict:
+    """``old`` with the ``missing`` metrics added from ``values`` (every other field unchanged)."""
+    rec = with_metrics(old, _metric_values(values, keys=set(missing)))
+    rec["file_sha1"] = _sha1(data)
+    rec["metrics_seconds"] = _round((old.get("metrics_seconds") or 0.0) + spent, 4)
+    return rec
 
 
 @dataclasses.dataclass
@@ -68,6 +144,7 @@ class Setup:
     models: list[str]  # --model specs
     verify: str  # "pixels" or "latents": how identical_to_zlib is checked in the budget runs
     device: str  # --device
+    metrics: list[str] = dataclasses.field(default_factory=lambda: list(config.CLASSIC_KEYS))  # keys measured
     backends: list[tuple[str, Any]] = dataclasses.field(default_factory=list)  # (label, backend), once loaded
 
     def portable(self) -> Setup:
@@ -88,40 +165,66 @@ def _expected_keys(setup: Setup, image: str) -> list[str]:
     return keys
 
 
-def _baseline_records(name: str, ref, setup: Setup, have: set[str]) -> list[dict]:
-    out = []
+Fills = dict  # record key -> (old record, metric keys it lacks): records to complete instead of recompute
+
+
+def _baseline_records(name: str, ref, setup: Setup, have: set[str], fills: Fills,
+                      mc: MetricCache) -> list[tuple[str, dict]]:
+    """(status, record) per missing baseline record (``new``) and per record to fill: the file re-encoded at
+    the recorded quality (a few milliseconds) and, when it is the recorded file, only the missing metrics
+    measured (``filled``); otherwise (the codec library changed since) recomputed from scratch (``replaced``)."""
+    out: list[tuple[str, dict]] = []
     w, h = ref.size
     for codec in setup.codecs:
         todo = [(r, b) for r in setup.rules for b in setup.budgets if record_key(name, codec, b, r) not in have]
-        if not todo:
+        mine = {k: v for k, v in fills.items() if v[0]["codec"] == codec}
+        if not todo and not mine:
             continue
         cache = QualityCache(ref, codec)
+        for key, (old, missing) in mine.items():
+            q = old.get("quality")
+            data = cache.encode(int(q)) if q is not None else None
+            if data is not None and _same_file(old, data):
+                m, spent = mc.measure(cache.image(int(q)), missing)
+                out.append(("filled", _filled(old, m, missing, data, spent)))
+            else:
+                todo.append((old["rule"], int(old["budget"])))
         for rule, budget in todo:
+            status = "replaced" if record_key(name, codec, budget, rule) in fills else "new"
             base = {"image": name, "codec": codec, "kind": "baseline", "budget": int(budget), "rule": rule,
                     "width": w, "height": h}
             try:
                 q = cache.match(budget, rule)
             except BudgetError as exc:
                 smallest = min(len(d) for d in cache.data.values()) if cache.data else None
-                out.append({**base, "bytes": None, "bpp": None, "quality": None, "setting": None,
-                            **{m: None for m in config.metric_keys()}, "unreachable": str(exc),
-                            "smallest_bytes": smallest})
+                out.append((status, {**base, "bytes": None, "bpp": None, "quality": None, "setting": None,
+                                     **{m: None for m in config.LEGACY_KEYS}, "unreachable": str(exc),
+                                     "smallest_bytes": smallest}))
                 continue
-            m = cache.metrics(q, ref)
-            out.append({**base, **_metric_fields(m), "quality": int(q), "setting": f"q={q}",
-                        "encode_seconds": _round(cache.seconds[q], 4), "search_encodes": len(cache.data)})
+            data = cache.encode(q)
+            m, spent = mc.measure(cache.image(q))
+            out.append((status, {**base, **_metric_fields({**m, "bytes": len(data), "bpp": 8 * len(data) / (w * h)}),
+                                 "quality": int(q), "setting": f"q={q}",
+                                 "encode_seconds": _round(cache.seconds[q], 4), "search_encodes": len(cache.data),
+                                 "file_sha1": _sha1(data), "metrics_seconds": _round(spent, 4)}))
     return out
 
 
-def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[str],
-                  need_savings: bool) -> tuple[list[dict], dict | None]:
+def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[str], need_savings: bool,
+                  fills: Fills, mc: MetricCache) -> tuple[list[tuple[str, dict]], dict | None]:
+    """(status, record) per missing record of one backend (``new``) and per record to fill: the file is
+    encoded again through the same rate control (latents once per image, palettes memoised) and decoded;
+    when it is the recorded file (same SHA-1, or for older records the same bytes and palette size) only the
+    missing metrics are added (``filled``; timings and everything else kept), else the record is replaced
+    by the new one (``replaced``: the codec changed since). Also the coder-savings entry if needed."""
     from .. import bitstream, metrics
     from ..codec import CodecParams, decode, encode, encode_latents
     from ..images import model_input
 
     variants = _variants(setup, backend)
     todo = [(coder, dn, b) for dn in sorted({d for _, d in variants}) for coder in setup.coders
-            for b in setup.budgets if record_key(name, ours_label(mlabel, coder, dn), b, OURS_RULE) not in have]
+            for b in setup.budgets
+            if (k := record_key(name, ours_label(mlabel, coder, dn), b, OURS_RULE)) not in have or k in fills]
     if not todo and not need_savings:
         return [], None
     model_img, ref = model_input(img, POLICY, backend.downsample)
@@ -147,14 +250,6 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
             decoded[key] = (d, pm.delta_mb, pm.peak_mb)
         return decoded[key]
 
-    measured: dict[str, dict] = {}
-
-    def metrics_once(data: bytes, dec) -> dict:
-        key = hashlib.sha1(data).hexdigest()
-        if key not in measured:
-            measured[key] = metrics.all_metrics(ref, dec.image, nbytes=len(data))
-        return measured[key]
-
     def params(coder: str, dn: bool, colors: int) -> CodecParams:
         return CodecParams(method="auto", colors=colors, coder=coder, policy=POLICY, denoise=dn)
 
@@ -167,7 +262,7 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
             return bool(np.array_equal(np.asarray(dec.image), np.asarray(decode_once(enc_z.data)[0].image)))
         return bool(np.array_equal(_unpacked_latent(data), _unpacked_latent(enc_z.data)))
 
-    records: list[dict] = []
+    records: list[tuple[str, dict]] = []
     savings = None
     memo: dict = {}  # codec.encode's palette/payload cache, shared by this image's budgets and coders
     if need_savings:
@@ -192,6 +287,8 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
                                       for c, p in pixels.items() if c != "zlib"}
         savings = entry
     for coder, dn, budget in todo:
+        label = ours_label(mlabel, coder, dn)
+        key = record_key(name, label, budget, OURS_RULE)
         p = params(coder, dn, setup.max_colors)
         with PeakMemory(dev) as pm:
             t0 = time.perf_counter()
@@ -202,22 +299,29 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
                 error = str(exc)
         dec, dec_delta, dec_peak = decode_once(enc.data) if enc is not None else (None, 0.0, 0.0)
         t2 = time.perf_counter()
-        label = ours_label(mlabel, coder, dn)
+        if key in fills:
+            old, missing = fills[key]
+            if enc is not None and _same_file(old, enc.data) and old.get("colors") == enc.header.colors:
+                m, spent = mc.measure(dec.image, missing)
+                records.append(("filled", _filled(old, m, missing, enc.data, spent)))
+                continue
+        status = "replaced" if key in fills else "new"
         base = {"image": name, "codec": label, "kind": "ours", "budget": int(budget), "rule": OURS_RULE,
                 "model": mlabel, "model_id": backend.model_id, "coder": coder, "denoise": dn,
                 "width": size[0], "height": size[1]}
         if enc is None:
-            records.append({**base, "bytes": None, "bpp": None, "colors": None, "setting": None,
-                            **{m: None for m in config.metric_keys()}, "unreachable": error})
+            records.append((status, {**base, "bytes": None, "bpp": None, "colors": None, "setting": None,
+                                     **{m: None for m in config.LEGACY_KEYS}, "unreachable": error}))
             continue
         chosen = max(c for c, n in enc.trials if n <= budget)  # requested palette size of the kept file
-        m = metrics_once(enc.data, dec)
+        m, spent = mc.measure(dec.image)
         h = enc.header
         seconds = {"vae_encode": t_vae, "quantize8": enc.timings.get("quantize8", 0.0),
                    "palette": enc.timings.get("palette", 0.0), "pack": enc.timings.get("pack", 0.0),
                    "unpack": dec.timings.get("unpack", 0.0), "denoise": dec.timings.get("denoise", 0.0),
                    "vae_decode": dec.timings.get("vae_decode", 0.0)}
-        rec = {**base, **_metric_fields(m), "colors": h.colors, "colors_requested": chosen,
+        rec = {**base, **_metric_fields({**m, "bytes": enc.nbytes, "bpp": 8 * enc.nbytes / (size[0] * size[1])}),
+               "colors": h.colors, "colors_requested": chosen,
                "setting": f"{h.method} K={h.colors} {h.coder}" + (" +denoise" if h.denoise else ""),
                "trials": [list(t) for t in enc.trials],
                "seconds": {k: _round(v, 4) for k, v in seconds.items()},
@@ -230,7 +334,9 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
         else:
             rec["identical_to_zlib"] = same_as_zlib(enc.data, dec, dn, chosen)
             rec["identical_check"] = setup.verify
-        records.append(rec)
+        rec["file_sha1"] = _sha1(enc.data)
+        rec["metrics_seconds"] = _round(spent, 4)
+        records.append((status, rec))
     return records, savings
 
 
@@ -243,24 +349,34 @@ def _unpacked_latent(data: bytes) -> np.ndarray:
     return unpack_payload(header, payload)[2]
 
 
-def bench_image(path: str | Path, setup: Setup, have: set[str], savings_needed: Sequence[str]) -> dict:
-    """Every missing record of one image: baselines first, then each backend's variants.
+def bench_image(path: str | Path, setup: Setup, have: set[str], savings_needed: Sequence[str],
+                fills: Fills | None = None) -> dict:
+    """Every missing record of one image, and the records to fill: baselines first, then each backend's variants.
 
-    ``have``: keys already recorded (skipped); ``savings_needed``: model labels whose coder-savings entry is
-    missing. Returns ``{"image", "records", "savings", "seconds"}``.
+    ``have``: keys already recorded (skipped unless in ``fills``); ``savings_needed``: model labels whose
+    coder-savings entry is missing; ``fills``: record key -> (record, metric keys it lacks). Returns
+    ``{"image", "records", "counts", "savings", "seconds", "metrics"}``: ``records`` to add or to put in place
+    of the record with the same key, ``counts`` of ``new`` / ``filled`` / ``replaced`` records, ``metrics`` the
+    metric time (:meth:`MetricCache.stats`).
     """
     from ..images import load_image, model_input
 
     t0 = time.perf_counter()
+    fills = fills or {}
     path = Path(path)
     name = path.stem
     img = load_image(path)
     _, ref = model_input(img, POLICY)
-    records = _baseline_records(name, ref, setup, have)
+    mc = MetricCache(ref, setup.metrics)
+    done = _baseline_records(name, ref, setup, have, {k: v for k, v in fills.items() if v[0]["kind"] == "baseline"},
+                             mc)
     savings = []
     for mlabel, backend in setup.backends:
-        recs, sav = _ours_records(name, img, setup, mlabel, backend, have, mlabel in savings_needed)
-        records += recs
+        mine = {k: v for k, v in fills.items() if v[0]["kind"] == "ours" and v[0].get("model") == mlabel}
+        recs, sav = _ours_records(name, img, setup, mlabel, backend, have, mlabel in savings_needed, mine, mc)
+        done += recs
         if sav is not None:
             savings.append(sav)
-    return {"image": name, "records": records, "savings": savings, "seconds": time.perf_counter() - t0}
+    counts = {s: sum(st == s for st, _ in done) for s in ("new", "filled", "replaced")}
+    return {"image": name, "records": [r for _, r in done], "counts": counts, "savings": savings,
+            "seconds": time.perf_counter() - t0, "metrics": mc.stats()}

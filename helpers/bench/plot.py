@@ -1,18 +1,22 @@
-"""The RD plot: bpp against every plotted metric, means over the images, one subplot per metric."""
+"""The RD plot: bpp against every plotted metric, means over the images, one subplot per metric (a grid of up
+to four columns), each axis titled with the metric's direction."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .aggregate import _rows_for, _series, aggregate
+from .aggregate import _rows_for, _series, aggregate, shown_metrics
 from . import config
 from .config import POLICY
 
 
 def write_plot(doc: dict, path: Path, selection: dict) -> Path:
-    """bpp vs every metric of :func:`~helpers.bench.config.plot_metrics` (PSNR / MS-SSIM / SSIM, and LPIPS or
-    another optional metric only if measured): means over images, one subplot per metric. Only budgets every
-    image reached are plotted (a mean over a subset would not be comparable)."""
+    """bpp vs every metric of :func:`~helpers.bench.config.plot_metrics` that the records carry (PSNR, MS-SSIM,
+    SSIM; ColorVideoVDP, SSIMULACRA 2, FLIP, Butteraugli, LPIPS, ... where measured): means over images, one
+    subplot per metric in a grid of at most four columns, the y axis titled with ↑/↓ and "higher/lower is
+    better". Only budgets every image reached are plotted (a mean over a subset would not be comparable)."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -21,18 +25,32 @@ def write_plot(doc: dict, path: Path, selection: dict) -> Path:
     from ..plots import rd_plot, save_figure
 
     agg = aggregate(doc["records"], selection["images"])
-    mets = [m for m in config.plot_metrics()
-            if not m.optional or any(row.get(m.key) is not None for row in agg.values())]
-    fig, axes = plt.subplots(1, len(mets), figsize=(5.2 * len(mets), 4.4), squeeze=False)
-    for ax, metric in zip(axes[0], mets):
+    shown = shown_metrics(r for r in doc["records"] if r["image"] in set(selection["images"]))
+    mets = [m for m in config.plot_metrics() if m in shown]
+    ncols = min(4, len(mets))
+    nrows = math.ceil(len(mets) / ncols)
+    height = 4.4 * nrows + 0.7  # inches: the subplots, then the title and the legend above them
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, height), squeeze=False)
+    for ax, metric in zip(axes.ravel(), mets):
         summary = {label: _series(agg, codec, rule, selection["budgets"], metric.key)
                    for label, codec, rule in _rows_for(selection)}
         rd_plot({k: v for k, v in summary.items() if v}, metric.axis_label, ax=ax)
+    for ax in axes.ravel()[len(mets):]:
+        ax.axis("off")
+    legend: dict = {}  # one legend for the figure (per-subplot legends hide points)
+    for ax in axes.ravel()[:len(mets)]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
     n = len(selection["images"])
     fig.suptitle(f"Rate-distortion, mean over {n} image{'s' * (n != 1)} ({POLICY} 512x512), budgets "
                  f"{', '.join(str(b) for b in selection['budgets'])} bytes; baselines rule "
-                 f"{'/'.join(selection['rules'])}; points only where every image reached the budget", fontsize=10)
-    fig.tight_layout()
+                 f"{'/'.join(selection['rules'])}; points only where every image reached the budget", fontsize=10,
+                 y=1 - 0.08 / height, va="top")
+    fig.legend(list(legend.values()), list(legend), loc="upper center", ncol=len(legend), fontsize=9,
+               bbox_to_anchor=(0.5, 1 - 0.3 / height), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.65 / height))
     save_figure(fig, path)
     plt.close(fig)
     return path

@@ -1,7 +1,9 @@
 """The records store: keys and labels, rounding, ``records.json`` load/save, and what a results file covers.
 
 The format (``FORMAT_VERSION`` 1): ``{"format", "meta", "records": [...], "coder_savings": [...]}``, one record
-per (image, codec, budget, rule) with the fields of :func:`_metric_fields` and the run's details.
+per (image, codec, budget, rule) with the fields of :func:`_metric_fields` and the run's details. Records
+written before the perceptual metrics existed lack their fields (``meta["metrics"]`` says which library and
+settings measured each metric present); a re-run fills them in (see :mod:`helpers.bench.runner`).
 """
 
 from __future__ import annotations
@@ -38,10 +40,33 @@ def _round(v, nd=6):
 
 
 def _metric_fields(m: dict) -> dict:
-    """The size and quality fields of a record from :func:`helpers.metrics.all_metrics`'s dict (a metric it
-    did not measure is None), in :data:`~helpers.bench.config.METRIC_SPECS` order."""
-    return {"bytes": int(m["bytes"]), "bpp": _round(m["bpp"], 6),
-            **{s.key: _round(m.get(s.key), s.record_digits) for s in config.METRIC_SPECS}}
+    """The size and quality fields of a record from :func:`helpers.metrics.measure`'s dict, in
+    :data:`~helpers.bench.config.METRIC_SPECS` order: the legacy fields (PSNR, SSIM, MS-SSIM, LPIPS) always
+    (None where not measured, as in every record since format 1), every other metric only where measured."""
+    return {"bytes": int(m["bytes"]), "bpp": _round(m["bpp"], 6), **_metric_values(m)}
+
+
+def _metric_values(m: dict, keys=None) -> dict:
+    """The rounded metric fields of ``m`` (only ``keys`` if given), in METRIC_SPECS order."""
+    out = {}
+    for s in config.METRIC_SPECS:
+        if keys is not None and s.key not in keys:
+            continue
+        if s.key in m or (keys is None and s.key in config.LEGACY_KEYS):
+            out[s.key] = _round(m.get(s.key), s.record_digits)
+    return out
+
+
+def with_metrics(rec: dict, values: dict) -> dict:
+    """``rec`` with the metric fields of ``values`` added or replaced: the metrics in METRIC_SPECS order right
+    after ``bpp``, as in a freshly computed record; the other fields keep their order."""
+    keys = set(config.metric_keys())
+    order = list(rec)
+    cut = order.index("bpp") + 1 if "bpp" in order else len(order)
+    merged = {**rec, **values}
+    mets = [k for k in config.metric_keys() if k in merged]
+    return {k: merged[k] for k in [k for k in order[:cut] if k not in keys] + mets
+            + [k for k in order[cut:] if k not in keys]}
 
 
 def load_records(path: Path) -> dict:

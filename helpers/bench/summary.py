@@ -1,4 +1,5 @@
-"""summary.md: the run's description, tables per budget, BD-rates, coder savings, seconds and memory."""
+"""summary.md: the run's description and metrics, tables per budget, the head-to-head counts and one verdict
+sentence per budget, BD-rates per metric, coder savings, seconds (metrics included) and memory."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .aggregate import _mean, _rows_for, aggregate, bd_table
+from .aggregate import _mean, _rows_for, aggregate, bd_table, budget_verdict, head_to_head, shown_metrics
 from . import config
 from .config import HIGHLIGHT_BUDGET, POLICY, POLICY_TEXT, STAGES
 
@@ -19,13 +20,12 @@ def _f(v, nd=3, suffix=""):
     return f"{v:.{nd}f}{suffix}"
 
 
-def _budget_table(agg: dict, selection: dict, budget: int) -> list[str]:
-    """One row per codec at one budget: images reached, mean bytes, bpp, and every metric of
-    :data:`~helpers.bench.config.METRIC_SPECS` (an optional one only if some codec has a value here)."""
+def _budget_table(agg: dict, selection: dict, budget: int, mets: list[config.Metric]) -> list[str]:
+    """One row per codec at one budget: images reached, mean bytes, bpp, and every metric of ``mets`` (column
+    titles with ↑/↓); a mean over only some of the images (records that lack a metric) is shown as
+    "partial k/n"."""
     rows = _rows_for(selection)
-    mets = [m for m in config.METRIC_SPECS
-            if not m.optional or any(agg.get((c, r, budget), {}).get(m.key) is not None for _, c, r in rows)]
-    cols = ["codec", "images", "mean bytes", "bpp"] + [m.label for m in mets]
+    cols = ["codec", "images", "mean bytes", "bpp"] + [m.column for m in mets]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for label, codec, rule in rows:
         row = agg.get((codec, rule, budget))
@@ -38,8 +38,70 @@ def _budget_table(agg: dict, selection: dict, budget: int) -> list[str]:
         else:
             cells = [f"**{label}**" if codec.startswith("ours") else label,
                      f"{row['n']}/{row['of']}", _f(row["bytes"], 0), _f(row["bpp"], 4)]
-            cells += [_f(row.get(m.key), m.digits) for m in mets]
+            cells += [_f(row.get(m.key), m.digits) if row.get(m.key) is not None or not row.get(f"{m.key}_n")
+                      else f"partial {row[f'{m.key}_n']}/{row['n']}" for m in mets]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _h2h_table(doc: dict, selection: dict, budget: int, mets: list[config.Metric]) -> list[str]:
+    """Per ours variant and baseline: images both fit, then ours' wins per metric ("3/13", ", 1 tie")."""
+    cols = ["ours", "baseline", "images both fit"] + [m.column for m in mets]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in head_to_head(doc, selection, budget):
+        cells = [row["ours"], row["baseline"], f"{row['n']}/{row['of']}"]
+        cells += [row["tallies"][m.key].cell() if row["n"] else "" for m in mets]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+_KEY_SETTINGS = ("display", "ppd", "mode", "intensity_target_nits", "net")  # the settings the run description names
+
+
+def _metrics_lines(doc: dict, images: list[str], img_secs: list) -> list[str]:
+    """The run description's metric bullets: what measured each metric (library, settings), what could not
+    run here, and what the metrics cost per image."""
+    meta = doc["meta"]
+    described = meta.get("metrics") or {}
+    recs = [r for r in doc["records"] if r["image"] in set(images)]
+    present = [m for m in config.METRIC_SPECS if any(r.get(m.key) is not None for r in recs)]
+    parts = []
+    for m in present:
+        d = described.get(m.key)
+        if d:
+            settings = "; ".join(f"{k}={v}" for k, v in (d.get("settings") or {}).items() if k in _KEY_SETTINGS)
+            parts.append(f"`{m.key}` {m.arrow} {d.get('library', '?')}" + (f" ({settings})" if settings else ""))
+        else:
+            parts.append(f"`{m.key}` {m.arrow}")
+    lines = [f"* **Metrics** (↑ higher is better, ↓ lower): {'; '.join(parts)}"]
+    if not described:
+        lines.append("* **Perceptual metrics:** not in these records (they predate them); re-run the same command "
+                     "to fill them in")
+    missing = dict(meta.get("metrics_unavailable") or {})
+    if not missing and str(meta.get("lpips", "")).startswith("unavailable: "):  # records from before the registry
+        missing = {"lpips": meta["lpips"][len("unavailable: "):]}
+    if missing:
+        lines.append("* **Metrics unavailable here:** " + "; ".join(f"`{k}`: {v}" for k, v in missing.items()))
+    ms = [meta.get("metric_seconds", {}).get(i) for i in images]
+    ms = [x for x in ms if x and x.get("pairs")]
+    if ms:
+        total = sum(x["seconds"] for x in ms)
+        pairs = sum(x["pairs"] for x in ms)
+        work = sum(s for i, s in zip(images, img_secs) if s and meta.get("metric_seconds", {}).get(i))
+        per = {}
+        for x in ms:
+            for k, v in x["per_metric"].items():
+                per[k] = per.get(k, 0.0) + v
+        lines.append(
+            f"* **Metric time:** {total / len(ms):.1f} s per image ({100 * total / work:.0f} % of the work per image), "
+            f"{pairs / len(ms):.1f} distinct decoded pictures measured per image (each picture once: baseline "
+            f"qualities shared by budgets, our files shared by budgets and coders), {total / pairs:.2f} s per "
+            "picture for all metrics; each metric's own wall time per picture inside `helpers.metrics.measure`, "
+            "which overlap (Butteraugli runs in its own process meanwhile, the torch metrics on a second thread; "
+            "SSIM includes MS-SSIM's pass): "
+            + ", ".join(f"{k} {v / pairs:.2f} s" for k, v in sorted(per.items(), key=lambda kv: -kv[1])
+                        if v / pairs >= 0.005)
+            + f" ({len(ms)} image{'s' * (len(ms) != 1)} timed, summed over the invocations that worked on them)")
     return lines
 
 
@@ -104,6 +166,7 @@ def write_summary(doc: dict, path: Path, selection: dict) -> Path:
     par = meta.get("parallel", {})
     settings = "; ".join(f"{k}: {v}" for k, v in meta.get("baseline_settings", {}).items() if k in selection["codecs"])
     total = sum(s for s in img_secs if s)
+    mets = shown_metrics(r for r in doc["records"] if r["image"] in set(images))
     md = [f"# Rate-distortion benchmark: {len(images)} image{'s' * (len(images) != 1)} "
           f"({Path(str(meta.get('data', ''))).name or 'images'}), policy {POLICY}", ""]
     md += ["Generated by `python -m helpers.bench` (helpers/bench/). Numbers are means over the images; "
@@ -116,7 +179,7 @@ def write_summary(doc: dict, path: Path, selection: dict) -> Path:
            f"* **Baselines:** {', '.join(selection['codecs'])} ({settings}); "
            f"rule {'/'.join(selection['rules'])} (le = largest file <= budget, the fair rule; "
            "ge = smallest file >= budget, the 2022 notebook's rule)",
-           f"* **LPIPS:** {meta.get('lpips', 'n/a')}",
+           *_metrics_lines(doc, images, img_secs),
            f"* **Machine:** {mach.get('cpu', '?')}, {mach.get('cpu_count', '?')} CPUs, "
            f"{mach.get('ram', '?')} RAM, {mach.get('platform', '?')}; "
            f"device `{mach.get('device', '?')}`" + (f" ({mach['gpu']})" if mach.get("gpu") else "")
@@ -134,7 +197,7 @@ def write_summary(doc: dict, path: Path, selection: dict) -> Path:
     md.append("")
     if HIGHLIGHT_BUDGET in budgets:
         md += [f"## >>> At {HIGHLIGHT_BUDGET} bytes ({8 * HIGHLIGHT_BUDGET / (512 * 512):.3f} bpp budget) <<<", ""]
-        md += _budget_table(agg, selection, HIGHLIGHT_BUDGET) + [""]
+        md += _budget_table(agg, selection, HIGHLIGHT_BUDGET, mets) + [""]
         rows = _rows_for(selection)
         common = [i for i in images if all(any(r["image"] == i and r["codec"] == c and r["rule"] == rl
                                                and r["budget"] == HIGHLIGHT_BUDGET and r.get("bytes") is not None
@@ -142,14 +205,23 @@ def write_summary(doc: dict, path: Path, selection: dict) -> Path:
         if 0 < len(common) < len(images):
             md += [f"The same budget on the {len(common)} images that every codec could fit into {HIGHLIGHT_BUDGET} "
                    f"bytes ({', '.join(common)}), so that every row averages the same images:", ""]
-            md += _budget_table(aggregate(doc["records"], common), selection, HIGHLIGHT_BUDGET) + [""]
+            md += _budget_table(aggregate(doc["records"], common), selection, HIGHLIGHT_BUDGET, mets) + [""]
+    md += ["## Does ours win? Head-to-head per image", "",
+           "Per budget, on the images that both ours and the baseline fit into the budget: on how many does "
+           "ours score better, per metric (\"3/13\" = better on 3 of 13 images). A tie (equal at the decimals "
+           "shown in the tables) counts for neither side and is listed (\", 1 tie\"). In the sentences, ours "
+           "*wins* against a baseline on a metric when it is better on more than half of those images, *loses* "
+           "when it is worse on more than half, and is *level* otherwise.", ""]
+    md += [f"* {budget_verdict(doc, selection, b)}" for b in budgets] + [""]
+    for b in budgets:
+        md += [f"### Head-to-head at {b} bytes", ""] + _h2h_table(doc, selection, b, mets) + [""]
     md += ["## Every budget", "",
            "`images` = how many images the codec could fit into the budget (rule le: a codec whose smallest "
            "file is larger than the budget has no entry for that image); the means are over those images.", ""]
     for b in budgets:
         md += [f"### {b} bytes ({8 * b / (512 * 512):.4f} bpp budget)"
                + ("  (highlighted above)" if b == HIGHLIGHT_BUDGET else ""), ""]
-        md += _budget_table(agg, selection, b) + [""]
+        md += _budget_table(agg, selection, b, mets) + [""]
     md += ["![rate-distortion curves](rd_curves.png)", "",
            "## BD-rate of ours against each baseline", "",
            "Bjontegaard delta rate (VCEG-M33): log-rate fitted as a cubic polynomial of the metric (degree "
@@ -157,14 +229,15 @@ def write_summary(doc: dict, path: Path, selection: dict) -> Path:
            "ours needs fewer bytes for the same quality. \"no overlap\" = the two curves share no quality "
            "interval, so no rate difference is defined (the ranges are given). *Mean curves*: mean bpp vs mean "
            "metric over all images, only budgets every image reached. *Per image*: each image's own curves "
-           "(its reachable budgets), reported over the images where they overlap.", "",
-           "| ours | baseline | rule | " + " | ".join(f"{m.name}, mean curves | {m.name}, per image"
-                                                      for m in config.bd_metrics()) + " |",
-           "|---|---|---|" + "---|---|" * len(config.bd_metrics())]
-    for row in bd_table(doc, selection):
-        md.append(f"| {row['ours']} | {row['baseline']} | {row['rule']} | " + " | ".join(
-            f"{_bd_cell(row, m.key)} | {_bd_image_cell(row, m.key, len(images))}" for m in config.bd_metrics()) + " |")
-    md.append("")
+           "(its reachable budgets), reported over the images where they overlap. Lower-is-better metrics "
+           "need no sign change: the rate difference at equal quality does not depend on the direction.", ""]
+    bd = bd_table(doc, selection)
+    for m in (m for m in config.bd_metrics() if m in mets):
+        md += [f"### BD-rate on {m.column}", "", "| ours | baseline | rule | mean curves | per image |",
+               "|---|---|---|---|---|"]
+        md += [f"| {row['ours']} | {row['baseline']} | {row['rule']} | {_bd_cell(row, m.key)} | "
+               f"{_bd_image_cell(row, m.key, len(images))} |" for row in bd]
+        md.append("")
     sav = [s for s in doc.get("coder_savings", []) if s["image"] in set(images)]
     if sav:
         coders = sorted({c for s in sav for c in s["saved_pct"]})

@@ -1,7 +1,7 @@
 """Full-reference image quality metrics, one registry (:mod:`helpers.metrics.registry`).
 
 * classic (:mod:`.classic`): PSNR, SSIM, MS-SSIM (checked against scikit-image / pytorch_msssim),
-  detail change, bits per pixel;
+  detail change per 16x16 block (the outermost ring of blocks left out, ``border``), bits per pixel;
 * perceptual (:mod:`.perceptual`): ColorVideoVDP (JOD, display ``standard_fhd``), NVIDIA FLIP
   (LDR, 37.84 ppd), SSIMULACRA 2.1 (libjxl's tool, else the PyPI port), Butteraugli (libjxl's
   ``butteraugli_main``);
@@ -10,26 +10,29 @@
 
 :func:`measure` returns every available metric for a pair, :func:`metric_status` says which run
 here and why not, :func:`describe` gives direction, unit, library, version and settings per metric.
-``python -m helpers.metrics --status | --time``.
+:mod:`.wins` counts head-to-head wins, ties and losses per metric (the tie rule) and states the outcome in
+one sentence. ``python -m helpers.metrics --status | --time``.
 """
 
 from __future__ import annotations
 
 from ..errors import UnavailableError
-from .classic import (MS_SSIM_MIN_SIDE, MS_SSIM_WEIGHTS, ImageLike, _pair, bpp, detail_change, detail_summary,
-                      ms_ssim, psnr, ssim, ssim_ms_ssim)
+from .classic import (DETAIL_BORDER, MS_SSIM_MIN_SIDE, MS_SSIM_WEIGHTS, ImageLike, _pair, bpp, detail_change,
+                      detail_summary, interior_blocks, ms_ssim, psnr, ssim, ssim_ms_ssim)
 from .deep import (DISTSMetric, LPIPSMetric, checkpoint_path, dists_distance, dists_status, downloads_allowed,
                    lpips_distance, lpips_status)
 from .perceptual import DISPLAY, PPD, cvvdp_score, flip_error, ssimulacra2_port_score, ssimulacra2_score
 from .registry import (METRICS, Metric, arrow, available, clear_cache, default_keys, describe, get, measure,
                        metric_status, time_metrics)
+from .wins import Tally, outcome, tally, verdict
 
 __all__ = [
-    "DISPLAY", "DISTSMetric", "LPIPSMetric", "METRICS", "MS_SSIM_MIN_SIDE", "MS_SSIM_WEIGHTS", "Metric", "PPD",
+    "DETAIL_BORDER", "DISPLAY", "DISTSMetric", "LPIPSMetric", "METRICS", "MS_SSIM_MIN_SIDE", "MS_SSIM_WEIGHTS", "Metric", "PPD",
     "all_metrics", "arrow", "available", "bpp", "checkpoint_path", "clear_cache", "cvvdp_score", "default_keys",
     "describe", "detail_change", "detail_summary", "dists_distance", "dists_status", "downloads_allowed",
-    "flip_error", "get", "lpips_distance", "lpips_status", "measure", "metric_status", "ms_ssim", "psnr", "ssim",
-    "ssim_ms_ssim", "ssimulacra2_port_score", "ssimulacra2_score", "time_metrics",
+    "flip_error", "get", "interior_blocks", "lpips_distance", "lpips_status", "measure", "metric_status", "ms_ssim", "psnr", "ssim",
+    "ssim_ms_ssim", "ssimulacra2_port_score", "ssimulacra2_score", "Tally", "outcome", "tally", "time_metrics",
+    "verdict",
 ]
 
 

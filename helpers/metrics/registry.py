@@ -55,6 +55,7 @@ class Metric:
     uses_torch: bool = False  # torch work: runs in a second thread (torch releases the GIL in its kernels)
     slow_on_cpu: bool = False  # a VGG16 pass per image: left out of the default set unless CUDA is available
     note: str = ""
+    digits: int = 4  # decimals shown in tables; two values equal at these decimals are a tie (helpers.metrics.wins)
 
     @property
     def direction(self) -> str:
@@ -109,7 +110,7 @@ _CLASSIC_SSIM = {"window": "11x11 Gaussian, sigma 1.5", "K1": 0.01, "K2": 0.03, 
 
 METRICS: dict[str, Metric] = {m.key: m for m in [
     Metric("psnr", "PSNR", True, "dB", math.inf, lambda: f"numpy {np.__version__}",
-           lambda: {"peak": 255, "over": "all RGB values"}, _ok, _psnr),
+           lambda: {"peak": 255, "over": "all RGB values"}, _ok, _psnr, digits=2),
     Metric("ssim", "SSIM", True, "", 1.0, lambda: f"helpers (scipy {_version('scipy')})",
            lambda: dict(_CLASSIC_SSIM), _ok, lambda a, b, run: _ssim_pair(a, b)[0],
            note="checked against scikit-image"),
@@ -119,18 +120,20 @@ METRICS: dict[str, Metric] = {m.key: m for m in [
            _ok, lambda a, b, run: _ssim_pair(a, b)[1], note="checked against pytorch_msssim; None under 176 px"),
     Metric("cvvdp", "ColorVideoVDP", True, "JOD", 10.0, lambda: f"cvvdp {_version('cvvdp')}",
            perceptual.cvvdp_settings, perceptual._cvvdp, lambda a, b, run: perceptual.cvvdp_score(a, b),
-           uses_torch=True),
+           uses_torch=True, digits=3),
     Metric("flip", "FLIP", False, "mean error", 0.0, lambda: f"flip-evaluator {_version('flip-evaluator')}",
            perceptual.flip_settings, perceptual._flip, lambda a, b, run: perceptual.flip_error(a, b)),
     Metric("ssimulacra2", "SSIMULACRA 2", True, "score", 100.0, perceptual.ssimulacra2_library,
            perceptual.ssimulacra2_settings, perceptual.ssimulacra2_implementation,
-           lambda a, b, run: perceptual.ssimulacra2_score(a, b, run), uses_tool=True),
+           lambda a, b, run: perceptual.ssimulacra2_score(a, b, run), uses_tool=True, digits=2),
     Metric("butteraugli", "Butteraugli", False, "distance (max-norm)", 0.0,
            lambda: "libjxl butteraugli_main (" + perceptual._tool_version(perceptual._butteraugli_required()) + ")",
-           perceptual.butteraugli_settings, perceptual._butteraugli_required, _butteraugli(0), uses_tool=True),
+           perceptual.butteraugli_settings, perceptual._butteraugli_required, _butteraugli(0), uses_tool=True,
+           digits=3),
     Metric("butteraugli_3n", "Butteraugli 3-norm", False, "3-norm", 0.0,
            lambda: "libjxl butteraugli_main (" + perceptual._tool_version(perceptual._butteraugli_required()) + ")",
-           perceptual.butteraugli_settings, perceptual._butteraugli_required, _butteraugli(1), uses_tool=True),
+           perceptual.butteraugli_settings, perceptual._butteraugli_required, _butteraugli(1), uses_tool=True,
+           digits=3),
     Metric("lpips", "LPIPS (AlexNet)", False, "distance", 0.0,
            lambda: f"lpips {_version('lpips')} (v0.1 weights), torchvision AlexNet ImageNet backbone",
            lambda: {"net": "alex", "input": "[-1, 1], full resolution", "backbone": str(deep.checkpoint_path("alex"))},
