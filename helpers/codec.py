@@ -287,19 +287,29 @@ def _encode_tc(backend, params: CodecParams, model_img, size, latents, target_by
     """The transform coder: optional refinement against decoded pixels, then helpers.tcoder under the budget."""
     from . import tcoder
 
+    header = _tc_header(backend, params, size, latents.shape)
+    overhead = len(bitstream.pack(header, bytes(16), params.limits())) - 16
+    if target_bytes is None and params.step is None:
+        target_bytes = tcoder.default_budget(latents, backend.fingerprint, overhead)
+
+    def code(z):
+        return tcoder.encode_latent(z, backend.fingerprint, step=params.step, budget=target_bytes, overhead=overhead)
+
     z = latents
     if params.effort:
         from .refine import refine_latents
 
-        key = ("refine", params.effort, zlib.crc32(np.ascontiguousarray(latents).tobytes()), latents.shape)
-        z = _cached(cache, key, timings, "refine", lambda: refine_latents(backend, model_img, latents, params.effort))
-    header = _tc_header(backend, params, size, z.shape)
-    overhead = len(bitstream.pack(header, bytes(16), params.limits())) - 16
-    if target_bytes is None and params.step is None:
-        target_bytes = tcoder.default_budget(z, backend.fingerprint, overhead)
+        def quantizer_for(zz):
+            c, _ = code(zz)
+            return lambda x: tcoder.synthesize(tcoder.dequantize(tcoder.quantize(
+                tcoder.analyze(x, c.tables, c.levels), c.k), c.k), c.tables, c.levels)
+
+        key = ("refine", params.effort, target_bytes, params.step,
+               zlib.crc32(np.ascontiguousarray(latents).tobytes()), latents.shape)
+        z = _cached(cache, key, timings, "refine",
+                    lambda: refine_latents(backend, model_img, latents, params.effort, quantizer_for))
     with _timed(timings, "pack"):
-        coded, trials = tcoder.encode_latent(z, backend.fingerprint, step=params.step, budget=target_bytes,
-                                             overhead=overhead)
+        coded, trials = code(z)
     data = bitstream.pack(header, coded.payload, params.limits())
     return Encoded(data=data, header=header, latents=z, q8=None, palette=None, indices=None, timings=timings,
                    trials=trials, coded=coded)

@@ -33,6 +33,7 @@ from . import tcoder as T
 from .errors import SDCError
 
 SIDE = 64  # latent side of the 512x512 training crops (8x downsampling)
+MIN_CELL = 500  # context cells with fewer training symbols keep offset 0
 
 
 def _crops(paths, seed: int = 0, extra: int = 2):
@@ -124,6 +125,8 @@ def fit_offsets(latents: list[np.ndarray], tables: T.Tables, levels: int, steps:
     for (kind, g, t, u), parts in cells.items():
         base = np.concatenate([p[0] for p in parts])
         vals = np.concatenate([p[1] for p in parts])
+        if len(vals) < MIN_CELL:  # too few symbols to fit a shift: keep the band's own scale
+            continue
         best = min(range(-12, 13), key=lambda o: _code_length(
             fb, shift, np.clip(base + o, 0, T.N_CLASSES - 1), vals))
         offsets[kind, g, t, u] = best

@@ -32,7 +32,8 @@ coarser band at the same place), the four spatial neighbours decoded in the firs
 passes, and (for channels 8 and up) the first eight channels at the same position. Symbols of a pass are
 grouped by class and range-coded with ``constriction``'s ``Categorical`` models built from integer
 frequency tables shipped with the code; escapes (values beyond +-63 in a class) carry an Elias-gamma tail.
-A CRC-32 of every decoded value closes the stream, so a truncated or altered payload is an error.
+A CRC-32 of the payload's head, its inline tables and every decoded value closes the stream, so a truncated
+or altered payload is an error.
 
 Models without trained tables (SD v1.x here, where the weights cannot be downloaded, or any new model) use
 *inline* tables: a per-image channel KLT (plain latent metric) and per-band scales, sent in the payload
@@ -454,11 +455,11 @@ def _decode_group(dec, n: int, s: int) -> np.ndarray:
 
 
 def _code_passes(q: list[np.ndarray] | None, shapes, C: int, tables: Tables, levels: int, k: int, dec=None,
-                 enc=None) -> list[np.ndarray]:
-    """Run the coding order once: encode ``q`` (enc given) or decode into fresh arrays (dec given)."""
+                 enc=None, crc: int = 0) -> list[np.ndarray]:
+    """Run the coding order once: encode ``q`` (enc given) or decode into fresh arrays (dec given). The check
+    value at the end is a CRC-32 of every value, started from ``crc`` (the payload's head and inline tables)."""
     out = [np.zeros((C,) + s, np.int64) for s in shapes] if dec is not None else q
     absq = [np.zeros((C,) + s, np.int64) for s in shapes]
-    crc = 0
     for b, shape in enumerate(shapes):
         if shape[0] * shape[1] == 0:
             continue
@@ -577,11 +578,11 @@ def encode_coeffs(coeffs: list[np.ndarray], tables: Tables, levels: int, k: int)
     import constriction
 
     q = quantize(coeffs, k)
+    prefix = _head(tables, levels, k) + (_inline_bytes(tables, levels) if tables.table_id == 0 else b"")
     enc = constriction.stream.queue.RangeEncoder()
-    _code_passes(q, [x.shape[1:] for x in q], tables.channels, tables, levels, k, enc=enc)
+    _code_passes(q, [x.shape[1:] for x in q], tables.channels, tables, levels, k, enc=enc, crc=zlib.crc32(prefix))
     words = enc.get_compressed().astype("<u4").tobytes()
-    inline = _inline_bytes(tables, levels) if tables.table_id == 0 else b""
-    return Coded(_head(tables, levels, k) + inline + _varint(len(words) // 4) + words, k, levels, q, tables)
+    return Coded(prefix + _varint(len(words) // 4) + words, k, levels, q, tables)
 
 
 def _varint(n: int) -> bytes:
@@ -630,6 +631,7 @@ def decode_payload(payload: bytes, channels: int, h: int, w: int, fingerprint: i
         if tables.channels != channels:
             raise BitstreamError(f"corrupted tc payload: tables for {tables.channels} channels, header says {channels}")
         tables.check(levels)
+    prefix_crc = zlib.crc32(payload[:pos])
     nwords, pos = _read_varint(payload, pos)
     words = payload[pos:]
     if len(words) != 4 * nwords:
@@ -637,7 +639,7 @@ def decode_payload(payload: bytes, channels: int, h: int, w: int, fingerprint: i
                              f"{len(words)} bytes follow")
     dec = constriction.stream.queue.RangeDecoder(np.frombuffer(words, "<u4").astype(np.uint32))
     try:
-        q = _code_passes(None, band_shapes(h, w, levels), channels, tables, levels, k, dec=dec)
+        q = _code_passes(None, band_shapes(h, w, levels), channels, tables, levels, k, dec=dec, crc=prefix_crc)
     except BitstreamError:
         raise
     except Exception as exc:  # noqa: BLE001 - constriction errors on garbage become one line
