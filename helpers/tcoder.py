@@ -455,7 +455,7 @@ def _decode_group(dec, n: int, s: int) -> np.ndarray:
 
 
 def _code_passes(q: list[np.ndarray] | None, shapes, C: int, tables: Tables, levels: int, k: int, dec=None,
-                 enc=None, crc: int = 0) -> list[np.ndarray]:
+                 enc=None, crc: int = 0, only_band: int | None = None) -> list[np.ndarray]:
     """Run the coding order once: encode ``q`` (enc given) or decode into fresh arrays (dec given). The check
     value at the end is a CRC-32 of every value, started from ``crc`` (the payload's head and inline tables)."""
     out = [np.zeros((C,) + s, np.int64) for s in shapes] if dec is not None else q
@@ -480,7 +480,8 @@ def _code_passes(q: list[np.ndarray] | None, shapes, C: int, tables: Tables, lev
             if enc is not None:
                 vals = out[b][ch, yy, xx]
                 for s0, e0 in zip(starts, ends):
-                    _encode_group(enc, vals[order[s0:e0]], int(cs[s0]))
+                    if only_band is None or only_band == b:
+                        _encode_group(enc, vals[order[s0:e0]], int(cs[s0]))
             else:
                 for s0, e0 in zip(starts, ends):
                     vals[order[s0:e0]] = _decode_group(dec, int(e0 - s0), int(cs[s0]))
@@ -488,6 +489,8 @@ def _code_passes(q: list[np.ndarray] | None, shapes, C: int, tables: Tables, lev
             absq[b][ch, yy, xx] = np.abs(vals)
             crc = zlib.crc32(vals.astype("<i8").tobytes(), crc)
     crc &= 0xFFFFFFFF
+    if only_band is not None:
+        return out
     if enc is not None:
         enc.encode(np.array([crc >> 16, crc & 0xFFFF], np.int32), _uniform(1 << 16))
     else:
@@ -583,6 +586,26 @@ def encode_coeffs(coeffs: list[np.ndarray], tables: Tables, levels: int, k: int)
     _code_passes(q, [x.shape[1:] for x in q], tables.channels, tables, levels, k, enc=enc, crc=zlib.crc32(prefix))
     words = enc.get_compressed().astype("<u4").tobytes()
     return Coded(prefix + _varint(len(words) // 4) + words, k, levels, q, tables)
+
+
+def band_bytes(coded: "Coded") -> list[float]:
+    """Bytes each wavelet band costs in ``coded`` (LL first, then detail bands coarse to fine): each band range
+    coded alone with the same contexts (the sum is within a few bytes of the payload's range coder part)."""
+    import constriction
+
+    shapes = [x.shape[1:] for x in coded.q]
+    out = []
+    for b in range(len(shapes)):
+        enc = constriction.stream.queue.RangeEncoder()
+        _code_passes(coded.q, shapes, coded.tables.channels, coded.tables, coded.levels, coded.k, enc=enc,
+                     only_band=b)
+        out.append(enc.num_bits() / 8)
+    return out
+
+
+def band_names(levels: int) -> list[str]:
+    """``LL``, then ``HL<l> LH<l> HH<l>`` per detail level, coarsest (``levels``) to finest (1)."""
+    return ["LL"] + [f"{o}{lev}" for lev in range(levels, 0, -1) for o in ("HL", "LH", "HH")]
 
 
 def _varint(n: int) -> bytes:

@@ -73,15 +73,16 @@ from .machine import machine_info, torch_threads
 from .memory import PeakMemory
 from .plot import write_plot
 from .records import _key_of, load_records, ours_label, record_key, save_records, selection_of, with_metrics
-from .runner import run
-from .summary import write_summary
+from .runner import run, run_in_memory
+from .summary import budget_table, write_summary
 
 __all__ = [
-    "CLASSIC_KEYS", "DEFAULT_BUDGETS", "DEFAULT_CODERS", "DEFAULT_DATA", "DEFAULT_OUT", "DEFAULT_RULES",
+    "CLASSIC_KEYS", "DEFAULT_BUDGETS", "budget_table", "DEFAULT_CODERS", "DEFAULT_DATA", "DEFAULT_OUT", "DEFAULT_RULES",
     "FORMAT_VERSION", "HIGHLIGHT_BUDGET", "LEGACY_KEYS", "METRIC_SPECS", "Metric", "MetricCache", "OURS_RULE",
     "PLOT_FILE", "POLICY", "POLICY_TEXT", "PeakMemory", "QualityCache", "RECORDS_FILE", "SAVINGS_COLORS", "STAGES",
     "SUMMARY_FILE", "Setup", "_key_of", "aggregate", "bd_metrics", "bd_overlap", "bd_rate", "bd_table",
     "bench_image", "budget_verdict", "build_parser", "head_to_head", "load_records", "machine_info", "main",
-    "metric_keys", "metric_spec", "ours_label", "plot_metrics", "record_key", "report_only", "run", "save_records",
+    "metric_keys", "metric_spec", "ours_label", "plot_metrics", "record_key", "report_only", "run", "run_in_memory",
+    "save_records",
     "selection_of", "shown_metrics", "torch_threads", "with_metrics", "write_plot", "write_summary",
 ]

@@ -349,3 +349,32 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     return {"records": rec_path, "plot": out / PLOT_FILE, "summary": out / SUMMARY_FILE,
             "new_records": run_info["new_records"], "filled_records": run_info["filled_records"],
             "replaced_records": run_info["replaced_records"], "wall_seconds": run_info["wall_seconds"]}
+
+
+def run_in_memory(paths: Sequence[str | Path], backend, budgets: Sequence[int], coders: Sequence[str],
+                  codecs: Sequence[str] | None = None, metrics: Sequence[str] | None = None,
+                  label: str | None = None, progress: bool = True) -> tuple[dict, dict]:
+    """The benchmark for a few images in this process, with an already loaded backend (notebooks):
+    returns ``(doc, selection)`` shaped like ``records.json`` and its selection, for
+    :func:`helpers.bench.write_plot`, :func:`helpers.bench.aggregate` and :func:`helpers.bench.head_to_head`.
+    Nothing is written to disk; the same records as ``python -m helpers.bench`` (rule ``le``)."""
+    from tqdm.auto import tqdm
+
+    from .. import baselines
+
+    coders, skipped = _resolve_coders(list(dict.fromkeys(coders)))
+    codecs = [c for c in (baselines.available_codecs() if codecs is None else codecs)
+              if baselines.codec_status().get(c) is None]
+    metric_keys, _ = _resolve_metrics(metrics)
+    label = label or backend.kind
+    setup = Setup(budgets=sorted(set(int(b) for b in budgets)), codecs=list(codecs), rules=["le"], coders=coders,
+                  denoise=False, max_colors=1024, coder_savings=False, models=[backend.model_id], verify="latents",
+                  device=str(backend.device), metrics=metric_keys, backends=[(label, backend)])
+    records: list[dict] = []
+    for p in tqdm(list(paths), desc="RD sweep", unit="img", disable=not progress):
+        records += bench_image(p, setup, set(), [])["records"]
+    selection = {"images": [Path(p).stem for p in paths], "budgets": setup.budgets, "codecs": setup.codecs,
+                 "rules": setup.rules, "ours": [ours_label(label, c, dn) for c, dn in _variants(setup, backend)]}
+    doc = {"format": config.FORMAT_VERSION, "records": records, "coder_savings": [],
+           "meta": {"selection": selection, "coders": coders, "skipped_coders": skipped}}
+    return doc, selection

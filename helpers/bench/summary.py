@@ -293,3 +293,9 @@ def write_summary(doc: dict, path: Path, selection: dict) -> Path:
            "The run is resumable: records already in records.json are skipped (delete the folder to start over).", ""]
     path.write_text("\n".join(md))
     return path
+
+
+def budget_table(doc: dict, selection: dict, budget: int) -> str:
+    """The summary's markdown table of one budget (means over the images each codec fits), for notebooks."""
+    mets = shown_metrics(r for r in doc["records"] if r["image"] in set(selection["images"]))
+    return "\n".join(_budget_table(aggregate(doc["records"], selection["images"]), selection, int(budget), mets)) + "\n"
