@@ -323,16 +323,19 @@ def read_manifest(folder: Path, digest: str, parts, verify: bool = False) -> dic
     return manifest
 
 
-def ensure_graphs(weight_files, parts=tuple(PARTS), log=None) -> tuple[Path, dict]:
+def ensure_graphs(weight_files, parts=tuple(PARTS), log=None, problem: Exception | None = None
+                  ) -> tuple[Path, dict]:
     """(folder, manifest) of intact cached graphs for these weight files: exported on first use, re-exported
-    when stale or corrupt. Without torch, a missing or broken cache is a one-line SDCError."""
+    when stale or corrupt (``problem``: a fault already found in the cached folder). Without torch, a missing
+    or broken cache is a one-line SDCError."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     digest = weights_digest(weight_files)
     folder = graphs_dir(digest)
-    try:
-        return folder, read_manifest(folder, digest, parts)
-    except CacheError as exc:
-        problem = exc
+    if problem is None:
+        try:
+            return folder, read_manifest(folder, digest, parts)
+        except CacheError as exc:
+            problem = exc
     exists = folder.exists()
     if not _torch_available():
         if exists:
@@ -465,12 +468,8 @@ def load_taef2_onnx(directory: str | Path | None = None, purpose: str | None = N
     try:
         for name in parts:
             backend.session(name)
-    except CacheError as exc:  # hashed fine a moment ago, yet unloadable: re-export once, then give up
-        if not _torch_available():
-            raise SDCError(f"the cached ONNX graphs in {folder} are corrupt ({exc}) and PyTorch is not installed to "
-                           f"re-export them: delete that folder, or use --runtime torch") from None
-        shutil.rmtree(folder, ignore_errors=True)
-        folder, manifest = ensure_graphs(files, parts, log)
+    except CacheError as exc:  # a graph's bytes do not match the manifest, or onnxruntime refuses them
+        folder, manifest = ensure_graphs(files, parts, log, problem=exc)  # re-export once (needs torch)
         backend = OnnxTAEF2Backend(folder, manifest, files, settings)
         for name in parts:
             backend.session(name)
