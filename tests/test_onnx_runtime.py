@@ -109,20 +109,23 @@ def test_tiling_is_exact_and_threads_arena_do_not_change_pixels(onnx_taef2):
     yy, xx = np.mgrid[0:320, 0:256]
     img = np.stack([np.sin(xx / 9) * 90 + 128, np.cos(yy / 13) * 90 + 128, (xx * yy) % 256], 0)
     x = ((img + rng.normal(0, 10, img.shape)).clip(0, 255)[None].astype(np.float32) / 127.5 - 1).astype(np.float32)
-    old = onnx_taef2.tile
+    old = onnx_taef2.tile, onnx_taef2.inner_tile
     try:
-        onnx_taef2.tile = 10**6
+        onnx_taef2.tile = onnx_taef2.inner_tile = 10**6
         z_ref = onnx_taef2.encode_array(x)
         y_ref = onnx_taef2.decode_array(z_ref)
         onnx_taef2.tile = 128  # 3x2 encoder tiles, 3x2 decoder tiles
         np.testing.assert_array_equal(onnx_taef2.encode_array(x), z_ref)
         np.testing.assert_array_equal(onnx_taef2.decode_array(z_ref), y_ref)
+        onnx_taef2.tile, onnx_taef2.inner_tile = 192, 64  # 2x2 outer tiles, each cut into 4x4 inner tiles
+        np.testing.assert_array_equal(onnx_taef2.encode_array(x), z_ref)
+        np.testing.assert_array_equal(onnx_taef2.decode_array(z_ref), y_ref)
     finally:
-        onnx_taef2.tile = old
+        onnx_taef2.tile, onnx_taef2.inner_tile = old
     for settings in (OrtSettings(threads=1), OrtSettings(threads=2, arena=True, mem_pattern=True),
                      OrtSettings(threads=3, spinning=True)):
         other = load_taef2_onnx(TAEF2_DIR, settings=settings)
-        other.tile = 10**6
+        other.tile = other.inner_tile = 10**6
         np.testing.assert_array_equal(other.encode_array(x), z_ref)
         np.testing.assert_array_equal(other.decode_array(z_ref), y_ref)
 
@@ -143,7 +146,7 @@ def test_stale_and_corrupt_caches_are_reexported(taef2, tmp_path, monkeypatch):
     z = np.zeros((1, 32, 4, 4), np.float32)
     y_ref = b.decode_array(z)
     # a flipped byte inside a graph (same size): caught by the SHA-256 when the session opens, re-exported
-    g = folder / "dec_local.onnx"
+    g = folder / "dec_last.onnx"
     data = bytearray(g.read_bytes())
     data[len(data) // 2] ^= 0xFF
     g.write_bytes(bytes(data))
@@ -308,7 +311,7 @@ def test_cli_without_torch_uses_cached_graphs_and_explains_missing_ones(cached_g
     # a corrupt cache and no torch
     broken = tmp_path / "broken"
     shutil.copytree(cached_graphs.parent.parent, broken)
-    victim = next(broken.glob("onnx/*/enc_local.onnx"))
+    victim = next(broken.glob("onnx/*/enc_first.onnx"))
     victim.write_bytes(victim.read_bytes()[:1000])
     r, _, rcs = _cli(args[:1], block=("torch",), env={"SDCOMP_CACHE": str(broken)})
     assert rcs == [2] and "stale or corrupt" in r.stderr and "delete that folder" in r.stderr
