@@ -23,7 +23,8 @@ of bytes as our file) is decoded to PNG by Pillow in a subprocess (what ``djxl``
 Before the timed runs, one ONNX encode runs with an empty graph cache: the first run for a set of weights
 exports the graphs with torch (reported as ``first run (export)``); every timed ONNX run finds them cached.
 
-Output: ``--out`` (default ``results/cli_timing``): ``records.json`` (every run) and ``summary.md``.
+Output: ``--out`` (default ``results/cli_timing``): ``records.json`` (every run) and ``summary.md``
+(``--report-only`` rewrites it from ``records.json``).
 """
 
 from __future__ import annotations
@@ -318,7 +319,7 @@ def _f(x: float, d: int = 2) -> str:
 def summary(doc: dict) -> str:
     rows = doc["rows"]
     mach = doc["machine"]
-    lines = [f"# CLI timing (`{doc['command']}`)", "",
+    lines = [f"# CLI timing (`{doc['command'].strip()}`)", "",
              f"Real `python -m helpers encode/decode` subprocesses, model {doc['model']}, coder `{doc['coder']}`; "
              f"medians of the runs listed in `records.json`. Wall = process launch to exit; CPU = user + sys of the "
              f"child (all its threads); peak RSS = the child's `ru_maxrss` (MiB; MB = 10^6 bytes in the targets). "
@@ -329,7 +330,7 @@ def summary(doc: dict) -> str:
              f"torch {mach.get('torch')}, numpy {mach.get('numpy')}, Pillow {mach.get('pillow')}.", ""]
     first = doc.get("first_onnx_run")
     if first:
-        lines += [f"First ONNX run for a set of weights ({first['size']}x{first['size']}, exports the four graphs with "
+        lines += [f"First ONNX run for a set of weights ({first['size']}x{first['size']}, exports the ONNX graphs with "
                   f"torch into the cache): {_f(first['wall_s'], 1)} s wall, {_f(first['cpu_s'], 1)} s CPU, "
                   f"{first['peak_rss_MiB']:.0f} MiB peak; every later run finds them cached.", ""]
     # targets at 512
@@ -354,20 +355,22 @@ def summary(doc: dict) -> str:
     # scaling table
     lines += ["## All sizes: totals and per megapixel", "",
               "| size | setting | op | runtime | bytes | wall s | CPU s | peak RSS MiB | wall s/MP | CPU s/MP | "
-              "VAE CPU s/MP | VAE CPU/MP vs 512 | peak RSS vs 512 |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "VAE wall / CPU s/MP | VAE wall / CPU per MP vs 512 | peak RSS vs 512 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base = {(r["op"], r["runtime"]): r for r in rows if r["size"] == 512 and r["setting"].startswith(("K=", "q"))}
     for r in rows:
         m, mp = r["median"], r["megapixels"]
-        vae = m["stage_cpu"].get("vae", 0.0) / mp
+        vw, vc = m["stage_wall"].get("vae", 0.0) / mp, m["stage_cpu"].get("vae", 0.0) / mp
         b = base.get((r["op"], r["runtime"]))
         rel_vae = rel_rss = "-"
         if b and r["setting"].startswith(("K=", "q")):
-            bv = b["median"]["stage_cpu"].get("vae", 0.0) / b["megapixels"]
-            rel_vae = f"{vae / bv:.2f}x" if bv else "-"
+            bw = b["median"]["stage_wall"].get("vae", 0.0) / b["megapixels"]
+            bc = b["median"]["stage_cpu"].get("vae", 0.0) / b["megapixels"]
+            rel_vae = f"{vw / bw:.2f}x / {vc / bc:.2f}x" if bw and bc else "-"
             rel_rss = f"{m['peak_rss_MiB'] / b['median']['peak_rss_MiB']:.2f}x"
         lines.append(f"| {r['size']} | {r['setting']} | {r['op']} | {r['runtime']} | {r['bytes']} | {_f(m['wall_s'])} | "
                      f"{_f(m['cpu_s'])} | {m['peak_rss_MiB']:.0f} | {_f(m['wall_s'] / mp)} | {_f(m['cpu_s'] / mp)} | "
-                     f"{_f(vae)} | {rel_vae} | {rel_rss} |")
+                     f"{_f(vw)} / {_f(vc)} | {rel_vae} | {rel_rss} |")
     lines += ["", "## Stages: wall / CPU seconds (median), and where the peak RSS was reached", "",
               "| size | setting | op | runtime | " + " | ".join(STAGE_ORDER) + " | peak in |",
               "|---|---|---|---|" + "---|" * len(STAGE_ORDER) + "---|"]
@@ -407,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--photos", default=str(Path(tempfile.gettempdir()) / "sdcomp-photos"),
                     help="where the mate-backgrounds package is fetched to (a temporary folder)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default results/cli_timing)")
+    ap.add_argument("--report-only", action="store_true", help="only rewrite summary.md from --out/records.json")
     return ap
 
 
@@ -415,5 +419,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     args.sizes = sorted(set(args.sizes))
+    if args.report_only:
+        doc = json.loads((Path(args.out) / "records.json").read_text())
+        (Path(args.out) / "summary.md").write_text(summary(doc))
+        print(f"wrote {Path(args.out) / 'summary.md'}")
+        return 0
     run(args)
     return 0
