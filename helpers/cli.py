@@ -203,7 +203,7 @@ def write_atomic(path: Path, write) -> None:
 
 
 def cmd_encode(args) -> int:
-    from .codec import encode, encode_latents
+    from .codec import check_params, encode, encode_latents
     from .images import apply_policy, load_image
 
     log = getattr(args, "stage_log", None) or StageLog()
@@ -215,6 +215,7 @@ def cmd_encode(args) -> int:
     backend = _load(args.model, args.device, runtime, taef2_dir, purpose="encode")
     log.mark("load")
     params = _params(args)
+    check_params(params, backend)  # before the network runs
     t0 = time.perf_counter()
     c0 = time.process_time()
     latents = encode_latents(backend, apply_policy(img, params.policy, backend.downsample, params.max_pixels)[0],

@@ -209,6 +209,15 @@ def _build(backend, params: CodecParams, method: str, size: tuple[int, int], q8:
     return bitstream.pack(header, payload, params.limits()), header, palette, indices
 
 
+def check_params(params: CodecParams, backend) -> None:
+    """What :func:`encode` refuses before any work: denoising without a UNet, a palette size out of range."""
+    if params.denoise and not getattr(backend, "has_unet", False):
+        raise SDCError(f"--denoise needs a Stable Diffusion backend with a UNet; '{backend.model_id}' has none: "
+                       f"drop --denoise or pass --model an SD1.x id/folder")
+    if not 1 <= params.colors <= bitstream.MAX_COLORS:
+        raise SDCError(f"palette size must be 1..{bitstream.MAX_COLORS} (libimagequant: 2..256), got {params.colors}")
+
+
 def encode(img, backend, params: CodecParams | None = None, target_bytes: int | None = None,
            latents: np.ndarray | None = None, cache: dict | None = None) -> Encoded:
     """Compress an image into .sdc bytes.
@@ -222,11 +231,7 @@ def encode(img, backend, params: CodecParams | None = None, target_bytes: int | 
     each stage's standalone cost either way.
     """
     params = params or CodecParams()
-    if params.denoise and not getattr(backend, "has_unet", False):
-        raise SDCError(f"--denoise needs a Stable Diffusion backend with a UNet; '{backend.model_id}' has none: "
-                       f"drop --denoise or pass --model an SD1.x id/folder")
-    if not 1 <= params.colors <= bitstream.MAX_COLORS:
-        raise SDCError(f"palette size must be 1..{bitstream.MAX_COLORS} (libimagequant: 2..256), got {params.colors}")
+    check_params(params, backend)
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
     model_img, size = apply_policy(img, params.policy, backend.downsample, params.max_pixels)
