@@ -1,14 +1,21 @@
 """Command line: ``python -m helpers {encode,decode,compare,demo} ...``.
 
 Errors on bad input print one line (``error: ...``) and exit with status 2; no traceback.
+
+``encode`` / ``decode`` import only what the chosen runtime needs (:mod:`helpers.runtime`): with TAEF2 on
+ONNX Runtime (``--runtime auto`` on a CPU) no torch, diffusers, transformers, matplotlib or metric library is
+imported. With ``SDCOMP_TIMING=FILE`` they write per-stage wall/CPU seconds and peak RSS to FILE (JSON; read by
+``python -m helpers.bench --cli``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -44,11 +51,15 @@ def _ranged(kind, lo=None, hi=None, lo_open=False, what=""):
     return parse
 
 
-def _add_model(p: argparse.ArgumentParser, default: str | None = "auto"):
+def _add_model(p: argparse.ArgumentParser, default: str | None = "auto", runtime: bool = False):
     p.add_argument("--model", default=default,
                    help="hub id (e.g. CompVis/stable-diffusion-v1-4), diffusers SD1.x folder, folder with "
                         "taef2_encoder.pth/taef2_decoder.pth, 'taef2', or 'auto' (SD v1.4 if available, else TAEF2)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
+    if runtime:
+        p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"],
+                       help="auto: ONNX Runtime for TAEF2 on a CPU (no torch import once its graphs are cached), "
+                            "PyTorch otherwise; torch: always PyTorch; onnx: ONNX Runtime (TAEF2, CPU only)")
     p.add_argument("--max-pixels", type=_ranged(int, 1), default=None,
                    help=f"pixel cap for images read or decoded (default {DEFAULT_MAX_PIXELS:,} = 8192x8192, "
                         f"or $SDCOMP_MAX_PIXELS)")
@@ -106,10 +117,77 @@ def _params(args):
                        max_pixels=args.max_pixels, effort=args.effort, step=args.step)
 
 
-def _load(spec, device):
-    from .models import load_backend
+class StageLog:
+    """Wall/CPU seconds and peak RSS at the end of each stage of one CLI run, written as JSON to
+    ``$SDCOMP_TIMING`` when that is set (nothing is recorded otherwise). Each mark closes a stage:
+    its wall and CPU seconds are the differences to the previous mark; ``hwm_MiB`` is the process's peak RSS
+    so far (Linux ``VmHWM``), ``rss_MiB`` its current RSS. The first mark is the moment ``python -m helpers``
+    started running our code (``started``), so the interpreter's own start-up is what precedes it."""
 
-    backend = load_backend(spec, device=device)
+    def __init__(self, started: tuple[float, float] | None = None):
+        self.path = os.environ.get("SDCOMP_TIMING") or None
+        self.marks: list[dict] = []
+        self.info: dict = {}
+        if self.path:
+            t, c = started if started else (time.time(), time.process_time())
+            self.marks.append({"stage": "main", "t": t, "cpu": c, **self._memory()})
+
+    @staticmethod
+    def _memory() -> dict:
+        try:
+            with open("/proc/self/status") as fh:
+                status = fh.read()
+        except OSError:  # not Linux: ru_maxrss (KiB on Linux, bytes on macOS)
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            return {"hwm_MiB": peak / (2**20 if sys.platform == "darwin" else 2**10), "rss_MiB": None}
+        out = {}
+        for key, field in (("hwm_MiB", "VmHWM"), ("rss_MiB", "VmRSS")):
+            m = re.search(rf"^{field}:\s+(\d+)\s+kB", status, re.M)
+            out[key] = int(m.group(1)) / 1024 if m else None
+        return out
+
+    def mark(self, stage: str) -> None:
+        if self.path:
+            self.marks.append({"stage": stage, "t": time.time(), "cpu": time.process_time(), **self._memory()})
+
+    def write(self) -> None:
+        if self.path:
+            Path(self.path).write_text(json.dumps({"marks": self.marks, **self.info}, indent=1))
+
+
+def _resolve_runtime(spec, args) -> tuple[str, Path | None]:
+    """(runtime, TAEF2 folder or None) for ``--runtime``; imports that runtime's framework (the imports stage)."""
+    from .runtime import choose_runtime, taef2_dir_of
+
+    choice = getattr(args, "runtime", "torch")
+    if getattr(args, "effort", 0):  # gradients through the decoder: PyTorch only
+        if choice == "onnx":
+            raise SDCError(f"--effort {args.effort} back-propagates through the decoder, which needs PyTorch: "
+                           f"use --runtime torch (or auto), or --effort 0")
+        choice = "torch"
+    taef2_dir = None if choice == "torch" else taef2_dir_of(spec)
+    runtime = choose_runtime(choice, taef2_dir, args.device)
+    if runtime == "onnx":
+        from .onnx_runtime import import_onnxruntime
+
+        import_onnxruntime()
+    else:
+        from . import models  # noqa: F401 - imports torch
+    return runtime, taef2_dir
+
+
+def _load(spec, device, runtime: str = "torch", taef2_dir: Path | None = None, purpose: str | None = None):
+    if runtime == "onnx":
+        from .onnx_runtime import load_taef2_onnx, release_freed_memory_early
+
+        release_freed_memory_early()  # a process-wide allocator setting: the CLI's choice, not the library's
+        backend = load_taef2_onnx(taef2_dir, purpose=purpose)
+    else:
+        from .models import load_backend
+
+        backend = load_backend(spec, device=device)
     print(f"model: {backend.describe()} (loaded in {backend.load_seconds:.1f}s)", file=sys.stderr)
     return backend
 
@@ -150,16 +228,33 @@ def write_atomic(path: Path, write) -> None:
 
 
 def cmd_encode(args) -> int:
-    from .codec import encode
-    from .images import load_image
+    from .codec import check_params, encode, encode_latents
+    from .images import apply_policy, load_image
 
+    log = getattr(args, "stage_log", None) or StageLog()
+    runtime, taef2_dir = _resolve_runtime(args.model, args)
+    log.mark("imports")
     out = check_output(args.output, [args.input])
+    params = _params(args)  # option mistakes before any work
     img = load_image(args.input, background=args.background, max_pixels=args.max_pixels)
-    params = _params(args)
-    backend = _load(args.model, args.device)
+    log.mark("read")
+    backend = _load(args.model, args.device, runtime, taef2_dir, purpose="encode")
+    log.mark("load")
+    check_params(params, backend)  # before the network runs
     t0 = time.perf_counter()
-    enc = encode(img, backend, params, target_bytes=args.target_bytes)
+    c0 = time.process_time()
+    latents = encode_latents(backend, apply_policy(img, params.policy, backend.downsample, params.max_pixels)[0],
+                             params.seed)
+    vae = (time.perf_counter() - t0, time.process_time() - c0)
+    log.mark("vae")
+    enc = encode(img, backend, params, target_bytes=args.target_bytes, latents=latents)
+    log.mark("code")
     write_atomic(out, lambda tmp: tmp.write_bytes(enc.data))
+    log.mark("write")
+    log.info.update(command="encode", runtime=runtime, backend=backend.describe(), bytes=enc.nbytes,
+                    pixels=enc.header.width * enc.header.height, colors=enc.header.colors, coder=enc.header.coder,
+                    codec_wall={"vae_encode": vae[0], **enc.timings},
+                    codec_cpu={"vae_encode": vae[1], **enc.cpu_timings})
     h = enc.header
     w, hh = h.width, h.height
     setting = (f"tc step {enc.coded.step:.4g}" + (f" effort {params.effort}" if params.effort else "")
@@ -177,8 +272,10 @@ LOSSLESS_OUTPUTS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF
 def cmd_decode(args) -> int:
     from . import bitstream
     from .codec import decode
-    from .models import check_model_spec
+    from .runtime import check_model_spec
 
+    log = getattr(args, "stage_log", None) or StageLog()
+    log.mark("imports")
     src, out = Path(args.input), Path(args.output)
     if not src.is_file():
         raise SDCError(f"file not found: {src}; check the path")
@@ -190,10 +287,19 @@ def cmd_decode(args) -> int:
     data = src.read_bytes()
     header, _ = bitstream.unpack(data, limits)  # the whole header is checked before a model is loaded
     spec = args.model or check_model_spec(header.model_id, from_file=True)
-    backend = _load(spec, args.device)
+    log.mark("read")
+    runtime, taef2_dir = _resolve_runtime(spec, args)
+    log.mark("imports")
+    backend = _load(spec, args.device, runtime, taef2_dir, purpose="decode")
+    log.mark("load")
     t0 = time.perf_counter()
     dec = decode(data, backend, denoise=args.denoise, progress=True, limits=limits)
+    log.mark("decode")
     write_atomic(out, lambda tmp: dec.image.save(tmp, format=fmt))
+    log.mark("write")
+    log.info.update(command="decode", runtime=runtime, backend=backend.describe(), bytes=len(data),
+                    pixels=dec.image.size[0] * dec.image.size[1], colors=header.colors, coder=header.coder,
+                    codec_wall=dec.timings, codec_cpu=dec.cpu_timings)
     print(f"{out}: {dec.image.size[0]}x{dec.image.size[1]} from {len(data)} bytes in {time.perf_counter() - t0:.2f}s")
     return 0
 
@@ -232,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("encode", help="image -> .sdc")
     p.add_argument("input")
     p.add_argument("output")
-    _add_model(p)
+    _add_model(p, runtime=True)
     _add_codec(p)
     p.add_argument("--background", default=None,
                    help="flatten transparent images onto this colour (e.g. white, #808080); without it they are refused")
@@ -241,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", help=".sdc -> PNG")
     p.add_argument("input")
     p.add_argument("output")
-    _add_model(p, default=None)
+    _add_model(p, default=None, runtime=True)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--denoise", dest="denoise", action="store_true", default=None, help="force UNet denoising")
     g.add_argument("--no-denoise", dest="denoise", action="store_false", help="skip the denoising the file asks for")
@@ -288,6 +394,12 @@ def guarded(func, *args, interrupted: str = "interrupted"):
         return 130
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, started: tuple[float, float] | None = None) -> int:
+    """``python -m helpers ...``; ``started``: (wall, CPU) time when the process reached our code (StageLog)."""
+    log = StageLog(started)
     args = build_parser().parse_args(argv)
-    return guarded(args.func, args)
+    args.stage_log = log
+    rc = guarded(args.func, args)
+    if rc == 0:
+        log.write()
+    return rc

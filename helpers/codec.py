@@ -14,12 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from PIL import Image
 
 from . import bitstream, entropy
 from .errors import BudgetError, SDCError
-from .images import apply_policy, as_pil, to_pil, to_tensor
+from .images import apply_policy, as_pil, from_nchw, to_nchw
 from .quantize import apply_palette, palette_kmeans, palette_libimagequant, quantize_8bit, unquantize_8bit
 
 
@@ -80,6 +79,7 @@ class Encoded:
     timings: dict[str, float] = field(default_factory=dict)
     #: rate control: (palette size, bytes) for palette methods, (step index k, bytes) for tc
     trials: list[tuple[int, int]] = field(default_factory=list)
+    cpu_timings: dict[str, float] = field(default_factory=dict)  # process CPU seconds per stage (all threads)
     coded: object | None = None  # tc: the helpers.tcoder.Coded (quantized coefficients, step, tables)
 
     @property
@@ -106,17 +106,26 @@ class Decoded:
     header: bitstream.Header
     latents: np.ndarray  # latents fed to the decoder (after unquantize and optional denoising)
     timings: dict[str, float] = field(default_factory=dict)
+    cpu_timings: dict[str, float] = field(default_factory=dict)  # process CPU seconds per stage (all threads)
+
+
+def _sync(device) -> None:
+    if getattr(device, "type", None) == "cuda":  # only a torch backend on a GPU; torch is loaded then
+        import torch
+
+        torch.cuda.synchronize(device)
 
 
 @contextmanager
-def _timed(timings: dict, key: str, device: torch.device | None = None):
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
+def _timed(timings: dict, key: str, device=None, cpu: dict | None = None):
+    """Add the block's wall seconds to ``timings[key]`` (and its process CPU seconds to ``cpu[key]``)."""
+    _sync(device)
+    t0, c0 = time.perf_counter(), time.process_time()
     yield
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
+    _sync(device)
     timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+    if cpu is not None:
+        cpu[key] = cpu.get(key, 0.0) + time.process_time() - c0
 
 
 # ------------------------------------------------------------------------------------------
@@ -124,18 +133,20 @@ def _timed(timings: dict, key: str, device: torch.device | None = None):
 # ------------------------------------------------------------------------------------------
 
 def encode_latents(backend, img: Image.Image, seed: int = 0) -> np.ndarray:
-    """Model input image (multiple of 8) -> raw latents (C, h, w) float32 (SD: posterior sample, fixed seed)."""
+    """Model input image (multiple of 8) -> raw latents (C, h, w) float32 (SD: posterior sample, fixed seed).
+
+    Any runtime: the backend's ``encode_array`` (PyTorch: :class:`helpers.models.Backend`; ONNX Runtime:
+    :class:`helpers.onnx_runtime.OnnxTAEF2Backend`) gets the same float32 array."""
     img = as_pil(img)
     if img.size[0] % backend.downsample or img.size[1] % backend.downsample:
         raise SDCError(f"image {img.size[0]}x{img.size[1]} is not a multiple of {backend.downsample}: "
                        f"pass it through helpers.images.apply_policy first")
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    return backend.encode(to_tensor(img), generator=gen)[0].float().cpu().numpy()
+    return np.asarray(backend.encode_array(to_nchw(img), seed)[0], dtype=np.float32)
 
 
 def decode_latents(backend, z: np.ndarray) -> Image.Image:
     """Raw latents (C, h, w) -> RGB image."""
-    return to_pil(backend.decode(torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))[None]))
+    return from_nchw(backend.decode_array(np.ascontiguousarray(z, dtype=np.float32)[None]))
 
 
 def quantize_latents(q8: np.ndarray, method: str, colors: int, dither: float, seed: int = 0,
@@ -171,23 +182,25 @@ def unpack_payload(header: bitstream.Header, payload: bytes, limits: bitstream.L
 # whole chain
 # ------------------------------------------------------------------------------------------
 
-def _cached(cache: dict | None, key: tuple, timings: dict, stage: str, compute):
+def _cached(cache: dict | None, key: tuple, timings: dict, stage: str, compute, cpu: dict | None = None):
     """Run ``compute()`` once per key. Timings always get the stage's standalone cost (a hit adds the
     seconds the cached computation took), so reported stage times do not depend on caching."""
     if cache is not None and key in cache:
-        value, seconds = cache[key]
+        value, seconds, cpu_seconds = cache[key]
     else:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         value = compute()
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         if cache is not None:
-            cache[key] = (value, seconds)
+            cache[key] = (value, seconds, cpu_seconds)
     timings[stage] = timings.get(stage, 0.0) + seconds
+    if cpu is not None:
+        cpu[stage] = cpu.get(stage, 0.0) + cpu_seconds
     return value
 
 
 def _build(backend, params: CodecParams, method: str, size: tuple[int, int], q8: np.ndarray,
-           colors: int, timings: dict, cache: dict | None = None
+           colors: int, timings: dict, cache: dict | None = None, cpu: dict | None = None
            ) -> tuple[bytes, bitstream.Header, np.ndarray | None, np.ndarray | None]:
     c, h, w = q8.shape
     palette = indices = None
@@ -196,11 +209,12 @@ def _build(backend, params: CodecParams, method: str, size: tuple[int, int], q8:
     if method != "raw":
         pkey = (qkey, "palette", int(colors), dither, params.seed, params.kmeans_iters)
         palette, indices = _cached(cache, pkey, timings, "palette", lambda: quantize_latents(
-            q8, method, colors, dither, params.seed, params.kmeans_iters))
+            q8, method, colors, dither, params.seed, params.kmeans_iters), cpu)
         ckey = (pkey, "pack", params.coder)
     else:
         ckey = (qkey, "raw")
-    payload = _cached(cache, ckey, timings, "pack", lambda: pack_payload(palette, indices, params.coder, q8))
+    payload = _cached(cache, ckey, timings, "pack", lambda: pack_payload(palette, indices, params.coder, q8),
+                      cpu)
     header = bitstream.Header(
         method=method, coder="zlib" if method == "raw" else params.coder, model_id=backend.model_id,
         fingerprint=backend.fingerprint, width=size[0], height=size[1], channels=c, latent_height=h,
@@ -209,6 +223,15 @@ def _build(backend, params: CodecParams, method: str, size: tuple[int, int], q8:
         denoise_strength=params.denoise_strength if params.denoise else 0.0,
         denoise_steps=params.denoise_steps if params.denoise else 0)
     return bitstream.pack(header, payload, params.limits()), header, palette, indices
+
+
+def check_params(params: CodecParams, backend) -> None:
+    """What :func:`encode` refuses before any work: denoising without a UNet, a palette size out of range."""
+    if params.denoise and not getattr(backend, "has_unet", False):
+        raise SDCError(f"--denoise needs a Stable Diffusion backend with a UNet; '{backend.model_id}' has none: "
+                       f"drop --denoise or pass --model an SD1.x id/folder")
+    if not 1 <= params.colors <= bitstream.MAX_COLORS:
+        raise SDCError(f"palette size must be 1..{bitstream.MAX_COLORS} (libimagequant: 2..256), got {params.colors}")
 
 
 def encode(img, backend, params: CodecParams | None = None, target_bytes: int | None = None,
@@ -224,28 +247,22 @@ def encode(img, backend, params: CodecParams | None = None, target_bytes: int | 
     each stage's standalone cost either way.
     """
     params = params or CodecParams()
-    if params.denoise and not getattr(backend, "has_unet", False):
-        raise SDCError(f"--denoise needs a Stable Diffusion backend with a UNet; '{backend.model_id}' has none: "
-                       f"drop --denoise or pass --model an SD1.x id/folder")
-    if not 1 <= params.colors <= bitstream.MAX_COLORS:
-        raise SDCError(f"palette size must be 1..{bitstream.MAX_COLORS} (libimagequant: 2..256), got {params.colors}")
+    check_params(params, backend)
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     model_img, size = apply_policy(img, params.policy, backend.downsample, params.max_pixels)
     if latents is None:
-        with _timed(timings, "vae_encode", backend.device):
+        with _timed(timings, "vae_encode", backend.device, cpu):
             latents = encode_latents(backend, model_img, params.seed)
     method = params.resolved_method(latents.shape[0])
     if method == "tc":
-        return _encode_tc(backend, params, model_img, size, latents, target_bytes, timings, cache)
-    with _timed(timings, "quantize8"):
+        return _encode_tc(backend, params, model_img, size, latents, target_bytes, timings, cpu, cache)
+    with _timed(timings, "quantize8", cpu=cpu):
         q8 = quantize_8bit(latents, backend.quant_span)
     trials: list[tuple[int, int]] = []
 
     def attempt(colors: int):
-        t: dict[str, float] = {}
-        out = _build(backend, params, method, size, q8, colors, t, cache)
-        for k, v in t.items():
-            timings[k] = timings.get(k, 0.0) + v
+        out = _build(backend, params, method, size, q8, colors, timings, cache, cpu)
         trials.append((colors, len(out[0])))
         return out
 
@@ -270,7 +287,7 @@ def encode(img, backend, params: CodecParams | None = None, target_bytes: int | 
                               f"raise --target-bytes or use a model with fewer latent channels")
         data, header, palette, indices = best
     return Encoded(data=data, header=header, latents=latents, q8=q8, palette=palette, indices=indices,
-                   timings=timings, trials=trials)
+                   timings=timings, trials=trials, cpu_timings=cpu)
 
 
 def _tc_header(backend, params: CodecParams, size: tuple[int, int], shape: tuple[int, ...]) -> bitstream.Header:
@@ -283,7 +300,7 @@ def _tc_header(backend, params: CodecParams, size: tuple[int, int], shape: tuple
         denoise_steps=params.denoise_steps if params.denoise else 0)
 
 
-def _encode_tc(backend, params: CodecParams, model_img, size, latents, target_bytes, timings, cache) -> Encoded:
+def _encode_tc(backend, params: CodecParams, model_img, size, latents, target_bytes, timings, cpu, cache) -> Encoded:
     """The transform coder: optional refinement against decoded pixels, then helpers.tcoder under the budget."""
     from . import tcoder
 
@@ -307,12 +324,12 @@ def _encode_tc(backend, params: CodecParams, model_img, size, latents, target_by
         key = ("refine", params.effort, target_bytes, params.step,
                zlib.crc32(np.ascontiguousarray(latents).tobytes()), latents.shape)
         z = _cached(cache, key, timings, "refine",
-                    lambda: refine_latents(backend, model_img, latents, params.effort, quantizer_for))
-    with _timed(timings, "pack"):
+                    lambda: refine_latents(backend, model_img, latents, params.effort, quantizer_for), cpu)
+    with _timed(timings, "pack", cpu=cpu):
         coded, trials = code(z)
     data = bitstream.pack(header, coded.payload, params.limits())
     return Encoded(data=data, header=header, latents=z, q8=None, palette=None, indices=None, timings=timings,
-                   trials=trials, coded=coded)
+                   trials=trials, cpu_timings=cpu, coded=coded)
 
 
 def check_model(header: bitstream.Header, backend) -> None:
@@ -333,25 +350,28 @@ def decode(data: bytes, backend, denoise: bool | None = None, progress: bool = F
     The whole header is checked (:func:`bitstream.unpack`, then against the model) before anything is
     allocated or the model runs; ``limits`` (default: :meth:`bitstream.Limits.default`) sets the pixel cap.
     """
-    from .denoise import DEFAULT_STEPS, DEFAULT_STRENGTH, denoise_latents
-
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     header, payload = bitstream.unpack(data, limits)
     check_model(header, backend)
-    with _timed(timings, "unpack"):
+    with _timed(timings, "unpack", cpu=cpu):
         _, _, q = unpack_payload(header, payload, limits)
         z = q if q.dtype.kind == "f" else unquantize_8bit(q, header.quant_span)  # tc decodes to float latents
     do_denoise = header.denoise if denoise is None else denoise
     if do_denoise:
-        with _timed(timings, "denoise", backend.device):
+        import torch
+
+        from .denoise import DEFAULT_STEPS, DEFAULT_STRENGTH, denoise_latents
+
+        with _timed(timings, "denoise", backend.device, cpu):
             strength = header.denoise_strength if header.denoise else DEFAULT_STRENGTH
             steps = header.denoise_steps if header.denoise else DEFAULT_STEPS
             z = denoise_latents(backend, torch.from_numpy(z)[None], strength, steps, progress)[0].cpu().numpy()
-    with _timed(timings, "vae_decode", backend.device):
+    with _timed(timings, "vae_decode", backend.device, cpu):
         image = decode_latents(backend, z)
     if image.size != (header.width, header.height):
         image = image.crop((0, 0, header.width, header.height))
-    return Decoded(image=image, header=header, latents=z, timings=timings)
+    return Decoded(image=image, header=header, latents=z, timings=timings, cpu_timings=cpu)
 
 
 def roundtrip(img, backend, params: CodecParams | None = None, target_bytes: int | None = None,

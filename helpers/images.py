@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageInputError
@@ -164,16 +163,34 @@ def model_input(img, policy: str = "pad8", multiple: int = 8) -> tuple[Image.Ima
     return model_img, model_img.crop((0, 0, *size))
 
 
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB PIL -> (1, 3, H, W) float32 in [-1, 1]."""
+def to_nchw(img) -> np.ndarray:
+    """RGB PIL -> (1, 3, H, W) float32 numpy array in [-1, 1] (``x / 127.5 - 1``; what every runtime gets)."""
     arr = np.asarray(as_pil(img), dtype=np.float32)
-    return torch.from_numpy(arr / 127.5 - 1.0).permute(2, 0, 1)[None].contiguous()
+    return np.ascontiguousarray((arr / 127.5 - 1.0).transpose(2, 0, 1)[None])
 
 
-def to_pil(x: torch.Tensor) -> Image.Image:
-    """(1, 3, H, W) tensor in [-1, 1] -> RGB PIL (clamped, rounded)."""
-    arr = ((x[0].detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return Image.fromarray(arr.permute(1, 2, 0).numpy())
+def from_nchw(x) -> Image.Image:
+    """(1, 3, H, W) float array (or torch tensor) in [-1, 1] -> RGB PIL: ``round((clamp(x, -1, 1) + 1) * 127.5)``
+    in float32, rounding half to even (the same numbers as the torch expression it replaced)."""
+    if not isinstance(x, np.ndarray):  # a torch tensor
+        x = x.detach().float().cpu().numpy()
+    y = np.clip(np.asarray(x[0], dtype=np.float32), -1, 1)  # a new array: the ops below work in place
+    y += 1
+    y *= np.float32(127.5)
+    np.rint(y, out=y)
+    return Image.fromarray(np.ascontiguousarray(y.astype(np.uint8).transpose(1, 2, 0)))
+
+
+def to_tensor(img: Image.Image):
+    """RGB PIL -> (1, 3, H, W) float32 torch tensor in [-1, 1]."""
+    import torch
+
+    return torch.from_numpy(to_nchw(img))
+
+
+def to_pil(x) -> Image.Image:
+    """(1, 3, H, W) tensor (or array) in [-1, 1] -> RGB PIL (clamped, rounded); see :func:`from_nchw`."""
+    return from_nchw(x)
 
 
 def to_array(img) -> np.ndarray:

@@ -14,8 +14,6 @@ Every backend exposes the same small interface used by the codec:
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -27,8 +25,12 @@ import numpy as np
 import torch
 
 from .errors import ModelNotFoundError, SDCError
+# torch-free model-spec helpers live in helpers.runtime (the CLI resolves specs without importing torch)
+from .runtime import (DEFAULT_SD_MODEL, TAEF2_DECODER, TAEF2_ENCODER, TAEF2_MODEL_ID, TAEF2_TILE,  # noqa: F401
+                      TINY_MODEL_ID, _expand, check_model_spec, default_taef2_dir, hub_reachable,
+                      taef2_weight_files)
+from .runtime import tile_side as _tile_side
 
-DEFAULT_SD_MODEL = "CompVis/stable-diffusion-v1-4"
 #: SD v1 latent scaling factor (latents * 0.18215 have roughly unit variance).
 SD_SCALING = 0.18215
 #: The 2022 notebook's quantization span for unscaled SD latents: q = z / (255 * 0.18215) + 0.5.
@@ -36,18 +38,6 @@ SD_QUANT_SPAN = 255 * SD_SCALING
 #: TAEF2 latents sit within about +-3 (rare peaks to +-5): [-4, 4] maps to [0, 1]; measured on kodim23,
 #: span 8 gives 32.45 dB after 8-bit rounding vs 32.33 dB for the TAESD convention span 6.
 TAEF2_QUANT_SPAN = 8.0
-TAEF2_ENCODER = "taef2_encoder.pth"
-TAEF2_DECODER = "taef2_decoder.pth"
-TAEF2_MODEL_ID = "taef2"
-TINY_MODEL_ID = "tiny-random-sd"
-
-
-def default_taef2_dir() -> Path:
-    """Where TAEF2 weights are looked for by default: $SDCOMP_TAEF2_DIR, else ../shared/weights/taef2."""
-    env = os.environ.get("SDCOMP_TAEF2_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "weights" / "taef2"
 
 
 def select_device(preference: str | None = None) -> torch.device:
@@ -120,21 +110,18 @@ class Backend:
     def decode(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    runtime = "torch"
 
-#: Core tile side (pixels) for TAEF2's tiled encode/decode; ``SDCOMP_TILE`` overrides it. Chosen by measurement
-#: (scripts/bench_large_photo.py): time per megapixel vs peak memory on this project's CPU machine.
-TAEF2_TILE = 1024
+    def encode_array(self, x: np.ndarray, seed: int = 0) -> np.ndarray:
+        """(N, 3, H, W) float32 array in [-1, 1] -> raw latents (N, C, h, w) float32 (the codec's entry point,
+        shared with :class:`helpers.onnx_runtime.OnnxTAEF2Backend`); SD samples its posterior with ``seed``."""
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        return self.encode(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), generator=gen
+                           ).float().cpu().numpy()
 
-
-def _tile_side() -> int:
-    raw = os.environ.get("SDCOMP_TILE", "")
-    try:
-        v = int(raw) if raw.strip() else TAEF2_TILE
-    except ValueError:
-        raise SDCError(f"SDCOMP_TILE={raw!r} is not an integer: unset it or give a tile side in pixels") from None
-    if v < 64 or v % 64:
-        raise SDCError(f"SDCOMP_TILE={raw!r} must be a multiple of 64, at least 64")
-    return v
+    def decode_array(self, z: np.ndarray) -> np.ndarray:
+        """Raw latents (N, C, h, w) -> (N, 3, H, W) float32 array in about [-1, 1]."""
+        return self.decode(torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))).float().cpu().numpy()
 
 
 def _inplace_relu(module: torch.nn.Module) -> torch.nn.Module:
@@ -316,17 +303,6 @@ def _from_pretrained(cls, source: str, subfolder: str, what: str, **kwargs):
         raise ModelNotFoundError(_missing_message(what, source, exc)) from None
 
 
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """True when the Hugging Face hub answers on port 443 (and HF_HUB_OFFLINE is not set)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def load_sd(source: str = DEFAULT_SD_MODEL, device: str | torch.device | None = None,
             dtype: torch.dtype | None = None) -> SDBackend:
     """Load an SD1.x VAE from a hub id or a local diffusers directory (UNet etc. load on demand).
@@ -382,12 +358,8 @@ def load_taef2(directory: str | Path | None = None, device: str | torch.device |
     dtype = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
     t0 = time.perf_counter()
     enc, dec = make_encoder(), make_decoder()
-    for module, fname in ((enc, TAEF2_ENCODER), (dec, TAEF2_DECODER)):
-        f = directory / fname
-        if not f.is_file():
-            raise ModelNotFoundError(
-                f"TAEF2 weights not found: looked for {f}; fix: download {fname} from "
-                f"https://github.com/madebyollin/taesd into that folder, set SDCOMP_TAEF2_DIR, or pass --model DIR")
+    for module, f in zip((enc, dec), taef2_weight_files(directory)):
+        fname = f.name
         try:
             state = torch.load(f, map_location="cpu", weights_only=True)
             module.load_state_dict(state)
@@ -418,54 +390,6 @@ def load_backend(spec: str | None = "auto", device: str | torch.device | None = 
     if path.is_dir() and (path / TAEF2_ENCODER).exists():
         return load_taef2(path, device=device)
     return load_sd(spec, device=device)
-
-
-def _expand(spec: str) -> Path:
-    try:
-        return Path(spec).expanduser()
-    except RuntimeError:  # "~nosuchuser": Python cannot determine that home directory
-        user = spec[1:].split("/", 1)[0]
-        raise ModelNotFoundError(f"model '{spec[:80]}': no user '{user[:40]}' to expand '~{user[:40]}' for; pass a "
-                                 f"full path, a Hugging Face id (e.g. {DEFAULT_SD_MODEL}) or taef2") from None
-
-
-def check_model_spec(spec, from_file: bool = False) -> str:
-    """A model id the loaders can take, or a one-line ModelNotFoundError.
-
-    Accepted: ``taef2``, an existing local folder (only when given by the user, not read from a file), or a
-    well-formed Hugging Face repo id (``huggingface_hub.utils.validate_repo_id``). Ids read from an .sdc
-    header (``from_file=True``) may not name paths (``/``-rooted, ``~``, ``..``), so a crafted file cannot
-    make the decoder load a folder of its choosing.
-    """
-    where = "the file's model id" if from_file else "--model"
-    if not isinstance(spec, str) or not spec.strip():
-        raise ModelNotFoundError(f"{where} is empty: pass a Hugging Face id, a model folder or taef2")
-    shown = spec[:80] + ("..." if len(spec) > 80 else "")
-    if not spec.isprintable() or spec != spec.strip():
-        raise ModelNotFoundError(f"{where} {shown!r} holds control characters or surrounding spaces: pass a "
-                                 f"Hugging Face id, a model folder or taef2")
-    if spec == TAEF2_MODEL_ID:
-        return spec
-    if from_file:
-        if spec.startswith(("/", "~", ".", "\\")) or ".." in spec or "\\" in spec or ":" in spec:
-            raise ModelNotFoundError(f"{where} {shown!r} names a path, which a file may not choose: pass --model "
-                                     f"with the folder of the weights it was made with")
-    else:
-        path = _expand(spec)
-        try:
-            if path.exists():
-                return spec
-        except OSError:  # e.g. a name too long for the file system
-            pass
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(spec)
-    except HFValidationError:
-        raise ModelNotFoundError(f"model {shown!r} is neither an existing folder nor a valid Hugging Face id "
-                                 f"(owner/name): pass e.g. {DEFAULT_SD_MODEL}, a diffusers SD1.x folder, a TAEF2 "
-                                 f"folder or taef2") from None
-    return spec
 
 
 def load_with_fallback(spec: str | None, fallback: str | None = TAEF2_MODEL_ID,

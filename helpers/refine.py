@@ -31,6 +31,9 @@ MAX_PIXELS = 1024 * 1024
 
 def _pixels(backend):
     """Differentiable decoder: (1, C, h, w) latent -> (1, 3, H, W) RGB in [0, 1]."""
+    if getattr(backend, "runtime", "torch") != "torch":
+        raise SDCError(f"--effort needs a PyTorch decoder; this backend runs on {backend.runtime}: "
+                       f"use --runtime torch, or --effort 0")
     if backend.kind == "taef2":
         return backend.decoder
     if backend.kind == "sd":

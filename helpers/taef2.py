@@ -92,6 +92,33 @@ def split_decoder(decoder: nn.Sequential) -> tuple[nn.Sequential, nn.Sequential]
     return decoder[:DECODER_SPLIT], decoder[DECODER_SPLIT:]
 
 
+#: within the local halves, the layers at full image resolution (the most memory per pixel): encoder[:3] (conv,
+#: block, stride-2 conv: image -> 1/2) and decoder[16:] (x2 upsampling, conv, block, conv: 1/2 -> image)
+ENCODER_FULLRES = 3
+DECODER_FULLRES = 16
+
+
+def split_fullres(encoder: nn.Sequential, decoder: nn.Sequential
+                  ) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential, nn.Sequential]:
+    """The local halves cut once more where the resolution halves: (encoder[:3] image -> 1/2,
+    encoder[3:11] 1/2 -> 1/8 features, decoder[6:16] latent features -> 1/2, decoder[16:] 1/2 -> image).
+    Running the full-resolution parts in smaller tiles of their own bounds the largest activations
+    (:mod:`helpers.onnx_runtime`)."""
+    return (encoder[:ENCODER_FULLRES], encoder[ENCODER_FULLRES:ENCODER_SPLIT],
+            decoder[DECODER_SPLIT:DECODER_FULLRES], decoder[DECODER_FULLRES:])
+
+
+def inner_halos() -> tuple[int, int]:
+    """Halos for tiling the full-resolution parts of :func:`split_fullres` exactly: (encoder[:3] halo in pixels,
+    a multiple of 2; decoder[16:] halo in half-resolution samples)."""
+    import math
+
+    from .tiling import receptive_radius
+
+    first, _, _, last = split_fullres(make_encoder(), make_decoder())
+    return 2 * math.ceil(receptive_radius(first) / 2), math.ceil(receptive_radius(last))
+
+
 def halos() -> tuple[int, int]:
     """Halos that make tiling exact, derived from the architecture (:func:`helpers.tiling.receptive_radius`):
     (encoder halo in pixels, a multiple of 8; decoder halo in latent samples)."""

@@ -16,55 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-PHOTOS = ("Aqua", "Garden", "LadyBird", "YellowFlower")
-PACKAGE = "mate-backgrounds"
-LICENCE = "mate-backgrounds nature/ (Aqua, Garden, LadyBird, YellowFlower): (c) 2008 Charles Barbin, GPL-2+"
+sys.path.insert(0, str(ROOT))
 
-
-def fetch_photos(workdir: Path) -> list[Path]:
-    nature = workdir / "x" / "usr" / "share" / "backgrounds" / "mate" / "nature"
-    if not all((nature / f"{n}.jpg").is_file() for n in PHOTOS):
-        workdir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["apt-get", "download", PACKAGE], cwd=workdir, check=True, capture_output=True)
-        deb = next(workdir.glob(f"{PACKAGE}_*.deb"))
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(workdir / "x")], check=True)
-    return [nature / f"{n}.jpg" for n in PHOTOS]
-
-
-def mosaic(photos: list[Path], out: Path) -> Path:
-    canvas = Image.new("RGB", (4000, 3000))
-    for i, p in enumerate(photos):
-        im = Image.open(p).convert("RGB")
-        w, h = im.size
-        left, top = (w - 2000) // 2, (h - 1500) // 2
-        canvas.paste(im.crop((left, top, left + 2000, top + 1500)), ((i % 2) * 2000, (i // 2) * 1500))
-    canvas.save(out)
-    return out
-
-
-def run_measured(cmd: list[str]) -> dict:
-    """Run ``cmd`` as a child and return its wall time, peak RSS (MiB, from os.wait4) and output."""
-    with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fo, stderr=fe, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        fo.seek(0), fe.seek(0)
-        out, err = fo.read(), fe.read()
-    if proc.returncode:
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_MiB": usage.ru_maxrss / 1024,
-            "stdout": out, "stderr": err}
+# the photographs, the mosaic and the measured child process are shared with `python -m helpers.bench --cli`
+from helpers.bench.cli_timing import PHOTO_LICENCE as LICENCE  # noqa: E402
+from helpers.bench.cli_timing import fetch_photos, mosaic, run_measured  # noqa: E402,F401
 
 
 def work_seconds(stdout: str) -> float:
@@ -89,6 +52,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "results" / "large_photo"))
     ap.add_argument("--model", default="taef2")
     ap.add_argument("--extra", nargs="*", default=[], help="extra encode options, e.g. --coder arith")
+    ap.add_argument("--runtime", default="torch", choices=["torch", "onnx", "auto"],
+                    help="the CLI's --runtime (default torch: the committed results/large_photo figures)")
     args = ap.parse_args(argv)
 
     work = Path(args.photos)
@@ -98,10 +63,11 @@ def main(argv=None) -> int:
     rows = []
     # fixed cost of a run (interpreter, imports, model load, file I/O): a 64x64 image, subtracted below
     src.crop((0, 0, 64, 64)).save(tmp / "tiny.png")
+    rt = ["--runtime", args.runtime]
     fixed = {"encode": run_measured([sys.executable, "-m", "helpers", "encode", str(tmp / "tiny.png"),
-                                     str(tmp / "tiny.sdc"), "--model", args.model, *args.extra])}
+                                     str(tmp / "tiny.sdc"), "--model", args.model, *rt, *args.extra])}
     fixed["decode"] = run_measured([sys.executable, "-m", "helpers", "decode", str(tmp / "tiny.sdc"),
-                                    str(tmp / "tiny.dec.png")])
+                                    str(tmp / "tiny.dec.png"), *rt])
     print(json.dumps({k: {"wall_s": round(v["wall_s"], 2), "cpu_s": round(v["cpu_s"], 2)} for k, v in fixed.items()}),
           flush=True)
     for spec in args.sizes:
@@ -111,8 +77,8 @@ def main(argv=None) -> int:
         src.crop((left, top, left + w, top + h)).save(img)
         sdc, png = tmp / f"photo_{w}x{h}.sdc", tmp / f"photo_{w}x{h}.dec.png"
         enc = run_measured([sys.executable, "-m", "helpers", "encode", str(img), str(sdc), "--model", args.model,
-                            *args.extra])
-        dec = run_measured([sys.executable, "-m", "helpers", "decode", str(sdc), str(png)])
+                            *rt, *args.extra])
+        dec = run_measured([sys.executable, "-m", "helpers", "decode", str(sdc), str(png), *rt])
         assert Image.open(png).size == (w, h)
         mp = w * h / 1e6
         row = {"size": f"{w}x{h}", "megapixels": round(mp, 3), "bytes": sdc.stat().st_size}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,16 @@ TAEF2_DIR = SHARED / "weights" / "taef2"
 def need_shared():
     if not (KODAK / "kodim23.png").is_file() or not (TAEF2_DIR / "taef2_encoder.pth").is_file():
         pytest.skip("../shared (Kodak images + TAEF2 weights) is not beside the project root")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_onnx_cache(tmp_path_factory):
+    """ONNX graphs exported during the tests go to a session folder, not the user's ~/.cache/sdcomp
+    (subprocesses inherit it). Set SDCOMP_TEST_CACHE to reuse a folder across runs."""
+    folder = os.environ.get("SDCOMP_TEST_CACHE") or str(tmp_path_factory.mktemp("sdcomp-cache"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SDCOMP_CACHE", folder)
+        yield Path(folder)
 
 
 @pytest.fixture(scope="session")

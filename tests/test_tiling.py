@@ -114,3 +114,19 @@ def test_sd_uses_diffusers_tiling_for_large_images(tiny_sd):
     finally:
         tiny_sd.tile_threshold_pixels = old
         tiny_sd.vae.disable_tiling()
+
+
+def test_fullres_split_composes_and_its_halos():
+    from helpers.taef2 import inner_halos, split_fullres
+
+    enc, dec = make_encoder(), make_decoder()
+    first, mid, dmid, last = split_fullres(enc, dec)
+    # encoder[:3]: conv, block (3 convs), stride-2 conv = 1 + 3 + 1 = 5 pixels -> 6 (a multiple of 2);
+    # decoder[16:]: x2 upsampling (1/2), conv (1/2), block (3/2), conv (1/2) = 3 half-resolution samples
+    assert receptive_radius(first) == 5 and receptive_radius(last) == 3
+    assert inner_halos() == (6, 3)
+    with torch.inference_mode():
+        x = torch.rand(1, 3, 64, 48)
+        assert torch.equal(mid(first(x)), split_encoder(enc)[0](x))
+        f = torch.rand(1, 64, 8, 6)
+        assert torch.equal(last(dmid(f)), split_decoder(dec)[1](f))

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--report-only", action="store_true",
                     help="only rewrite rd_curves.png and summary.md from the records.json in --out (no models)")
     ap.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    ap.add_argument("--cli", action="store_true",
+                    help="instead: time the real CLI (encode/decode subprocesses, both runtimes, per stage and size; "
+                         "helpers.bench.cli_timing); see python -m helpers.bench --cli --help")
     return ap
 
 
@@ -76,6 +79,10 @@ def report_only(out: Path) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m helpers.bench [args]``: 0 on success, 2 after a one-line ``error: ...`` (bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--cli" in argv:  # the CLI timing benchmark has its own options
+        from .cli_timing import main as cli_timing_main
+
+        return cli_timing_main([a for a in argv if a != "--cli"])
     args = build_parser().parse_args(argv)
     from ..cli import guarded
 

@@ -1,0 +1,508 @@
+"""TAEF2 through ONNX Runtime: exported once from the PyTorch modules, cached by the weights' digest, run
+without torch.
+
+The CLI's TAEF2 path (``--runtime onnx``, or ``auto`` on a CPU) runs the halves the PyTorch backend tiles
+(:func:`helpers.taef2.split_encoder` / :func:`~helpers.taef2.split_decoder`) as six ONNX graphs. The GroupNorm
+blocks (global statistics) run untiled at latent resolution: ``enc_global`` (features -> latents) and
+``dec_global`` (clamp + GroupNorm blocks). The local parts run in tiles (:func:`helpers.tiling.tiled_apply`,
+the same tiles and halos as PyTorch: ``SDCOMP_TILE`` pixels, default 1024, halos of 72 pixels / 9 latent
+samples), and within each tile their full-resolution layers (:func:`helpers.taef2.split_fullres`) run once
+more in tiles of :data:`INNER_TILE` pixels (halos 6 pixels / 3 half-resolution samples, from the receptive
+field): ``enc_first`` (image -> 1/2) then ``enc_mid`` (1/2 -> 64 features at 1/8); ``dec_mid`` (latent
+features -> 1/2) then ``dec_last`` (1/2 -> image). A 64-channel activation at full resolution is the largest
+tensor of either network (64 MiB at 512x512, three alive at once): the inner tiles cut a 512x512 decode's
+activation peak from ~192 MiB to ~75 MiB, and a 1024-pixel tile's from ~940 MiB to ~280 MiB, for 1-7 %
+more CPU (measured). Tiling is exact: every output sample sees exactly the inputs it would untiled.
+
+**Cache.** The graphs are exported by ``torch.onnx.export`` (the TorchScript exporter, ``dynamo=False``:
+the dynamo exporter needs ``onnxscript``, which is not installed here; opset 17, dynamic batch/height/width)
+into ``$SDCOMP_CACHE/onnx/taef2-<digest>-e<EXPORT_VERSION>/`` (default cache folder: ``$XDG_CACHE_HOME/sdcomp``
+or ``~/.cache/sdcomp``), where ``<digest>`` is the SHA-256 of the two weight files' contents. The folder is
+written atomically (exported into a temporary sibling, then renamed), and its ``manifest.json`` records
+the weights' digest, the header fingerprint (:func:`helpers.models.weights_fingerprint` of the decoder,
+computed by PyTorch at export time) and the SHA-256 of every graph. Each graph also carries the digest and
+fingerprint in its own metadata. Loading re-hashes the weight files and the graphs it opens: other
+weights find another folder (or none); a truncated, edited or half-written folder is *stale/corrupt* and is
+re-exported when torch is importable, otherwise refused with a one-line error. So the fingerprint an ONNX
+run writes into (or checks against) a file header is the one PyTorch computes for the same weight files.
+The weights themselves stay where they are (``../shared/weights/taef2`` or the user's folder); the cache
+holds derived graphs only, never in the repository.
+
+**Torch.** Only the export imports torch (the first run for a set of weights, or a re-export); every later
+run imports numpy, Pillow and onnxruntime only.
+
+**Session options** (:class:`OrtSettings`, environment overrides in brackets): intra-op threads = the
+CPU count [``SDCOMP_ORT_THREADS``], one inter-op thread, sequential execution, all graph optimisations
+[``SDCOMP_ORT_OPT``: disable/basic/extended/all], the CPU memory arena and memory-pattern planning off
+[``SDCOMP_ORT_ARENA=1``, ``SDCOMP_ORT_MEM_PATTERN=1``] (both keep freed activations mapped: at 512x512 they
+cost ~250 MB of peak RSS for no measurable speed), thread spinning off [``SDCOMP_ORT_SPIN=1``] (spinning
+burns CPU on a shared machine). Decoded pixels do not depend on the thread count or the arena; see
+README, *Runtimes*.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SDCError
+from .runtime import TAEF2_MODEL_ID, default_taef2_dir, taef2_weight_files, tile_side
+
+#: bump when the exported graphs change (split points, opset, input conventions): older caches become stale
+EXPORT_VERSION = 2
+OPSET = 17
+MANIFEST = "manifest.json"
+CACHE_FORMAT = "sdcomp-onnx-cache"
+#: graph name -> (input channels of the dummy export input, its side, what it computes)
+PARTS = {
+    "enc_first": (3, 64, "image in [0, 1] -> 64 features at 1/2 (full-resolution layers, inner tiles)"),
+    "enc_mid": (64, 32, "features at 1/2 -> 64 features at 1/8 (tiles)"),
+    "enc_global": (64, 8, "features at 1/8 -> 32 latent channels (GroupNorm blocks, untiled)"),
+    "dec_global": (32, 8, "latents -> 64 features (clamp, GroupNorm blocks, untiled)"),
+    "dec_mid": (64, 8, "features -> 64 features at 1/2 of the image (tiles)"),
+    "dec_last": (64, 32, "features at 1/2 -> image in [0, 1] (full-resolution layers, inner tiles)"),
+}
+PURPOSES = {"encode": ("enc_first", "enc_mid", "enc_global"), "decode": ("dec_global", "dec_mid", "dec_last"),
+            None: tuple(PARTS)}
+#: core side (pixels) of the inner tiles of the full-resolution layers; 256 measured best: at 512x512 the
+#: activation peak drops by ~120 MiB for ~1 % (decoder) / ~7 % (encoder) more CPU, 512 saves nothing there
+INNER_TILE = 256
+TAEF2_QUANT_SPAN = 8.0  # = helpers.models.TAEF2_QUANT_SPAN (kept here so this module needs no torch)
+TAEF2_LATENT_CHANNELS = 32
+
+
+class CacheError(SDCError):
+    """A cached graph folder is missing, stale or corrupt (internal: triggers a re-export when possible)."""
+
+
+def cache_root() -> Path:
+    """The user cache folder: ``$SDCOMP_CACHE``, else ``$XDG_CACHE_HOME/sdcomp``, else ``~/.cache/sdcomp``."""
+    env = os.environ.get("SDCOMP_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "sdcomp"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_digest(files) -> str:
+    """SHA-256 over the weight files' names and contents (what the cache is keyed by)."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(Path(f).name.encode() + b"\0" + _sha256_file(Path(f)).encode())
+    return h.hexdigest()
+
+
+def graphs_dir(digest: str) -> Path:
+    return cache_root() / "onnx" / f"taef2-{digest[:24]}-e{EXPORT_VERSION}"
+
+
+# ------------------------------------------------------------------------------------------
+# session options
+# ------------------------------------------------------------------------------------------
+
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SDCError(f"{name}={raw!r} is not a yes/no value: use 1 or 0")
+
+
+@dataclass(frozen=True)
+class OrtSettings:
+    """ONNX Runtime session options (see the module docstring for the measured choices)."""
+
+    threads: int = 0  # intra-op threads; 0 = os.cpu_count()
+    arena: bool = False  # CPU memory arena
+    mem_pattern: bool = False  # memory-pattern planning (pre-allocates per input shape)
+    opt_level: str = "all"
+    spinning: bool = False  # intra-op threads spin-wait between ops
+
+    @classmethod
+    def from_env(cls, **overrides) -> "OrtSettings":
+        raw = os.environ.get("SDCOMP_ORT_THREADS", "").strip()
+        try:
+            threads = int(raw) if raw else 0
+        except ValueError:
+            raise SDCError(f"SDCOMP_ORT_THREADS={raw!r} is not an integer: unset it or give a thread count") from None
+        if threads < 0:
+            raise SDCError(f"SDCOMP_ORT_THREADS={raw!r} must be >= 0 (0 = one per CPU)")
+        opt = os.environ.get("SDCOMP_ORT_OPT", "").strip().lower() or "all"
+        if opt not in OPT_LEVELS:
+            raise SDCError(f"SDCOMP_ORT_OPT={opt!r}: use one of {', '.join(OPT_LEVELS)}")
+        kw = dict(threads=threads, arena=_env_flag("SDCOMP_ORT_ARENA", False),
+                  mem_pattern=_env_flag("SDCOMP_ORT_MEM_PATTERN", False), opt_level=opt,
+                  spinning=_env_flag("SDCOMP_ORT_SPIN", False))
+        kw.update(overrides)
+        return cls(**kw)
+
+    @property
+    def intra_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+    def session_options(self, ort):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.intra_threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[self.opt_level]
+        so.enable_cpu_mem_arena = self.arena
+        so.enable_mem_pattern = self.mem_pattern
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        so.log_severity_level = 3  # errors only
+        return so
+
+
+#: glibc's M_MMAP_THRESHOLD (mallopt parameter -3): allocations at least this large get their own mapping,
+#: returned to the system when freed
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 1 << 20
+
+
+def release_freed_memory_early(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Ask glibc to serve allocations of ``threshold`` bytes or more from their own mappings (``mallopt
+    (M_MMAP_THRESHOLD)``), so the activations ONNX Runtime frees go back to the system at once.
+
+    glibc raises that threshold dynamically up to 32 MiB after the first large free; the 16-32 MiB
+    activations of TAEF2's middle stages then stay in the heap and peak RSS of a 512x512 decode grows from
+    ~283 MB to 330-390 MB (measured). The CLI calls this for the ONNX runtime; a no-op (False) off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):
+        return False
+
+
+def import_onnxruntime():
+    """``onnxruntime``, or a one-line SDCError naming the fix."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise SDCError("onnxruntime is not installed: pip install onnxruntime==1.32.0, or use --runtime torch") from None
+    return onnxruntime
+
+
+# ------------------------------------------------------------------------------------------
+# export (the only part that needs torch)
+# ------------------------------------------------------------------------------------------
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def export_graphs(weight_files, out_dir: Path, digest: str) -> dict:
+    """Export TAEF2's four halves from PyTorch into ``out_dir`` (which must exist) and write the manifest.
+
+    Imports torch and onnx. The graphs take and return float32 NCHW arrays with dynamic batch, height and
+    width; their weights are the fp32 PyTorch CPU module's (the .pth files are fp16: upcast exactly).
+    """
+    import onnx
+    import torch
+
+    from .models import load_taef2, weights_fingerprint
+    from .taef2 import halos, inner_halos, split_decoder, split_encoder, split_fullres
+
+    enc_file, dec_file = weight_files
+    backend = load_taef2(Path(enc_file).parent, device="cpu", dtype=torch.float32)
+    if Path(dec_file).parent != Path(enc_file).parent:  # pragma: no cover - taef2_weight_files keeps one folder
+        raise SDCError("TAEF2 encoder and decoder weights must sit in one folder")
+    _, enc_global = split_encoder(backend.encoder)
+    dec_global, _ = split_decoder(backend.decoder)
+    enc_first, enc_mid, dec_mid, dec_last = split_fullres(backend.encoder, backend.decoder)
+    modules = {"enc_first": enc_first, "enc_mid": enc_mid, "enc_global": enc_global, "dec_global": dec_global,
+               "dec_mid": dec_mid, "dec_last": dec_last}
+    fingerprint = weights_fingerprint(backend.decoder)
+    enc_halo, dec_halo = halos()
+    enc_inner_halo, dec_inner_halo = inner_halos()
+    meta = {"sdcomp_weights_sha256": digest, "sdcomp_fingerprint": str(fingerprint),
+            "sdcomp_export_version": str(EXPORT_VERSION)}
+    graphs = {}
+    for name, module in modules.items():
+        ch, side, what = PARTS[name]
+        dummy = torch.zeros(1, ch, side, side)
+        path = out_dir / f"{name}.onnx"
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.eval(), (dummy,), str(path), dynamo=False, opset_version=OPSET,
+                              input_names=["input"], output_names=["output"], do_constant_folding=True,
+                              dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "oh", 3: "ow"}})
+        model = onnx.load(str(path))
+        model.doc_string = f"TAEF2 {name}: {what}"
+        for k, v in {**meta, "sdcomp_part": name}.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.save(model, str(path))
+        graphs[name] = {"file": path.name, "sha256": _sha256_file(path), "bytes": path.stat().st_size}
+    manifest = {
+        "format": CACHE_FORMAT, "export_version": EXPORT_VERSION, "model": TAEF2_MODEL_ID,
+        "weights_sha256": digest, "weight_files": {Path(f).name: _sha256_file(Path(f)) for f in weight_files},
+        "fingerprint": fingerprint, "latent_channels": backend.latent_channels, "downsample": backend.downsample,
+        "quant_span": float(backend.quant_span), "enc_halo": enc_halo, "dec_halo": dec_halo,
+        "enc_inner_halo": enc_inner_halo, "dec_inner_halo": dec_inner_halo, "opset": OPSET,
+        "exporter": "torch.onnx.export (TorchScript, dynamo=False)", "torch": torch.__version__,
+        "onnx": onnx.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "graphs": graphs,
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))  # written last: its presence = complete
+    return manifest
+
+
+def _install(weight_files, digest: str, final: Path) -> dict:
+    """Export into a temporary sibling folder, then rename it into place (atomic on one file system)."""
+    root = final.parent
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
+    trash = None
+    try:
+        manifest = export_graphs(weight_files, tmp, digest)
+        if final.exists():
+            trash = root / f".{final.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+            try:
+                os.replace(final, trash)
+            except FileNotFoundError:  # another process moved it meanwhile
+                trash = None
+        try:
+            os.replace(tmp, final)
+        except OSError:  # a concurrent process installed its own (identical) export first: use that one
+            return read_manifest(final, digest, PARTS, verify=True)
+        return manifest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+
+
+def read_manifest(folder: Path, digest: str, parts, verify: bool = False) -> dict:
+    """The folder's manifest after checking that it belongs to these weights and that the graphs named in
+    ``parts`` are there with their recorded sizes (``verify``: and SHA-256; :meth:`OnnxTAEF2Backend.session`
+    hashes the bytes it loads anyway); raises :class:`CacheError` with the reason otherwise."""
+    mf = folder / MANIFEST
+    if not folder.is_dir():
+        raise CacheError(f"no exported graphs in {folder}")
+    try:
+        manifest = json.loads(mf.read_text())
+    except (OSError, ValueError) as exc:
+        raise CacheError(f"{mf} is unreadable ({type(exc).__name__})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+        raise CacheError(f"{mf} is not an sdcomp ONNX cache manifest")
+    if manifest.get("export_version") != EXPORT_VERSION or manifest.get("weights_sha256") != digest:
+        raise CacheError(f"{mf} was written for other weights or another export version")
+    try:
+        for name in parts:
+            g = manifest["graphs"][name]
+            path = folder / g["file"]
+            if not path.is_file() or path.stat().st_size != g["bytes"]:
+                raise CacheError(f"graph {path} is missing or not of its recorded size")
+            if verify and _sha256_file(path) != g["sha256"]:
+                raise CacheError(f"graph {path} does not match its recorded SHA-256")
+        for key in ("fingerprint", "enc_halo", "dec_halo", "enc_inner_halo", "dec_inner_halo", "latent_channels",
+                    "downsample"):
+            int(manifest[key])
+        float(manifest["quant_span"])
+    except (KeyError, TypeError, ValueError):
+        raise CacheError(f"{mf} lacks fields this version needs") from None
+    return manifest
+
+
+def ensure_graphs(weight_files, parts=tuple(PARTS), log=None, problem: Exception | None = None
+                  ) -> tuple[Path, dict]:
+    """(folder, manifest) of intact cached graphs for these weight files: exported on first use, re-exported
+    when stale or corrupt (``problem``: a fault already found in the cached folder). Without torch, a missing
+    or broken cache is a one-line SDCError."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    digest = weights_digest(weight_files)
+    folder = graphs_dir(digest)
+    if problem is None:
+        try:
+            return folder, read_manifest(folder, digest, parts)
+        except CacheError as exc:
+            problem = exc
+    exists = folder.exists()
+    if not _torch_available():
+        if exists:
+            raise SDCError(f"the cached ONNX graphs in {folder} are stale or corrupt ({problem}) and PyTorch is not "
+                           f"installed to re-export them: delete that folder and run once where torch is "
+                           f"installed, or use --runtime torch") from None
+        raise SDCError(f"no ONNX graphs of these TAEF2 weights in {folder.parent} and PyTorch is not installed to "
+                       f"export them: run once where torch is installed (the first ONNX run exports and caches "
+                       f"them), set SDCOMP_CACHE to a folder holding them, or use --runtime torch") from None
+    log(f"note: {'re-exporting' if exists else 'exporting'} TAEF2 to ONNX once "
+        f"({'cached graphs are stale or corrupt: ' + str(problem) if exists else 'first run for these weights'}); "
+        f"cached in {folder}")
+    try:
+        manifest = _install(weight_files, digest, folder)
+    except OSError as exc:
+        raise SDCError(f"cannot write the ONNX cache {folder} ({exc.strerror or exc}): set SDCOMP_CACHE to a "
+                       f"writable folder, or use --runtime torch") from None
+    return folder, manifest
+
+
+# ------------------------------------------------------------------------------------------
+# the backend
+# ------------------------------------------------------------------------------------------
+
+class _CPU:
+    """Stand-in for ``torch.device('cpu')`` (the codec only reads ``.type``)."""
+
+    type = "cpu"
+
+    def __str__(self) -> str:
+        return "cpu"
+
+
+class OnnxTAEF2Backend:
+    """TAEF2 on ONNX Runtime with the codec's backend interface (``encode_array`` / ``decode_array``,
+    ``fingerprint``, ``latent_channels``, ``downsample``, ``quant_span``, ``model_id``)."""
+
+    runtime = "onnx"
+    kind = "taef2"
+    has_unet = False
+    random_weights = False
+
+    def __init__(self, folder: Path, manifest: dict, weight_files, settings: OrtSettings | None = None,
+                 model_id: str = TAEF2_MODEL_ID):
+        self.ort = import_onnxruntime()
+        self.folder, self.manifest, self.weight_files = Path(folder), manifest, tuple(weight_files)
+        self.settings = settings or OrtSettings.from_env()
+        self.model_id = model_id
+        self.device = _CPU()
+        self.dtype = "float32"
+        self.latent_channels = int(manifest["latent_channels"])
+        self.downsample = int(manifest["downsample"])
+        self.quant_span = float(manifest["quant_span"])
+        self.fingerprint = int(manifest["fingerprint"])
+        self.enc_halo, self.dec_halo = int(manifest["enc_halo"]), int(manifest["dec_halo"])
+        self.enc_inner_halo, self.dec_inner_halo = int(manifest["enc_inner_halo"]), int(manifest["dec_inner_halo"])
+        self.tile = tile_side()
+        self.inner_tile = INNER_TILE
+        self.progress: bool | None = None  # tile progress bar: None = on a terminal only
+        self.load_seconds = 0.0
+        self._sessions: dict = {}
+
+    def describe(self) -> str:
+        return (f"{self.kind}:{self.model_id} on cpu (float32) via ONNX Runtime {self.ort.__version__} "
+                f"({self.settings.intra_threads} threads)")
+
+    def session(self, name: str):
+        """The ONNX Runtime session of one graph, opened on first use (its bytes re-hashed against the manifest)."""
+        if name not in self._sessions:
+            g = self.manifest["graphs"][name]
+            path = self.folder / g["file"]
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise CacheError(f"cannot read {path} ({exc.strerror})") from None
+            if hashlib.sha256(data).hexdigest() != g["sha256"]:
+                raise CacheError(f"graph {path} does not match its recorded SHA-256")
+            try:
+                sess = self.ort.InferenceSession(data, self.settings.session_options(self.ort),
+                                                 providers=["CPUExecutionProvider"])
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+                raise CacheError(f"onnxruntime cannot load {path} ({str(exc).splitlines()[0][:120]})") from None
+            meta = sess.get_modelmeta().custom_metadata_map
+            if meta.get("sdcomp_weights_sha256") != self.manifest["weights_sha256"] or \
+                    meta.get("sdcomp_fingerprint") != str(self.fingerprint) or meta.get("sdcomp_part") != name:
+                raise CacheError(f"graph {path} was exported from other weights than its manifest says")
+            self._sessions[name] = sess
+        return self._sessions[name]
+
+    def _run(self, name: str, x: np.ndarray) -> np.ndarray:
+        return self.session(name).run(None, {"input": np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    def encode_array(self, x: np.ndarray, seed: int = 0) -> np.ndarray:
+        """(N, 3, H, W) float32 in [-1, 1] (H, W multiples of 8) -> latents (N, 32, H/8, W/8); deterministic."""
+        from .tiling import tiled_apply
+
+        def local(t: np.ndarray) -> np.ndarray:  # [-1, 1] -> [0, 1] per tile, as the PyTorch backend does
+            half = tiled_apply((t + np.float32(1)) / np.float32(2), lambda u: self._run("enc_first", u),
+                               scale=Fraction(1, 2), tile=self.inner_tile, halo=self.enc_inner_halo, align=2)
+            return self._run("enc_mid", half)
+
+        feats = tiled_apply(np.asarray(x, dtype=np.float32), local, scale=Fraction(1, 8), tile=self.tile,
+                            halo=self.enc_halo, align=8, progress=self.progress, desc="TAEF2 encode tiles")
+        return self._run("enc_global", feats)
+
+    def decode_array(self, z: np.ndarray) -> np.ndarray:
+        """Latents (N, 32, h, w) -> (N, 3, 8h, 8w) float32 in about [-1, 1]."""
+        from .tiling import tiled_apply
+
+        def local(t: np.ndarray) -> np.ndarray:
+            return tiled_apply(self._run("dec_mid", t), lambda u: self._run("dec_last", u), scale=2,
+                               tile=self.inner_tile // 2, halo=self.dec_inner_halo)
+
+        feats = self._run("dec_global", z)
+        y = tiled_apply(feats, local, scale=8, tile=self.tile // 8, halo=self.dec_halo, progress=self.progress,
+                        desc="TAEF2 decode tiles")
+        del feats
+        y *= np.float32(2)
+        y -= np.float32(1)
+        return y
+
+
+def load_taef2_onnx(directory: str | Path | None = None, purpose: str | None = None,
+                    settings: OrtSettings | None = None, log=None) -> OnnxTAEF2Backend:
+    """TAEF2 from a folder holding taef2_encoder.pth / taef2_decoder.pth, on ONNX Runtime.
+
+    ``purpose``: ``"encode"``, ``"decode"`` or None (both): the sessions opened now (others open on first
+    use). Exports the graphs on first use (needs torch), re-exports stale or corrupt ones.
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be encode, decode or None, got {purpose!r}")
+    t0 = time.perf_counter()
+    import_onnxruntime()
+    files = taef2_weight_files(directory if directory is not None else default_taef2_dir())
+    parts = PURPOSES[purpose]
+    folder, manifest = ensure_graphs(files, parts, log)
+    backend = OnnxTAEF2Backend(folder, manifest, files, settings)
+    try:
+        for name in parts:
+            backend.session(name)
+    except CacheError as exc:  # a graph's bytes do not match the manifest, or onnxruntime refuses them
+        folder, manifest = ensure_graphs(files, parts, log, problem=exc)  # re-export once (needs torch)
+        backend = OnnxTAEF2Backend(folder, manifest, files, settings)
+        for name in parts:
+            backend.session(name)
+    backend.load_seconds = time.perf_counter() - t0
+    return backend
+
+
+__all__ = ["CacheError", "OnnxTAEF2Backend", "OrtSettings", "cache_root", "ensure_graphs", "export_graphs",
+           "graphs_dir", "load_taef2_onnx", "read_manifest", "weights_digest"]
