@@ -76,8 +76,8 @@ def _add_codec(p: argparse.ArgumentParser):
                    default=1024,
                    help=f"with --target-bytes: largest palette the search may use, 2..{MAX_COLORS} "
                         f"(k-means; libimagequant stops at 256)")
-    p.add_argument("--method", default="tc", choices=["tc", "palette", "auto", "liq", "kmeans", "raw"],
-                   help="tc (default) = transform coding: decoder-aware wavelet + KLT, scalar quantization, range "
+    p.add_argument("--method", default=None, choices=["tc", "palette", "auto", "liq", "kmeans", "raw"],
+                   help="tc (default; palette when --coder zlib/arith/lzma, --colors or --dither is given) = transform coding: decoder-aware wavelet + KLT, scalar quantization, range "
                         "coding; palette (= auto) = the 2022 method: liq = libimagequant on RGBA (SD, 4 channels), "
                         "kmeans = latent k-means (any C); raw = 8-bit latents + zlib")
     g.add_argument("--step", type=_ranged(float, 0, 1e6, lo_open=True), default=None,
@@ -101,7 +101,11 @@ def _params(args):
     from .codec import CodecParams
 
     colors = args.max_colors if args.target_bytes else (args.colors or 256)
-    tc = args.method == "tc"
+    method = args.method
+    if method is None:  # today's palette flags keep meaning the 2022 method
+        palette_flags = args.coder not in (None, "range") or args.colors is not None or args.dither is not None
+        method = "auto" if palette_flags else "tc"
+    tc = method == "tc"
     if tc and args.coder not in (None, "range"):
         raise SDCError(f"--coder {args.coder} applies to the palette methods; tc has its own range coder: drop "
                        f"--coder or pass --method palette")
@@ -111,7 +115,7 @@ def _params(args):
         raise SDCError("--effort and --step apply to --method tc only")
     if tc and args.colors is not None:
         raise SDCError("--colors sets a palette size: pass --method palette, or --step/--target-bytes for tc")
-    return CodecParams(method=args.method, colors=colors, dither=args.dither,
+    return CodecParams(method=method, colors=colors, dither=args.dither,
                        coder="range" if tc else (args.coder or "zlib"), policy=args.policy, denoise=args.denoise,
                        denoise_strength=args.denoise_strength, denoise_steps=args.denoise_steps,
                        max_pixels=args.max_pixels, effort=args.effort, step=args.step)

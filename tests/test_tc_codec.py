@@ -112,11 +112,27 @@ def test_cli_default_is_tc_and_palette_reproduces_the_2022_method(tmp_path, koda
     assert Image.open(tmp_path / "a.png").size == (256, 256)
 
 
+@pytest.mark.parametrize("args,method,coder", [
+    (["--coder", "arith"], "kmeans", "arith"),
+    (["--colors", "16"], "kmeans", "zlib"),
+    ([], "tc", "range"),
+])
+def test_cli_palette_flags_without_method_mean_palette(tmp_path, kodak_dir, args, method, coder):
+    """Command lines written for the 2022 method keep meaning it: palette-only flags pick the palette method."""
+    src = tmp_path / "in.png"
+    load_image(kodak_dir / "kodim23.png").crop((0, 0, 64, 64)).save(src)
+    r = _cli("encode", str(src), "x.sdc", "--model", "taef2", *args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    h = bitstream.unpack((tmp_path / "x.sdc").read_bytes())[0]
+    assert (h.method, h.coder) == (method, coder)
+
+
 @pytest.mark.parametrize("args,msg", [
-    (["--coder", "arith"], "tc has its own range coder"),
+    (["--method", "tc", "--coder", "arith"], "tc has its own range coder"),
     (["--method", "palette", "--effort", "1"], "--method tc only"),
     (["--method", "kmeans", "--coder", "range"], "tc method's coder"),
-    (["--colors", "16"], "sets a palette size"),
+    (["--method", "tc", "--colors", "16"], "sets a palette size"),
+    (["--coder", "range", "--colors", "16"], "tc method's coder"),
 ])
 def test_cli_refuses_mixed_method_options(tmp_path, kodak_dir, args, msg):
     src = tmp_path / "in.png"
