@@ -1,12 +1,13 @@
 """Rate-distortion benchmark: the latent codec against JPEG / WebP / AVIF / JPEG XL over a folder of images.
 
 ``python -m helpers.bench`` (defaults: the 24 Kodak images in ../shared/data/kodak, TAEF2, budgets
-2000 3000 5000 8000 12000 bytes, coders zlib + arith, every available baseline, rule ``le``).
+2000 3000 5000 8000 12000 20000 30000 bytes, our variants zlib + arith (the palette method) and tc + tc+e1 (the
+transform coder, plain and with encoder-side refinement), every available baseline, rule ``le``).
 
 For every image x budget:
 
-* **ours**: :func:`helpers.codec.encode` with ``target_bytes=budget`` (the largest palette whose complete
-  file, header included, fits the budget), then :func:`helpers.codec.decode` from the bytes alone. The model
+* **ours**: :func:`helpers.codec.encode` with ``target_bytes=budget`` (the largest palette, or for tc the
+  finest step, whose complete file, header included, fits the budget), then :func:`helpers.codec.decode` from the bytes alone. The model
   weights are loaded once for the whole folder and the latents are computed once per image (batch mode).
   One label per model / lossless coder (/ UNet denoising, SD only): ``ours:taef2/zlib``, ``ours:taef2/arith``.
   Each non-zlib file is checked to decode to exactly the pixels of the zlib file with the same palette
