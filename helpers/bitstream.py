@@ -6,7 +6,9 @@ Layout (little-endian)::
     0      4     magic b"SDC\\x1a"
     4      1     version (1)
     5      1     flags: bit0 = UNet denoising requested at decode, bit1 = dithered
-    6      1     palette method: 0 = libimagequant RGBA, 1 = latent k-means, 2 = raw 8-bit latents
+    6      1     latent method: 0 = libimagequant RGBA palette, 1 = latent k-means palette, 2 = raw 8-bit
+                 latents, 3 = transform coding (helpers.tcoder; coder 3 = range, K = 0, the payload carries
+                 its own step and table id; the quantization span is unused)
     7      1     lossless coder id (see helpers.entropy.CODER_IDS)
     8      1     image policy: 0 = none, 1 = pad8 (pad to a multiple of 8, crop after decode), 2 = crop512
     9      1     model id length n
@@ -232,9 +234,24 @@ def _decode_raw(h: Header, payload: bytes, limits: Limits):
     return None, None, np.frombuffer(raw, np.uint8).reshape(c, lh, lw).copy()
 
 
+def _check_tc(h: Header, payload_len: int, limits: Limits) -> None:
+    if h.coder != "range" or h.colors != 0:
+        raise BitstreamError(f"corrupted .sdc header: transform-coded latents use the range coder and no palette, "
+                             f"this file says coder {h.coder}, K={h.colors}; re-encode the image")
+    if payload_len < 9:
+        raise BitstreamError(f"truncated .sdc payload: {payload_len} bytes cannot hold a tc stream; re-copy the file")
+
+
+def _decode_tc(h: Header, payload: bytes, limits: Limits):
+    from .tcoder import decode_payload
+
+    return None, None, decode_payload(payload, h.channels, h.latent_height, h.latent_width, h.fingerprint)
+
+
 register_method(MethodSpec("liq", 0, _check_palette, _decode_palette))
 register_method(MethodSpec("kmeans", 1, _check_palette, _decode_palette))
 register_method(MethodSpec("raw", 2, _check_raw, _decode_raw))
+register_method(MethodSpec("tc", 3, _check_tc, _decode_tc))
 
 
 # ------------------------------------------------------------------------------------------

@@ -68,19 +68,28 @@ def _add_model(p: argparse.ArgumentParser, default: str | None = "auto", runtime
 def _add_codec(p: argparse.ArgumentParser):
     g = p.add_mutually_exclusive_group()
     g.add_argument("--target-bytes", type=_ranged(int, 1, 2**31), default=None,
-                   help="byte budget for the whole file (header included); the palette size is searched")
+                   help="byte budget for the whole file (header included); tc searches its quantization step, "
+                        "the palette methods their palette size")
     g.add_argument("--colors", type=_ranged(int, 1, MAX_COLORS, what=" (libimagequant: 2..256)"), default=None,
                    help=f"palette size K, 1..{MAX_COLORS} (libimagequant 2..256; default 256)")
     p.add_argument("--max-colors", type=_ranged(int, 2, MAX_COLORS, what=" (libimagequant stops at 256)"),
                    default=1024,
                    help=f"with --target-bytes: largest palette the search may use, 2..{MAX_COLORS} "
                         f"(k-means; libimagequant stops at 256)")
-    p.add_argument("--method", default="auto", choices=["auto", "liq", "kmeans", "raw"],
-                   help="palette: liq = libimagequant on RGBA (SD, 4 channels), kmeans = latent k-means (any C)")
+    p.add_argument("--method", default=None, choices=["tc", "palette", "auto", "liq", "kmeans", "raw"],
+                   help="tc (default; palette when --coder zlib/arith/lzma, --colors or --dither is given) = transform coding: decoder-aware wavelet + KLT, scalar quantization, range "
+                        "coding; palette (= auto) = the 2022 method: liq = libimagequant on RGBA (SD, 4 channels), "
+                        "kmeans = latent k-means (any C); raw = 8-bit latents + zlib")
+    g.add_argument("--step", type=_ranged(float, 0, 1e6, lo_open=True), default=None,
+                   help="tc without --target-bytes: quantization step (default: the trained tables' middle rate)")
+    p.add_argument("--effort", type=int, default=0, choices=[0, 1, 2],
+                   help="tc: encoder-side refinement against decoded pixels (needs PyTorch; 1 = 3 decoder "
+                        "passes, 2 = 10; the decoder and the file format are unchanged)")
     p.add_argument("--dither", type=_ranged(float, 0, 1), default=None,
                    help="dithering strength 0..1 (default: 1.0 for liq as the original, 0 for kmeans: measured better)")
-    p.add_argument("--coder", default="zlib", choices=sorted(CODER_IDS),
-                   help="lossless stage: zlib (the original), arith or lzma")
+    p.add_argument("--coder", default=None, choices=sorted(CODER_IDS),
+                   help="palette methods' lossless stage: zlib (the original, default), arith or lzma; tc always "
+                        "uses its range coder")
     p.add_argument("--policy", default="pad8", choices=["pad8", "crop512", "none"],
                    help="pad8: any size, padded to a multiple of 8; crop512: center crop + resize to 512x512")
     p.add_argument("--denoise", action="store_true", help="ask the decoder to denoise latents with the SD UNet")
@@ -92,9 +101,24 @@ def _params(args):
     from .codec import CodecParams
 
     colors = args.max_colors if args.target_bytes else (args.colors or 256)
-    return CodecParams(method=args.method, colors=colors, dither=args.dither, coder=args.coder,
-                       policy=args.policy, denoise=args.denoise, denoise_strength=args.denoise_strength,
-                       denoise_steps=args.denoise_steps, max_pixels=args.max_pixels)
+    method = args.method
+    if method is None:  # today's palette flags keep meaning the 2022 method
+        palette_flags = args.coder not in (None, "range") or args.colors is not None or args.dither is not None
+        method = "auto" if palette_flags else "tc"
+    tc = method == "tc"
+    if tc and args.coder not in (None, "range"):
+        raise SDCError(f"--coder {args.coder} applies to the palette methods; tc has its own range coder: drop "
+                       f"--coder or pass --method palette")
+    if not tc and args.coder == "range":
+        raise SDCError("--coder range is the tc method's coder: use --method tc, or zlib/arith/lzma for a palette")
+    if not tc and (args.effort or args.step is not None):
+        raise SDCError("--effort and --step apply to --method tc only")
+    if tc and args.colors is not None:
+        raise SDCError("--colors sets a palette size: pass --method palette, or --step/--target-bytes for tc")
+    return CodecParams(method=method, colors=colors, dither=args.dither,
+                       coder="range" if tc else (args.coder or "zlib"), policy=args.policy, denoise=args.denoise,
+                       denoise_strength=args.denoise_strength, denoise_steps=args.denoise_steps,
+                       max_pixels=args.max_pixels, effort=args.effort, step=args.step)
 
 
 class StageLog:
@@ -142,6 +166,11 @@ def _resolve_runtime(spec, args) -> tuple[str, Path | None]:
     from .runtime import choose_runtime, taef2_dir_of
 
     choice = getattr(args, "runtime", "torch")
+    if getattr(args, "effort", 0):  # gradients through the decoder: PyTorch only
+        if choice == "onnx":
+            raise SDCError(f"--effort {args.effort} back-propagates through the decoder, which needs PyTorch: "
+                           f"use --runtime torch (or auto), or --effort 0")
+        choice = "torch"
     taef2_dir = None if choice == "torch" else taef2_dir_of(spec)
     runtime = choose_runtime(choice, taef2_dir, args.device)
     if runtime == "onnx":
@@ -210,11 +239,11 @@ def cmd_encode(args) -> int:
     runtime, taef2_dir = _resolve_runtime(args.model, args)
     log.mark("imports")
     out = check_output(args.output, [args.input])
+    params = _params(args)  # option mistakes before any work
     img = load_image(args.input, background=args.background, max_pixels=args.max_pixels)
     log.mark("read")
     backend = _load(args.model, args.device, runtime, taef2_dir, purpose="encode")
     log.mark("load")
-    params = _params(args)
     check_params(params, backend)  # before the network runs
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -232,8 +261,10 @@ def cmd_encode(args) -> int:
                     codec_cpu={"vae_encode": vae[1], **enc.cpu_timings})
     h = enc.header
     w, hh = h.width, h.height
+    setting = (f"tc step {enc.coded.step:.4g}" + (f" effort {params.effort}" if params.effort else "")
+               if h.method == "tc" else f"{h.method} K={h.colors} {h.coder}")
     print(f"{args.output}: {enc.nbytes} bytes ({8 * enc.nbytes / (w * hh):.4f} bpp), {w}x{hh}, "
-          f"{h.method} K={h.colors} {h.coder}, latent {h.channels}x{h.latent_height}x{h.latent_width}, "
+          f"{setting}, latent {h.channels}x{h.latent_height}x{h.latent_width}, "
           f"{time.perf_counter() - t0:.2f}s"
           + (f", budget {args.target_bytes} ({args.target_bytes - enc.nbytes} bytes spare)" if args.target_bytes else ""))
     return 0

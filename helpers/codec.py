@@ -26,7 +26,9 @@ from .quantize import apply_palette, palette_kmeans, palette_libimagequant, quan
 class CodecParams:
     """Knobs of the codec. Defaults reproduce the 2022 notebook (for a 4-channel SD latent)."""
 
-    method: str = "auto"  # auto (liq for 4 channels, kmeans otherwise), liq, kmeans, raw
+    #: tc (transform coding, helpers.tcoder), palette = auto (the 2022 method: liq for 4 channels, kmeans
+    #: otherwise), liq, kmeans, raw. The library default stays the 2022 palette method; the CLI defaults to tc.
+    method: str = "auto"
     colors: int = 256
     #: None = per method: 1.0 for 'liq' (the original), 0.0 for 'kmeans'. On TAEF2 (kodim23, 512x512) dithering
     #: the k-means palette cost PSNR and bytes at every size: K=64 21.45 dB / 4630 B dithered vs 21.65 dB / 4155 B.
@@ -40,6 +42,10 @@ class CodecParams:
     kmeans_iters: int = 25
     #: pixel cap for the input image (None: bitstream.Limits.default(), i.e. SDCOMP_MAX_PIXELS or 8192 x 8192)
     max_pixels: int | None = None
+    #: tc only: encoder-side refinement against decoded pixels (helpers.refine: 0 = none, 1 = 3 steps, 2 = 10)
+    effort: int = 0
+    #: tc only, without a byte budget: the quantization step (None: the tables' default)
+    step: float | None = None
 
     def limits(self) -> bitstream.Limits:
         return bitstream.Limits.default(self.max_pixels)
@@ -52,10 +58,10 @@ class CodecParams:
         return 1.0 if method == "liq" else 0.0
 
     def resolved_method(self, channels: int) -> str:
-        if self.method == "auto":
+        if self.method in ("auto", "palette"):
             return "liq" if channels == 4 else "kmeans"
         if self.method not in bitstream.METHODS:
-            raise SDCError(f"unknown method '{self.method}': use auto, liq, kmeans or raw")
+            raise SDCError(f"unknown method '{self.method}': use tc, palette, liq, kmeans or raw")
         if self.method == "liq" and channels != 4:
             raise SDCError(f"method 'liq' treats the latent as RGBA and needs 4 channels; this model has {channels}: "
                            f"use --method kmeans")
@@ -67,12 +73,14 @@ class Encoded:
     data: bytes
     header: bitstream.Header
     latents: np.ndarray  # raw float latents (C, h, w)
-    q8: np.ndarray  # 8-bit latents (C, h, w)
+    q8: np.ndarray | None  # 8-bit latents (C, h, w); None for the tc method
     palette: np.ndarray | None
     indices: np.ndarray | None
     timings: dict[str, float] = field(default_factory=dict)
-    trials: list[tuple[int, int]] = field(default_factory=list)  # rate control: (colors, bytes)
+    #: rate control: (palette size, bytes) for palette methods, (step index k, bytes) for tc
+    trials: list[tuple[int, int]] = field(default_factory=list)
     cpu_timings: dict[str, float] = field(default_factory=dict)  # process CPU seconds per stage (all threads)
+    coded: object | None = None  # tc: the helpers.tcoder.Coded (quantized coefficients, step, tables)
 
     @property
     def nbytes(self) -> int:
@@ -80,8 +88,16 @@ class Encoded:
 
     @property
     def q_palette(self) -> np.ndarray:
-        """The 8-bit latent the decoder will see (after palette + dithering)."""
+        """The 8-bit latent the decoder will see (after palette + dithering); palette and raw methods only."""
+        if self.q8 is None:
+            raise SDCError("a tc file has no 8-bit latent: use Encoded.decoder_latent()")
         return self.q8 if self.palette is None else apply_palette(self.palette, self.indices)
+
+    def decoder_latent(self) -> np.ndarray:
+        """The float latent the decoder will see (before optional UNet denoising)."""
+        if self.coded is not None:
+            return self.coded.latent()
+        return unquantize_8bit(self.q_palette, self.header.quant_span)
 
 
 @dataclass
@@ -239,6 +255,8 @@ def encode(img, backend, params: CodecParams | None = None, target_bytes: int | 
         with _timed(timings, "vae_encode", backend.device, cpu):
             latents = encode_latents(backend, model_img, params.seed)
     method = params.resolved_method(latents.shape[0])
+    if method == "tc":
+        return _encode_tc(backend, params, model_img, size, latents, target_bytes, timings, cpu, cache)
     with _timed(timings, "quantize8", cpu=cpu):
         q8 = quantize_8bit(latents, backend.quant_span)
     trials: list[tuple[int, int]] = []
@@ -272,6 +290,48 @@ def encode(img, backend, params: CodecParams | None = None, target_bytes: int | 
                    timings=timings, trials=trials, cpu_timings=cpu)
 
 
+def _tc_header(backend, params: CodecParams, size: tuple[int, int], shape: tuple[int, ...]) -> bitstream.Header:
+    c, h, w = shape
+    return bitstream.Header(
+        method="tc", coder="range", model_id=backend.model_id, fingerprint=backend.fingerprint, width=size[0],
+        height=size[1], channels=c, latent_height=h, latent_width=w, quant_span=float(backend.quant_span), colors=0,
+        policy=params.policy, dithered=False, denoise=params.denoise,
+        denoise_strength=params.denoise_strength if params.denoise else 0.0,
+        denoise_steps=params.denoise_steps if params.denoise else 0)
+
+
+def _encode_tc(backend, params: CodecParams, model_img, size, latents, target_bytes, timings, cpu, cache) -> Encoded:
+    """The transform coder: optional refinement against decoded pixels, then helpers.tcoder under the budget."""
+    from . import tcoder
+
+    header = _tc_header(backend, params, size, latents.shape)
+    overhead = len(bitstream.pack(header, bytes(16), params.limits())) - 16
+    if target_bytes is None and params.step is None:
+        target_bytes = tcoder.default_budget(latents, backend.fingerprint, overhead)
+
+    def code(z):
+        return tcoder.encode_latent(z, backend.fingerprint, step=params.step, budget=target_bytes, overhead=overhead)
+
+    z = latents
+    if params.effort:
+        from .refine import refine_latents
+
+        def quantizer_for(zz):
+            c, _ = code(zz)
+            return lambda x: tcoder.synthesize(tcoder.dequantize(tcoder.quantize(
+                tcoder.analyze(x, c.tables, c.levels), c.k), c.k), c.tables, c.levels)
+
+        key = ("refine", params.effort, target_bytes, params.step,
+               zlib.crc32(np.ascontiguousarray(latents).tobytes()), latents.shape)
+        z = _cached(cache, key, timings, "refine",
+                    lambda: refine_latents(backend, model_img, latents, params.effort, quantizer_for), cpu)
+    with _timed(timings, "pack", cpu=cpu):
+        coded, trials = code(z)
+    data = bitstream.pack(header, coded.payload, params.limits())
+    return Encoded(data=data, header=header, latents=z, q8=None, palette=None, indices=None, timings=timings,
+                   trials=trials, cpu_timings=cpu, coded=coded)
+
+
 def check_model(header: bitstream.Header, backend) -> None:
     """Refuse to decode with weights other than those the file was made with, or a latent whose size does not
     match the image for this model's downsampling factor (no silent padding or cropping)."""
@@ -296,7 +356,7 @@ def decode(data: bytes, backend, denoise: bool | None = None, progress: bool = F
     check_model(header, backend)
     with _timed(timings, "unpack", cpu=cpu):
         _, _, q = unpack_payload(header, payload, limits)
-        z = unquantize_8bit(q, header.quant_span)
+        z = q if q.dtype.kind == "f" else unquantize_8bit(q, header.quant_span)  # tc decodes to float latents
     do_denoise = header.denoise if denoise is None else denoise
     if do_denoise:
         import torch

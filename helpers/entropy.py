@@ -843,4 +843,4 @@ CODERS = {
 }
 
 # stable ids for the file header -- never renumber
-CODER_IDS = {"zlib": 0, "arith": 1, "lzma": 2}
+CODER_IDS = {"zlib": 0, "arith": 1, "lzma": 2, "range": 3}  # range: the tc method's constriction coder (helpers.tcoder)

@@ -12,6 +12,7 @@ coder, policy and the denoise fields). Each input is one seed plus one mutation:
 * ``truncate``    payload cut short (length field fixed, CRCs resealed); ``extend``: bytes appended
 * ``payload``     payload bytes overwritten / zeroed, CRCs resealed
 * ``bomb``        zlib / lzma streams that expand far beyond what the header allows
+  (transform-coded ``tc`` seeds carry inline tables, so they decode without a model)
 * ``cut``         the file cut anywhere (no resealing); ``garbage``: random bytes after the magic
 * ``model_id``    odd model ids (invalid UTF-8, control characters, ``~user``, paths, very long)
 
@@ -61,8 +62,8 @@ _EXTREMES = {
 
 def _seed(rng: np.random.Generator) -> bytes:
     """A small valid file: every method, coder and policy; latents up to 6x6 so decoding stays fast."""
-    method = str(rng.choice(["kmeans", "kmeans", "liq", "raw"]))
-    coder = "zlib" if method == "raw" else str(rng.choice(["zlib", "arith", "arith", "lzma"]))
+    method = str(rng.choice(["kmeans", "kmeans", "liq", "raw", "tc", "tc"]))
+    coder = {"raw": "zlib", "tc": "range"}.get(method) or str(rng.choice(["zlib", "arith", "arith", "lzma"]))
     c = 4 if method == "liq" else int(rng.choice([1, 3, 4, 8]))
     lh, lw = int(rng.integers(1, 7)), int(rng.integers(1, 7))
     policy = str(rng.choice(["pad8", "none"]))
@@ -70,6 +71,12 @@ def _seed(rng: np.random.Generator) -> bytes:
     h = lh * 8 - (int(rng.integers(0, 8)) if policy == "pad8" else 0)
     if method == "raw":
         payload, k = zlib.compress(rng.integers(0, 256, c * lh * lw, dtype=np.uint8).tobytes(), 9), 0
+    elif method == "tc":  # inline tables (no model needed), a smooth latent plus noise
+        from . import tcoder
+
+        yy, xx = np.mgrid[0:lh, 0:lw]
+        z = np.sin(xx / 2.0 + yy / 3.0)[None] * rng.normal(0, 2, (c, 1, 1)) + rng.normal(0, 0.5, (c, lh, lw))
+        payload, k = tcoder.encode_latent(z.astype(np.float32), None, step=float(rng.choice([0.05, 0.3, 1.0])))[0].payload, 0
     else:
         k = int(rng.integers(1, min(16, lh * lw) + 1))
         base = np.linspace(0, 255, k)[:, None] + rng.normal(0, 12, (k, c))
@@ -220,7 +227,8 @@ def target(data: bytes, limits: bitstream.Limits = FUZZ_LIMITS) -> str:
     check_model_spec(header.model_id, from_file=True)
     bitstream.check_geometry(header, 8)
     _, _, q = bitstream.decode_payload(header, payload, limits)
-    assert q.shape == (header.channels, header.latent_height, header.latent_width) and q.dtype == np.uint8
+    assert q.shape == (header.channels, header.latent_height, header.latent_width)
+    assert q.dtype == np.uint8 or (header.method == "tc" and q.dtype == np.float32 and np.isfinite(q).all())
     return "decoded"
 
 

@@ -129,7 +129,7 @@ def test_reorder_palette():
 
 
 def test_registry():
-    assert set(CODERS) == set(CODER_IDS)
+    assert set(CODERS) | {"range"} == set(CODER_IDS)  # range: the tc method's coder, outside the palette registry
     assert CODER_IDS["zlib"] == 0 and CODER_IDS["arith"] == 1
     assert len(set(CODER_IDS.values())) == len(CODER_IDS)
     assert all(0 <= v < 256 for v in CODER_IDS.values())

@@ -30,7 +30,7 @@ KODAK = SHARED / "data" / "kodak"
 TAEF2_DIR = SHARED / "weights" / "taef2"
 NB_DIR = ROOT / "notebooks"
 NAMES = ["01_load_weights", "02_vae_roundtrip", "03_latent_quantization", "04_unet_denoising",
-         "05_comparison", "06_article_figures"]
+         "05_comparison", "06_article_figures", "07_transform_coding"]
 BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
          "(https://colab.research.google.com/github/sdcomp/sdcomp-notebooks/blob/main/notebooks/{name}.ipynb)")
 FIGURES = ["panels_kodim04.png", "panels_kodim08.png", "panels_kodim23.png", "latent_rgba.png",
@@ -231,6 +231,7 @@ RUNS = [
     ("04_unet_denoising", "tiny-sd", True),
     ("05_comparison", "taef2", True),
     ("06_article_figures", "taef2", True),
+    ("07_transform_coding", "taef2", True),
 ]
 
 
@@ -315,6 +316,13 @@ def test_notebook_runs(name, model, needs_shared, request, tmp_path, monkeypatch
         prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
         assert "kodim08" not in prose and "windows" not in prose, "the text promises details it may not show"
         assert "compose_split" not in "\n".join(c.source for c in nb.cells), "no static image posing as a slider"
+    if name == "07_transform_coding":
+        assert "| palette (arith) |" in text and "| tc |" in text and "| psnr ↑ |" in text
+        assert "share of zero coefficients per band: LL" in text
+        assert "ours:taef2/tc" in text and "ours:taef2/arith" in text, "the RD budget tables are missing"
+        for fname in ("tc_vs_palette.png", "tc_vs_palette_crops.png", "tc_band_bytes.png", "tc_rd.png"):
+            f = tmp_path / "figures" / fname
+            assert f.is_file() and f.read_bytes()[:8] == PNG_SIGNATURE, f"{fname} was not written"
     if name == "06_article_figures":
         fig_dir = tmp_path / "figures"
         for fname in FIGURES:

@@ -1,12 +1,13 @@
 """Rate-distortion benchmark: the latent codec against JPEG / WebP / AVIF / JPEG XL over a folder of images.
 
 ``python -m helpers.bench`` (defaults: the 24 Kodak images in ../shared/data/kodak, TAEF2, budgets
-2000 3000 5000 8000 12000 bytes, coders zlib + arith, every available baseline, rule ``le``).
+2000 3000 5000 8000 12000 20000 30000 bytes, our variants zlib + arith (the palette method) and tc + tc+e1 (the
+transform coder, plain and with encoder-side refinement), every available baseline, rule ``le``).
 
 For every image x budget:
 
-* **ours**: :func:`helpers.codec.encode` with ``target_bytes=budget`` (the largest palette whose complete
-  file, header included, fits the budget), then :func:`helpers.codec.decode` from the bytes alone. The model
+* **ours**: :func:`helpers.codec.encode` with ``target_bytes=budget`` (the largest palette, or for tc the
+  finest step, whose complete file, header included, fits the budget), then :func:`helpers.codec.decode` from the bytes alone. The model
   weights are loaded once for the whole folder and the latents are computed once per image (batch mode).
   One label per model / lossless coder (/ UNet denoising, SD only): ``ours:taef2/zlib``, ``ours:taef2/arith``.
   Each non-zlib file is checked to decode to exactly the pixels of the zlib file with the same palette
@@ -73,15 +74,16 @@ from .machine import machine_info, torch_threads
 from .memory import PeakMemory
 from .plot import write_plot
 from .records import _key_of, load_records, ours_label, record_key, save_records, selection_of, with_metrics
-from .runner import run
-from .summary import write_summary
+from .runner import run, run_in_memory
+from .summary import budget_table, write_summary
 
 __all__ = [
-    "CLASSIC_KEYS", "DEFAULT_BUDGETS", "DEFAULT_CODERS", "DEFAULT_DATA", "DEFAULT_OUT", "DEFAULT_RULES",
+    "CLASSIC_KEYS", "DEFAULT_BUDGETS", "budget_table", "DEFAULT_CODERS", "DEFAULT_DATA", "DEFAULT_OUT", "DEFAULT_RULES",
     "FORMAT_VERSION", "HIGHLIGHT_BUDGET", "LEGACY_KEYS", "METRIC_SPECS", "Metric", "MetricCache", "OURS_RULE",
     "PLOT_FILE", "POLICY", "POLICY_TEXT", "PeakMemory", "QualityCache", "RECORDS_FILE", "SAVINGS_COLORS", "STAGES",
     "SUMMARY_FILE", "Setup", "_key_of", "aggregate", "bd_metrics", "bd_overlap", "bd_rate", "bd_table",
     "bench_image", "budget_verdict", "build_parser", "head_to_head", "load_records", "machine_info", "main",
-    "metric_keys", "metric_spec", "ours_label", "plot_metrics", "record_key", "report_only", "run", "save_records",
+    "metric_keys", "metric_spec", "ours_label", "plot_metrics", "record_key", "report_only", "run", "run_in_memory",
+    "save_records",
     "selection_of", "shown_metrics", "torch_threads", "with_metrics", "write_plot", "write_summary",
 ]

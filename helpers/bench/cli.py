@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--images", nargs="+", default=None, help="only these images (stems or file names)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N images (after --images)")
     ap.add_argument("--budgets", nargs="+", type=int, default=list(DEFAULT_BUDGETS),
-                    help="byte budgets (default 2000 3000 5000 8000 12000)")
+                    help="byte budgets (default 2000 3000 5000 8000 12000 20000 30000)")
     ap.add_argument("--codecs", nargs="+", default=None, help="baselines (default: every available one)")
     ap.add_argument("--model", action="append", default=None,
                     help="backend(s): taef2 (default), auto (SD v1.4 if available else TAEF2), an SD hub id or "

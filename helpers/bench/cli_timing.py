@@ -11,7 +11,8 @@ of bytes as our file) is decoded to PNG by Pillow in a subprocess (what ``djxl``
   ``apt-get download`` into a temporary folder (never committed), as ``scripts/bench_large_photo.py`` does.
 * **Settings**: every size is encoded with a fixed palette (``--colors 256``, default ``--coder arith``), so
   each stage's work is comparable across sizes; the 512x512 crop is also encoded at the issue's byte budget
-  (``--target-bytes 5000``: rate control searches the palette size, about 10 k-means + entropy-coding trials).
+  with the default method (``--method tc --target-bytes 5000``: rate control searches the transform coder's
+  step, 17 range-coding trials).
 * **Stages** come from the CLI's own stage log (``SDCOMP_TIMING``, :class:`helpers.cli.StageLog`): ``start``
   (process start until our code runs: the interpreter), ``imports`` (the CLI, codec, Pillow/numpy and the
   runtime: onnxruntime or torch), ``read`` (input image, or the .sdc file and its header), ``load`` (model
@@ -228,9 +229,10 @@ def run(args) -> dict:
                  "load_s": r["stages"]["wall"].get("load", 0.0)}
         print(f"first ONNX run (exports the graphs): {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, "
               f"{r['peak_rss_MiB']:.0f} MiB, of which load/export {first['load_s']:.1f} s", flush=True)
-    configs = [(s, f"K={args.colors}", ["--colors", str(args.colors)]) for s in args.sizes]
+    configs = [(s, f"K={args.colors}", ["--colors", str(args.colors), "--coder", args.coder]) for s in args.sizes]
     if args.budget and 512 in images:
-        configs.insert(args.sizes.index(512) + 1, (512, f"{args.budget} B", ["--target-bytes", str(args.budget)]))
+        configs.insert(args.sizes.index(512) + 1, (512, f"{args.budget} B", ["--method", "tc", "--target-bytes",
+                                                                              str(args.budget)]))
     for size, setting, opts in configs:
         img, what = images[size]
         repeat = args.repeat if size <= 512 else args.repeat_large
@@ -239,7 +241,7 @@ def run(args) -> dict:
         for rt in args.runtimes:
             sdc, png = tmp / f"{size}_{rt}.sdc", tmp / f"{size}_{rt}.png"
             enc = measure([py, "-m", "helpers", "encode", str(img), str(sdc), "--model", args.model, "--runtime", rt,
-                           "--coder", args.coder, *opts], tmp, repeat, env)
+                           *opts], tmp, repeat, env)
             dec = measure([py, "-m", "helpers", "decode", str(sdc), str(png), "--runtime", rt], tmp, repeat, env)
             ours_bytes = sdc.stat().st_size
             for op, runs in (("encode", enc), ("decode", dec)):

@@ -9,16 +9,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "kodak"
 DEFAULT_OUT = Path("results") / "kodak"
-DEFAULT_BUDGETS = (2000, 3000, 5000, 8000, 12000)
-DEFAULT_CODERS = ("zlib", "arith")
+DEFAULT_BUDGETS = (2000, 3000, 5000, 8000, 12000, 20000, 30000)
+#: our variants: palette coders (zlib = the 2022 packing, arith, lzma) and the transform coder, plain ("tc") or with
+#: encoder-side refinement ("tc+e1", "tc+e2": --effort 1 / 2, see helpers.refine)
+DEFAULT_CODERS = ("zlib", "arith", "tc", "tc+e1")
+PALETTE_CODERS = ("zlib", "arith", "lzma")
+TC_VARIANTS = {"tc": 0, "tc+e1": 1, "tc+e2": 2}
 DEFAULT_RULES = ("le",)
 HIGHLIGHT_BUDGET = 5000
 POLICY = "crop512"
 POLICY_TEXT = ("crop512: center crop to a 512x512 square (Kodak 768x512 / 512x768 -> the central 512x512, "
                "no resampling); bpp = 8 * bytes / (512 * 512), headers counted")
 SAVINGS_COLORS = 256
-OURS_RULE = "le"  # our rate control is a hard cap: the largest palette whose file is <= the budget
-STAGES = ("vae_encode", "quantize8", "palette", "pack", "unpack", "denoise", "vae_decode")
+OURS_RULE = "le"  # our rate control is a hard cap: the largest palette / finest step whose file is <= the budget
+STAGES = ("vae_encode", "refine", "quantize8", "palette", "pack", "unpack", "denoise", "vae_decode")
+
+
+def variant(name: str) -> tuple[str, str, int] | None:
+    """(method, coder, effort) of one of our variants (``--coders`` entries), or None if unknown."""
+    if name in PALETTE_CODERS:
+        return "palette", name, 0
+    if name in TC_VARIANTS:
+        return "tc", "range", TC_VARIANTS[name]
+    return None
 RECORDS_FILE = "records.json"
 PLOT_FILE = "rd_curves.png"
 SUMMARY_FILE = "summary.md"

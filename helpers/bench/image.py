@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import BudgetError, SDCError
 from . import config
-from .config import OURS_RULE, POLICY, SAVINGS_COLORS
+from .config import OURS_RULE, PALETTE_CODERS, POLICY, SAVINGS_COLORS, variant
 from .memory import PeakMemory
 from .records import _metric_fields, _metric_values, _round, ours_label, record_key, with_metrics
 
@@ -251,7 +251,8 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
         return decoded[key]
 
     def params(coder: str, dn: bool, colors: int) -> CodecParams:
-        return CodecParams(method="auto", colors=colors, coder=coder, policy=POLICY, denoise=dn)
+        method, lossless, effort = variant(coder)
+        return CodecParams(method=method, colors=colors, coder=lossless, policy=POLICY, denoise=dn, effort=effort)
 
     def same_as_zlib(data: bytes, dec, dn: bool, colors: int) -> bool:
         """Does this file decode exactly like the zlib file with the same palette (requested ``colors``)?
@@ -271,7 +272,7 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
         entry: dict[str, Any] = {"image": name, "model": mlabel, "colors_requested": n_colors,
                                  "bytes": {}, "payload_bytes": {}, "pack_seconds": {}}
         pixels = {}
-        for coder in ["zlib"] + [c for c in setup.coders if c != "zlib"]:
+        for coder in ["zlib"] + [c for c in setup.coders if c != "zlib" and c in PALETTE_CODERS]:
             enc = encode(img, backend, params(coder, False, n_colors), latents=z, cache=memo)
             pixels[coder] = np.asarray(decode_once(enc.data)[0].image)
             _, payload = bitstream.unpack(enc.data)
@@ -313,23 +314,30 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
             records.append((status, {**base, "bytes": None, "bpp": None, "colors": None, "setting": None,
                                      **{m: None for m in config.LEGACY_KEYS}, "unreachable": error}))
             continue
-        chosen = max(c for c, n in enc.trials if n <= budget)  # requested palette size of the kept file
+        tc = enc.header.method == "tc"
+        # requested palette size of the kept file (tc: its step index)
+        chosen = enc.coded.k if tc else max(c for c, n in enc.trials if n <= budget)
         m, spent = mc.measure(dec.image)
         h = enc.header
-        seconds = {"vae_encode": t_vae, "quantize8": enc.timings.get("quantize8", 0.0),
+        seconds = {"vae_encode": t_vae, "refine": enc.timings.get("refine", 0.0),
+                   "quantize8": enc.timings.get("quantize8", 0.0),
                    "palette": enc.timings.get("palette", 0.0), "pack": enc.timings.get("pack", 0.0),
                    "unpack": dec.timings.get("unpack", 0.0), "denoise": dec.timings.get("denoise", 0.0),
                    "vae_decode": dec.timings.get("vae_decode", 0.0)}
         rec = {**base, **_metric_fields({**m, "bytes": enc.nbytes, "bpp": 8 * enc.nbytes / (size[0] * size[1])}),
-               "colors": h.colors, "colors_requested": chosen,
-               "setting": f"{h.method} K={h.colors} {h.coder}" + (" +denoise" if h.denoise else ""),
+               "colors": h.colors, "colors_requested": None if tc else chosen,
+               "setting": (f"tc step {enc.coded.step:.4g}" + (f" effort {p.effort}" if p.effort else "") if tc
+                           else f"{h.method} K={h.colors} {h.coder}") + (" +denoise" if h.denoise else ""),
                "trials": [list(t) for t in enc.trials],
                "seconds": {k: _round(v, 4) for k, v in seconds.items()},
                "seconds_total": _round(sum(seconds.values()), 4),
                "seconds_wall": _round(t2 - t0, 4),  # this run, with the memoised stages and decodes
                "peak_mem_mb": _round(max(pm.delta_mb, pm_enc.delta_mb, dec_delta), 1),
                "peak_process_mb": _round(max(pm.peak_mb, pm_enc.peak_mb, dec_peak), 1), "mem_kind": pm.kind}
-        if coder == "zlib":
+        if tc:
+            rec.update(step=_round(enc.coded.step, 6), step_index=int(enc.coded.k), effort=p.effort,
+                       tc_tables=f"{enc.coded.tables.table_id:08x}")
+        elif coder == "zlib":
             rec["identical_to_zlib"] = True
         else:
             rec["identical_to_zlib"] = same_as_zlib(enc.data, dec, dn, chosen)

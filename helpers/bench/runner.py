@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SDCError
-from .config import OURS_RULE, PLOT_FILE, POLICY_TEXT, RECORDS_FILE, SUMMARY_FILE
+from .config import OURS_RULE, PALETTE_CODERS, PLOT_FILE, POLICY_TEXT, RECORDS_FILE, SUMMARY_FILE
 from .image import Setup, _expected_keys, _variants, bench_image
 from .machine import _loadavg, machine_info, torch_threads
 from .plot import write_plot
@@ -84,13 +84,17 @@ def _worker_image(path: str, have: set[str], savings_needed: list[str], fills: d
 
 
 def _resolve_coders(coders: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """Coders that exist in helpers.entropy now; the others are skipped with a reason (re-run to add them)."""
+    """Our variants that exist now (palette coders of helpers.entropy, the tc variants); the others are skipped
+    with a reason (re-run to add them)."""
     from .. import entropy
+    from .config import TC_VARIANTS
 
     known = getattr(entropy, "CODERS", None)
     ok, skipped = [], {}
     for c in coders:
-        if known is None:
+        if c in TC_VARIANTS:
+            ok.append(c)
+        elif known is None:
             if c == "zlib":
                 ok.append(c)  # pragma: no cover - the codec needs entropy.CODERS for every coder
             else:
@@ -98,7 +102,7 @@ def _resolve_coders(coders: Sequence[str]) -> tuple[list[str], dict[str, str]]:
         elif c in known:
             ok.append(c)
         else:
-            skipped[c] = f"not in helpers.entropy.CODERS ({', '.join(known)})"
+            skipped[c] = f"not in helpers.entropy.CODERS ({', '.join(known)}) nor a tc variant ({', '.join(TC_VARIANTS)})"
     if "zlib" not in ok:
         raise SDCError("the benchmark needs the zlib coder (the reference for identical_to_zlib and savings); "
                        "keep zlib in --coders")
@@ -210,7 +214,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     t_load = time.perf_counter() - t_load
     setup = Setup(budgets=sorted(set(args.budgets)), codecs=codecs, rules=list(dict.fromkeys(args.rules)),
                   coders=coders, denoise=args.denoise, max_colors=args.max_colors,
-                  coder_savings=args.coder_savings and len(coders) > 1,
+                  coder_savings=args.coder_savings and len([c for c in coders if c in PALETTE_CODERS]) > 1,
                   models=list(dict.fromkeys(args.model or ["taef2"])), verify=args.verify, device=args.device,
                   metrics=metric_keys, backends=backends)
     if args.denoise and not any(b.has_unet for _, b in backends):
@@ -236,7 +240,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     meta.update({
         "policy": POLICY_TEXT, "data": str(args.data), "command": command,
         "images": [p.stem for p in paths], "budgets": setup.budgets, "codecs": codecs, "rules": setup.rules,
-        "coders": coders, "ours_rule": f"{OURS_RULE}: largest palette (2..{setup.max_colors}) whose file <= budget",
+        "coders": coders, "ours_rule": f"{OURS_RULE}: largest palette (2..{setup.max_colors}) / finest tc step whose "
+                                       f"file <= budget",
         "max_colors": setup.max_colors, "denoise": setup.denoise, "verify": setup.verify,
         "backends": {lbl: b.describe() for lbl, b in backends},
         "lpips": "available" if lp_ok else f"unavailable: {lp_reason}",
@@ -262,7 +267,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     for p in paths:
         missing = set(_expected_keys(setup, p.stem)) - have
         sav = [lbl for lbl, _ in backends
-               if setup.coder_savings and not _savings_complete(doc, p.stem, lbl, coders)]
+               if setup.coder_savings and not _savings_complete(doc, p.stem, lbl, [c for c in coders if c in PALETTE_CODERS])]
         fill = fills.get(p.stem, {})
         if missing or sav or fill:
             work.append((str(p), {k for k in have if k.startswith(p.stem + "|")}, sav, fill))
@@ -344,3 +349,32 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     return {"records": rec_path, "plot": out / PLOT_FILE, "summary": out / SUMMARY_FILE,
             "new_records": run_info["new_records"], "filled_records": run_info["filled_records"],
             "replaced_records": run_info["replaced_records"], "wall_seconds": run_info["wall_seconds"]}
+
+
+def run_in_memory(paths: Sequence[str | Path], backend, budgets: Sequence[int], coders: Sequence[str],
+                  codecs: Sequence[str] | None = None, metrics: Sequence[str] | None = None,
+                  label: str | None = None, progress: bool = True) -> tuple[dict, dict]:
+    """The benchmark for a few images in this process, with an already loaded backend (notebooks):
+    returns ``(doc, selection)`` shaped like ``records.json`` and its selection, for
+    :func:`helpers.bench.write_plot`, :func:`helpers.bench.aggregate` and :func:`helpers.bench.head_to_head`.
+    Nothing is written to disk; the same records as ``python -m helpers.bench`` (rule ``le``)."""
+    from tqdm.auto import tqdm
+
+    from .. import baselines
+
+    coders, skipped = _resolve_coders(list(dict.fromkeys(coders)))
+    codecs = [c for c in (baselines.available_codecs() if codecs is None else codecs)
+              if baselines.codec_status().get(c) is None]
+    metric_keys, _ = _resolve_metrics(metrics)
+    label = label or backend.kind
+    setup = Setup(budgets=sorted(set(int(b) for b in budgets)), codecs=list(codecs), rules=["le"], coders=coders,
+                  denoise=False, max_colors=1024, coder_savings=False, models=[backend.model_id], verify="latents",
+                  device=str(backend.device), metrics=metric_keys, backends=[(label, backend)])
+    records: list[dict] = []
+    for p in tqdm(list(paths), desc="RD sweep", unit="img", disable=not progress):
+        records += bench_image(p, setup, set(), [])["records"]
+    selection = {"images": [Path(p).stem for p in paths], "budgets": setup.budgets, "codecs": setup.codecs,
+                 "rules": setup.rules, "ours": [ours_label(label, c, dn) for c, dn in _variants(setup, backend)]}
+    doc = {"format": config.FORMAT_VERSION, "records": records, "coder_savings": [],
+           "meta": {"selection": selection, "coders": coders, "skipped_coders": skipped}}
+    return doc, selection

@@ -9,7 +9,7 @@ import numpy as np
 
 from .aggregate import _mean, _rows_for, aggregate, bd_table, budget_verdict, head_to_head, shown_metrics
 from . import config
-from .config import HIGHLIGHT_BUDGET, POLICY, POLICY_TEXT, STAGES
+from .config import HIGHLIGHT_BUDGET, PALETTE_CODERS, POLICY, POLICY_TEXT, STAGES
 
 
 def _f(v, nd=3, suffix=""):
@@ -261,7 +261,7 @@ def write_summary(doc: dict, path: Path, selection: dict) -> Path:
                           f"{min(pct):.2f} / {max(pct):.2f} | "
                           f"{sum(bool(s['identical_to_zlib'].get(c)) for s in sc)}/{len(sc)} |")
         ident = [r for r in doc["records"] if r["image"] in set(images) and r["codec"] in selection["ours"]
-                 and r.get("coder") not in (None, "zlib") and r.get("bytes") is not None]
+                 and r.get("coder") in PALETTE_CODERS and r.get("coder") != "zlib" and r.get("bytes") is not None]
         if ident:
             how = sorted({r.get("identical_check", "pixels") for r in ident})
             md += ["", f"Within the budget runs, {sum(bool(r.get('identical_to_zlib')) for r in ident)}/{len(ident)} "
@@ -276,7 +276,10 @@ def write_summary(doc: dict, path: Path, selection: dict) -> Path:
            f"Device: `{mach.get('device', '?')}`" + where + ". Mean seconds of one encode + decode at one budget: "
            "`vae_encode` runs once per image (its latents are reused by every budget and coder); `palette` and "
            "`pack` are the seconds a standalone encode spends over its whole palette-size search (the "
-           "benchmark itself memoises them across budgets); `denoise` is 0 without a UNet. Peak memory: "
+           "benchmark itself memoises them across budgets); for tc, `pack` is its whole rate control (transform, "
+           "then quantization + range coding for each step tried) and `refine` the encoder-side refinement of "
+           "the tc+e variants (decoder forward + backward passes, per budget); `denoise` is 0 without a UNet. "
+           "Peak memory: "
            + mem_kind + ", over the latent encode "
            "and one encode + decode.", ""]
     md += _stage_table(doc, selection) + [""]
@@ -290,3 +293,9 @@ def write_summary(doc: dict, path: Path, selection: dict) -> Path:
            "The run is resumable: records already in records.json are skipped (delete the folder to start over).", ""]
     path.write_text("\n".join(md))
     return path
+
+
+def budget_table(doc: dict, selection: dict, budget: int) -> str:
+    """The summary's markdown table of one budget (means over the images each codec fits), for notebooks."""
+    mets = shown_metrics(r for r in doc["records"] if r["image"] in set(selection["images"]))
+    return "\n".join(_budget_table(aggregate(doc["records"], selection["images"]), selection, int(budget), mets)) + "\n"

@@ -1,0 +1,133 @@
+"""The transform coder (method 'tc'): wavelet, tables, range coding, rate control, hostile payloads."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from helpers import tcoder as T
+from helpers.errors import BitstreamError, BudgetError
+
+
+def _latent(c=32, h=64, w=64, seed=0):
+    """A smooth-plus-texture random latent with TAEF2-like ranges (correlated channels)."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(c, h // 4 + 1, w // 4 + 1))
+    up = np.repeat(np.repeat(base, 4, 1), 4, 2)[:, :h, :w]
+    mix = rng.normal(size=(c, c)) / np.sqrt(c)
+    return (np.einsum("ij,jyx->iyx", mix, up) + 0.3 * rng.normal(size=(c, h, w))).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 3), (8, 8), (13, 10), (64, 64), (33, 96)])
+def test_wavelet_is_perfect_for_any_size(shape):
+    x = np.random.default_rng(1).normal(size=(3,) + shape)
+    L = T.levels_for(*shape)
+    bands = T.dwt2(x, L)
+    assert [b.shape[1:] for b in bands] == T.band_shapes(*shape, L)
+    assert sum(b[0].size for b in bands) == shape[0] * shape[1]
+    np.testing.assert_allclose(T.idwt2(bands), x, atol=1e-12)
+
+
+def test_wavelet_compacts_a_smooth_signal():
+    y, x = np.mgrid[0:64, 0:64]
+    sig = np.sin(x / 20.0) + np.cos(y / 25.0)
+    bands = T.dwt2(sig[None], 4)
+    energy = [float((b ** 2).sum()) for b in bands]
+    assert energy[0] > 0.99 * sum(energy)  # nearly all energy in the 4x4 LL band
+
+
+def test_levels_for_sizes():
+    assert [T.levels_for(s, s) for s in (1, 4, 7, 8, 16, 32, 64, 500)] == [0, 0, 0, 1, 2, 3, 4, 4]
+
+
+def test_class_tables_are_the_shipped_integers():
+    freq, shift = T.class_tables()
+    f2, s2 = T.make_class_tables()
+    np.testing.assert_array_equal(freq, f2)
+    np.testing.assert_array_equal(shift, s2)
+    assert freq.shape == (T.N_CLASSES, 2 * T.M + 2) and freq.min() >= 1
+
+
+@pytest.mark.parametrize("c,h,w", [(4, 16, 16), (4, 10, 13), (32, 8, 8), (32, 64, 64), (3, 1, 1)])
+def test_inline_round_trip_is_bit_exact(c, h, w):
+    z = _latent(c, h, w, seed=c + h)
+    coded, _ = T.encode_latent(z, fingerprint=None, step=0.2)
+    assert coded.tables.table_id == 0
+    got = T.decode_payload(coded.payload, c, h, w, fingerprint=None)
+    np.testing.assert_array_equal(got, coded.latent())
+    # the quantized coefficients come back exactly: re-analysing the decode's own tables
+    assert got.dtype == np.float32 and got.shape == (c, h, w)
+
+
+def test_finer_steps_cost_more_and_reconstruct_better():
+    z = _latent()
+    sizes, errs = [], []
+    for step in (2.0, 0.5, 0.1):
+        coded, _ = T.encode_latent(z, None, step=step)
+        sizes.append(len(coded.payload))
+        errs.append(float(np.mean((coded.latent() - z) ** 2)))
+    assert sizes[0] < sizes[1] < sizes[2]
+    assert errs[0] > errs[1] > errs[2]
+
+
+@pytest.mark.parametrize("c,budget", [(4, 300), (4, 900), (32, 3000), (32, 5000), (32, 12000)])
+def test_rate_control_never_exceeds_the_budget(c, budget):
+    z = _latent(c=c, seed=3)
+    coded, trials = T.encode_latent(z, None, budget=budget, overhead=42)
+    assert len(coded.payload) + 42 <= budget
+    # the next finer step would not have fitted: the search is tight
+    finer = T.encode_coeffs(T.analyze(z, coded.tables, coded.levels), coded.tables, coded.levels, coded.k - 1)
+    assert len(finer.payload) + 42 > budget or coded.k == 0
+    assert len(trials) <= 18
+
+
+def test_impossible_budget_is_a_budget_error():
+    with pytest.raises(BudgetError, match="coarsest"):
+        T.encode_latent(_latent(), None, budget=2000)  # 32 inline channels: their KLT alone is 2 KB
+
+
+def _coded():
+    coded, _ = T.encode_latent(_latent(4, 16, 16), None, step=0.1)
+    return coded.payload
+
+
+def test_truncated_and_altered_payloads_are_errors():
+    payload = _coded()
+    for cut in (0, 5, 8, len(payload) - 4, len(payload) - 1):
+        with pytest.raises(BitstreamError):
+            T.decode_payload(payload[:cut], 4, 16, 16, None)
+    bad = bytearray(payload)
+    bad[-3] ^= 0x55
+    with pytest.raises(BitstreamError):
+        T.decode_payload(bytes(bad), 4, 16, 16, None)
+    for extra in (b"\x01", b"\x01\x02\x03\x04", bytes(8)):
+        with pytest.raises(BitstreamError, match="words announced"):
+            T.decode_payload(payload + extra, 4, 16, 16, None)
+
+
+def test_header_fields_of_the_payload_are_checked():
+    payload = bytearray(_coded())
+    wrong_version = bytes([9]) + payload[1:]
+    with pytest.raises(BitstreamError, match="version 9"):
+        T.decode_payload(wrong_version, 4, 16, 16, None)
+    with pytest.raises(BitstreamError, match="levels"):
+        T.decode_payload(bytes(payload), 4, 64, 64, None)
+    unknown = bytes(payload[:1]) + struct.pack("<I", 0xDEADBEEF) + bytes(payload[5:])
+    with pytest.raises(BitstreamError, match="tables deadbeef"):
+        T.decode_payload(unknown, 4, 16, 16, fingerprint=123)
+
+
+def test_random_garbage_never_escapes_as_another_exception():
+    rng = np.random.default_rng(5)
+    payload = _coded()
+    for i in range(300):
+        data = bytearray(payload)
+        for _ in range(rng.integers(1, 6)):
+            data[rng.integers(8, len(data))] = rng.integers(0, 256)
+        try:
+            out = T.decode_payload(bytes(data), 4, 16, 16, None)
+        except BitstreamError:
+            continue
+        assert out.shape == (4, 16, 16) and np.all(np.isfinite(out))
