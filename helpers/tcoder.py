@@ -268,6 +268,10 @@ def save_tables(path: Path, tables: Tables, extra: dict | None = None) -> int:
         d[f"base{L}"] = tables.base[L].astype(np.int16)
     d.update(extra or {})
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():  # keep the tables being replaced: files coded with them name their id
+        old = _load_tables_file(str(path))
+        if old.table_id != _tables_crc({k: np.asarray(v) for k, v in d.items()}):
+            path.replace(path.with_name(f"{path.stem}_{old.table_id:08x}.npz"))
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
         np.savez(fh, **d)
@@ -276,11 +280,17 @@ def save_tables(path: Path, tables: Tables, extra: dict | None = None) -> int:
     return _tables_crc({k: np.asarray(v) for k, v in d.items()})
 
 
-def trained_tables(fingerprint: int) -> Tables | None:
-    for p in tables_path(fingerprint):
+def trained_tables(fingerprint: int, table_id: int | None = None) -> Tables | None:
+    """The current trained tables for these decoder weights; with ``table_id``, the tables with that id: the
+    current ones or an archived set (``tc_<fingerprint>_<table id>.npz``, which :func:`save_tables` leaves
+    behind when retraining replaces a file, so that files coded with older tables keep decoding)."""
+    paths = tables_path(fingerprint)
+    if table_id is not None:
+        paths = paths + [p.with_name(f"{p.stem}_{table_id:08x}.npz") for p in paths]
+    for p in paths:
         if p.is_file():
             t = _load_tables_file(str(p))
-            if t.fingerprint == fingerprint:
+            if t.fingerprint == fingerprint and (table_id is None or t.table_id == table_id):
                 return t
     return None
 
@@ -629,6 +639,14 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
 
 def decode_payload(payload: bytes, channels: int, h: int, w: int, fingerprint: int | None) -> np.ndarray:
     """Payload -> float32 latent (C, h, w). Raises BitstreamError (one line) on anything malformed."""
+    q, k, tables, levels = decode_symbols(payload, channels, h, w, fingerprint)
+    return synthesize(dequantize(q, k), tables, levels)
+
+
+def decode_symbols(payload: bytes, channels: int, h: int, w: int, fingerprint: int | None
+                   ) -> tuple[list[np.ndarray], int, Tables, int]:
+    """Payload -> (quantized coefficients per band, step index k, tables, wavelet levels): the entropy decoder's
+    exact integer output, before the float synthesis. Raises BitstreamError (one line) on anything malformed."""
     import constriction
 
     if len(payload) < 8:
@@ -645,12 +663,14 @@ def decode_payload(payload: bytes, channels: int, h: int, w: int, fingerprint: i
         tables, n = _parse_inline(payload[pos:], channels, levels)
         pos += n
     else:
-        tables = trained_tables(fingerprint) if fingerprint is not None else None
-        if tables is None or tables.table_id != table_id:
-            have = f"{tables.table_id:08x}" if tables is not None else "none"
+        tables = trained_tables(fingerprint, table_id) if fingerprint is not None else None
+        if tables is None:
+            current = trained_tables(fingerprint) if fingerprint is not None else None
+            have = f"{current.table_id:08x}" if current is not None else "none"
             raise BitstreamError(f"this tc file needs transform tables {table_id:08x} for these decoder weights, "
-                                 f"but this installation has {have}: decode with the sdcomp-notebooks version "
-                                 f"that wrote it, or retrain them with python -m helpers.tc_train")
+                                 f"but this installation has {have}: put tc_{fingerprint:08x}_{table_id:08x}.npz (kept by "
+                                 f"the retraining that replaced them) in helpers/data or $SDCOMP_CACHE/tc, or decode "
+                                 f"with the sdcomp-notebooks version that wrote the file")
         if tables.channels != channels:
             raise BitstreamError(f"corrupted tc payload: tables for {tables.channels} channels, header says {channels}")
         tables.check(levels)
@@ -667,7 +687,7 @@ def decode_payload(payload: bytes, channels: int, h: int, w: int, fingerprint: i
         raise
     except Exception as exc:  # noqa: BLE001 - constriction errors on garbage become one line
         raise BitstreamError(f"corrupted tc payload ({type(exc).__name__})") from None
-    return synthesize(dequantize(q, k), tables, levels)
+    return q, k, tables, levels
 
 
 # ----------------------------------------------------------------------------------------------

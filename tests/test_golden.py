@@ -1,4 +1,4 @@
-"""Files written by format v1 (commit 2bf8961) keep decoding: latents bit-exactly, pixels within +-1."""
+"""Golden files keep decoding: format v1 (commit 2bf8961) and the first tc files; latents bit-exactly, pixels within +-1."""
 
 from __future__ import annotations
 
@@ -31,6 +31,44 @@ def test_golden_latents_bit_exact(name):
 
 @pytest.mark.parametrize("name", sorted(n for n in MANIFEST if n.startswith("v1_taef2")))
 def test_golden_pixels_within_one_level(name, taef2):
+    dec = decode((GOLDEN / f"{name}.sdc").read_bytes(), taef2)
+    want = np.asarray(Image.open(GOLDEN / f"{name}.png").convert("RGB"), dtype=np.int16)
+    got = np.asarray(dec.image, dtype=np.int16)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1
+
+
+# --- transform coding (method 3): files written when tc was introduced (make_golden_tc.py) ---
+MANIFEST_TC = json.loads((GOLDEN / "manifest_tc.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST_TC))
+def test_golden_tc_symbols_bit_exact(name):
+    """The range decoder's integer output is exact; the float latent (wavelet + KLT synthesis) is within float
+    rounding, which BLAS and thread counts may change."""
+    from helpers import tcoder
+
+    data = (GOLDEN / f"{name}.sdc").read_bytes()
+    want = MANIFEST_TC[name]
+    assert len(data) == want["bytes"] and (want["budget"] is None or len(data) <= want["budget"])
+    header, payload = bitstream.unpack(data)
+    assert (header.method, header.coder, header.colors) == ("tc", "range", 0)
+    assert [header.width, header.height] == want["size"]
+    assert [header.channels, header.latent_height, header.latent_width] == want["latent"]
+    q, k, tables, levels = tcoder.decode_symbols(payload, header.channels, header.latent_height,
+                                                 header.latent_width, header.fingerprint)
+    assert (k, levels) == (want["k"], want["levels"])
+    assert (f"{tables.table_id:08x}" if tables.table_id else "inline") == want["table_id"]
+    ref = np.load(GOLDEN / f"{name}.symbols.npz")
+    assert len(q) == len(ref.files) - 1
+    for i, band in enumerate(q):
+        np.testing.assert_array_equal(band, ref[f"band{i}"])
+    z = unpack_payload(header, payload)[2]
+    np.testing.assert_allclose(z, np.load(GOLDEN / f"{name}.latent.npy"), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MANIFEST_TC if n.startswith("tc_taef2")))
+def test_golden_tc_pixels_within_one_level(name, taef2):
     dec = decode((GOLDEN / f"{name}.sdc").read_bytes(), taef2)
     want = np.asarray(Image.open(GOLDEN / f"{name}.png").convert("RGB"), dtype=np.int16)
     got = np.asarray(dec.image, dtype=np.int16)

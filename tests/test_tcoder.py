@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import numpy as np
@@ -131,3 +132,26 @@ def test_random_garbage_never_escapes_as_another_exception():
         except BitstreamError:
             continue
         assert out.shape == (4, 16, 16) and np.all(np.isfinite(out))
+
+
+def test_retrained_tables_keep_old_files_decodable(tmp_path, monkeypatch):
+    """save_tables archives the tables it replaces; a file names its tables by id and finds the archived set."""
+    monkeypatch.setenv("SDCOMP_CACHE", str(tmp_path))
+    fp = 0x0BADF00D
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(4, 16, 16)).astype(np.float32)
+    levels = T.levels_for(16, 16)
+    path = T.tables_path(fp)[1]
+    old = dataclasses.replace(T.inline_tables(z, levels), fingerprint=fp)
+    old_id = T.save_tables(path, old)
+    coded, _ = T.encode_latent(z, fp, step=0.5)
+    assert struct.unpack_from("<I", coded.payload, 1)[0] == old_id  # trained tables, referenced by id
+    z_old = T.decode_payload(coded.payload, 4, 16, 16, fp)
+    new = dataclasses.replace(old, mu=old.mu + 0.25)
+    new_id = T.save_tables(path, new)
+    assert new_id != old_id and path.with_name(f"{path.stem}_{old_id:08x}.npz").is_file()
+    assert T.trained_tables(fp).table_id == new_id
+    np.testing.assert_array_equal(T.decode_payload(coded.payload, 4, 16, 16, fp), z_old)
+    path.with_name(f"{path.stem}_{old_id:08x}.npz").unlink()
+    with pytest.raises(BitstreamError, match=f"needs transform tables {old_id:08x}.*tc_{fp:08x}_{old_id:08x}.npz"):
+        T.decode_payload(coded.payload, 4, 16, 16, fp)
