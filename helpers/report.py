@@ -98,7 +98,9 @@ def compare_image(img, backend, name: str = "image", params: CodecParams | None 
                 results[rule][codec] = baselines.match_budget(ref, codec, enc.nbytes, rule=rule)
             except (BudgetError, UnavailableError):
                 continue  # reported as a missing row: the codec cannot reach this size
-    setting = f"{enc.header.method} K={enc.header.colors} {enc.header.coder}" + (" +denoise" if enc.header.denoise else "")
+    h = enc.header
+    setting = (f"tc step {enc.coded.step:.3g}" + (f" effort {params.effort}" if params.effort else "")
+               if h.method == "tc" else f"{h.method} K={h.colors} {h.coder}") + (" +denoise" if h.denoise else "")
     rows = [_metrics_row(name, f"ours:{backend.kind}", "-", setting, ref, dec.image, enc.nbytes, metric_keys)]
     for rule, per in results.items():
         for codec, res in per.items():
