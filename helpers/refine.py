@@ -7,9 +7,10 @@ compares the decoded picture with the original, and moves ``z`` down the gradien
 error, passed through the quantizer as if it were the identity (the straight-through estimator). Between
 stages the rate control runs again, since the refined latent costs a different number of bytes.
 
-Measured on four licensed holdout photos at 5000 bytes (TAEF2, 512x512; results/tc/effort.md has the
-benchmark's figures): plain 26.90 dB; 3 steps of pixel loss without the quantizer 27.79 dB; 3
-straight-through steps 28.40 dB (effort 1); 4 + 4 steps with a rate control between them 28.94 dB (effort 2).
+Measured while designing it, on four licensed holdout photos at 5000 bytes (TAEF2, 512x512): plain 26.90 dB;
+3 steps of pixel loss without the quantizer 27.79 dB; 3 straight-through steps 28.40 dB (effort 1); 4 + 4
+steps with a rate control between them 28.94 dB (effort 2). The benchmark's figures for effort 1 are in
+results/kodak/summary.md and results/holdout/summary.md (variant ``tc+e1``).
 The decoder and the file format do not change: only the encoder works harder.
 
 Each step is one decoder forward + backward pass (about 2.5 s for 512x512 TAEF2 on 2 CPU cores), so effort
