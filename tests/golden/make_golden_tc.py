@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from helpers import bitstream, tcoder  # noqa: E402
@@ -17,23 +16,8 @@ from helpers.codec import CodecParams, decode, encode, unpack_payload  # noqa: E
 from helpers.models import load_backend, load_taef2, make_tiny_sd  # noqa: E402
 
 out = Path(__file__).resolve().parent
-
-
-def synthetic(w, h, seed=7):
-    """The v1 golden files' procedural picture (as in make_golden_v1.py): no third-party image in the repository."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    r = 128 + 100 * np.sin(x / 17.0) * np.cos(y / 23.0)
-    g = 255 * x / w
-    b = 255 * (1 - y / h)
-    im = np.stack([r, g, b], -1)
-    for cx, cy, rad, col in [(0.3, 0.4, 0.18, (240, 200, 40)), (0.7, 0.6, 0.22, (30, 60, 200))]:
-        m = (x - cx * w) ** 2 + (y - cy * h) ** 2 < (rad * min(w, h)) ** 2
-        im[m] = col
-    im[(x // 4) % 2 == 0] *= 0.85
-    im += rng.normal(0, 6, im.shape)
-    return Image.fromarray(np.clip(im, 0, 255).astype(np.uint8))
-
+sys.path.insert(0, str(out))
+from picture import synthetic  # noqa: E402
 
 img = synthetic(512, 384)
 small = img.crop((300, 100, 428, 228))  # 128x128
