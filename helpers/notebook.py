@@ -60,3 +60,19 @@ def setup(colab: bool) -> None:
             _installed = True
         os.environ.setdefault("SDCOMP_DATA", str(fetch_kodak(KODAK_DIR)))
     print(f"helpers {__version__} from {ROOT}, Python {sys.version.split()[0]}, Colab: {colab}")
+
+
+def load_model(model: str, fallback: str, device: str = "auto"):
+    """The notebooks' model cell: load ``model`` (hub id, folder, ``taef2`` or ``auto``), falling back to
+    ``fallback`` when it cannot be loaded (offline), and print what was loaded and why, with a loud warning for
+    the tiny random SD pipeline of CI. Returns the backend."""
+    from .models import load_with_fallback
+
+    backend, why = load_with_fallback(model, fallback, device=device)
+    if why:
+        print(f"Could not load {model!r}:\n  {why}\n-> fell back to {fallback!r}.")
+    print(f"{backend.describe()}: {backend.latent_channels} latent channels, {backend.downsample}x downsampling, "
+          f"loaded in {backend.load_seconds:.1f} s")
+    if backend.random_weights:
+        print("WARNING: tiny RANDOM SD weights (CI): the code path is real, the pictures and numbers are meaningless.")
+    return backend

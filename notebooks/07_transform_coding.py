@@ -80,15 +80,9 @@ if SMOKE:
     METRICS = ["psnr", "ms_ssim"]
 
 # %%
-from helpers.models import load_with_fallback
+from helpers.notebook import load_model
 
-backend, why = load_with_fallback(MODEL, FALLBACK_MODEL, device=DEVICE)
-if why:
-    print(f"Could not load {MODEL!r}:\n  {why}\n-> fell back to {FALLBACK_MODEL!r}.")
-print(f"{backend.describe()}: {backend.latent_channels} latent channels, {backend.downsample}x downsampling, "
-      f"loaded in {backend.load_seconds:.1f} s")
-if backend.random_weights:
-    print("WARNING: tiny RANDOM SD weights (CI): the code path is real, the pictures and numbers are meaningless.")
+backend = load_model(MODEL, FALLBACK_MODEL, DEVICE)  # prints what was loaded, and why if it fell back
 
 # %% [markdown]
 # ## One image at the article's budget
