@@ -330,17 +330,9 @@ def random_vgg16_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture
-def torch_home(monkeypatch, tmp_path, fresh_registry):
+def torch_home(offline_torch_home, fresh_registry):
     """An empty torch hub cache in which any download attempt fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("tried to download weights")
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.delenv(deep.DOWNLOAD_ENV, raising=False)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    return tmp_path
+    return offline_torch_home
 
 
 def test_learned_metrics_without_backbone_are_unavailable_without_download(torch_home):
@@ -505,3 +497,15 @@ def test_status_command_lists_every_metric(capsys):
     out = capsys.readouterr().out
     for key in M.METRICS:
         assert re.search(rf"^{key}\s+[↑↓] (available|unavailable: )", out, re.M), key
+
+
+def test_import_or_unavailable_names_the_module_and_the_fix():
+    import json
+
+    from helpers.errors import UnavailableError, import_or_unavailable
+
+    assert import_or_unavailable("JSON", "json", "json") is json
+    assert import_or_unavailable("JSON", "json", "json", "os.path")[1].__name__ == "posixpath"
+    with pytest.raises(UnavailableError, match=r"^Thing is unavailable: cannot import no_such_mod_sdcomp "
+                                               r"\(ModuleNotFoundError: .*\); pip install thing==1\.0$"):
+        import_or_unavailable("Thing", "thing==1.0", "json", "no_such_mod_sdcomp")

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SDCError, UnavailableError
+from ..errors import SDCError, UnavailableError, import_or_unavailable
+from ..errors import one_line as _one_line
 from .classic import ImageLike, _pair
 
 __all__ = [
@@ -53,10 +54,6 @@ _MODELS: dict[tuple[str, str], Any] = {}  # (metric, checkpoint path) -> loaded 
 _VERIFIED: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) whose hash matched
 
 DOWNLOAD_ENV = "SDCOMP_DOWNLOAD_WEIGHTS"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def downloads_allowed() -> bool:
@@ -186,13 +183,7 @@ def _load_lpips(net: str) -> Any:
     if net not in _BACKBONES:
         raise SDCError(f"unknown LPIPS network {net!r}; use one of: {', '.join(_BACKBONES)}")
     who = f"LPIPS ({net})"
-    try:
-        import lpips
-        import torch
-    except Exception as exc:
-        raise UnavailableError(
-            _one_line(f"{who} is unavailable: cannot import lpips/torch ({exc}); pip install lpips==0.1.4 torch")
-        ) from None
+    lpips, torch = import_or_unavailable(who, "lpips==0.1.4 torch", "lpips", "torch")
     key = ("lpips-" + net, str(checkpoint_path(net)))
     if key in _MODELS:
         return _MODELS[key]
@@ -278,14 +269,7 @@ def _dists_weights_file(module_file: str) -> Path:
 
 def _load_dists() -> Any:
     who = "DISTS"
-    try:
-        import torch
-        from DISTS_pytorch import DISTS_pt
-    except Exception as exc:
-        raise UnavailableError(
-            _one_line(f"{who} is unavailable: cannot import {DISTS_PACKAGE} ({type(exc).__name__}: {exc}); "
-                      f"pip install {DISTS_PACKAGE}==0.1")
-        ) from None
+    torch, DISTS_pt = import_or_unavailable(who, f"{DISTS_PACKAGE}==0.1", "torch", "DISTS_pytorch.DISTS_pt")
     key = ("dists", str(checkpoint_path("vgg")))
     if key in _MODELS:
         return _MODELS[key]

@@ -48,7 +48,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import UnavailableError
+from ..errors import UnavailableError, import_or_unavailable
+from ..errors import one_line as _one_line
 from .classic import ImageLike, _pair
 
 __all__ = [
@@ -95,10 +96,6 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 @contextlib.contextmanager
 def _torch_threads(n: int):
     import torch
@@ -120,14 +117,7 @@ def _torch_threads(n: int):
 
 @functools.lru_cache(maxsize=1)
 def _cvvdp() -> Any:
-    try:
-        import pycvvdp
-        import torch
-    except Exception as exc:
-        raise UnavailableError(
-            _one_line(f"ColorVideoVDP is unavailable: cannot import pycvvdp ({type(exc).__name__}: {exc}); "
-                      "pip install cvvdp==0.5.7")
-        ) from None
+    pycvvdp, torch = import_or_unavailable("ColorVideoVDP", "cvvdp==0.5.7", "pycvvdp", "torch")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -165,14 +155,7 @@ def cvvdp_settings() -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _flip() -> Any:
-    try:
-        import flip_evaluator
-    except Exception as exc:
-        raise UnavailableError(
-            _one_line(f"FLIP is unavailable: cannot import flip_evaluator ({type(exc).__name__}: {exc}); "
-                      "pip install flip-evaluator==1.7")
-        ) from None
-    return flip_evaluator
+    return import_or_unavailable("FLIP", "flip-evaluator==1.7", "flip_evaluator")
 
 
 def flip_error(ref: ImageLike, test: ImageLike) -> float:
