@@ -54,3 +54,20 @@ def tiny_sd(tiny_sd_dir):
     from helpers.models import load_backend
 
     return load_backend(str(tiny_sd_dir), device="cpu")
+
+
+@pytest.fixture
+def offline_torch_home(monkeypatch, tmp_path) -> Path:
+    """An empty TORCH_HOME (tmp_path) in which any weight download fails the test, downloads not allowed."""
+    import torch
+
+    from helpers.metrics import deep
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tried to download weights")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv(deep.DOWNLOAD_ENV, raising=False)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    return tmp_path

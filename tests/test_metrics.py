@@ -175,18 +175,10 @@ def test_lpips_real_backbone_or_clear_unavailability():
 
 
 @pytest.fixture
-def no_download(monkeypatch, tmp_path):
+def no_download(monkeypatch, offline_torch_home):
     """An empty torch hub cache in which any download attempt fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("LPIPS tried to download weights")
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.delenv(deep.DOWNLOAD_ENV, raising=False)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
     monkeypatch.setattr(deep, "_MODELS", {})
-    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints = offline_torch_home / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     return checkpoints
 
