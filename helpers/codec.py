@@ -12,13 +12,14 @@ import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from PIL import Image
 
 from . import bitstream, entropy
 from .errors import BudgetError, SDCError
-from .images import apply_policy, as_pil, from_nchw, to_nchw
+from .images import apply_policy, as_pil, signed_to_uint8, to_nchw
 from .quantize import apply_palette, palette_kmeans, palette_libimagequant, quantize_8bit, unquantize_8bit
 
 
@@ -102,11 +103,16 @@ class Encoded:
 
 @dataclass
 class Decoded:
-    image: Image.Image
+    pixels: np.ndarray  # (H, W, 3) uint8, the decoded image (a view when the latent grid was cropped)
     header: bitstream.Header
     latents: np.ndarray  # latents fed to the decoder (after unquantize and optional denoising)
     timings: dict[str, float] = field(default_factory=dict)
     cpu_timings: dict[str, float] = field(default_factory=dict)  # process CPU seconds per stage (all threads)
+
+    @cached_property
+    def image(self) -> Image.Image:
+        """The pixels as an RGB PIL image (a copy, made on first use: the CLI writes ``pixels`` directly)."""
+        return Image.fromarray(np.ascontiguousarray(self.pixels))
 
 
 def _sync(device) -> None:
@@ -146,7 +152,16 @@ def encode_latents(backend, img: Image.Image, seed: int = 0) -> np.ndarray:
 
 def decode_latents(backend, z: np.ndarray) -> Image.Image:
     """Raw latents (C, h, w) -> RGB image."""
-    return from_nchw(backend.decode_array(np.ascontiguousarray(z, dtype=np.float32)[None]))
+    return Image.fromarray(decode_pixels(backend, z))
+
+
+def decode_pixels(backend, z: np.ndarray) -> np.ndarray:
+    """Raw latents (C, h, w) -> (H, W, 3) uint8. Backends with ``decode_uint8`` (TAEF2 on either runtime) write
+    each decoded tile straight into the 8-bit result; others convert their float output at once."""
+    z = np.ascontiguousarray(z, dtype=np.float32)[None]
+    if hasattr(backend, "decode_uint8"):
+        return backend.decode_uint8(z)
+    return signed_to_uint8(backend.decode_array(z))
 
 
 def quantize_latents(q8: np.ndarray, method: str, colors: int, dither: float, seed: int = 0,
@@ -368,10 +383,10 @@ def decode(data: bytes, backend, denoise: bool | None = None, progress: bool = F
             steps = header.denoise_steps if header.denoise else DEFAULT_STEPS
             z = denoise_latents(backend, torch.from_numpy(z)[None], strength, steps, progress)[0].cpu().numpy()
     with _timed(timings, "vae_decode", backend.device, cpu):
-        image = decode_latents(backend, z)
-    if image.size != (header.width, header.height):
-        image = image.crop((0, 0, header.width, header.height))
-    return Decoded(image=image, header=header, latents=z, timings=timings, cpu_timings=cpu)
+        pixels = decode_pixels(backend, z)
+    if pixels.shape[:2] != (header.height, header.width):
+        pixels = pixels[:header.height, :header.width]
+    return Decoded(pixels=pixels, header=header, latents=z, timings=timings, cpu_timings=cpu)
 
 
 def roundtrip(img, backend, params: CodecParams | None = None, target_bytes: int | None = None,

@@ -169,16 +169,27 @@ def to_nchw(img) -> np.ndarray:
     return np.ascontiguousarray((arr / 127.5 - 1.0).transpose(2, 0, 1)[None])
 
 
+def signed_to_uint8(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(1, 3, H, W) float array in [-1, 1] -> (H, W, 3) uint8: ``round((clamp(x, -1, 1) + 1) * 127.5)`` in float32,
+    rounding half to even. ``out``: an (H, W, 3) uint8 array (or a view of one, e.g. one tile of the whole
+    image) to write into; tiled decoders convert each tile as it comes, so the same numbers result without a
+    full-size float image."""
+    y = np.clip(np.asarray(x[0], dtype=np.float32), -1, 1)  # a new array: the ops below work in place
+    y += 1
+    y *= np.float32(127.5)
+    np.rint(y, out=y)
+    if out is None:
+        return np.ascontiguousarray(y.astype(np.uint8).transpose(1, 2, 0))
+    out[...] = y.transpose(1, 2, 0)  # exact: y holds integers 0..255
+    return out
+
+
 def from_nchw(x) -> Image.Image:
     """(1, 3, H, W) float array (or torch tensor) in [-1, 1] -> RGB PIL: ``round((clamp(x, -1, 1) + 1) * 127.5)``
     in float32, rounding half to even (the same numbers as the torch expression it replaced)."""
     if not isinstance(x, np.ndarray):  # a torch tensor
         x = x.detach().float().cpu().numpy()
-    y = np.clip(np.asarray(x[0], dtype=np.float32), -1, 1)  # a new array: the ops below work in place
-    y += 1
-    y *= np.float32(127.5)
-    np.rint(y, out=y)
-    return Image.fromarray(np.ascontiguousarray(y.astype(np.uint8).transpose(1, 2, 0)))
+    return Image.fromarray(signed_to_uint8(x))
 
 
 def to_tensor(img: Image.Image):
@@ -213,3 +224,80 @@ def list_images(folder: str | Path, names: list[str] | None = None) -> list[Path
     if not files:
         raise ImageInputError(f"no images in {folder}")
     return files
+
+
+# ------------------------------------------------------------------------------------------
+# writing decoded pixels in row bands (no second full-size copy of the image)
+# ------------------------------------------------------------------------------------------
+
+PNG_BAND_ROWS = 64  # rows filtered and compressed at a time: ~1.5 MiB of work arrays at 8192 pixels wide
+
+
+def _png_chunk(fh, kind: bytes, data: bytes) -> None:
+    import struct
+    import zlib
+
+    fh.write(struct.pack(">I", len(data)) + kind + data)
+    fh.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF))
+
+
+def _png_filtered(band: np.ndarray, prev: np.ndarray) -> bytes:
+    """PNG scanlines (filter byte + filtered row) for ``band`` (rows, W, 3 uint8) below row ``prev`` (zeros above
+    the image), each row with the filter whose output has the smallest sum of absolute signed bytes (the usual
+    adaptive heuristic, as libpng's and Pillow's encoders)."""
+    rows, w = band.shape[:2]
+    x = band.reshape(rows, w * 3).astype(np.int16)
+    up = np.concatenate([prev.reshape(1, w * 3).astype(np.int16), x[:-1]])
+    left = np.zeros_like(x)
+    left[:, 3:] = x[:, :-3]
+    upleft = np.zeros_like(x)
+    upleft[:, 3:] = up[:, :-3]
+    pa, pb, pc = np.abs(up - upleft), np.abs(left - upleft), np.abs(left + up - 2 * upleft)
+    paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+    cands = np.stack([x, x - left, x - up, x - ((left + up) >> 1), x - paeth]) & 0xFF  # filters 0..4
+    cost = np.where(cands > 127, 256 - cands, cands).sum(axis=2, dtype=np.int64)  # (5, rows)
+    best = cost.argmin(axis=0)
+    lines = np.empty((rows, 1 + w * 3), dtype=np.uint8)
+    lines[:, 0] = best
+    lines[:, 1:] = cands[best, np.arange(rows)]
+    return lines.tobytes()
+
+
+def write_png(path, pixels: np.ndarray, band_rows: int = PNG_BAND_ROWS, level: int = 6) -> None:
+    """Write an (H, W, 3) uint8 array as an 8-bit RGB PNG, filtering and compressing ``band_rows`` rows at a
+    time: the memory it needs besides ``pixels`` is a few bands, whatever the image size. Lossless (any PNG
+    reader returns ``pixels``); zlib level 6 and per-row adaptive filters, as Pillow's default."""
+    import struct
+    import zlib
+
+    h, w = pixels.shape[:2]
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+        raise ValueError(f"write_png takes an (H, W, 3) uint8 array, got {pixels.shape} {pixels.dtype}")
+    comp = zlib.compressobj(level)
+    with open(path, "wb") as fh:
+        fh.write(b"\x89PNG\r\n\x1a\n")
+        _png_chunk(fh, b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        prev = np.zeros((w, 3), dtype=np.uint8)
+        for y0 in range(0, h, band_rows):
+            band = pixels[y0:y0 + band_rows]
+            data = comp.compress(_png_filtered(band, prev))
+            prev = band[-1]
+            if data:
+                _png_chunk(fh, b"IDAT", data)
+        _png_chunk(fh, b"IDAT", comp.flush())
+        _png_chunk(fh, b"IEND", b"")
+
+
+def save_pixels(path, pixels: np.ndarray, fmt: str) -> None:
+    """Write decoded pixels: PNG and PPM in row bands (no second copy of the image); BMP and TIFF through
+    Pillow (which needs the whole image as one PIL copy)."""
+    if fmt == "PNG":
+        write_png(path, pixels)
+    elif fmt == "PPM":
+        h, w = pixels.shape[:2]
+        with open(path, "wb") as fh:
+            fh.write(f"P6\n{w} {h}\n255\n".encode())
+            for y0 in range(0, h, PNG_BAND_ROWS):
+                fh.write(np.ascontiguousarray(pixels[y0:y0 + PNG_BAND_ROWS]).tobytes())
+    else:
+        Image.fromarray(np.ascontiguousarray(pixels)).save(path, format=fmt)

@@ -123,6 +123,13 @@ class Backend:
         """Raw latents (N, C, h, w) -> (N, 3, H, W) float32 array in about [-1, 1]."""
         return self.decode(torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))).float().cpu().numpy()
 
+    def decode_uint8(self, z: np.ndarray) -> np.ndarray:
+        """Raw latents (1, C, h, w) -> (H, W, 3) uint8 pixels (:func:`helpers.images.signed_to_uint8`). TAEF2
+        overrides it to convert tile by tile; other models convert their whole float output."""
+        from .images import signed_to_uint8
+
+        return signed_to_uint8(self.decode_array(z))
+
 
 def _inplace_relu(module: torch.nn.Module) -> torch.nn.Module:
     import copy
@@ -198,6 +205,50 @@ class TAEF2Backend(Backend):
         del feats
         y = torch.from_numpy(y)
         return y.mul_(2).sub_(1)
+
+    def _torch_fn(self, module):
+        def fn(*arrays):
+            with torch.inference_mode():
+                args = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device, self.dtype) for a in arrays]
+                return module(*args).float().cpu().numpy()
+
+        return fn
+
+    def decode_uint8(self, z: np.ndarray) -> np.ndarray:
+        """Raw latents (1, 32, h, w) -> (H, W, 3) uint8, with no full-size float image: each tile's output goes
+        straight into the 8-bit result. Up to one tile the pixels are those of :meth:`decode` (the same float
+        operations, converted at once); above :data:`helpers.taef2.STREAM_GLOBAL_ABOVE` latent positions the
+        GroupNorm blocks run streamed too (:func:`helpers.tiling.streamed_global`), so memory is two
+        64-channel feature maps at latent resolution plus one tile, whatever the image size."""
+        from .images import signed_to_uint8
+        from .taef2 import BLOCK_HALO, HEAD_HALO, STREAM_GLOBAL_ABOVE, split_global_decoder
+        from .tiling import streamed_global, tiled_apply
+
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        n, _, h, w = z.shape
+        if n != 1:
+            raise ValueError(f"decode_uint8 takes one latent, got a batch of {n}")
+        if h * w * 64 <= self.tile ** 2:
+            return signed_to_uint8(self.decode_array(z))
+        if h * w > STREAM_GLOBAL_ABOVE:
+            head, blocks, eps, groups = split_global_decoder(self.decoder)
+            feats = streamed_global(z, self._torch_fn(head), [(self._torch_fn(a), self._torch_fn(b)) for a, b in blocks],
+                                    tile=self.tile // 8, head_halo=HEAD_HALO, block_halo=BLOCK_HALO,
+                                    groups=groups, eps=eps)
+        else:
+            with torch.inference_mode():
+                feats = self.dec_global(torch.from_numpy(z).to(self.device, self.dtype)).float().cpu().numpy()
+        out = np.empty((8 * h, 8 * w, 3), dtype=np.uint8)
+
+        def sink(place, t):
+            y0, y1, x0, x1 = place
+            t = t * np.float32(2)  # the same float32 operations as decode(): * 2 - 1, then clamp and round
+            t -= np.float32(1)
+            signed_to_uint8(t, out[y0:y1, x0:x1])
+
+        tiled_apply(feats, self._run(self.dec_local), scale=8, tile=self.tile // 8, halo=self.dec_halo,
+                    progress=self.progress, desc="TAEF2 decode tiles", sink=sink)
+        return out
 
 
 class SDBackend(Backend):

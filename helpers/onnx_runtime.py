@@ -60,7 +60,7 @@ from .errors import SDCError
 from .runtime import TAEF2_MODEL_ID, default_taef2_dir, taef2_weight_files, tile_side
 
 #: bump when the exported graphs change (split points, opset, input conventions): older caches become stale
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3
 OPSET = 17
 MANIFEST = "manifest.json"
 CACHE_FORMAT = "sdcomp-onnx-cache"
@@ -72,14 +72,25 @@ PARTS = {
     "dec_global": (32, 8, "latents -> 64 features (clamp, GroupNorm blocks, untiled)"),
     "dec_mid": (64, 8, "features -> 64 features at 1/2 of the image (tiles)"),
     "dec_last": (64, 32, "features at 1/2 -> image in [0, 1] (full-resolution layers, inner tiles)"),
+    # dec_global cut for large images (helpers.tiling.streamed_global): head, then per GroupNorm block the
+    # branch up to the GroupNorm (statistics pass) and the whole block with given statistics (mean, rstd)
+    "dec_head": (32, 8, "latents -> 64 features (clamp, conv, ReLU; tiles)"),
+    **{f"dec_gn{i}_{kind}": (64, 8, what) for i in range(3) for kind, what in (
+        ("hidden", f"GroupNorm block {i}: features -> its branch before the GroupNorm (statistics pass, tiles)"),
+        ("apply", f"GroupNorm block {i} with given statistics (inputs: features, mean, rstd; tiles)"))},
 }
+STREAM_PARTS = ("dec_head",) + tuple(f"dec_gn{i}_{k}" for i in range(3) for k in ("hidden", "apply"))
 PURPOSES = {"encode": ("enc_first", "enc_mid", "enc_global"), "decode": ("dec_global", "dec_mid", "dec_last"),
-            None: tuple(PARTS)}
+            None: tuple(p for p in PARTS if p not in STREAM_PARTS)}
+#: graphs a backend may open later (opened on first use; their presence is checked when the cache is read)
+REQUIRED = {purpose: parts + (STREAM_PARTS if purpose in ("decode", None) else ()) for purpose, parts in PURPOSES.items()}
 #: core side (pixels) of the inner tiles of the full-resolution layers; 256 measured best: at 512x512 the
 #: activation peak drops by ~120 MiB for ~1 % (decoder) / ~7 % (encoder) more CPU, 512 saves nothing there
 INNER_TILE = 256
 TAEF2_QUANT_SPAN = 8.0  # = helpers.models.TAEF2_QUANT_SPAN (kept here so this module needs no torch)
 TAEF2_LATENT_CHANNELS = 32
+#: = helpers.taef2.STREAM_GLOBAL_ABOVE (kept here so this module needs no torch)
+STREAM_GLOBAL_ABOVE = 256 * 256
 
 
 class CacheError(SDCError):
@@ -239,7 +250,7 @@ def export_graphs(weight_files, out_dir: Path, digest: str) -> dict:
     import torch
 
     from .models import load_taef2, weights_fingerprint
-    from .taef2 import halos, inner_halos, split_decoder, split_encoder, split_fullres
+    from .taef2 import halos, inner_halos, split_decoder, split_encoder, split_fullres, split_global_decoder
 
     enc_file, dec_file = weight_files
     backend = load_taef2(Path(enc_file).parent, device="cpu", dtype=torch.float32)
@@ -250,6 +261,10 @@ def export_graphs(weight_files, out_dir: Path, digest: str) -> dict:
     enc_first, enc_mid, dec_mid, dec_last = split_fullres(backend.encoder, backend.decoder)
     modules = {"enc_first": enc_first, "enc_mid": enc_mid, "enc_global": enc_global, "dec_global": dec_global,
                "dec_mid": dec_mid, "dec_last": dec_last}
+    head, gn_blocks, gn_eps, gn_groups = split_global_decoder(backend.decoder)
+    modules["dec_head"] = head
+    for i, (hidden, apply) in enumerate(gn_blocks):
+        modules[f"dec_gn{i}_hidden"], modules[f"dec_gn{i}_apply"] = hidden, apply
     fingerprint = weights_fingerprint(backend.decoder)
     enc_halo, dec_halo = halos()
     enc_inner_halo, dec_inner_halo = inner_halos()
@@ -258,13 +273,19 @@ def export_graphs(weight_files, out_dir: Path, digest: str) -> dict:
     graphs = {}
     for name, module in modules.items():
         ch, side, what = PARTS[name]
-        dummy = torch.zeros(1, ch, side, side)
+        dummy = (torch.zeros(1, ch, side, side),)
+        names, axes = ["input"], {"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "oh", 3: "ow"}}
+        if name.endswith("_apply"):  # + the GroupNorm statistics, per channel of the hidden branch
+            hid = module.weight.shape[1]
+            dummy += (torch.zeros(1, hid, 1, 1), torch.ones(1, hid, 1, 1))
+            names += ["mean", "rstd"]
+            axes.update(mean={0: "n"}, rstd={0: "n"})
         path = out_dir / f"{name}.onnx"
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module.eval(), (dummy,), str(path), dynamo=False, opset_version=OPSET,
-                              input_names=["input"], output_names=["output"], do_constant_folding=True,
-                              dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "oh", 3: "ow"}})
+            torch.onnx.export(module.eval(), dummy, str(path), dynamo=False, opset_version=OPSET,
+                              input_names=names, output_names=["output"], do_constant_folding=True,
+                              dynamic_axes=axes)
         model = onnx.load(str(path))
         model.doc_string = f"TAEF2 {name}: {what}"
         for k, v in {**meta, "sdcomp_part": name}.items():
@@ -277,7 +298,8 @@ def export_graphs(weight_files, out_dir: Path, digest: str) -> dict:
         "weights_sha256": digest, "weight_files": {Path(f).name: _sha256_file(Path(f)) for f in weight_files},
         "fingerprint": fingerprint, "latent_channels": backend.latent_channels, "downsample": backend.downsample,
         "quant_span": float(backend.quant_span), "enc_halo": enc_halo, "dec_halo": dec_halo,
-        "enc_inner_halo": enc_inner_halo, "dec_inner_halo": dec_inner_halo, "opset": OPSET,
+        "enc_inner_halo": enc_inner_halo, "dec_inner_halo": dec_inner_halo, "gn_eps": gn_eps,
+        "gn_groups": gn_groups, "opset": OPSET,
         "exporter": "torch.onnx.export (TorchScript, dynamo=False)", "torch": torch.__version__,
         "onnx": onnx.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "graphs": graphs,
     }
@@ -334,9 +356,10 @@ def read_manifest(folder: Path, digest: str, parts, verify: bool = False) -> dic
             if verify and _sha256_file(path) != g["sha256"]:
                 raise CacheError(f"graph {path} does not match its recorded SHA-256")
         for key in ("fingerprint", "enc_halo", "dec_halo", "enc_inner_halo", "dec_inner_halo", "latent_channels",
-                    "downsample"):
+                    "downsample", "gn_groups"):
             int(manifest[key])
         float(manifest["quant_span"])
+        float(manifest["gn_eps"])
     except (KeyError, TypeError, ValueError):
         raise CacheError(f"{mf} lacks fields this version needs") from None
     return manifest
@@ -444,8 +467,10 @@ class OnnxTAEF2Backend:
             self._sessions[name] = sess
         return self._sessions[name]
 
-    def _run(self, name: str, x: np.ndarray) -> np.ndarray:
-        return self.session(name).run(None, {"input": np.ascontiguousarray(x, dtype=np.float32)})[0]
+    def _run(self, name: str, x: np.ndarray, **more: np.ndarray) -> np.ndarray:
+        feeds = {"input": np.ascontiguousarray(x, dtype=np.float32)}
+        feeds.update({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in more.items()})
+        return self.session(name).run(None, feeds)[0]
 
     def encode_array(self, x: np.ndarray, seed: int = 0) -> np.ndarray:
         """(N, 3, H, W) float32 in [-1, 1] (H, W multiples of 8) -> latents (N, 32, H/8, W/8); deterministic."""
@@ -476,6 +501,54 @@ class OnnxTAEF2Backend:
         y -= np.float32(1)
         return y
 
+    def _local_decoder(self):
+        from .tiling import tiled_apply
+
+        def local(t: np.ndarray) -> np.ndarray:
+            return tiled_apply(self._run("dec_mid", t), lambda u: self._run("dec_last", u), scale=2,
+                               tile=self.inner_tile // 2, halo=self.dec_inner_halo)
+
+        return local
+
+    def global_features(self, z: np.ndarray) -> np.ndarray:
+        """Latents -> the 64 features the tiled part decodes: ``dec_global`` in one piece up to
+        :data:`helpers.taef2.STREAM_GLOBAL_ABOVE` latent positions, above that streamed in tiles
+        (:func:`helpers.tiling.streamed_global`: two feature maps plus one tile in memory)."""
+        from .tiling import streamed_global
+
+        h, w = z.shape[2:]
+        if h * w <= STREAM_GLOBAL_ABOVE:
+            return self._run("dec_global", z)
+        blocks = [(lambda t, i=i: self._run(f"dec_gn{i}_hidden", t),
+                   lambda t, mean, rstd, i=i: self._run(f"dec_gn{i}_apply", t, mean=mean, rstd=rstd))
+                  for i in range(3)]
+        return streamed_global(np.asarray(z, dtype=np.float32), lambda t: self._run("dec_head", t), blocks,
+                               tile=self.tile // 8, head_halo=1, block_halo=3,
+                               groups=int(self.manifest["gn_groups"]), eps=float(self.manifest["gn_eps"]))
+
+    def decode_uint8(self, z: np.ndarray) -> np.ndarray:
+        """Latents (1, 32, h, w) -> (H, W, 3) uint8 pixels, each tile converted as it comes (no full-size float
+        image); the same pixels as :meth:`decode_array` + :func:`helpers.images.from_nchw` up to
+        :data:`STREAM_GLOBAL_ABOVE` latent positions."""
+        from .images import signed_to_uint8
+        from .tiling import tiled_apply
+
+        n, _, h, w = z.shape
+        if n != 1:
+            raise ValueError(f"decode_uint8 takes one latent, got a batch of {n}")
+        feats = self.global_features(z)
+        out = np.empty((8 * h, 8 * w, 3), dtype=np.uint8)
+
+        def sink(place, t):
+            y0, y1, x0, x1 = place
+            t = t * np.float32(2)  # decode_array's float32 operations, per tile
+            t -= np.float32(1)
+            signed_to_uint8(t, out[y0:y1, x0:x1])
+
+        tiled_apply(feats, self._local_decoder(), scale=8, tile=self.tile // 8, halo=self.dec_halo,
+                    progress=self.progress, desc="TAEF2 decode tiles", sink=sink)
+        return out
+
 
 def load_taef2_onnx(directory: str | Path | None = None, purpose: str | None = None,
                     settings: OrtSettings | None = None, log=None) -> OnnxTAEF2Backend:
@@ -490,13 +563,13 @@ def load_taef2_onnx(directory: str | Path | None = None, purpose: str | None = N
     import_onnxruntime()
     files = taef2_weight_files(directory if directory is not None else default_taef2_dir())
     parts = PURPOSES[purpose]
-    folder, manifest = ensure_graphs(files, parts, log)
+    folder, manifest = ensure_graphs(files, REQUIRED[purpose], log)
     backend = OnnxTAEF2Backend(folder, manifest, files, settings)
     try:
         for name in parts:
             backend.session(name)
     except CacheError as exc:  # a graph's bytes do not match the manifest, or onnxruntime refuses them
-        folder, manifest = ensure_graphs(files, parts, log, problem=exc)  # re-export once (needs torch)
+        folder, manifest = ensure_graphs(files, REQUIRED[purpose], log, problem=exc)  # re-export once (needs torch)
         backend = OnnxTAEF2Backend(folder, manifest, files, settings)
         for name in parts:
             backend.session(name)

@@ -131,3 +131,55 @@ def halos() -> tuple[int, int]:
     r_enc = receptive_radius(enc_local)  # pixels
     r_dec = receptive_radius(dec_local)  # latent samples
     return 8 * math.ceil(r_enc / 8), math.ceil(r_dec)
+
+
+# ------------------------------------------------------------------------------------------
+# The decoder's global part in tiles (large images): the GroupNorm statistics are gathered in a first pass
+# over tiles, then each block runs tile by tile with those statistics (helpers.tiling.streamed_global).
+# ------------------------------------------------------------------------------------------
+
+#: latent positions (h x w) above which the decoder's global part runs streamed: 65,536 (a 2048x2048 image),
+#: where the untiled GroupNorm branch (256 channels at latent resolution) needs 64 MiB per activation; at the
+#: 8192x8192 cap it needs 1 GiB each, several alive at once. Files up to this size decode exactly as before.
+STREAM_GLOBAL_ABOVE = 256 * 256
+#: receptive radius of the pieces: the head (clamp, 3x3 conv, ReLU) 1 latent sample, a block's local part
+#: (three 3x3 convs; its GroupNorm branch is pointwise once the statistics are known) 3
+HEAD_HALO, BLOCK_HALO = 1, 3
+
+
+class GNHidden(nn.Module):
+    """A GroupNorm block's branch up to the GroupNorm: x -> W1 x (the values the statistics are taken over)."""
+
+    def __init__(self, block: Block):
+        super().__init__()
+        self.conv = block.pool[0]
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class GNApply(nn.Module):
+    """A GroupNorm block with the statistics given: (x, mean, rstd) -> block(x), where mean and rstd are the
+    per-channel (N, C, 1, 1) group mean and 1/sqrt(var + eps) of W1 x over the whole image."""
+
+    def __init__(self, block: Block):
+        super().__init__()
+        self.block = block
+        gn = block.pool[1]
+        self.register_buffer("weight", gn.weight.detach().clone().reshape(1, -1, 1, 1))
+        self.register_buffer("bias", gn.bias.detach().clone().reshape(1, -1, 1, 1))
+
+    def forward(self, x, mean, rstd):
+        b = self.block
+        h = (b.pool[0](x) - mean) * rstd * self.weight + self.bias
+        x = x + b.pool[3](torch.relu(h))
+        return b.fuse(b.conv(x) + b.skip(x))
+
+
+def split_global_decoder(decoder: nn.Sequential) -> tuple[nn.Sequential, list[tuple[GNHidden, GNApply]], float, int]:
+    """The decoder's global part (decoder[:6]) cut for streaming: (head = clamp, conv, ReLU; per GroupNorm block
+    (hidden, apply); GroupNorm eps; groups)."""
+    head = decoder[:3]
+    blocks = [decoder[i] for i in range(3, DECODER_SPLIT)]
+    gn = blocks[0].pool[1]
+    return head, [(GNHidden(b).eval(), GNApply(b).eval()) for b in blocks], float(gn.eps), int(gn.num_groups)

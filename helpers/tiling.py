@@ -46,13 +46,17 @@ def tile_grid(height: int, width: int, tile: int, align: int = 1) -> list[tuple[
 
 def tiled_apply(x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], *, scale: Fraction | int | float,
                 tile: int, halo: int, align: int = 1, progress: bool | None = False,
-                desc: str = "tiles") -> np.ndarray:
+                desc: str = "tiles", sink: Callable[[tuple[int, int, int, int], np.ndarray], None] | None = None
+                ) -> np.ndarray | None:
     """Apply ``fn`` (NCHW array -> NCHW array, output size = input size x ``scale``) tile by tile.
 
     ``tile``: core tile side in input samples; ``halo``: extra input samples on each inner side (at least the
     receptive-field radius for an exact result); ``align``: tile boundaries and halos are multiples of it
     (e.g. 8 for an encoder that downsamples by 8, so every tile sees the global stride grid). One tile
     (the whole array) when it fits. ``progress``: tqdm bar (None = only on a terminal, when > 1 tile).
+    ``sink``: instead of assembling a full-size output, call ``sink((y0, y1, x0, x1), core)`` with each tile's
+    core output and its place in the output (output samples), and return None; the caller converts each core
+    as it comes (e.g. to 8-bit pixels), so no full-size float array is ever allocated.
     """
     scale = Fraction(scale).limit_denominator(1 << 16)
     if x.ndim != 4:
@@ -80,12 +84,58 @@ def tiled_apply(x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], *, scale:
         want = (int((yb - ya) * scale), int((xb - xa) * scale))
         if t.ndim != 4 or t.shape[2:] != want:
             raise ValueError(f"tile function returned {t.shape}, expected (N, C, {want[0]}, {want[1]})")
-        if out is None:
-            out = np.empty((t.shape[0], t.shape[1], int(h * scale), int(w * scale)), dtype=t.dtype)
         oy0, oy1 = int((y0 - ya) * scale), int((y1 - ya) * scale)
         ox0, ox1 = int((x0 - xa) * scale), int((x1 - xa) * scale)
-        out[:, :, int(y0 * scale):int(y1 * scale), int(x0 * scale):int(x1 * scale)] = t[:, :, oy0:oy1, ox0:ox1]
+        place = (int(y0 * scale), int(y1 * scale), int(x0 * scale), int(x1 * scale))
+        if sink is not None:
+            sink(place, t[:, :, oy0:oy1, ox0:ox1])
+            continue
+        if out is None:
+            out = np.empty((t.shape[0], t.shape[1], int(h * scale), int(w * scale)), dtype=t.dtype)
+        out[:, :, place[0]:place[1], place[2]:place[3]] = t[:, :, oy0:oy1, ox0:ox1]
     return out
+
+
+def group_stats(sums: np.ndarray, sqsums: np.ndarray, count: int, groups: int, eps: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (N, C, 1, 1) float32 mean and 1 / sqrt(var + eps) of GroupNorm's groups, from per-channel
+    float64 sums and sums of squares over ``count`` positions (population variance, as GroupNorm)."""
+    n, c = sums.shape
+    per = c // groups
+    s = sums.reshape(n, groups, per).sum(axis=2)
+    q = sqsums.reshape(n, groups, per).sum(axis=2)
+    m = count * per
+    mean = s / m
+    var = np.maximum(q / m - mean * mean, 0.0)
+    rstd = 1.0 / np.sqrt(var + eps)
+    expand = lambda a: np.repeat(a, per, axis=1).reshape(n, c, 1, 1).astype(np.float32)  # noqa: E731
+    return expand(mean), expand(rstd)
+
+
+def streamed_global(z: np.ndarray, head: Callable, blocks: list, *, tile: int, head_halo: int, block_halo: int,
+                    groups: int, eps: float) -> np.ndarray:
+    """Run a chain ``head`` then residual blocks with a GroupNorm branch (``blocks``: (hidden, apply) callables)
+    in tiles, at the input's resolution, with memory bounded by two feature maps plus one tile.
+
+    GroupNorm needs statistics over the whole image: for each block a first pass over tiles runs ``hidden``
+    (the branch up to the GroupNorm) and sums it per channel in float64; a second pass runs ``apply(tile, mean,
+    rstd)`` (the whole block with those statistics) with a halo covering the block's local layers. The result
+    equals the untiled chain up to float rounding of the statistics (no tile boundary effects).
+    """
+    x = tiled_apply(z, head, scale=1, tile=tile, halo=head_halo)
+    _, _, h, w = x.shape
+    for hidden, apply in blocks:
+        sums = sqsums = None
+        for y0, y1, x0, x1 in tile_grid(h, w, tile):
+            t = np.asarray(hidden(np.ascontiguousarray(x[:, :, y0:y1, x0:x1])))
+            s = t.sum(axis=(2, 3), dtype=np.float64)
+            t64 = t.astype(np.float64)
+            q = np.einsum("nchw,nchw->nc", t64, t64)
+            sums, sqsums = (s, q) if sums is None else (sums + s, sqsums + q)
+            del t, t64
+        mean, rstd = group_stats(sums, sqsums, h * w, groups, eps)
+        x = tiled_apply(x, lambda t: apply(t, mean, rstd), scale=1, tile=tile, halo=block_halo)
+    return x
 
 
 def receptive_radius(layers: Iterable, unit: Fraction = Fraction(1)) -> Fraction:
