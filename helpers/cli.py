@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .bitstream import DEFAULT_MAX_PIXELS, MAX_COLORS, MAX_DENOISE_STEPS
 from .entropy import CODER_IDS
-from .errors import SDCError
+from .errors import SDCError, is_out_of_memory, out_of_memory
 
 DEFAULT_DEMO_IMAGES = ("kodim04", "kodim08", "kodim23")  # a face, fine architecture, smooth colour
 
@@ -205,7 +205,14 @@ def check_output(output, inputs=()) -> Path:
     parent = out.parent
     if not parent.is_dir():
         raise SDCError(f"cannot write {out}: folder {parent} does not exist; create it first (mkdir -p {parent})")
-    if out.exists():
+    if out.exists() and not out.is_dir():
+        try:
+            read_only = not (out.stat().st_mode & 0o200) or not os.access(out, os.W_OK)
+        except OSError:
+            read_only = False
+        if read_only:
+            raise SDCError(f"output {out} exists and is read-only; refusing to replace it: choose another name, "
+                           f"or make it writable (chmod u+w {out}) or delete it first")
         for src in inputs:
             try:
                 same = os.path.samefile(src, out)
@@ -216,18 +223,46 @@ def check_output(output, inputs=()) -> Path:
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, write) -> None:
     """Call ``write(tmp_path)`` on a temporary file in the output's folder, then rename it over ``path``
-    (``os.replace``): a failed or interrupted run leaves the old file (or none), never a partial one."""
+    (``os.replace``): a failed or interrupted run leaves the old file (or none), never a partial one.
+
+    The file gets the permissions ``cp`` would give it: those of the file it replaces, else 0666 minus the
+    umask (the temporary file itself is private, 0600, while it is written)."""
     path = Path(path)
+    try:
+        mode = path.stat().st_mode & 0o7777 if path.is_file() else 0o666 & ~_umask()
+    except OSError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def memory_guard(what: str, size: tuple[int, int]):
+    """Turn a failed allocation (MemoryError, ONNX Runtime's std::bad_alloc, torch's allocator errors) while
+    ``what`` an image of ``size`` (width, height) into one :class:`helpers.errors.OutOfMemoryError` line."""
+    try:
+        yield
+    except SDCError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - only allocation failures are converted; others propagate
+        if is_out_of_memory(exc):
+            raise out_of_memory(what, *size) from None
         raise
 
 
@@ -240,18 +275,20 @@ def cmd_encode(args) -> int:
     log.mark("imports")
     out = check_output(args.output, [args.input])
     params = _params(args)  # option mistakes before any work
-    img = load_image(args.input, background=args.background, max_pixels=args.max_pixels)
+    with memory_guard("reading", _image_size(args.input)):
+        img = load_image(args.input, background=args.background, max_pixels=args.max_pixels)
     log.mark("read")
     backend = _load(args.model, args.device, runtime, taef2_dir, purpose="encode")
     log.mark("load")
     check_params(params, backend)  # before the network runs
     t0 = time.perf_counter()
     c0 = time.process_time()
-    latents = encode_latents(backend, apply_policy(img, params.policy, backend.downsample, params.max_pixels)[0],
-                             params.seed)
-    vae = (time.perf_counter() - t0, time.process_time() - c0)
-    log.mark("vae")
-    enc = encode(img, backend, params, target_bytes=args.target_bytes, latents=latents)
+    with memory_guard("encoding", img.size):
+        latents = encode_latents(backend, apply_policy(img, params.policy, backend.downsample,
+                                                       params.max_pixels)[0], params.seed)
+        vae = (time.perf_counter() - t0, time.process_time() - c0)
+        log.mark("vae")
+        enc = encode(img, backend, params, target_bytes=args.target_bytes, latents=latents)
     log.mark("code")
     write_atomic(out, lambda tmp: tmp.write_bytes(enc.data))
     log.mark("write")
@@ -270,13 +307,25 @@ def cmd_encode(args) -> int:
     return 0
 
 
+def _image_size(path) -> tuple[int, int]:
+    """(width, height) from an image file's header, (0, 0) when unreadable (load_image then says why)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # noqa: BLE001
+        return (0, 0)
+
+
 LOSSLESS_OUTPUTS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM"}
 
 
 def cmd_decode(args) -> int:
     from . import bitstream
-    from .codec import decode
-    from .runtime import check_model_spec
+    from .codec import decode, decode_work
+    from .images import save_pixels
+    from .runtime import check_model_spec, tile_side
 
     log = getattr(args, "stage_log", None) or StageLog()
     log.mark("imports")
@@ -291,20 +340,27 @@ def cmd_decode(args) -> int:
     data = src.read_bytes()
     header, _ = bitstream.unpack(data, limits)  # the whole header is checked before a model is loaded
     spec = args.model or check_model_spec(header.model_id, from_file=True)
+    work = decode_work(header, tile_side())  # known from the header, before any model runs
+    if work.large:
+        print(f"note: {work.describe()}", file=sys.stderr)
     log.mark("read")
     runtime, taef2_dir = _resolve_runtime(spec, args)
     log.mark("imports")
     backend = _load(spec, args.device, runtime, taef2_dir, purpose="decode")
+    if hasattr(backend, "progress"):  # tile progress bar with an ETA: large images only, on a terminal only
+        backend.progress = None if work.large else False
     log.mark("load")
     t0 = time.perf_counter()
-    dec = decode(data, backend, denoise=args.denoise, progress=True, limits=limits)
-    log.mark("decode")
-    write_atomic(out, lambda tmp: dec.image.save(tmp, format=fmt))
+    size = (header.width, header.height)
+    with memory_guard("decoding", size):
+        dec = decode(data, backend, denoise=args.denoise, progress=True, limits=limits)
+        log.mark("decode")
+        write_atomic(out, lambda tmp: save_pixels(tmp, dec.pixels, fmt))
     log.mark("write")
     log.info.update(command="decode", runtime=runtime, backend=backend.describe(), bytes=len(data),
-                    pixels=dec.image.size[0] * dec.image.size[1], colors=header.colors, coder=header.coder,
+                    pixels=size[0] * size[1], colors=header.colors, coder=header.coder,
                     codec_wall=dec.timings, codec_cpu=dec.cpu_timings)
-    print(f"{out}: {dec.image.size[0]}x{dec.image.size[1]} from {len(data)} bytes in {time.perf_counter() - t0:.2f}s")
+    print(f"{out}: {size[0]}x{size[1]} from {len(data)} bytes in {time.perf_counter() - t0:.2f}s")
     return 0
 
 
@@ -387,12 +443,14 @@ def guarded(func, *args, interrupted: str = "interrupted"):
     except SDCError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except MemoryError:
-        print("error: out of memory; lower --max-pixels, use a smaller image, or free memory", file=sys.stderr)
-        return 2
     except OSError as exc:  # disk full, permission denied, ... while reading or writing files
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"error: {exc.strerror or exc}{where}; check the path, permissions and free space", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a failed allocation outside memory_guard (sizes unknown there)
+        if not is_out_of_memory(exc):
+            raise
+        print("error: out of memory; lower --max-pixels, use a smaller image, or free memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)

@@ -358,6 +358,52 @@ def check_model(header: bitstream.Header, backend) -> None:
     bitstream.check_geometry(header, backend.downsample)
 
 
+#: decoder CPU seconds per megapixel for the work estimate: TAEF2 on ONNX Runtime, measured on this project's
+#: CPU machine (results/decode_memory/); PyTorch takes about the same per megapixel once started
+DECODE_CPU_S_PER_MP = 8.0
+#: above this many pixels (2048 x 2048) the CLI prints the work estimate and shows a tile progress bar
+LARGE_DECODE_PIXELS = 2048 * 2048
+
+
+@dataclass(frozen=True)
+class DecodeWork:
+    """What decoding a file will cost, known from its header before any model runs."""
+
+    width: int
+    height: int
+    tiles: int
+    cpus: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @property
+    def seconds(self) -> float:
+        """Estimated wall seconds of decoder work on ``cpus`` CPUs (an idle machine)."""
+        return self.pixels / 1e6 * DECODE_CPU_S_PER_MP / max(1, self.cpus)
+
+    @property
+    def large(self) -> bool:
+        return self.pixels > LARGE_DECODE_PIXELS
+
+    def describe(self) -> str:
+        s = self.seconds
+        eta = f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+        return (f"decoding {self.width}x{self.height} ({self.pixels / 1e6:.1f} megapixels, {self.tiles} tiles) takes "
+                f"about {eta} on {self.cpus} CPUs; --max-pixels N refuses files larger than N pixels")
+
+
+def decode_work(header: bitstream.Header, tile: int, cpus: int | None = None) -> DecodeWork:
+    """The work a (checked) header asks for: image size, decoder tiles of ``tile`` pixels, estimated time."""
+    import os
+
+    from .tiling import tile_grid
+
+    tiles = len(tile_grid(header.latent_height, header.latent_width, max(1, tile // 8)))
+    return DecodeWork(header.width, header.height, tiles, cpus or os.cpu_count() or 1)
+
+
 def decode(data: bytes, backend, denoise: bool | None = None, progress: bool = False,
            limits: bitstream.Limits | None = None) -> Decoded:
     """Decode .sdc bytes to an image. ``denoise`` overrides the file's request (None = follow the file).

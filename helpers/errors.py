@@ -28,6 +28,42 @@ class UnavailableError(SDCError):
     """An optional component (codec, metric backbone) is not available here."""
 
 
+class OutOfMemoryError(SDCError):
+    """An allocation failed (numpy, ONNX Runtime or torch) while coding an image of a given size."""
+
+
+#: how ONNX Runtime (std::bad_alloc, "Failed to allocate memory"), torch ("DefaultCPUAllocator: can't allocate
+#: memory", CUDA/MPS "out of memory"), numpy ("Unable to allocate") and thread creation under an address-space
+#: limit report a failed allocation
+_OOM_PATTERNS = ("bad_alloc", "failed to allocate", "out of memory", "can't allocate memory",
+                 "cannot allocate memory", "not enough memory", "unable to allocate", "can't start new thread",
+                 "failed to create thread")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True when ``exc`` is a failed allocation: MemoryError, torch's OutOfMemoryError, or a RuntimeError /
+    ONNX Runtime error whose message says so."""
+    import errno
+
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" and not isinstance(exc, SDCError):
+        return True
+    if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
+        return True
+    if isinstance(exc, RuntimeError) or type(exc).__module__.startswith("onnxruntime"):
+        text = str(exc).lower()
+        return any(p in text for p in _OOM_PATTERNS)
+    return False
+
+
+def out_of_memory(what: str, width: int, height: int) -> OutOfMemoryError:
+    """The one line for a failed allocation while ``what`` (e.g. "decoding") a width x height image."""
+    mp = width * height / 1e6
+    smaller = max(1, width * height // 4)
+    return OutOfMemoryError(f"out of memory while {what} a {width}x{height} image ({mp:.1f} megapixels): run it "
+                            f"where more memory is free, or refuse images this large with --max-pixels "
+                            f"(e.g. --max-pixels {smaller})")
+
+
 def one_line(text: object) -> str:
     """``text`` with every run of whitespace (newlines from library messages included) as one space."""
     return " ".join(str(text).split())

@@ -349,3 +349,142 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ------------------------------------------------------------------------------------------
+# the default pixel cap's largest sizes: the whole CLI decode (stub decoder) under an address-space limit
+# ------------------------------------------------------------------------------------------
+
+#: the issue's 46-byte file: K = 1 arith palette file, a 1024x1024 latent, an 8192x8192 image
+TINY_8192 = bytes.fromhex("5344431a01000101010574616566322bba5bf7002000202000040004000000410100040000004c219761a77902cb")
+#: address-space limit (RLIMIT_AS) for the decodes at the cap: the 2.5 GiB the issue was found under
+CAP_AS_LIMIT = int(2.5 * 2**30)
+
+
+class StubDecoder:
+    """A stand-in for TAEF2 with its decode path but no network: each latent tile becomes 8x8 pixel blocks of its
+    first three channels (tanh-squashed), written tile by tile into the uint8 output as the real backends do
+    (:func:`helpers.tiling.tiled_apply` with a sink, :func:`helpers.images.signed_to_uint8`). It accepts any
+    file's fingerprint and channel count, so the rest of the CLI decode (header checks, payload decoding,
+    output allocation, PNG writing) runs at full size in seconds."""
+
+    kind = "stub"
+    runtime = "stub"
+    has_unet = False
+    random_weights = True
+    load_seconds = 0.0
+    progress = False
+
+    def __init__(self, header: bitstream.Header, tile: int = 1024):
+        self.model_id, self.fingerprint = header.model_id, header.fingerprint
+        self.latent_channels, self.downsample, self.quant_span = header.channels, 8, header.quant_span
+        self.tile = tile
+
+        class _Dev:
+            type = "cpu"
+
+        self.device = _Dev()
+
+    def describe(self) -> str:
+        return "stub decoder (fuzzing)"
+
+    def decode_uint8(self, z: np.ndarray) -> np.ndarray:
+        from .images import signed_to_uint8
+        from .tiling import tiled_apply
+
+        _, c, h, w = z.shape
+        out = np.empty((8 * h, 8 * w, 3), dtype=np.uint8)
+
+        def fn(t):
+            rgb = np.tanh(t[:, [i % c for i in range(3)]])
+            return rgb.repeat(8, axis=2).repeat(8, axis=3)
+
+        def sink(place, t):
+            y0, y1, x0, x1 = place
+            signed_to_uint8(t, out[y0:y1, x0:x1])
+
+        tiled_apply(z, fn, scale=8, tile=self.tile // 8, halo=0, sink=sink)
+        return out
+
+
+def cap_seeds() -> dict[str, bytes]:
+    """Valid files at the default cap's largest sizes, each a few hundred bytes: 8192x8192 and the two
+    65535-pixel-long strips, with the palette coders and raw latents (tc files at the cap take ~30 s to
+    encode: tests/data/tc_8192.sdc holds one)."""
+    out = {"issue19_46_bytes": TINY_8192}
+    for name, (w, h) in {"8192x8192": (8192, 8192), "65535x1024": (65535, 1024), "1024x65535": (1024, 65535)}.items():
+        lh, lw = -(-h // 8), -(-w // 8)
+        for coder in ("zlib", "lzma", "arith"):
+            pal = np.full((1, 32), 128, dtype=np.uint8)
+            payload = entropy.CODERS[coder][0](pal, np.zeros((lh, lw), dtype=np.int64))
+            header = bitstream.Header(method="kmeans", coder=coder, model_id="taef2", fingerprint=1, width=w, height=h,
+                                      channels=32, latent_height=lh, latent_width=lw, quant_span=8.0, colors=1,
+                                      policy="pad8", dithered=False)
+            out[f"{name}_k1_{coder}"] = bitstream.pack(header, payload)
+        raw = zlib.compress(bytes(32 * lh * lw), 9)
+        header = bitstream.Header(method="raw", coder="zlib", model_id="taef2", fingerprint=1, width=w, height=h,
+                                  channels=32, latent_height=lh, latent_width=lw, quant_span=8.0, colors=0,
+                                  policy="pad8", dithered=False)
+        out[f"{name}_raw"] = bitstream.pack(header, raw)
+    return out
+
+
+def _cap_child(src: str, dst: str, limit: int) -> int:
+    """In a fresh process: set RLIMIT_AS, then ``python -m helpers decode src dst`` with the stub decoder."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    from . import cli
+
+    def stub_load(spec, device, runtime="torch", taef2_dir=None, purpose=None):
+        header, _ = bitstream.unpack(open(src, "rb").read())
+        return StubDecoder(header)
+
+    cli._load = stub_load
+    cli._resolve_runtime = lambda spec, args: ("stub", None)
+    rc = cli.main(["decode", src, dst])
+    print(f"peak_rss_MiB={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
+    return rc
+
+
+def run_cap(files: dict[str, bytes], folder, limit: int = CAP_AS_LIMIT, timeout: float = 300.0) -> list[dict]:
+    """Decode each file through the CLI (stub decoder) in a subprocess under an address-space limit. Each
+    result: name, rc, wall seconds, peak RSS (MiB), the stderr lines, the output's size from its PNG header,
+    and ``ok``: exit 0 with an image of the header's size, or exit 2 with exactly one ``error:`` line."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    folder = Path(folder)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HF_HUB_OFFLINE": "1"}
+    results = []
+    for name, data in files.items():
+        src, dst = folder / f"{name}.sdc", folder / f"{name}.png"
+        src.write_bytes(data)
+        code = f"import sys; from helpers.fuzz import _cap_child; sys.exit(_cap_child({str(src)!r}, {str(dst)!r}, {limit}))"
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                text=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        peak = [float(ln.split("=")[1]) for ln in out.splitlines() if ln.startswith("peak_rss_MiB=")]
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        size = None
+        if proc.returncode == 0 and dst.is_file():
+            with open(dst, "rb") as fh:
+                head = fh.read(24)
+            size = struct.unpack(">II", head[16:24]) if head[12:16] == b"IHDR" else None
+            dst.unlink()
+        try:
+            header = bitstream.unpack(data)[0]
+            want = (header.width, header.height)
+        except SDCError:
+            want = None
+        ok = (proc.returncode == 0 and size == want) or (
+            proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "))
+        results.append({"name": name, "rc": proc.returncode, "seconds": round(time.perf_counter() - t0, 2),
+                        "peak_rss_MiB": peak[0] if peak else None, "stderr": lines[-3:], "size": size, "ok": ok})
+    return results

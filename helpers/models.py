@@ -325,7 +325,9 @@ def load_scheduler(source: str, local_files_only: bool = True):
     import diffusers
 
     try:
-        config = diffusers.DDIMScheduler.load_config(source, subfolder="scheduler", local_files_only=local_files_only)
+        with _quiet_hub():
+            config = diffusers.DDIMScheduler.load_config(source, subfolder="scheduler",
+                                                         local_files_only=local_files_only)
     except Exception as exc:  # noqa: BLE001 - turned into a one-line error
         raise ModelNotFoundError(_missing_message("SD scheduler", source, exc)) from None
     cls = getattr(diffusers, config.get("_class_name", "PNDMScheduler"), diffusers.PNDMScheduler)
@@ -347,9 +349,33 @@ def _missing_message(what: str, source: str, exc: BaseException) -> str:
             f"or use the offline TAEF2 backend (--model taef2)")
 
 
+def _quiet_hub():
+    """diffusers (0.42) passes huggingface_hub's deprecated ``local_dir_use_symlinks`` to ``hf_hub_download``,
+    which then warns before our own one-line message; our code never passes it, and this silences that one
+    warning around diffusers' loaders."""
+    import contextlib
+    import warnings
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.filterwarnings("ignore", message=r".*local_dir_use_symlinks.*")
+    return stack
+
+
+def _local_snapshot(repo: str) -> str | None:
+    """The local hub-cache folder of ``repo`` (huggingface_hub's own lookup, no network), or None."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(repo, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached (LocalEntryNotFoundError), or an invalid id
+        return None
+
+
 def _from_pretrained(cls, source: str, subfolder: str, what: str, **kwargs):
     try:
-        return cls.from_pretrained(source, subfolder=subfolder, **kwargs)
+        with _quiet_hub():
+            return cls.from_pretrained(source, subfolder=subfolder, **kwargs)
     except Exception as exc:  # noqa: BLE001 - turned into a one-line error
         raise ModelNotFoundError(_missing_message(what, source, exc)) from None
 
@@ -376,7 +402,12 @@ def load_sd(source: str = DEFAULT_SD_MODEL, device: str | torch.device | None = 
         model_id, local_only = _model_id_of_dir(path), True
     else:
         try:
-            vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, local_files_only=True)
+            snapshot = _local_snapshot(source)  # the cache lookup without diffusers' hub call
+            if snapshot is None:
+                raise FileNotFoundError(f"{source} is not in the local Hugging Face cache")
+            with _quiet_hub():
+                vae = AutoencoderKL.from_pretrained(snapshot, subfolder="vae", torch_dtype=dtype,
+                                                    local_files_only=True)
             local_only = True
         except Exception as exc:  # noqa: BLE001
             if not hub_reachable():

@@ -225,6 +225,9 @@ def import_onnxruntime():
         import onnxruntime
     except ImportError:
         raise SDCError("onnxruntime is not installed: pip install onnxruntime==1.32.0, or use --runtime torch") from None
+    # errors only: the default logger otherwise prints warnings (e.g. telemetry that cannot write under an
+    # unwritable HOME) before our own one line
+    onnxruntime.set_default_logger_severity(3)
     return onnxruntime
 
 
