@@ -429,6 +429,35 @@ def cap_seeds() -> dict[str, bytes]:
     return out
 
 
+def make_tc_cap_file() -> bytes:
+    """An 8192x8192 tc file (a zero 32 x 1024 x 1024 latent, inline tables, 2,703 bytes): about 30 s to encode,
+    so tests read the committed copy (tests/fuzz_cap/tc_8192x8192.sdc, written by this function)."""
+    from . import tcoder
+
+    coded, _ = tcoder.encode_latent(np.zeros((32, 1024, 1024), np.float32), None, step=1.0)
+    header = bitstream.Header(method="tc", coder="range", model_id="taef2", fingerprint=1, width=8192, height=8192,
+                              channels=32, latent_height=1024, latent_width=1024, quant_span=8.0, colors=0,
+                              policy="pad8", dithered=False)
+    return bitstream.pack(header, coded.payload)
+
+
+def cap_inputs(tc_file: bytes | None = None, mutations: int = 6, seed: int = 0) -> dict[str, bytes]:
+    """What CI decodes at the cap: one file per coder and shape (the 46-byte file; 8192x8192 lzma and raw; the
+    65535-pixel strips), the tc file when given, and ``mutations`` mutated copies of them."""
+    seeds = cap_seeds()
+    files = {k: seeds[k] for k in ("issue19_46_bytes", "8192x8192_k1_lzma", "8192x8192_raw", "65535x1024_k1_zlib",
+                                   "1024x65535_k1_arith")}
+    if tc_file is not None:
+        files["8192x8192_tc"] = tc_file
+    rng = np.random.default_rng(seed)
+    names = list(files)
+    for i in range(mutations):
+        kind = ("bitflip", "field", "payload", "truncate", "extend", "geometry")[i % 6]
+        base = names[int(rng.integers(0, len(names)))]
+        files[f"{base}_{kind}{i}"] = mutate(files[base], kind, rng)
+    return files
+
+
 def _cap_child(src: str, dst: str, limit: int) -> int:
     """In a fresh process: set RLIMIT_AS, then ``python -m helpers decode src dst`` with the stub decoder."""
     import resource

@@ -53,3 +53,22 @@ def test_every_mutation_keeps_the_magic_or_cuts(kind):
     for _ in range(20):
         data = fuzz.mutate(seed, kind, rng)
         assert isinstance(data, bytes) and (data[:4] == bitstream.MAGIC or kind == "cut")
+
+
+def test_fuzz_at_the_default_pixel_caps_largest_sizes(tmp_path):
+    """Files at the default cap's largest sizes (8192x8192, 65535x1024, 1024x65535; every palette coder, raw
+    latents, tc) and mutations of them, decoded by the whole CLI with the stub decoder in subprocesses under a
+    2.5 GiB address-space limit: each ends with an image of the header's size (exit 0) or one `error:` line
+    (exit 2)."""
+    from pathlib import Path
+
+    tc = (Path(__file__).parent / "fuzz_cap" / "tc_8192x8192.sdc").read_bytes()
+    assert bitstream.unpack(tc)[0].latent_height == 1024
+    files = fuzz.cap_inputs(tc_file=tc, mutations=6)
+    results = fuzz.run_cap(files, tmp_path, limit=fuzz.CAP_AS_LIMIT)
+    bad = [r for r in results if not r["ok"]]
+    assert not bad, bad
+    decoded = {r["name"] for r in results if r["rc"] == 0}
+    assert {"issue19_46_bytes", "8192x8192_k1_lzma", "8192x8192_raw", "65535x1024_k1_zlib", "1024x65535_k1_arith",
+            "8192x8192_tc"} <= decoded
+    assert {r["size"] for r in results if r["rc"] == 0} >= {(8192, 8192), (65535, 1024), (1024, 65535)}

@@ -232,7 +232,7 @@ def test_issue_46_byte_file_real_decoder_ends_in_one_line_when_memory_is_short(t
     code = (f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
             f"from helpers.cli import main; sys.exit(main(['decode', {str(src)!r}, {str(out)!r}, '--runtime', 'onnx']))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "SDCOMP_ORT_THREADS": "2"})
     lines = [ln for ln in r.stderr.splitlines() if not ln.startswith(("note:", "model:"))]
     assert r.returncode == 2 and lines == [
         "error: out of memory while decoding a 8192x8192 image (67.1 megapixels): run it where more memory is "
