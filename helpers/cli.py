@@ -237,7 +237,7 @@ def write_atomic(path: Path, write) -> None:
     umask (the temporary file itself is private, 0600, while it is written)."""
     path = Path(path)
     try:
-        mode = path.stat().st_mode & 0o7777 if path.is_file() else 0o666 & ~_umask()
+        mode = path.stat().st_mode & 0o777 if path.is_file() else 0o666 & ~_umask()
     except OSError:
         mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)

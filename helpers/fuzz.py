@@ -478,8 +478,9 @@ def _cap_child(src: str, dst: str, limit: int) -> int:
 
 def run_cap(files: dict[str, bytes], folder, limit: int = CAP_AS_LIMIT, timeout: float = 300.0) -> list[dict]:
     """Decode each file through the CLI (stub decoder) in a subprocess under an address-space limit. Each
-    result: name, rc, wall seconds, peak RSS (MiB), the stderr lines, the output's size from its PNG header,
-    and ``ok``: exit 0 with an image of the header's size, or exit 2 with exactly one ``error:`` line."""
+    result: name, rc, wall seconds, peak RSS (MiB), the last stderr lines, the output's size from its PNG header,
+    and ``ok``: exit 0 with an image of the header's size, or exit 2 with one ``error:`` line, the last, after
+    at most ``note:`` / ``model:`` lines."""
     import os
     import subprocess
     from pathlib import Path
@@ -512,8 +513,9 @@ def run_cap(files: dict[str, bytes], folder, limit: int = CAP_AS_LIMIT, timeout:
             want = (header.width, header.height)
         except SDCError:
             want = None
+        others = [ln for ln in lines if not ln.startswith(("note: ", "model: "))]  # notes may precede it
         ok = (proc.returncode == 0 and size == want) or (
-            proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "))
+            proc.returncode == 2 and others == lines[-1:] and lines[-1].startswith("error: "))
         results.append({"name": name, "rc": proc.returncode, "seconds": round(time.perf_counter() - t0, 2),
                         "peak_rss_MiB": peak[0] if peak else None, "stderr": lines[-3:], "size": size, "ok": ok})
     return results
