@@ -13,6 +13,10 @@ features -> 1/2) then ``dec_last`` (1/2 -> image). A 64-channel activation at fu
 tensor of either network (64 MiB at 512x512, three alive at once): the inner tiles cut a 512x512 decode's
 activation peak from ~192 MiB to ~75 MiB, and a 1024-pixel tile's from ~940 MiB to ~280 MiB, for 1-7 %
 more CPU (measured). Tiling is exact: every output sample sees exactly the inputs it would untiled.
+Above :data:`STREAM_GLOBAL_ABOVE` latent positions ``dec_global`` is replaced by seven smaller graphs
+(``dec_head``, and per GroupNorm block ``dec_gn<i>_hidden`` / ``dec_gn<i>_apply``) run in tiles by
+:func:`helpers.tiling.streamed_global`, and :meth:`OnnxTAEF2Backend.decode_uint8` writes each tile straight into
+the 8-bit image: a decode's memory is then two 64-channel feature maps at latent resolution plus one tile.
 
 **Cache.** The graphs are exported by ``torch.onnx.export`` (the TorchScript exporter, ``dynamo=False``:
 the dynamo exporter needs ``onnxscript``, which is not installed here; opset 17, dynamic batch/height/width)
