@@ -240,7 +240,7 @@ def test_issue_46_byte_file_real_decoder_ends_in_one_line_when_memory_is_short(t
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["f.sdc"]
 
 
-@pytest.mark.skipif(os.environ.get("SDCOMP_LARGE_TESTS") != "1", reason="about 5 min of CPU: SDCOMP_LARGE_TESTS=1")
+@pytest.mark.skipif(os.environ.get("SDCOMP_LARGE_TESTS") != "1", reason="about 8 CPU minutes: set SDCOMP_LARGE_TESTS=1")
 def test_issue_46_byte_file_real_decoder_under_2_5_gib(tmp_path):
     pytest.importorskip("onnxruntime")
     need_shared()
