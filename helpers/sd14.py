@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 #: What the model folder's ``model_index.json`` records as ``_name_or_path`` (= the model id in .sdc headers).
-from .runtime import STANDIN_MODEL_ID  # noqa: E402
+from .runtime import STANDIN_MODEL_ID
 
 #: Bumped when the builder writes something different for the same configurations.
 BUILDER_VERSION = 1
