@@ -78,9 +78,16 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "results" / "sd_fullsize"))
     ap.add_argument("--image", default=str(ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png"))
     ap.add_argument("--no-cli", action="store_true", help="skip the CLI subprocess runs")
+    ap.add_argument("--report-only", action="store_true", help="rewrite summary.md from results.json (adds FLOPs)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        result = json.loads((out / "results.json").read_text())
+        result["flops"] = flops()
+        (out / "results.json").write_text(json.dumps(result, indent=1))
+        (out / "summary.md").write_text(_markdown(result))
+        return 0
     load0 = os.getloadavg()
 
     import numpy as np
@@ -124,7 +131,7 @@ def main(argv=None) -> int:
     counts = {"vae": parameter_count(backend.vae), "unet": parameter_count(parts["unet"]),
               "text_encoder": parameter_count(parts["text_encoder"])}
     del parts  # the backend's reference is the only one left: release_denoiser frees the weights
-    st.run("free UNet + text encoder", backend.release_denoiser)
+    st.run("free UNet + text encoder", backend.release_denoiser, "peak = RSS before freeing; see RSS after")
     decoded = st.run("VAE decode 512x512", lambda: decode_latents(backend, z_dn))
     assert decoded.size == (512, 512)
     load1 = os.getloadavg()
@@ -177,12 +184,34 @@ def main(argv=None) -> int:
         "standin": {"folder_hash": sd14.config_hash(), "parameters": counts, "total_parameters": sum(counts.values()),
                     "disk_bytes": sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())},
         "image": Path(args.image).name + " (crop512)",
-        "stages": st.rows, "denoise": ran, "sizes": sizes, "cli": cli,
+        "stages": st.rows, "denoise": ran, "sizes": sizes, "cli": cli, "flops": flops(),
     }
     (out / "results.json").write_text(json.dumps(result, indent=1))
     (out / "summary.md").write_text(_markdown(result))
     print(f"wrote {out / 'summary.md'} and {out / 'results.json'}")
     return 0
+
+
+def flops() -> dict:
+    """Floating-point operations of one pass at 512x512 (torch's FlopCounterMode on the meta device: no weights,
+    no compute): VAE encode, VAE decode, one UNet step (batch 1, no classifier-free guidance)."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from helpers import sd14
+
+    c = sd14.configs()
+    out = {}
+    with torch.device("meta"), torch.no_grad():
+        vae, unet = AutoencoderKL.from_config(c["vae"]), UNet2DConditionModel.from_config(c["unet"])
+        x, z, e = torch.randn(1, 3, 512, 512), torch.randn(1, 4, 64, 64), torch.randn(1, 77, 768)
+        for name, fn in (("vae_encode", lambda: vae.encode(x)), ("vae_decode", lambda: vae.decode(z)),
+                         ("unet_step", lambda: unet(z, 31, encoder_hidden_states=e))):
+            with FlopCounterMode(display=False) as counter:
+                fn()
+            out[name] = int(counter.get_total_flops())
+    return out
 
 
 def _fmt(v, spec):
@@ -209,17 +238,18 @@ def _markdown(r: dict) -> str:
         "",
         "## Stages, in one process (peak RSS = the process's high-water mark during that stage)",
         "",
-        "| stage | wall s | CPU s | peak RSS MiB | note |",
-        "|---|---|---|---|---|",
+        "| stage | wall s | CPU s | peak RSS MiB | RSS after MiB | note |",
+        "|---|---|---|---|---|---|",
     ]
     for row in r["stages"]:
         lines.append(f"| {row['stage']} | {_fmt(row['wall_s'], '.3f')} | {_fmt(row['cpu_s'], '.2f')} | "
-                     f"{_fmt(row['peak_rss_MiB'], 'd')} | {row['note']} |")
+                     f"{_fmt(row['peak_rss_MiB'], 'd')} | {_fmt(row['rss_after_MiB'], 'd')} | {row['note']} |")
     dn = r["denoise"]
     lines += [
         "",
         f"Denoising ran {dn['steps_run']} of {dn['schedule_steps']} PNDM steps (strength {dn['strength']}, "
-        f"timesteps {dn['timesteps']}).",
+        f"timesteps {dn['timesteps']}). The first UNet step includes reading the memory-mapped UNet weights "
+        "(3.4 GB) into memory: loading itself is nearly free with fp32 safetensors.",
         "",
         "## File sizes on the 4-channel 64x64 latent",
         "",
@@ -236,11 +266,20 @@ def _markdown(r: dict) -> str:
         f"float16, {s['tc_wavelet_levels']} wavelet levels x 3 bands + LL scales in int8). Latent standard deviation: "
         f"{s['latent_std']}.",
     ]
+    if r.get("flops"):
+        f = r["flops"]
+        lines += ["", "## Work per pass (FLOPs at 512x512, counted by torch's FlopCounterMode)", "",
+                  f"VAE encode {f['vae_encode'] / 1e12:.2f} TFLOP, VAE decode {f['vae_decode'] / 1e12:.2f} TFLOP, one UNet "
+                  f"step {f['unet_step'] / 1e12:.2f} TFLOP (3 steps: {3 * f['unet_step'] / 1e12:.2f}). A T4's published "
+                  f"peak is 65 TFLOPS fp16 (tensor cores) / 8.1 TFLOPS fp32: at that peak these would take "
+                  f"{f['vae_encode'] / 65e12 * 1e3:.0f} / {f['vae_decode'] / 65e12 * 1e3:.0f} / "
+                  f"{f['unet_step'] / 65e12 * 1e3:.0f} ms in fp16, a lower bound (real kernels reach a fraction of it); "
+                  f"not measured, this project has no GPU."]
     if r["cli"]:
         lines += ["", "## The real CLI (one process per command)", "",
                   "| command | wall s | peak RSS MiB | load / VAE / codec stages (s) |", "|---|---|---|---|"]
         for c in r["cli"]:
-            cmd = c["command"].replace(str(ROOT.parent), "..").replace(str(ROOT) + "/", "")
+            cmd = re.sub(r"\S*/\.tmp/", "", c["command"]).replace(str(ROOT.parent), "..")
             cmd = re.sub(r"--model \S+", "--model STANDIN", cmd)
             lines.append(f"| `{cmd}` | {c['wall_s']} | {c['peak_rss_MiB']} | "
                          + ", ".join(f"{k} {v}" for k, v in c["codec_wall_s"].items()) + " |")
