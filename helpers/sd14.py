@@ -167,6 +167,12 @@ def configs() -> dict:
                           "scheduler": SCHEDULER_CONFIG, "tokenizer": TOKENIZER_SETTINGS})
 
 
+def text_encoder_kwargs() -> dict:
+    """``CLIPTextConfig`` keyword arguments from :data:`TEXT_ENCODER_CONFIG` (its bookkeeping keys dropped)."""
+    return {k: v for k, v in copy.deepcopy(TEXT_ENCODER_CONFIG).items()
+            if k not in ("_name_or_path", "architectures", "torch_dtype", "transformers_version")}
+
+
 def config_hash(seed: int = SEED, dtype: str = "float32") -> str:
     """12 hex digits of SHA-256 over the configurations, seed, storage dtype and builder version."""
     blob = json.dumps({"configs": configs(), "seed": seed, "dtype": dtype, "builder": BUILDER_VERSION},
@@ -253,9 +259,7 @@ def build(directory: str | Path | None = None, seed: int = SEED, dtype: str = "f
                 elif name == "unet":
                     model = UNet2DConditionModel.from_config(cfg["unet"])
                 else:
-                    te = {k: v for k, v in cfg["text_encoder"].items()
-                          if k not in ("_name_or_path", "architectures", "torch_dtype", "transformers_version")}
-                    model = CLIPTextModel(CLIPTextConfig(**te))
+                    model = CLIPTextModel(CLIPTextConfig(**text_encoder_kwargs()))
                 counts[name] = sum(p.numel() for p in model.parameters())
                 model.to(torch_dtype)
                 model.save_pretrained(tmp / name, safe_serialization=True)
