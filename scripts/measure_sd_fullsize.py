@@ -92,7 +92,7 @@ def main(argv=None) -> int:
 
     import numpy as np
     import torch
-    from helpers import sd14, tcoder
+    from helpers import sd14
     from helpers.codec import CodecParams, decode_latents, encode, encode_latents
     from helpers.denoise import denoise_latents
     from helpers.images import apply_policy, load_image
