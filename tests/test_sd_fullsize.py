@@ -26,8 +26,9 @@ from helpers.codec import unpack_payload
 
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = ROOT.parent / "shared" / "data" / "kodak"
-#: Peak RSS bounds (MiB) for one CLI process at 512x512, fp32 on CPU. Measured 1.8 GiB (encode) and 4.4 GiB
-#: (decode with denoise: VAE + UNet + text encoder) on the project's machine; the bounds leave 1.5x headroom.
+#: Peak RSS bounds (MiB) for one CLI process at 512x512, fp32 on CPU. Measured 1.5 GiB (encode) and 4.7-4.8 GiB
+#: (decode with denoise: VAE + UNet + text encoder, the UNet freed before the VAE decoder) on the project's
+#: machine; the bounds leave 2x / 1.35x headroom (an fp16 stand-in, or keeping the UNet, peaked at 6.0-6.2 GiB).
 ENCODE_PEAK_MIB = 3 * 1024
 DECODE_PEAK_MIB = 6.5 * 1024
 
