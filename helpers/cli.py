@@ -353,8 +353,14 @@ def cmd_decode(args) -> int:
     t0 = time.perf_counter()
     size = (header.width, header.height)
     with memory_guard("decoding", size):
-        dec = decode(data, backend, denoise=args.denoise, progress=True, limits=limits)
+        dec = decode(data, backend, denoise=args.denoise, progress=True, limits=limits, release_denoiser=True)
         log.mark("decode")
+        ran = getattr(backend, "extras", {}).get("last_denoise")
+        if ran:
+            per = ran["unet_step_seconds"]
+            print(f"denoise: {ran['steps_run']} of {ran['schedule_steps']} steps (strength {ran['strength']:g}, "
+                  f"timesteps {ran['timesteps']}), UNet {sum(per) / max(len(per), 1):.2f} s/step", file=sys.stderr)
+            log.info["denoise"] = ran
         write_atomic(out, lambda tmp: save_pixels(tmp, dec.pixels, fmt))
     log.mark("write")
     log.info.update(command="decode", runtime=runtime, backend=backend.describe(), bytes=len(data),

@@ -9,6 +9,8 @@ is added, so the result is deterministic.
 
 from __future__ import annotations
 
+import time
+
 import torch
 from tqdm.auto import tqdm
 
@@ -51,8 +53,16 @@ def denoise_latents(backend, z: torch.Tensor, strength: float = DEFAULT_STRENGTH
     emb = empty_prompt_embedding(parts).to(unet.dtype)
     latents = (z.to(backend.device, torch.float32) * SD_SCALING).to(unet.dtype)
     timesteps = denoise_timesteps(scheduler, steps, strength)
+    seconds = []
     for t in tqdm(timesteps, desc="UNet denoise", disable=not progress, leave=False):
+        t0 = time.perf_counter()
         inp = scheduler.scale_model_input(latents, t)
         eps = unet(inp, t, encoder_hidden_states=emb).sample
         latents = scheduler.step(eps, t, latents).prev_sample
+        if latents.device.type == "cuda":
+            torch.cuda.synchronize(latents.device)
+        seconds.append(time.perf_counter() - t0)
+    # what ran, for callers that report it (the CLI's decode line, helpers.bench, scripts/measure_sd_fullsize.py)
+    backend.extras["last_denoise"] = {"steps_run": len(timesteps), "schedule_steps": steps, "strength": strength,
+                                      "timesteps": [int(t) for t in timesteps], "unet_step_seconds": seconds}
     return latents.float() / SD_SCALING

@@ -26,8 +26,8 @@ import torch
 
 from .errors import ModelNotFoundError, SDCError
 # torch-free model-spec helpers live in helpers.runtime (the CLI resolves specs without importing torch)
-from .runtime import (DEFAULT_SD_MODEL, TAEF2_DECODER, TAEF2_ENCODER, TAEF2_MODEL_ID, TAEF2_TILE,  # noqa: F401
-                      TINY_MODEL_ID, _expand, check_model_spec, default_taef2_dir, hub_reachable,
+from .runtime import (DEFAULT_SD_MODEL, STANDIN_MODEL_ID, TAEF2_DECODER, TAEF2_ENCODER, TAEF2_MODEL_ID,  # noqa: F401
+                      TAEF2_TILE, TINY_MODEL_ID, _expand, check_model_spec, default_taef2_dir, hub_reachable,
                       taef2_weight_files)
 from .runtime import tile_side as _tile_side
 
@@ -95,8 +95,9 @@ class Backend:
 
     @property
     def random_weights(self) -> bool:
-        """True for the tiny random test pipeline: real classes and code path, meaningless pictures."""
-        return self.model_id == TINY_MODEL_ID
+        """True for the tiny random test pipeline and the full-size random SD v1.4 stand-in (helpers.sd14):
+        real classes and code path, meaningless pictures."""
+        return self.model_id in (TINY_MODEL_ID, STANDIN_MODEL_ID)
 
     def components(self) -> dict[str, torch.nn.Module]:  # pragma: no cover - overridden
         return {}
@@ -318,6 +319,17 @@ class SDBackend(Backend):
                                   text_encoder=te.to(self.device).eval(), scheduler=sched,
                                   load_seconds=time.perf_counter() - t0)
         return self._denoiser
+
+    def release_denoiser(self) -> None:
+        """Drop the UNet and text encoder (3.9 GB in fp32 at SD v1.4's size) once a caller is done denoising:
+        the CLI's decode frees them before the VAE decoder runs, so the two peaks do not add up."""
+        if self._denoiser is not None:
+            self._denoiser = None
+            import gc
+
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
 
 def load_scheduler(source: str, local_files_only: bool = True):

@@ -74,5 +74,6 @@ def load_model(model: str, fallback: str, device: str = "auto"):
     print(f"{backend.describe()}: {backend.latent_channels} latent channels, {backend.downsample}x downsampling, "
           f"loaded in {backend.load_seconds:.1f} s")
     if backend.random_weights:
-        print("WARNING: tiny RANDOM SD weights (CI): the code path is real, the pictures and numbers are meaningless.")
+        size = "tiny" if backend.model_id == "tiny-random-sd" else "full-size SD v1.4 architecture with"
+        print(f"WARNING: {size} RANDOM SD weights: the code path is real, the pictures and numbers are meaningless.")
     return backend

@@ -28,6 +28,8 @@ TAEF2_ENCODER = "taef2_encoder.pth"
 TAEF2_DECODER = "taef2_decoder.pth"
 TAEF2_MODEL_ID = "taef2"
 TINY_MODEL_ID = "tiny-random-sd"
+#: The full-size SD v1.4 stand-in with random weights (helpers.sd14): its folder's model id.
+STANDIN_MODEL_ID = "sd-v1-4-standin-random"
 RUNTIMES = ("auto", "torch", "onnx")
 
 #: Core tile side (pixels) for TAEF2's tiled encode/decode; ``SDCOMP_TILE`` overrides it. Chosen by measurement

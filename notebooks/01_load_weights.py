@@ -102,7 +102,8 @@ for name, module in backend.components().items():
                  "dtype": str(backend.dtype).replace("torch.", ""), "device": str(backend.device)})
     print(f"{name:14s} {parameter_count(module) / 1e6:8.2f} M parameters")
 if backend.random_weights:
-    print("\nNOTE: this is the tiny RANDOM SD pipeline used in CI: real classes and loading code, meaningless weights.")
+    print("\nNOTE: RANDOM SD weights (the tiny CI pipeline or the full-size stand-in of helpers.sd14): real classes "
+          "and loading code, meaningless weights.")
 
 # %% [markdown]
 # ## UNet, CLIP text encoder and scheduler
@@ -124,6 +125,9 @@ if backend.has_unet and LOAD_DENOISER:
     loads.append({"step": f"{backend.model_id}: UNet + CLIP + scheduler", "seconds": den["load_seconds"],
                   **memory_usage(device)})
     print(f"UNet + CLIP + scheduler loaded in {den['load_seconds']:.1f} s")
+    if device.type == "cpu":
+        print("(on a CPU, fp32 safetensors are memory-mapped: the RSS above grows by the weights' size, 3.9 GB for "
+              "SD v1.4's UNet + CLIP, when they are first used, not here)")
 else:
     print(f"{backend.describe()} has no UNet/CLIP: it is an autoencoder only (or LOAD_DENOISER is off). "
           "Denoising (notebook 04) needs an SD1.x checkpoint.")

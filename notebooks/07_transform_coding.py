@@ -70,6 +70,7 @@ POLICY = "crop512"
 DEVICE = os.environ.get("SDCOMP_DEVICE", "auto")  # auto (cuda > mps > cpu), cpu, cuda, mps
 FIG_DIR = os.environ.get("SDCOMP_FIG_DIR", "../results/figures")  # where the figures are saved
 SMOKE = os.environ.get("SDCOMP_SMOKE", "0").lower() in ("1", "true", "yes")  # CI: fewer images and sweeps
+TRAIN_TC = os.environ.get("SDCOMP_TRAIN_TC", "auto")  # SD: train tc tables first? auto = on a GPU only; 1 / 0
 
 # %%
 if SMOKE:
@@ -83,6 +84,44 @@ if SMOKE:
 from helpers.notebook import load_model
 
 backend = load_model(MODEL, FALLBACK_MODEL, DEVICE)  # prints what was loaded, and why if it fell back
+
+# %% [markdown]
+# ## SD with a GPU: train tc tables for this model first (optional, once)
+# TAEF2 ships trained tables (`helpers/data/`). For SD v1.4 there are none in the repository, so `tc` files
+# carry **inline tables** (a per-image channel transform and scales, 92 bytes on SD's 4x64x64 latent) and use
+# the plain latent metric instead of the decoder's. The next cell runs `python -m helpers.tc_train --model MODEL`
+# in this kernel (tqdm progress bars per stage): it fetches the licensed training photos (`helpers.photos`,
+# via `apt-get download`), encodes about 80 crops, back-propagates random probes through the VAE decoder and
+# fits the tables into `~/.cache/sdcomp/tc/tc_<fingerprint>.npz`. Every encode below then finds them by the
+# decoder's fingerprint and names them in the file, and decoding looks them up the same way.
+#
+# **Time (estimate, not measured: this project has no GPU).** The TAEF2 tables took 497 s on 2 CPU cores. For SD
+# the network work (about 80 VAE encodes, about 80 decoder backward passes at 512x512) would take hours on a CPU
+# (one SD VAE encode is 11 s of CPU here, `results/sd_fullsize/`), and a few minutes on a T4; the numpy stages
+# are smaller than TAEF2's (4 channels instead of 32). Expect roughly 5-15 minutes on a Colab T4. `--max-minutes`
+# bounds the probe stage. It does not run on a CPU, in CI (`SMOKE`), or with `TRAIN_TC = "0"`.
+
+# %%
+from helpers import tcoder as _tc
+
+_have = _tc.trained_tables(backend.fingerprint) is not None
+_gpu = getattr(backend, "device", None) is not None and backend.device.type == "cuda"
+if backend.kind != "sd":
+    print(f"{backend.model_id}: tc tables " + ("ship with the package." if _have else "are inline."))
+elif _have:
+    print(f"trained tc tables for this SD model are already in place ({_tc.tables_path(backend.fingerprint)[-1]})")
+elif TRAIN_TC == "1" or (TRAIN_TC == "auto" and _gpu and not SMOKE):
+    import time as _time
+
+    from helpers import tc_train
+
+    _t0 = _time.perf_counter()
+    _rc = tc_train.main(["--model", MODEL, "--device", str(backend.device), "--max-minutes", "20"])
+    print(f"tc_train exit status {_rc} after {(_time.perf_counter() - _t0) / 60:.1f} min; tables found now: "
+          f"{_tc.trained_tables(backend.fingerprint) is not None}")
+else:
+    why = "SMOKE run" if SMOKE else ("TRAIN_TC = 0" if TRAIN_TC == "0" else "no GPU (hours on a CPU)")
+    print(f"not training tc tables ({why}): tc files use inline tables")
 
 # %% [markdown]
 # ## One image at the article's budget

@@ -106,3 +106,22 @@ def test_device_selection():
             select_device("cuda")
     with pytest.raises(SDCError, match="unknown device"):
         select_device("tpu-9000")
+
+
+def test_sd14_configs_instantiate_sd14s_parameter_counts():
+    """The full-size stand-in's configurations (helpers.sd14) build SD v1.4's components with the published
+    parameter counts; on the meta device, so no memory or time is spent on weights (the slow test builds them)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from helpers import sd14
+    from helpers.models import parameter_count
+
+    cfg = sd14.configs()
+    with torch.device("meta"):
+        counts = {"vae": parameter_count(AutoencoderKL.from_config(cfg["vae"])),
+                  "unet": parameter_count(UNet2DConditionModel.from_config(cfg["unet"])),
+                  "text_encoder": parameter_count(CLIPTextModel(CLIPTextConfig(**sd14.text_encoder_kwargs())))}
+    assert counts == sd14.PARAMETERS
+    assert sd14.config_hash() == sd14.config_hash() and sd14.config_hash(seed=1) != sd14.config_hash()
+    assert sd14.SCHEDULER_CONFIG["_class_name"] == "PNDMScheduler" and sd14.SCHEDULER_CONFIG["steps_offset"] == 1
