@@ -198,24 +198,30 @@ def test_means_need_every_record_to_have_the_metric(tmp_path):
     assert "| **ours:t/x** | 2/2 | 4000 | 0.1200 | 21.00 | n/a | n/a | partial 1/2 |" in md
 
 
-def _committed_copy(tmp_path) -> Path:
-    if not (COMMITTED / bench.RECORDS_FILE).is_file():
-        pytest.skip("results/kodak/records.json is not committed here")
-    out = tmp_path / "kodak"
+def _committed_copy(tmp_path, committed: Path = COMMITTED) -> Path:
+    if not (committed / bench.RECORDS_FILE).is_file():
+        pytest.skip(f"{committed.relative_to(ROOT)}/records.json is not committed here")
+    out = tmp_path / committed.name
     out.mkdir()
-    shutil.copy(COMMITTED / bench.RECORDS_FILE, out / bench.RECORDS_FILE)
+    shutil.copy(committed / bench.RECORDS_FILE, out / bench.RECORDS_FILE)
     return out
 
 
-def test_committed_results_are_reproduced_from_their_records(tmp_path, capsys):
-    """``--report-only`` on a copy of results/kodak rewrites exactly the committed summary.md, and the same plot."""
-    out = _committed_copy(tmp_path)
+@pytest.mark.parametrize("name", ["kodak", "holdout", "scaling/local1"])
+def test_committed_results_are_reproduced_from_their_records(tmp_path, capsys, name):
+    """``--report-only`` on a copy of results/kodak (results/holdout, results/scaling/local1) rewrites exactly the
+    committed summary.md, and the same plot. Kodak's and the holdout's records predate the baselines' quality
+    sweeps (baselines drawn and BD-rated at the budgets every image reached, as when they were made); the
+    scaling run's have them (whole baseline curves in its plot and BD-rates)."""
+    committed = ROOT / "results" / name
+    out = _committed_copy(tmp_path, committed)
     doc = bench.load_records(out / bench.RECORDS_FILE)
     assert doc["format"] == bench.FORMAT_VERSION and len(doc["records"]) > 100
+    assert ("sweeps" in doc) == name.startswith("scaling")
     assert bench.main(["--report-only", "--out", str(out)]) == 0
     assert f"wrote {out / bench.PLOT_FILE}" in capsys.readouterr().out
-    assert (out / bench.SUMMARY_FILE).read_text() == (COMMITTED / bench.SUMMARY_FILE).read_text()
-    with Image.open(out / bench.PLOT_FILE) as a, Image.open(COMMITTED / bench.PLOT_FILE) as b:
+    assert (out / bench.SUMMARY_FILE).read_text() == (committed / bench.SUMMARY_FILE).read_text()
+    with Image.open(out / bench.PLOT_FILE) as a, Image.open(committed / bench.PLOT_FILE) as b:
         assert a.size == b.size
         diff = np.abs(np.asarray(a.convert("RGB"), np.int16) - np.asarray(b.convert("RGB"), np.int16))
     assert diff.mean() < 0.5, "the RD plot differs from the committed one"  # font rendering may differ a little

@@ -178,7 +178,8 @@ def test_quality_sweeps_are_cached_by_image_content(one_process, kodak_dir, tmp_
     assert all(p["bpp"] == pytest.approx(8 * p["bytes"] / (512 * 512), abs=1e-6) for p in sw["points"])
     assert [p["bytes"] for p in sw["points"]] == sorted(p["bytes"] for p in sw["points"])
     [cached] = [p for p in sweep_dir().glob(f"jpeg-*-{sw['pixels_sha1']}.json")]
-    data = json.loads(cached.read_text())
+    original = cached.read_text()
+    data = json.loads(original)
     data["points"][0]["psnr"] = 99.0
     cached.write_text(json.dumps(data))
     out = tmp_path / "again"
@@ -186,7 +187,10 @@ def test_quality_sweeps_are_cached_by_image_content(one_process, kodak_dir, tmp_
     argv[argv.index("--images") + 1: argv.index("--images") + 3] = ["kodim23"]
     argv[argv.index("--budgets") + 1] = "5000"
     argv[argv.index("--coders") + 1: argv.index("--coders") + 4] = ["zlib"]
-    assert bench.main(argv + ["--no-coder-savings"]) == 0
+    try:
+        assert bench.main(argv + ["--no-coder-savings"]) == 0
+    finally:
+        cached.write_text(original)  # the other tests' runs use the true sweep
     doc = _load(out)
     assert doc["sweeps"][0]["points"][0]["psnr"] == 99.0
     # the whole curve of the baseline in the BD-rate table: the sweep, not the single budget point
@@ -195,6 +199,8 @@ def test_quality_sweeps_are_cached_by_image_content(one_process, kodak_dir, tmp_
     assert row["psnr_curve"] == "sweep" and row["psnr_points"] == (len(config.SWEEP_QUALITIES["jpeg"]), 1)
     from helpers.bench.aggregate import sweep_curve
 
+    md = bench.write_summary(one_process, tmp_path / "summary.md", bench.selection_of(one_process)).read_text()
+    assert "Here the baselines' curves (jpeg) are their whole quality sweeps" in md
     curve = sweep_curve(one_process, "jpeg", list(IMAGES), "psnr")
     both = [{s["image"]: s for s in one_process["sweeps"]}[i]["points"] for i in IMAGES]
     assert curve[0] == pytest.approx(((both[0][0]["bpp"] + both[1][0]["bpp"]) / 2,
@@ -234,3 +240,18 @@ def test_whole_images_from_any_folder(kodak_dir, tmp_path, capsys):
     argv2 = [a for a in argv if a not in ("small", "tiny")] + ["--images", "big"]
     assert bench.main(argv2) == 2  # crop512 records into a folder of full-image records
     assert "another policy (full)" in capsys.readouterr().err
+
+
+def test_a_running_cluster_by_its_address(one_process, kodak_dir, tmp_path):
+    """--scheduler tcp://HOST:PORT: the tasks run on a cluster started elsewhere (here a LocalCluster of one worker
+    with the threads of local:2's workers), with the same records."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      env={"OMP_NUM_THREADS": str(_worker_threads())}) as cluster:
+        out = tmp_path / "remote"
+        assert bench.main(_argv(kodak_dir, out, cluster.scheduler_address)) == 0
+    doc = _load(out)
+    run = doc["meta"]["runs"][-1]
+    assert run["scheduler"] == cluster.scheduler_address and run["jobs"] == 1 and run["tasks"] == 10
+    assert _comparable(doc) == _comparable(one_process)

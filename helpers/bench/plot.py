@@ -65,8 +65,9 @@ def write_plot(doc: dict, path: Path, selection: dict) -> Path:
                  f"{'/'.join(selection['rules'])}; points only where every image reached the budget")
     fig.suptitle(title, fontsize=10,
                  y=1 - 0.08 / height, va="top")
-    fig.legend(list(legend.values()), list(legend), loc="upper center", ncol=len(legend), fontsize=9,
-               bbox_to_anchor=(0.5, 1 - 0.3 / height), frameon=False)
+    if legend:  # none when no curve has a point (e.g. every task of a budget failed)
+        fig.legend(list(legend.values()), list(legend), loc="upper center", ncol=len(legend), fontsize=9,
+                   bbox_to_anchor=(0.5, 1 - 0.3 / height), frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.65 / height))
     save_figure(fig, path)
     plt.close(fig)

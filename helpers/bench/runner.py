@@ -224,7 +224,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from .. import baselines, metrics
     from ..images import list_images
     from ..models import select_device
-    from .scheduler import Runner, local_size, parse_scheduler, task_label
+    from .scheduler import Runner, Scheduler, local_size, parse_scheduler, task_label
 
     if any(b <= 0 for b in args.budgets):
         raise SDCError(f"budgets must be positive byte counts, got {args.budgets}")
@@ -388,14 +388,16 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     bar = tqdm(total=len(tasks), desc="bench", unit="task", disable=not args.progress, dynamic_ncols=True)
     client_s, last_save, task_s = 0.0, time.perf_counter(), 0.0
     try:
-        with Runner(sched, setup, threads, jobs, log=lambda m: print(m, file=sys.stderr)) as runner:
-            if sched.kind not in ("inline", "local"):
+        where = sched if tasks else Scheduler("inline")  # nothing to do: no cluster to start
+        with Runner(where, setup, threads, jobs, log=lambda m: print(m, file=sys.stderr)) as runner:
+            if where.kind not in ("inline", "local"):
                 jobs, threads = runner.workers, runner.threads
                 run_info["jobs"] = jobs
             run_info["scheduler_start_seconds"] = _round(time.perf_counter() - started, 2)
             if tasks or "machine" not in meta:  # describes the machine that computed the records
                 meta["machine"] = machine_info(device)
-                meta["parallel"] = {"jobs": jobs, "torch_threads_per_job": threads, "scheduler": sched.describe()}
+                meta["parallel"] = {"jobs": jobs, "torch_threads_per_job": threads or "the cluster's own",
+                                    "scheduler": sched.describe()}
                 meta["backend_load_seconds"] = _round(t_load, 3)
             with open(journal, "a") as jf:
                 for task, res, fail in runner.run(tasks):

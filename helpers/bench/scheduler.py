@@ -280,18 +280,17 @@ class Runner:
         try:
             for fut in as_completed(list(futures)):
                 t = futures.pop(fut)
-                if fut.status == "finished":
-                    try:
-                        res = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - lost between finishing and arriving
-                        yield t, None, failure(Path(t[0]).stem, t[1], exc)
-                        continue
-                    fut.release()
-                    yield t, res, None
-                else:
-                    exc = fut.exception()
+                try:
+                    # the task's result, or its error (KilledWorker after the retry, a cancellation). A result that
+                    # was held by a worker that died before it came over is computed again by Dask (this client
+                    # still wants it), and result() waits for that: nothing finished is lost.
+                    res = fut.result()
+                except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
                     fut.release()
                     yield t, None, failure(Path(t[0]).stem, t[1], exc)
+                    continue
+                fut.release()
+                yield t, res, None
         finally:
             for fut in futures:
                 fut.cancel()
