@@ -198,24 +198,30 @@ def test_means_need_every_record_to_have_the_metric(tmp_path):
     assert "| **ours:t/x** | 2/2 | 4000 | 0.1200 | 21.00 | n/a | n/a | partial 1/2 |" in md
 
 
-def _committed_copy(tmp_path) -> Path:
-    if not (COMMITTED / bench.RECORDS_FILE).is_file():
-        pytest.skip("results/kodak/records.json is not committed here")
-    out = tmp_path / "kodak"
+def _committed_copy(tmp_path, committed: Path = COMMITTED) -> Path:
+    if not (committed / bench.RECORDS_FILE).is_file():
+        pytest.skip(f"{committed.relative_to(ROOT)}/records.json is not committed here")
+    out = tmp_path / committed.name
     out.mkdir()
-    shutil.copy(COMMITTED / bench.RECORDS_FILE, out / bench.RECORDS_FILE)
+    shutil.copy(committed / bench.RECORDS_FILE, out / bench.RECORDS_FILE)
     return out
 
 
-def test_committed_results_are_reproduced_from_their_records(tmp_path, capsys):
-    """``--report-only`` on a copy of results/kodak rewrites exactly the committed summary.md, and the same plot."""
-    out = _committed_copy(tmp_path)
+@pytest.mark.parametrize("name", ["kodak", "holdout", "scaling/local1"])
+def test_committed_results_are_reproduced_from_their_records(tmp_path, capsys, name):
+    """``--report-only`` on a copy of results/kodak (results/holdout, results/scaling/local1) rewrites exactly the
+    committed summary.md, and the same plot. Kodak's and the holdout's records predate the baselines' quality
+    sweeps (baselines drawn and BD-rated at the budgets every image reached, as when they were made); the
+    scaling run's have them (whole baseline curves in its plot and BD-rates)."""
+    committed = ROOT / "results" / name
+    out = _committed_copy(tmp_path, committed)
     doc = bench.load_records(out / bench.RECORDS_FILE)
     assert doc["format"] == bench.FORMAT_VERSION and len(doc["records"]) > 100
+    assert ("sweeps" in doc) == name.startswith("scaling")
     assert bench.main(["--report-only", "--out", str(out)]) == 0
     assert f"wrote {out / bench.PLOT_FILE}" in capsys.readouterr().out
-    assert (out / bench.SUMMARY_FILE).read_text() == (COMMITTED / bench.SUMMARY_FILE).read_text()
-    with Image.open(out / bench.PLOT_FILE) as a, Image.open(COMMITTED / bench.PLOT_FILE) as b:
+    assert (out / bench.SUMMARY_FILE).read_text() == (committed / bench.SUMMARY_FILE).read_text()
+    with Image.open(out / bench.PLOT_FILE) as a, Image.open(committed / bench.PLOT_FILE) as b:
         assert a.size == b.size
         diff = np.abs(np.asarray(a.convert("RGB"), np.int16) - np.asarray(b.convert("RGB"), np.int16))
     assert diff.mean() < 0.5, "the RD plot differs from the committed one"  # font rendering may differ a little
@@ -282,7 +288,7 @@ def small_run(kodak_dir, tmp_path_factory):
     coders = [c for c in ("zlib", "arith") if c in getattr(entropy, "CODERS", {})]
     argv = ["--data", str(kodak_dir), "--images", *IMAGES, "--budgets", *map(str, BUDGETS),
             "--codecs", *CODECS, "--coders", *coders, "--model", "taef2", "--device", "cpu",
-            "--out", str(out), "--no-progress", "--jobs", "1",
+            "--out", str(out), "--no-progress", "--scheduler", "inline", "--no-sweep",
             # small mode: palettes up to 64 colours (the 8000-byte files are then the 64-colour files of the
             # coder-savings section, decoded once) and identical_to_zlib checked on the unpacked latents in
             # the budget runs (the coder-savings section still compares decoded pixels)
@@ -385,15 +391,16 @@ def test_small_run_resumes(small_run):
     assert len(doc["records"]) == len(json.loads(before)["records"])
     assert doc["meta"]["runs"][-1]["new_records"] == 0
     assert again < max(15.0, small_run["seconds"] / 3)
-    # deleted records are recomputed, and only those (two images: through the worker-process pool)
+    # deleted records are recomputed, and only those (two images: on a Dask LocalCluster of two processes)
     gone = {("kodim07", "webp", 8000), ("kodim23", "jpeg", 3000)}
     doc["records"] = [r for r in doc["records"] if (r["image"], r["codec"], r["budget"]) not in gone]
     (out / bench.RECORDS_FILE).write_text(json.dumps(doc))
     parallel = list(argv)
-    parallel[parallel.index("--jobs") + 1] = "2"
+    parallel[parallel.index("--scheduler") + 1] = "local:2"
     assert bench.main(parallel) == 0
     doc2 = json.loads((out / bench.RECORDS_FILE).read_text())
-    assert doc2["meta"]["runs"][-1]["new_records"] == 2 and doc2["meta"]["runs"][-1]["jobs"] == 2
+    run = doc2["meta"]["runs"][-1]
+    assert run["new_records"] == 2 and run["jobs"] == 2 and run["scheduler"] == "local:2" and run["tasks"] == 2
     old = {bench._key_of(r): r for r in json.loads(before)["records"]}
     new = {bench._key_of(r): r for r in doc2["records"]}
     assert new.keys() == old.keys()
@@ -498,7 +505,7 @@ def test_sd_backend_with_denoise_variant(kodak_dir, tiny_sd_dir, tmp_path):
     out = tmp_path / "sd"
     argv = ["--data", str(kodak_dir), "--images", "kodim23", "--budgets", "8000", "--codecs", "jpeg",
             "--coders", "zlib", "--model", str(tiny_sd_dir), "--denoise", "--device", "cpu", "--out", str(out),
-            "--no-progress", "--jobs", "1"]
+            "--no-progress", "--scheduler", "inline"]
     assert bench.main(argv) == 0
     doc = json.loads((out / bench.RECORDS_FILE).read_text())
     ours = {r["codec"]: r for r in doc["records"] if r["kind"] == "ours"}

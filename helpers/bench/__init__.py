@@ -39,8 +39,12 @@ Speed (the full 24-image run took 12 minutes on a 2-core CPU): the latents are e
 palettes and packed payloads are memoised across the budgets and coders of an image (``encode(..., cache=)``;
 the per-stage seconds in the records are still those of a standalone encode); a file whose bytes were already
 decoded (the 256-colour file is both the largest budget's and the coder-savings section's) is decoded once;
-baseline encodes are shared per quality (:class:`QualityCache`); on a multi-core CPU two images run in
-parallel worker processes with the torch threads split between them (``--jobs``).
+baseline encodes are shared per quality (:class:`QualityCache`). The work is one task per (image, variant), run on
+Dask (``--scheduler``: a LocalCluster sized to the machine by default, the torch threads split between its worker
+processes, each loading the models once; or a running cluster), results streamed back and saved as they arrive;
+a task that raises or whose worker dies twice is recorded as failed and the run goes on. Each baseline's quality
+sweep (``config.SWEEP_QUALITIES``) is cached per image content (:mod:`~helpers.bench.sweep`) and gives the RD
+plot and the BD-rates its whole curve.
 
 The package, one module per concern:
 
@@ -51,9 +55,11 @@ The package, one module per concern:
 * :mod:`~helpers.bench.memory`: peak-memory probes (:class:`PeakMemory`);
 * :mod:`~helpers.bench.records`: record keys and labels, ``records.json`` load/save;
 * :mod:`~helpers.bench.machine`: the machine description stored with the records;
-* :mod:`~helpers.bench.image`: one image's baseline and ours records and fills (:class:`QualityCache`,
+* :mod:`~helpers.bench.image`: one task's (one image's) baseline and ours records and fills (:class:`QualityCache`,
   :class:`MetricCache`, :class:`Setup`);
-* :mod:`~helpers.bench.runner`: the run and its worker-process pool;
+* :mod:`~helpers.bench.runner`: the run: tasks, streaming, journal, failures;
+* :mod:`~helpers.bench.scheduler`: where tasks run (inline, LocalCluster, a running Dask cluster), worker setup;
+* :mod:`~helpers.bench.sweep`: the baselines' quality sweeps and their cache;
 * :mod:`~helpers.bench.aggregate`: means per codec/budget, RD series, the head-to-head counts and verdicts,
   the BD-rate table;
 * :mod:`~helpers.bench.summary` and :mod:`~helpers.bench.plot`: ``summary.md`` and ``rd_curves.png``;

@@ -51,6 +51,45 @@ def _series(agg: dict, codec: str, rule: str, budgets: Sequence[int], metric: st
     return pts
 
 
+def _sweeps(doc: dict, codec: str) -> dict[str, dict]:
+    return {s["image"]: s for s in doc.get("sweeps") or [] if s["codec"] == codec}
+
+
+def image_sweep_curve(doc: dict, image: str, codec: str, metric: str) -> list[tuple[float, float]] | None:
+    """One image's whole curve for a baseline from its quality sweep, or None without a sweep."""
+    sw = _sweeps(doc, codec).get(image)
+    if sw is None:
+        return None
+    return [(p["bpp"], p[metric]) for p in sw["points"] if p.get("bytes") is not None and p.get(metric) is not None]
+
+
+def sweep_curve(doc: dict, codec: str, images: Sequence[str], metric: str) -> list[tuple[float, float]] | None:
+    """A baseline's whole mean curve: mean bpp and mean metric over ``images`` at each quality of its sweep (the
+    qualities where every image has the metric), or None unless every image has a sweep of ``codec``."""
+    sws = _sweeps(doc, codec)
+    if not images or any(i not in sws for i in images):
+        return None
+    by_q: dict[int, list[dict]] = {}
+    for i in images:
+        for p in sws[i]["points"]:
+            by_q.setdefault(int(p["quality"]), []).append(p)
+    pts = []
+    for q in sorted(by_q):
+        ps = by_q[q]
+        if len(ps) == len(images) and all(p.get(metric) is not None and p.get("bpp") is not None for p in ps):
+            pts.append((float(np.mean([p["bpp"] for p in ps])), float(np.mean([p[metric] for p in ps]))))
+    return sorted(pts) or None
+
+
+def baseline_curve(doc: dict, agg: dict, codec: str, rule: str, selection: dict, metric: str):
+    """(points, "sweep" or "budgets"): the baseline's whole mean curve from its quality sweeps when every image
+    has one, else its means at the budgets every image reached (records made before the sweeps existed)."""
+    sw = sweep_curve(doc, codec, selection["images"], metric)
+    if sw is not None:
+        return sw, "sweep"
+    return _series(agg, codec, rule, selection["budgets"], metric), "budgets"
+
+
 def _rows_for(selection: dict) -> list[tuple[str, str, str]]:
     """(display label, codec, rule) in table order: ours first, then baselines per rule."""
     multi = len(selection["rules"]) > 1
@@ -82,7 +121,7 @@ def bd_table(doc: dict, selection: dict) -> list[dict]:
             for codec in selection["codecs"]:
                 row = {"ours": ours, "baseline": codec, "rule": rule}
                 for metric in (m.key for m in config.bd_metrics()):
-                    a = _series(agg, codec, rule, selection["budgets"], metric)
+                    a, row[f"{metric}_curve"] = baseline_curve(doc, agg, codec, rule, selection, metric)
                     b = _series(agg, ours, OURS_RULE, selection["budgets"], metric)
                     val = bd_rate([p[0] for p in a], [p[1] for p in a], [p[0] for p in b], [p[1] for p in b]) \
                         if len(a) >= 2 and len(b) >= 2 else None
@@ -93,7 +132,9 @@ def bd_table(doc: dict, selection: dict) -> list[dict]:
                                                     for c in (a, b))
                     per = []
                     for image in selection["images"]:
-                        ca = _image_curve(recs, image, codec, rule, budgets, metric)
+                        ca = image_sweep_curve(doc, image, codec, metric)
+                        if ca is None:
+                            ca = _image_curve(recs, image, codec, rule, budgets, metric)
                         cb = _image_curve(recs, image, ours, OURS_RULE, budgets, metric)
                         v = bd_rate([p[0] for p in ca], [p[1] for p in ca], [p[0] for p in cb], [p[1] for p in cb])
                         if v is not None:

@@ -44,9 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--verify", default="pixels", choices=["pixels", "latents"],
                     help="identical_to_zlib in the budget runs: compare decoded pixels (default, one extra VAE "
                          "decode per file) or the unpacked 8-bit latents (the decoder's input)")
-    ap.add_argument("--jobs", type=int, default=0,
-                    help="images processed in parallel by worker processes, torch threads split between them "
-                         "(0 = auto: 2 on a multi-core CPU with TAEF2, else 1)")
+    ap.add_argument("--scheduler", default=None, metavar="WHERE",
+                    help="where the tasks (one per image and variant) run: local (default: a Dask LocalCluster sized "
+                         "to this machine, torch threads split between its worker processes), local:N (N worker "
+                         "processes), tcp://HOST:PORT or a scheduler file (a running Dask cluster, e.g. on SLURM or "
+                         "Kubernetes), inline (this process, no Dask)")
+    ap.add_argument("--jobs", type=int, default=None, help="alias of --scheduler local:N")
+    ap.add_argument("--policy", default="crop512", choices=["crop512", "full"],
+                    help="crop512 (default): the centre 512x512 square, never resampled (smaller images are refused); "
+                         "full: whole images, coded as the CLI codes them (VAE in tiles)")
+    ap.add_argument("--no-sweep", dest="sweep", action="store_false",
+                    help="skip the baselines' quality sweeps (the whole RD curves; cached per image content in "
+                         "$SDCOMP_CACHE/bench_sweeps)")
     ap.add_argument("--metrics", nargs="+", default=None, metavar="KEY",
                     help="metrics to measure (default: every available metric of helpers.metrics' default set; "
                          "'all' adds LPIPS-VGG and DISTS on CPU; psnr/ssim/ms_ssim always). Records that lack "
@@ -95,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         extra = "".join(f", {res[k]} {k.split('_')[0]}" for k in ("filled_records", "replaced_records")
                         if res.get(k))
+        if res.get("failed_tasks"):
+            extra += f", {res['failed_tasks']} failed task(s) (listed in the summary; re-run to retry them)"
         print(f"{res['new_records']} new records{extra} in {res['wall_seconds']:.1f}s; wrote {res['records']}, "
               f"{res['plot']}, {res['summary']}")
     return 0

@@ -146,6 +146,13 @@ class Setup:
     device: str  # --device
     metrics: list[str] = dataclasses.field(default_factory=lambda: list(config.CLASSIC_KEYS))  # keys measured
     backends: list[tuple[str, Any]] = dataclasses.field(default_factory=list)  # (label, backend), once loaded
+    policy: str = POLICY  # crop512 (centre 512x512, no resampling) or full (whole image, tiled as the CLI does)
+    sweep: bool = False  # also each baseline's quality sweep (config.SWEEP_QUALITIES), cached by content hash
+
+    @property
+    def codec_policy(self) -> str:
+        """The :func:`helpers.images.apply_policy` policy: crop512, or pad8 for ``full`` (what the CLI codes)."""
+        return config.codec_policy(self.policy)
 
     def portable(self) -> Setup:
         """A picklable copy without the loaded models (worker processes load their own)."""
@@ -211,33 +218,27 @@ def _baseline_records(name: str, ref, setup: Setup, have: set[str], fills: Fills
 
 
 def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[str], need_savings: bool,
-                  fills: Fills, mc: MetricCache) -> tuple[list[tuple[str, dict]], dict | None]:
+                  fills: Fills, mc: MetricCache, only_dn: bool | None = None) -> tuple[list[tuple[str, dict]], dict | None]:
     """(status, record) per missing record of one backend (``new``) and per record to fill: the file is
     encoded again through the same rate control (latents once per image, palettes memoised) and decoded;
     when it is the recorded file (same SHA-1, or for older records the same bytes and palette size) only the
     missing metrics are added (``filled``; timings and everything else kept), else the record is replaced
     by the new one (``replaced``: the codec changed since). Also the coder-savings entry if needed."""
     from .. import bitstream, metrics
-    from ..codec import CodecParams, decode, encode, encode_latents
+    from ..codec import CodecParams, decode, encode
     from ..images import model_input
 
-    variants = _variants(setup, backend)
+    variants = [(c, d) for c, d in _variants(setup, backend) if only_dn is None or d == only_dn]
     todo = [(coder, dn, b) for dn in sorted({d for _, d in variants}) for coder in setup.coders
             for b in setup.budgets
             if (k := record_key(name, ours_label(mlabel, coder, dn), b, OURS_RULE)) not in have or k in fills]
     if not todo and not need_savings:
         return [], None
-    model_img, ref = model_input(img, POLICY, backend.downsample)
+    model_img, ref = model_input(img, setup.codec_policy, backend.downsample)
     size = ref.size
     dev = backend.device
     with PeakMemory(dev) as pm_enc:
-        t0 = time.perf_counter()
-        z = encode_latents(backend, model_img, seed=0)
-        if getattr(dev, "type", "") == "cuda":
-            import torch
-
-            torch.cuda.synchronize(dev)
-        t_vae = time.perf_counter() - t0
+        z, t_vae = _latents(backend, model_img)
     decoded: dict[str, tuple[Any, float, float]] = {}  # sha1(file) -> (Decoded, peak delta, peak abs)
 
     def decode_once(data: bytes):
@@ -252,7 +253,8 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
 
     def params(coder: str, dn: bool, colors: int) -> CodecParams:
         method, lossless, effort = variant(coder)
-        return CodecParams(method=method, colors=colors, coder=lossless, policy=POLICY, denoise=dn, effort=effort)
+        return CodecParams(method=method, colors=colors, coder=lossless, policy=setup.codec_policy, denoise=dn,
+                           effort=effort)
 
     def same_as_zlib(data: bytes, dec, dn: bool, colors: int) -> bool:
         """Does this file decode exactly like the zlib file with the same palette (requested ``colors``)?
@@ -348,6 +350,30 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
     return records, savings
 
 
+_LATENTS: dict[tuple, tuple[Any, float]] = {}  # (backend, image digest) -> (latents, seconds): one process's cache
+_LATENTS_KEEP = 4
+
+
+def _latents(backend, model_img) -> tuple[Any, float]:
+    """The image's latents and the seconds their encode took, encoded once per process (the tasks of one image's
+    variants that run in the same worker share them; a few images are kept)."""
+    from ..codec import encode_latents
+
+    arr = np.asarray(model_img)
+    key = (id(backend), hashlib.sha1(arr.tobytes() + repr(arr.shape).encode()).hexdigest())
+    if key not in _LATENTS:
+        t0 = time.perf_counter()
+        z = encode_latents(backend, model_img, seed=0)
+        if getattr(backend.device, "type", "") == "cuda":
+            import torch
+
+            torch.cuda.synchronize(backend.device)
+        while len(_LATENTS) >= _LATENTS_KEEP:
+            _LATENTS.pop(next(iter(_LATENTS)))
+        _LATENTS[key] = (z, time.perf_counter() - t0)
+    return _LATENTS[key]
+
+
 def _unpacked_latent(data: bytes) -> np.ndarray:
     """The 8-bit latent a file unpacks to (before unquantize / denoise / VAE decode)."""
     from .. import bitstream
@@ -374,7 +400,7 @@ def bench_image(path: str | Path, setup: Setup, have: set[str], savings_needed: 
     path = Path(path)
     name = path.stem
     img = load_image(path)
-    _, ref = model_input(img, POLICY)
+    _, ref = model_input(img, setup.codec_policy)
     mc = MetricCache(ref, setup.metrics)
     done = _baseline_records(name, ref, setup, have, {k: v for k, v in fills.items() if v[0]["kind"] == "baseline"},
                              mc)
@@ -388,3 +414,45 @@ def bench_image(path: str | Path, setup: Setup, have: set[str], savings_needed: 
     counts = {s: sum(st == s for st, _ in done) for s in ("new", "filled", "replaced")}
     return {"image": name, "records": [r for _, r in done], "counts": counts, "savings": savings,
             "seconds": time.perf_counter() - t0, "metrics": mc.stats()}
+
+
+def bench_task(path: str | Path, setup: Setup, variant: tuple, have: set[str], fills: Fills | None = None) -> dict:
+    """One task of the benchmark: one image and one variant, so a slow variant does not hold up an image.
+
+    ``variant``: ``("baseline", codec)`` (its budget records and, with ``setup.sweep``, its quality sweep),
+    ``("ours", model label, coder, denoise)`` (that variant's records at every budget) or ``("savings", model
+    label)`` (the coder-savings entry). ``setup.backends`` holds the loaded models. Returns what
+    :func:`bench_image` returns, plus ``"sweeps"`` (a list) and ``"task"`` (the variant)."""
+    from ..images import load_image, model_input
+
+    t0 = time.perf_counter()
+    fills = fills or {}
+    path = Path(path)
+    name = path.stem
+    img = load_image(path)
+    _, ref = model_input(img, setup.codec_policy)
+    mc = MetricCache(ref, setup.metrics)
+    done: list[tuple[str, dict]] = []
+    savings, sweeps = [], []
+    kind = variant[0]
+    if kind == "baseline":
+        sub = dataclasses.replace(setup, codecs=[variant[1]], backends=[])
+        done = _baseline_records(name, ref, sub, have, fills, mc)
+        if setup.sweep:
+            from .sweep import quality_sweep
+
+            sweeps.append(quality_sweep(name, ref, variant[1], setup.metrics, mc, setup.policy))
+    elif kind in ("ours", "savings"):
+        backend = dict(setup.backends)[variant[1]]
+        if kind == "ours":
+            sub = dataclasses.replace(setup, coders=[variant[2]])
+            done, _ = _ours_records(name, img, sub, variant[1], backend, have, False, fills, mc, only_dn=variant[3])
+        else:
+            sub = dataclasses.replace(setup, budgets=[])
+            _, sav = _ours_records(name, img, sub, variant[1], backend, have, True, {}, mc)
+            savings = [sav] if sav is not None else []
+    else:
+        raise SDCError(f"unknown benchmark task {variant!r}")
+    counts = {s: sum(st == s for st, _ in done) for s in ("new", "filled", "replaced")}
+    return {"image": name, "task": list(variant), "records": [r for _, r in done], "counts": counts,
+            "savings": savings, "sweeps": sweeps, "seconds": time.perf_counter() - t0, "metrics": mc.stats()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .aggregate import _rows_for, _series, aggregate, shown_metrics
+from .aggregate import _rows_for, _series, aggregate, baseline_curve, shown_metrics
 from . import config
 from .config import POLICY
 
@@ -31,9 +31,18 @@ def write_plot(doc: dict, path: Path, selection: dict) -> Path:
     nrows = math.ceil(len(mets) / ncols)
     height = 4.4 * nrows + 0.7  # inches: the subplots, then the title and the legend above them
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, height), squeeze=False)
+    swept = False
     for ax, metric in zip(axes.ravel(), mets):
-        summary = {label: _series(agg, codec, rule, selection["budgets"], metric.key)
-                   for label, codec, rule in _rows_for(selection)}
+        summary = {}
+        for label, codec, rule in _rows_for(selection):
+            if codec in selection["ours"]:
+                summary[label] = _series(agg, codec, rule, selection["budgets"], metric.key)
+                continue
+            pts, how = baseline_curve(doc, agg, codec, rule, selection, metric.key)
+            if how == "sweep":
+                swept = True
+                label = codec  # one whole curve per codec, whatever the rule
+            summary.setdefault(label, pts)
         rd_plot({k: v for k, v in summary.items() if v}, metric.axis_label, ax=ax)
     for ax in axes.ravel()[len(mets):]:
         ax.axis("off")
@@ -44,12 +53,21 @@ def write_plot(doc: dict, path: Path, selection: dict) -> Path:
         if ax.get_legend() is not None:
             ax.get_legend().remove()
     n = len(selection["images"])
-    fig.suptitle(f"Rate-distortion, mean over {n} image{'s' * (n != 1)} ({POLICY} 512x512), budgets "
+    policy = doc["meta"].get("policy_name", POLICY)
+    what = (f"{policy} 512x512" if policy == POLICY else policy)
+    if swept:
+        title = (f"Rate-distortion, mean over {n} image{'s' * (n != 1)} ({what}); baselines: whole quality sweeps "
+                 f"(mean at each quality); ours: budgets {', '.join(str(b) for b in selection['budgets'])} bytes, "
+                 "points only where every image reached the budget")
+    else:
+        title = (f"Rate-distortion, mean over {n} image{'s' * (n != 1)} ({what}), budgets "
                  f"{', '.join(str(b) for b in selection['budgets'])} bytes; baselines rule "
-                 f"{'/'.join(selection['rules'])}; points only where every image reached the budget", fontsize=10,
+                 f"{'/'.join(selection['rules'])}; points only where every image reached the budget")
+    fig.suptitle(title, fontsize=10,
                  y=1 - 0.08 / height, va="top")
-    fig.legend(list(legend.values()), list(legend), loc="upper center", ncol=len(legend), fontsize=9,
-               bbox_to_anchor=(0.5, 1 - 0.3 / height), frameon=False)
+    if legend:  # none when no curve has a point (e.g. every task of a budget failed)
+        fig.legend(list(legend.values()), list(legend), loc="upper center", ncol=len(legend), fontsize=9,
+                   bbox_to_anchor=(0.5, 1 - 0.3 / height), frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.65 / height))
     save_figure(fig, path)
     plt.close(fig)

@@ -1,6 +1,10 @@
-"""The run: resolve the arguments, load the models once, find the missing records and the records that lack a
-metric measured by this run, compute them image by image (in this process or in a pool of spawned worker
-processes), merge and save after every image, then write the plot and the summary.
+"""The run: resolve the arguments, find the missing records and the records that lack a metric measured by this
+run, cut the work into tasks, one per (image, variant) (a baseline codec with its quality sweep, one of our
+variants, the coder-savings entry), run them where ``--scheduler`` says (:mod:`~helpers.bench.scheduler`: in this
+process or on Dask, the models loaded once per worker), merge each result as it arrives (appended to the journal
+``records.journal.jsonl`` at once, merged into ``records.json`` every ``SAVE_SECONDS`` and at the end: a run
+interrupted or killed loses no finished task, the next run takes the journal over), record the tasks that failed
+(``doc["failures"]``, listed in the summary, retried by the next run), then write the plot and the summary.
 
 Metrics and resumability: every run measures ``--metrics`` (default: every metric of the registry's default
 set that is available here, PSNR/SSIM/MS-SSIM always), and ``meta["metrics"]`` records each one's library,
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import os
+import json
 import re
 import shlex
 import sys
@@ -28,12 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SDCError
-from .config import OURS_RULE, PALETTE_CODERS, PLOT_FILE, POLICY_TEXT, RECORDS_FILE, SUMMARY_FILE
-from .image import Setup, _expected_keys, _variants, bench_image
+from .config import (JOURNAL_FILE, OURS_RULE, PALETTE_CODERS, PLOT_FILE, POLICIES, POLICY, RECORDS_FILE, SAVE_SECONDS,
+                     SUMMARY_FILE)
+from .image import Setup, _variants, bench_image
 from .machine import _loadavg, machine_info, torch_threads
 from .plot import write_plot
 from . import config
-from .records import _key_of, _round, load_records, ours_label, save_records
+from .records import _key_of, _round, load_records, ours_label, record_key, save_records
 from .summary import write_summary
 
 
@@ -61,26 +66,6 @@ def _select_backends(specs: Sequence[str], device) -> list[tuple[str, Any]]:
             raise SDCError(f"--model {spec} duplicates a backend already given; pass each model once")
         out.append((label, b))
     return out
-
-
-_WORKER_SETUP: Setup | None = None
-
-
-def _worker_init(setup: Setup, threads: int) -> None:
-    """Worker process: limit torch's threads (the workers share the cores) and load the models once."""
-    import torch
-
-    global _WORKER_SETUP
-    torch.set_num_threads(threads)
-    from ..models import select_device
-
-    setup.backends = _select_backends(setup.models, select_device(setup.device))
-    _WORKER_SETUP = setup
-
-
-def _worker_image(path: str, have: set[str], savings_needed: list[str], fills: dict) -> dict:
-    assert _WORKER_SETUP is not None
-    return bench_image(path, _WORKER_SETUP, have, savings_needed, fills)
 
 
 def _resolve_coders(coders: Sequence[str]) -> tuple[list[str], dict[str, str]]:
@@ -175,12 +160,71 @@ def _fills(doc: dict, selection: dict, keys: Sequence[str], remeasure: Sequence[
     return out
 
 
+def _check_policy(paths: Sequence[Path], policy: str) -> None:
+    """crop512 never resamples: every image must have both sides >= 512 (else one error naming them)."""
+    if policy != "crop512":
+        return
+    from PIL import Image
+
+    small = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+        except OSError:
+            continue  # unreadable: its tasks fail with the loader's own error
+        if min(w, h) < 512:
+            small.append(f"{p.name} {w}x{h}")
+    if small:
+        raise SDCError(f"{len(small)} image(s) smaller than 512x512 ({', '.join(small[:3])}"
+                       f"{', ...' if len(small) > 3 else ''}): --policy crop512 never resamples; use --policy full "
+                       "or leave them out with --images")
+
+
+def _has_sweep(doc: dict, image: str, codec: str, policy: str, keys: Sequence[str]) -> bool:
+    want = list(config.SWEEP_QUALITIES.get(codec, ()))
+    for sw in doc.get("sweeps") or []:
+        if sw["image"] == image and sw["codec"] == codec and sw.get("policy", POLICY) == policy:
+            pts = sw["points"]
+            return [p["quality"] for p in pts] == want and all(k in p for p in pts for k in keys)
+    return False
+
+
+def _tasks(doc: dict, paths: Sequence[Path], setup: Setup, have: set[str], fills: dict) -> list[tuple]:
+    """(image path, variant, keys already recorded for the image, records of the variant to fill) per task that has
+    work: a variant whose records are missing or need filling, a baseline whose sweep is missing, a coder-savings
+    entry that is missing."""
+    palette = [c for c in setup.coders if c in PALETTE_CODERS]
+    out = []
+    for p in paths:
+        name = p.stem
+        done = {k for k in have if k.startswith(name + "|")}
+        fill = fills.get(name, {})
+        for codec in setup.codecs:
+            keys = {record_key(name, codec, b, r) for r in setup.rules for b in setup.budgets}
+            mine = {k: v for k, v in fill.items() if v[0]["kind"] == "baseline" and v[0]["codec"] == codec}
+            sweep = setup.sweep and not _has_sweep(doc, name, codec, setup.policy, setup.metrics)
+            if keys - done or mine or sweep:
+                out.append((str(p), ("baseline", codec), done, mine))
+        for mlabel, backend in setup.backends:
+            for coder, dn in _variants(setup, backend):
+                label = ours_label(mlabel, coder, dn)
+                keys = {record_key(name, label, b, OURS_RULE) for b in setup.budgets}
+                mine = {k: v for k, v in fill.items() if v[0]["kind"] == "ours" and v[0]["codec"] == label}
+                if keys - done or mine:
+                    out.append((str(p), ("ours", mlabel, coder, dn), done, mine))
+            if setup.coder_savings and not _savings_complete(doc, name, mlabel, palette):
+                out.append((str(p), ("savings", mlabel), done, {}))
+    return out
+
+
 def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from tqdm.auto import tqdm
 
     from .. import baselines, metrics
     from ..images import list_images
     from ..models import select_device
+    from .scheduler import Runner, Scheduler, local_size, parse_scheduler, task_label
 
     if any(b <= 0 for b in args.budgets):
         raise SDCError(f"budgets must be positive byte counts, got {args.budgets}")
@@ -188,9 +232,12 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         raise SDCError(f"--limit must be >= 1, got {args.limit}")
     if not 2 <= args.max_colors <= 65535:
         raise SDCError(f"--max-colors must be in 2..65535, got {args.max_colors}")
+    policy = getattr(args, "policy", POLICY)
+    sched = parse_scheduler(getattr(args, "scheduler", None), getattr(args, "jobs", None))
     paths = list_images(args.data, args.images)
     if args.limit:
         paths = paths[: args.limit]
+    _check_policy(paths, policy)
     status = baselines.codec_status()
     if args.codecs is None:
         codecs = baselines.available_codecs()
@@ -216,14 +263,17 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                   coders=coders, denoise=args.denoise, max_colors=args.max_colors,
                   coder_savings=args.coder_savings and len([c for c in coders if c in PALETTE_CODERS]) > 1,
                   models=list(dict.fromkeys(args.model or ["taef2"])), verify=args.verify, device=args.device,
-                  metrics=metric_keys, backends=backends)
+                  metrics=metric_keys, backends=backends, policy=policy, sweep=getattr(args, "sweep", True))
     if args.denoise and not any(b.has_unet for _, b in backends):
         print("note: --denoise ignored: no backend has a UNet (TAEF2 has none)", file=sys.stderr)
-    jobs = args.jobs
-    if jobs == 0:  # auto: two image workers on a multi-core CPU for the small TAEF2, else one process
-        jobs = 2 if device.type == "cpu" and (os.cpu_count() or 1) >= 2 and \
-            all(b.kind == "taef2" for _, b in backends) else 1
-    threads = max(1, torch_threads() // jobs) if jobs > 1 else torch_threads()
+    if sched.kind == "inline":
+        jobs, threads = 1, torch_threads()
+    elif sched.kind == "local":
+        auto_n, _ = local_size(device.type, [b.kind for _, b in backends], torch_threads())
+        jobs = sched.workers or auto_n
+        threads = max(1, torch_threads() // jobs)
+    else:
+        jobs, threads = 0, None  # known once connected
 
     selection = {"images": [p.stem for p in paths], "budgets": setup.budgets, "codecs": codecs,
                  "rules": setup.rules, "ours": [ours_label(lbl, c, dn) for lbl, b in backends
@@ -231,14 +281,82 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rec_path = out / RECORDS_FILE
+    journal = out / JOURNAL_FILE
     doc = load_records(rec_path)
+    old_policy = doc["meta"].get("policy")
+    if doc["records"] and old_policy and old_policy != POLICIES[policy]:
+        raise SDCError(f"the records in {rec_path} were made with another policy ({old_policy.split(':')[0]}); "
+                       f"this run's --policy {policy} would mix them: pass another --out")
+    failures: list[dict] = list(doc.pop("failures", None) or [])
+    index = {_key_of(r): i for i, r in enumerate(doc["records"])}
+    meta = doc["meta"]
+    meta.setdefault("image_seconds", {})
+    meta.setdefault("metric_seconds", {})
+
+    def save() -> None:
+        if failures:
+            doc["failures"] = failures
+        else:
+            doc.pop("failures", None)
+        save_records(doc, rec_path)
+        doc.pop("failures", None)
+
+    def merge(res: dict, run_info: dict | None) -> None:
+        for rec in res["records"]:
+            k = _key_of(rec)
+            if k in index:  # a filled or recomputed record takes the old one's place
+                doc["records"][index[k]] = rec
+            else:
+                index[k] = len(doc["records"])
+                doc["records"].append(rec)
+        for sav in res["savings"]:
+            doc["coder_savings"] = [s for s in doc["coder_savings"]
+                                    if not (s["image"] == sav["image"] and s["model"] == sav["model"])] + [sav]
+        for sw in res.get("sweeps") or []:
+            doc["sweeps"] = [x for x in doc.get("sweeps") or [] if not (
+                x["image"] == sw["image"] and x["codec"] == sw["codec"] and x.get("policy") == sw["policy"])] + [sw]
+        name, label = res["image"], task_label(res["task"]) if res.get("task") else None
+        failures[:] = [f for f in failures if not (f["image"] == name and f["task"] == label)]
+        meta["image_seconds"][name] = _round(meta["image_seconds"].get(name, 0.0) + res["seconds"], 2)
+        if label:
+            ts = meta.setdefault("task_seconds", {}).setdefault(name, {})
+            ts[label] = _round(ts.get(label, 0.0) + res["seconds"], 2)
+        ms = meta["metric_seconds"].setdefault(name, {"seconds": 0.0, "pairs": 0, "per_metric": {}})
+        ms["seconds"] = _round(ms["seconds"] + res["metrics"]["seconds"], 3)
+        ms["pairs"] += res["metrics"]["pairs"]
+        for k, v in res["metrics"]["per_metric"].items():
+            ms["per_metric"][k] = _round(ms["per_metric"].get(k, 0.0) + v, 3)
+        if run_info is not None:
+            run_info["new_records"] += res["counts"]["new"]
+            run_info["filled_records"] += res["counts"]["filled"]
+            run_info["replaced_records"] += res["counts"]["replaced"]
+
+    def record_failure(f: dict) -> None:
+        failures[:] = [x for x in failures if not (x["image"] == f["image"] and x["task"] == f["task"])] + [f]
+
+    if journal.is_file():  # results that an interrupted run had finished but not yet saved in records.json
+        replayed = 0
+        for line in journal.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                break  # the line the interruption cut short
+            if "result" in entry:
+                merge(entry["result"], None)
+                replayed += 1
+            elif "failure" in entry:
+                record_failure(entry["failure"])
+        save()
+        journal.unlink()
+        if replayed:
+            print(f"recovered {replayed} finished task(s) from {journal.name}", file=sys.stderr)
+
     _check_metric_libraries(doc, described, remeasure)
     have = {_key_of(r) for r in doc["records"]}
     lp_ok, lp_reason = metrics.lpips_status()
     command = "python -m helpers.bench" + ("" if not argv else " " + shlex.join(argv))
-    meta = doc["meta"]
     meta.update({
-        "policy": POLICY_TEXT, "data": str(args.data), "command": command,
+        "policy": POLICIES[policy], "data": str(args.data), "command": command,
         "images": [p.stem for p in paths], "budgets": setup.budgets, "codecs": codecs, "rules": setup.rules,
         "coders": coders, "ours_rule": f"{OURS_RULE}: largest palette (2..{setup.max_colors}) / finest tc step whose "
                                        f"file <= budget",
@@ -254,101 +372,87 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                               "webp": "method=6", "avif": f"speed={baselines.AVIF_SPEED}, 4:2:0",
                               "jxl": f"effort={baselines.JXL_EFFORT}, lossy VarDCT"},
     })
-    meta.setdefault("image_seconds", {})
-    meta.setdefault("metric_seconds", {})
+    if policy != POLICY:
+        meta["policy_name"] = policy
+    if setup.sweep:
+        meta["sweep_qualities"] = {c: list(config.SWEEP_QUALITIES.get(c, ())) for c in codecs}
     meta["selection"] = selection
     started = time.perf_counter()
     run_info = {"started": _dt.datetime.now().isoformat(timespec="seconds"), "command": command,
-                "device": str(device), "jobs": jobs, "new_records": 0, "filled_records": 0, "replaced_records": 0,
-                "metrics": metric_keys, "load_start": _loadavg()}
+                "device": str(device), "scheduler": sched.describe(), "jobs": jobs, "new_records": 0,
+                "filled_records": 0, "replaced_records": 0, "metrics": metric_keys, "load_start": _loadavg()}
     meta["runs"] = meta.get("runs", [])[-19:] + [run_info]  # updated in place as the run goes
     fills = _fills(doc, selection, metric_keys, remeasure)
-    work = []  # (path, keys already there, models whose coder-savings entry is missing, records to fill)
-    for p in paths:
-        missing = set(_expected_keys(setup, p.stem)) - have
-        sav = [lbl for lbl, _ in backends
-               if setup.coder_savings and not _savings_complete(doc, p.stem, lbl, [c for c in coders if c in PALETTE_CODERS])]
-        fill = fills.get(p.stem, {})
-        if missing or sav or fill:
-            work.append((str(p), {k for k in have if k.startswith(p.stem + "|")}, sav, fill))
-    if work or "machine" not in meta:  # describes the machine that computed the records
-        meta["machine"] = machine_info(device)
-        meta["parallel"] = {"jobs": jobs, "torch_threads_per_job": threads}
-        meta["backend_load_seconds"] = _round(t_load, 3)
-    bar = tqdm(total=len(work), desc="bench", unit="img", disable=not args.progress, dynamic_ncols=True)
-
-    index = {_key_of(r): i for i, r in enumerate(doc["records"])}
-
-    def merge(res: dict) -> None:
-        for rec in res["records"]:
-            k = _key_of(rec)
-            if k in index:  # a filled or recomputed record takes the old one's place
-                doc["records"][index[k]] = rec
-            else:
-                index[k] = len(doc["records"])
-                doc["records"].append(rec)
-        for sav in res["savings"]:
-            doc["coder_savings"] = [s for s in doc["coder_savings"]
-                                    if not (s["image"] == sav["image"] and s["model"] == sav["model"])] + [sav]
-        have.update(_key_of(r) for r in res["records"])
-        name = res["image"]
-        meta["image_seconds"][name] = _round(meta["image_seconds"].get(name, 0.0) + res["seconds"], 2)
-        ms = meta["metric_seconds"].setdefault(name, {"seconds": 0.0, "pairs": 0, "per_metric": {}})
-        ms["seconds"] = _round(ms["seconds"] + res["metrics"]["seconds"], 3)
-        ms["pairs"] += res["metrics"]["pairs"]
-        for k, v in res["metrics"]["per_metric"].items():
-            ms["per_metric"][k] = _round(ms["per_metric"].get(k, 0.0) + v, 3)
-        run_info["new_records"] += res["counts"]["new"]
-        run_info["filled_records"] += res["counts"]["filled"]
-        run_info["replaced_records"] += res["counts"]["replaced"]
+    tasks = _tasks(doc, paths, setup, have, fills)
+    run_info["tasks"] = len(tasks)
+    bar = tqdm(total=len(tasks), desc="bench", unit="task", disable=not args.progress, dynamic_ncols=True)
+    client_s, last_save, task_s = 0.0, time.perf_counter(), 0.0
+    try:
+        where = sched if tasks else Scheduler("inline")  # nothing to do: no cluster to start
+        with Runner(where, setup, threads, jobs, log=lambda m: print(m, file=sys.stderr)) as runner:
+            if where.kind not in ("inline", "local"):
+                jobs, threads = runner.workers, runner.threads
+                run_info["jobs"] = jobs
+            run_info["scheduler_start_seconds"] = _round(time.perf_counter() - started, 2)
+            if tasks or "machine" not in meta:  # describes the machine that computed the records
+                meta["machine"] = machine_info(device)
+                meta["parallel"] = {"jobs": jobs, "torch_threads_per_job": threads or "the cluster's own",
+                                    "scheduler": sched.describe()}
+                meta["backend_load_seconds"] = _round(t_load, 3)
+            with open(journal, "a") as jf:
+                for task, res, fail in runner.run(tasks):
+                    t0 = time.perf_counter()
+                    if res is not None:
+                        merge(res, run_info)
+                        w = res.pop("worker", None)
+                        if w is not None:  # tasks and model loads per worker process
+                            ws = run_info.setdefault("workers", {}).setdefault(str(w["pid"]), {"tasks": 0})
+                            ws["tasks"] += 1
+                            ws["model_loads"] = w["model_loads"]
+                            ws["task_seconds"] = _round(ws.get("task_seconds", 0.0) + res["seconds"], 2)
+                        task_s += res["seconds"]
+                        jf.write(json.dumps({"result": res}, allow_nan=False) + "\n")
+                        bar.set_postfix_str(f"{res['image']} {task_label(task[1])} {res['seconds']:.0f}s")
+                    else:
+                        record_failure(fail)
+                        jf.write(json.dumps({"failure": fail}) + "\n")
+                        print(f"failed: {fail['image']} {fail['task']}: {fail['error']}", file=sys.stderr)
+                    jf.flush()
+                    run_info["wall_seconds"] = _round(time.perf_counter() - started, 2)
+                    if time.perf_counter() - last_save > SAVE_SECONDS:
+                        save()
+                        jf.truncate(0)
+                        jf.seek(0)
+                        last_save = time.perf_counter()
+                    client_s += time.perf_counter() - t0
+                    bar.update(1)
+    finally:
+        bar.close()
         run_info["wall_seconds"] = _round(time.perf_counter() - started, 2)
-        save_records(doc, rec_path)  # after every image: an interrupted run resumes from here
-        bar.set_postfix_str(f"{name} {res['seconds']:.0f}s")
-        bar.update(1)
-
-    if jobs <= 1 or len(work) <= 1:
-        for path, done, sav, fill in work:
-            bar.set_postfix_str(Path(path).stem)
-            merge(bench_image(path, setup, done, sav, fill))
-    else:
-        import concurrent.futures as cf
-        import multiprocessing as mp
-
-        env_keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-        saved_env = {k: os.environ.get(k) for k in env_keys}
-        os.environ.update({k: str(threads) for k in env_keys})  # inherited by the spawned workers only
-        try:
-            with cf.ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=mp.get_context("spawn"),
-                                        initializer=_worker_init, initargs=(setup.portable(), threads)) as pool:
-                futures = [pool.submit(_worker_image, path, done, sav, fill) for path, done, sav, fill in work]
-                try:
-                    for fut in cf.as_completed(futures):
-                        merge(fut.result())
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
-        finally:
-            for k, v in saved_env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-    bar.close()
-    run_info["wall_seconds"] = _round(time.perf_counter() - started, 2)
+        run_info["task_seconds"] = _round(task_s, 2)
+        run_info["client_seconds"] = _round(client_s, 3)
+        run_info["failed_tasks"] = sum(1 for f in failures if f["image"] in set(selection["images"]))
+        save()
+        journal.unlink(missing_ok=True)
     run_info["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
     run_info["load_end"] = _loadavg()
-    if work:
+    if tasks:
         meta["wall_seconds_total"] = _round(meta.get("wall_seconds_total", 0.0) + run_info["wall_seconds"], 2)
     doc["records"].sort(key=lambda r: (r["image"], not r["codec"].startswith("ours"), r["codec"], r["rule"],
                                        int(r["budget"])))
     doc["coder_savings"].sort(key=lambda s: (s["image"], s["model"]))
-    save_records(doc, rec_path)
+    if doc.get("sweeps"):
+        doc["sweeps"].sort(key=lambda s: (s["image"], s["codec"]))
+    failures.sort(key=lambda f: (f["image"], f["task"]))
+    save()
+    if failures:
+        doc["failures"] = failures
     write_plot(doc, out / PLOT_FILE, selection)
     write_summary(doc, out / SUMMARY_FILE, selection)
     return {"records": rec_path, "plot": out / PLOT_FILE, "summary": out / SUMMARY_FILE,
             "new_records": run_info["new_records"], "filled_records": run_info["filled_records"],
-            "replaced_records": run_info["replaced_records"], "wall_seconds": run_info["wall_seconds"]}
+            "replaced_records": run_info["replaced_records"], "wall_seconds": run_info["wall_seconds"],
+            "failed_tasks": run_info["failed_tasks"]}
 
 
 def run_in_memory(paths: Sequence[str | Path], backend, budgets: Sequence[int], coders: Sequence[str],
