@@ -410,7 +410,7 @@ class StubDecoder:
 def cap_seeds() -> dict[str, bytes]:
     """Valid files at the default cap's largest sizes, each a few hundred bytes: 8192x8192 and the two
     65535-pixel-long strips, with the palette coders and raw latents (tc files at the cap take ~30 s to
-    encode: tests/data/tc_8192.sdc holds one)."""
+    encode: tests/fuzz_cap/tc_8192x8192.sdc holds one, see make_tc_cap_file)."""
     out = {"issue19_46_bytes": TINY_8192}
     for name, (w, h) in {"8192x8192": (8192, 8192), "65535x1024": (65535, 1024), "1024x65535": (1024, 65535)}.items():
         lh, lw = -(-h // 8), -(-w // 8)
