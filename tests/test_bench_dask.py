@@ -112,7 +112,12 @@ def test_local_cluster_of_two_processes_gives_the_records_of_one_process(one_pro
 def test_killed_worker_and_raising_task(one_process, kodak_dir, tmp_path, monkeypatch, capsys):
     """kodim03's tc task kills its worker the first time (retried: its records are there); kodim23's JPEG task
     kills its worker every time (recorded as failed after one retry); kodim23's zlib task raises (recorded).
-    Everything else is as in the one-process run, and a re-run completes exactly the failed tasks."""
+    Everything that finished is as in the one-process run, and a re-run completes exactly the failed tasks.
+
+    Dask counts a worker's death against every task assigned to it, not only the one it was running, and it
+    assigns tasks to busy workers ahead of time (worker-saturation does not stop that for groups of one task,
+    measured on a loaded CI machine): so a task queued behind the JPEG task on both workers it killed can be
+    failed too. Such a task must be recorded as "worker died", never lost, and the re-run must complete it."""
     out = tmp_path / "faults"
     faults = tmp_path / "faults.d"
     faults.mkdir()
@@ -120,19 +125,22 @@ def test_killed_worker_and_raising_task(one_process, kodak_dir, tmp_path, monkey
                                               "raise:kodim23/ours:taef2/zlib")
     monkeypatch.setenv("SDCOMP_BENCH_FAULT_DIR", str(faults))
     assert bench.main(_argv(kodak_dir, out, "local:2")) == 0
-    assert "2 failed task(s)" in capsys.readouterr().out
     assert len(list(faults.iterdir())) == 1  # the exit-once task did kill its worker
     doc = _load(out)
     failed = {(f["image"], f["task"]): f for f in doc["failures"]}
-    assert set(failed) == {("kodim23", "jpeg"), ("kodim23", "ours:taef2/zlib")}
+    assert f"{len(failed)} failed task(s)" in capsys.readouterr().out
+    assert {("kodim23", "jpeg"), ("kodim23", "ours:taef2/zlib")} <= set(failed)
     assert failed[("kodim23", "jpeg")]["kind"] == "worker died"
     assert failed[("kodim23", "ours:taef2/zlib")]["kind"] == "error"
     assert failed[("kodim23", "ours:taef2/zlib")]["error"] == "RuntimeError: test fault in kodim23/ours:taef2/zlib"
+    collateral = set(failed) - {("kodim23", "jpeg"), ("kodim23", "ours:taef2/zlib")}
+    assert all(failed[k]["kind"] == "worker died" for k in collateral), failed
     ref = _comparable(one_process)["records"]
     got = _comparable(doc)["records"]
-    missing = {"kodim23|jpeg|3000|le", "kodim23|ours:taef2/zlib|3000|le"}
+    missing = {k for k in ref if tuple(k.split("|")[:2]) in failed}
+    assert {"kodim23|jpeg|3000|le", "kodim23|ours:taef2/zlib|3000|le"} <= missing
     assert set(got) == set(ref) - missing
-    assert all(got[k] == ref[k] for k in got)  # kodim03's tc included: the retry made the same file
+    assert all(got[k] == ref[k] for k in got)  # kodim03's tc included when it finished: the retry made the same file
     md = (out / bench.SUMMARY_FILE).read_text()
     assert "## Failed tasks" in md and "| kodim23 | jpeg | worker died |" in md
     assert "| kodim23 | ours:taef2/zlib | error | RuntimeError: test fault in kodim23/ours:taef2/zlib |" in md
@@ -140,7 +148,8 @@ def test_killed_worker_and_raising_task(one_process, kodak_dir, tmp_path, monkey
     monkeypatch.delenv("SDCOMP_BENCH_FAULTS")
     assert bench.main(_argv(kodak_dir, out, "local:2")) == 0
     doc = _load(out)
-    assert doc["meta"]["runs"][-1]["tasks"] == 2 and doc["meta"]["runs"][-1]["new_records"] == 2
+    assert doc["meta"]["runs"][-1]["tasks"] == len(failed)
+    assert doc["meta"]["runs"][-1]["new_records"] == len(missing)
     assert "failures" not in doc and _comparable(doc) == _comparable(one_process)
     assert "## Failed tasks" not in (out / bench.SUMMARY_FILE).read_text()
 

@@ -178,8 +178,8 @@ def failure(image: str, variant: Sequence, exc: BaseException) -> dict:
     """The failure entry of a task: its one-line error; ``kind`` "worker died" when Dask gave up on it."""
     died = type(exc).__name__ == "KilledWorker"
     if died:
-        error = (f"its worker process died {ALLOWED_FAILURES + 1} times while running it (out of memory or killed); "
-                 "re-run to try again")
+        error = (f"its worker process died {ALLOWED_FAILURES + 1} times while it ran or waited for it "
+                 "(out of memory or killed); re-run to try again")
     elif isinstance(exc, SDCError):
         error = one_line(exc)
     else:
@@ -213,8 +213,10 @@ class Runner:
             raise SDCError(f"--scheduler {self.sched.describe()} needs dask.distributed ({exc}); "
                            "pip install 'dask[distributed]' or use --scheduler inline") from None
         if self.sched.kind == "local":
-            # worker-saturation 1.0: a worker holds only the task it runs, so a worker that dies takes no queued
-            # task's retry with it (a task counts as suspicious for every death of the worker it was assigned to)
+            # worker-saturation 1.0 keeps fewer tasks waiting on a busy worker, but Dask still assigns some ahead
+            # (it queues only root-ish task groups; each of ours is a group of one), and a worker's death counts
+            # against every task assigned to it: a task that waited twice behind one that kills its worker is
+            # recorded as failed ("worker died") too, and the next run retries it (tests/test_bench_dask.py).
             cfg = dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
                                    "distributed.scheduler.worker-saturation": 1.0,
                                    "distributed.worker.daemon": False})
