@@ -472,24 +472,11 @@ def _cap_child(src: str, dst: str, limit: int) -> int:
     cli._load = stub_load
     cli._resolve_runtime = lambda spec, args: ("stub", None)
     rc = cli.main(["decode", src, dst])
-    print(f"peak_rss_MiB={_own_peak_rss_mib():.0f}")
+    # the child's own peak since exec (VmHWM, as the CLI's stage log reads it); ru_maxrss would keep the forking
+    # parent's high-water mark across exec (a pytest process of 1.6 GiB made a 453 MiB decode read 1641 MiB)
+    print(f"peak_rss_MiB={cli.StageLog._memory()['hwm_MiB']:.0f}")
     return rc
 
-
-def _own_peak_rss_mib() -> float:
-    """This process's own peak RSS since exec (Linux ``VmHWM``). ``ru_maxrss`` is no use in a child: on Linux it
-    keeps the forking parent's high-water mark across exec (a pytest process of 1.6 GiB makes a 450 MiB decode
-    read 1.6 GiB). Elsewhere ``ru_maxrss`` is the fallback, an upper bound."""
-    import resource
-
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_cap(files: dict[str, bytes], folder, limit: int = CAP_AS_LIMIT, timeout: float = 300.0) -> list[dict]:
