@@ -194,7 +194,9 @@ class OrtSettings:
         so.enable_mem_pattern = self.mem_pattern
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
         so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        so.log_severity_level = 3  # errors only
+        # fatal only: every error ONNX Runtime logs also reaches Python as an exception, which the CLI turns
+        # into its own one line (a logged std::bad_alloc would otherwise precede it)
+        so.log_severity_level = 4
         return so
 
 
@@ -229,9 +231,9 @@ def import_onnxruntime():
         import onnxruntime
     except ImportError:
         raise SDCError("onnxruntime is not installed: pip install onnxruntime==1.32.0, or use --runtime torch") from None
-    # errors only: the default logger otherwise prints warnings (e.g. telemetry that cannot write under an
-    # unwritable HOME) before our own one line
-    onnxruntime.set_default_logger_severity(3)
+    # fatal only: the default logger otherwise prints warnings (e.g. telemetry that cannot write under an
+    # unwritable HOME) and errors that also reach Python as exceptions, before our own one line
+    onnxruntime.set_default_logger_severity(4)
     return onnxruntime
 
 
