@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .bitstream import DEFAULT_MAX_PIXELS, MAX_COLORS, MAX_DENOISE_STEPS
 from .entropy import CODER_IDS
-from .errors import SDCError, is_out_of_memory, out_of_memory
+from .errors import SDCError, guarded, is_out_of_memory, out_of_memory
 
 DEFAULT_DEMO_IMAGES = ("kodim04", "kodim08", "kodim23")  # a face, fine architecture, smooth colour
 
@@ -440,27 +440,6 @@ def build_parser() -> argparse.ArgumentParser:
             # --coder zlib = the 2022 method)
             p.set_defaults(target_bytes=5000, policy="crop512")
     return ap
-
-
-def guarded(func, *args, interrupted: str = "interrupted"):
-    """Run ``func(*args)``; a user-facing SDCError becomes one ``error: ...`` line and exit status 2."""
-    try:
-        return func(*args)
-    except SDCError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # disk full, permission denied, ... while reading or writing files
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"error: {exc.strerror or exc}{where}; check the path, permissions and free space", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - a failed allocation outside memory_guard (sizes unknown there)
-        if not is_out_of_memory(exc):
-            raise
-        print("error: out of memory; lower --max-pixels, use a smaller image, or free memory", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
-        return 130
 
 
 def main(argv: list[str] | None = None, started: tuple[float, float] | None = None) -> int:

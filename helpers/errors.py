@@ -1,4 +1,7 @@
-"""User-facing errors: one line that names the problem and the fix."""
+"""User-facing errors: one line that names the problem and the fix; :func:`guarded` turns them into the
+CLI's ``error: ...`` line and exit status 2 (the package's command-line entry points all use it)."""
+
+import sys
 
 
 class SDCError(Exception):
@@ -83,3 +86,24 @@ def import_or_unavailable(who: str, pip: str, *names: str):
             raise UnavailableError(one_line(f"{who} is unavailable: cannot import {name} ({type(exc).__name__}: "
                                             f"{exc}); pip install {pip}")) from None
     return modules[0] if len(modules) == 1 else modules
+
+
+def guarded(func, *args, interrupted: str = "interrupted"):
+    """Run ``func(*args)``; a user-facing SDCError becomes one ``error: ...`` line and exit status 2."""
+    try:
+        return func(*args)
+    except SDCError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permission denied, ... while reading or writing files
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}; check the path, permissions and free space", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a failed allocation outside memory_guard (sizes unknown there)
+        if not is_out_of_memory(exc):
+            raise
+        print("error: out of memory; lower --max-pixels, use a smaller image, or free memory", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--holdout-dir", default=None,
                     help="also write the holdout photos' 512x512 crops (crop512) into this folder, for the benchmark")
     args = ap.parse_args(argv)
-    from .cli import guarded
+    from .errors import guarded
 
     def run():
         dest = fetch(Path(args.dest) if args.dest else None)

@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--classes-only", action="store_true", help="only (re)write helpers/data/tc_classes.npz")
     args = ap.parse_args(argv)
-    from .cli import guarded
+    from .errors import guarded
 
     def run() -> int:
         if args.classes_only:

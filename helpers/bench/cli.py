@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return cli_timing_main([a for a in argv if a != "--cli"])
     args = build_parser().parse_args(argv)
-    from ..cli import guarded
+    from ..errors import guarded
 
     res = guarded(lambda: report_only(Path(args.out)) if args.report_only else run(args, argv),
                   interrupted="interrupted (records written so far are kept; re-run to resume)")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import guarded
+from ..errors import guarded
 
 
 def _pair(image: str, quality: int, size: int):
