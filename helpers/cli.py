@@ -15,7 +15,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 from .bitstream import DEFAULT_MAX_PIXELS, MAX_COLORS, MAX_DENOISE_STEPS
 from .entropy import CODER_IDS
 from .errors import SDCError, guarded, is_out_of_memory, out_of_memory
+from .memory import process_memory
 
 DEFAULT_DEMO_IMAGES = ("kodim04", "kodim08", "kodim23")  # a face, fine architecture, smooth colour
 
@@ -125,8 +125,9 @@ class StageLog:
     """Wall/CPU seconds and peak RSS at the end of each stage of one CLI run, written as JSON to
     ``$SDCOMP_TIMING`` when that is set (nothing is recorded otherwise). Each mark closes a stage:
     its wall and CPU seconds are the differences to the previous mark; ``hwm_MiB`` is the process's peak RSS
-    so far (Linux ``VmHWM``), ``rss_MiB`` its current RSS. The first mark is the moment ``python -m helpers``
-    started running our code (``started``), so the interpreter's own start-up is what precedes it."""
+    so far (Linux ``VmHWM``, :func:`helpers.memory.process_memory`), ``rss_MiB`` its current RSS. The first
+    mark is the moment ``python -m helpers`` started running our code (``started``), so the interpreter's own
+    start-up is what precedes it."""
 
     def __init__(self, started: tuple[float, float] | None = None):
         self.path = os.environ.get("SDCOMP_TIMING") or None
@@ -134,27 +135,11 @@ class StageLog:
         self.info: dict = {}
         if self.path:
             t, c = started if started else (time.time(), time.process_time())
-            self.marks.append({"stage": "main", "t": t, "cpu": c, **self._memory()})
-
-    @staticmethod
-    def _memory() -> dict:
-        try:
-            with open("/proc/self/status") as fh:
-                status = fh.read()
-        except OSError:  # not Linux: ru_maxrss (KiB on Linux, bytes on macOS)
-            import resource
-
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            return {"hwm_MiB": peak / (2**20 if sys.platform == "darwin" else 2**10), "rss_MiB": None}
-        out = {}
-        for key, field in (("hwm_MiB", "VmHWM"), ("rss_MiB", "VmRSS")):
-            m = re.search(rf"^{field}:\s+(\d+)\s+kB", status, re.M)
-            out[key] = int(m.group(1)) / 1024 if m else None
-        return out
+            self.marks.append({"stage": "main", "t": t, "cpu": c, **process_memory()})
 
     def mark(self, stage: str) -> None:
         if self.path:
-            self.marks.append({"stage": stage, "t": time.time(), "cpu": time.process_time(), **self._memory()})
+            self.marks.append({"stage": stage, "t": time.time(), "cpu": time.process_time(), **process_memory()})
 
     def write(self) -> None:
         if self.path:

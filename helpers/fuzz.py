@@ -464,6 +464,7 @@ def _cap_child(src: str, dst: str, limit: int) -> int:
 
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     from . import cli
+    from .memory import process_memory
 
     def stub_load(spec, device, runtime="torch", taef2_dir=None, purpose=None):
         header, _ = bitstream.unpack(open(src, "rb").read())
@@ -474,7 +475,7 @@ def _cap_child(src: str, dst: str, limit: int) -> int:
     rc = cli.main(["decode", src, dst])
     # the child's own peak since exec (VmHWM, as the CLI's stage log reads it); ru_maxrss would keep the forking
     # parent's high-water mark across exec (a pytest process of 1.6 GiB made a 453 MiB decode read 1641 MiB)
-    print(f"peak_rss_MiB={cli.StageLog._memory()['hwm_MiB']:.0f}")
+    print(f"peak_rss_MiB={process_memory()['hwm_MiB']:.0f}")
     return rc
 
 

@@ -7,7 +7,7 @@ The test picture is a 4000x3000 mosaic of four real photographs at their native 
 2000x1500 crops of Aqua, Garden, LadyBird and YellowFlower from Debian's `mate-backgrounds` package
 (nature/, (c) 2008 Charles Barbin, GPL-2+). The script fetches the package with `apt-get download`
 into a temporary folder (nothing is committed). Smaller sizes are centre crops of the mosaic.
-Peak RSS is the child's own ``ru_maxrss`` (``os.wait4``); "work s" is what the CLI reports after
+Peak RSS is the child's own peak (VmHWM from its stage log, :func:`helpers.memory.run_child`); "work s" is what the CLI reports after
 loading the model (encode/decode proper), so per-megapixel figures show how the work scales.
 """
 
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     lines = [f"# Large-photo benchmark (`python scripts/bench_large_photo.py`, model {args.model}"
              f"{', ' + ' '.join(args.extra) if args.extra else ''})", "",
              f"Picture: 4000x3000 mosaic of four photographs at native resolution ({LICENCE}); smaller sizes are "
-             f"centre crops. Real CLI subprocesses; peak RSS = the child's ru_maxrss; wall = process start to "
+             f"centre crops. Real CLI subprocesses; peak RSS = the child's own peak (VmHWM); wall = process start to "
              f"exit; CPU = user + sys of the child; work CPU = CPU minus that of a 64x64 run (interpreter, imports, "
              f"model load: encode {fixed['encode']['cpu_s']:.1f} s, decode {fixed['decode']['cpu_s']:.1f} s CPU). "
              f"Machine: {os.cpu_count()} CPU cores, torch threads default, load average {load:.1f} at the end "

@@ -4,9 +4,9 @@
 
 For each size a raw-method .sdc file is built from real TAEF2 latents (kodim23's central 512x512 crop,
 mirrored and tiled to the size: the decoder's work and memory do not depend on the content), then
-``python -m helpers decode f.sdc out.png --runtime R`` runs as a subprocess; ``os.wait4`` gives its CPU seconds and
-``SDCOMP_TIMING`` its peak RSS (Linux VmHWM at each stage: the child's own peak after exec; ``ru_maxrss`` would
-also count the pages of the forked parent, which holds a PyTorch model). ONNX runs go under an address-space limit
+``python -m helpers decode f.sdc out.png --runtime R`` runs as a subprocess (:func:`helpers.memory.run_child`):
+its CPU seconds, and its peak RSS from its stage log (Linux VmHWM at each stage: the child's own peak after exec;
+``ru_maxrss`` would also count the pages of the forked parent, which holds a PyTorch model). ONNX runs go under an address-space limit
 (RLIMIT_AS, default 2.5 GiB, the issue's); PyTorch maps more virtual memory than that at import, so its runs
 have none. Writes ``records.json`` and ``summary.md`` into ``--out`` (default results/decode_memory), after
 every run, with the load average beside each figure (the machine is shared: wall times are noisy).
@@ -25,16 +25,16 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from helpers.memory import run_child  # noqa: E402
 
 BYTES_PER_PIXEL_STATE = 12
 BASE_MIB = {"onnx": 400, "torch": 2048}  # B: runtime + weights + one tile's activations (see the docstring)
@@ -73,37 +73,25 @@ def _latent_file(size: int, folder: Path) -> Path:
 
 def _run(src: Path, runtime: str, as_limit: int | None, folder: Path) -> dict:
     out = folder / f"out_{runtime}.png"
-    timing = folder / "timing.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SDCOMP_TIMING": str(timing), "HF_HUB_OFFLINE": "1"}
+    env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
 
     def limit():
         if as_limit:
             resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
 
     load0 = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "helpers", "decode", str(src), str(out), "--runtime", runtime],
-                            cwd=ROOT, env=env, preexec_fn=limit, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    stdout = proc.stdout.read()
-    stderr = proc.stderr.read()
-    _, status, ru = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    rec = {"runtime": runtime, "rc": proc.returncode, "wall_s": round(wall, 2),
-           "cpu_s": round(ru.ru_utime + ru.ru_stime, 2), "peak_rss_MiB": round(ru.ru_maxrss / 1024, 1),
+    r = run_child([sys.executable, "-m", "helpers", "decode", str(src), str(out), "--runtime", runtime], env=env,
+                  cwd=ROOT, preexec_fn=limit, check=False)
+    rec = {"runtime": runtime, "rc": r["rc"], "wall_s": round(r["wall_s"], 2), "cpu_s": round(r["cpu_s"], 2),
+           # the child's own peak since exec (VmHWM in its stage log, helpers.memory.run_child); None on failure
+           "peak_rss_MiB": None if r["peak_rss_MiB"] is None else round(r["peak_rss_MiB"], 1),
            "as_limit_GiB": round(as_limit / 2**30, 2) if as_limit else None,
            "load_avg_start": round(load0, 2), "load_avg_end": round(os.getloadavg()[0], 2),
-           "stderr_tail": stderr.decode(errors="replace").strip().splitlines()[-2:],
-           "stdout": stdout.decode(errors="replace").strip()}
-    if proc.returncode == 0 and timing.exists():
-        marks = json.loads(timing.read_text())["marks"]
-        rec["stages"] = {m["stage"]: round(m["hwm_MiB"], 1) for m in marks}
-        # VmHWM of the child after exec (its own peak); ru_maxrss also counts the forked parent's pages
-        rec["ru_maxrss_MiB"], rec["peak_rss_MiB"] = rec["peak_rss_MiB"], round(max(m["hwm_MiB"] for m in marks), 1)
-        rec["decode_wall_s"] = round(sum(json.loads(timing.read_text())["codec_wall"].values()), 2)
-    for p in (out, timing):
-        if p.exists():
-            p.unlink()
+           "stderr_tail": r["stderr"].strip().splitlines()[-2:], "stdout": r["stdout"].strip()}
+    if r["rc"] == 0 and r["log"]:
+        rec["stages"] = {m["stage"]: round(m["hwm_MiB"], 1) for m in r["log"]["marks"]}
+        rec["decode_wall_s"] = round(sum(r["log"]["codec_wall"].values()), 2)
+    out.unlink(missing_ok=True)
     return rec
 
 

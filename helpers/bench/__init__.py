@@ -52,7 +52,7 @@ The package, one module per concern:
   the one list of quality metrics (direction, rounding, plotted, BD-rated) that records, tables, RD plots
   and BD-rates derive from;
 * :mod:`~helpers.bench.bdrate`: Bjontegaard delta rate;
-* :mod:`~helpers.bench.memory`: peak-memory probes (:class:`PeakMemory`);
+* :class:`PeakMemory` (re-exported): :mod:`helpers.memory`, the one memory probe;
 * :mod:`~helpers.bench.records`: record keys and labels, ``records.json`` load/save;
 * :mod:`~helpers.bench.machine`: the machine description stored with the records;
 * :mod:`~helpers.bench.image`: one task's (one image's) baseline and ours records and fills (:class:`QualityCache`,
@@ -68,6 +68,7 @@ The package, one module per concern:
 
 from __future__ import annotations
 
+from ..memory import PeakMemory
 from .aggregate import aggregate, bd_table, budget_verdict, head_to_head, shown_metrics
 from .bdrate import bd_overlap, bd_rate
 from .cli import build_parser, main, report_only
@@ -77,7 +78,6 @@ from .config import (CLASSIC_KEYS, DEFAULT_BUDGETS, DEFAULT_CODERS, DEFAULT_DATA
                      metric_spec, plot_metrics)
 from .image import MetricCache, QualityCache, Setup, bench_image
 from .machine import machine_info, torch_threads
-from .memory import PeakMemory
 from .plot import write_plot
 from .records import _key_of, load_records, ours_label, record_key, save_records, selection_of, with_metrics
 from .runner import run, run_in_memory

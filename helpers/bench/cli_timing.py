@@ -18,7 +18,9 @@ of bytes as our file) is decoded to PNG by Pillow in a subprocess (what ``djxl``
   runtime: onnxruntime or torch), ``read`` (input image, or the .sdc file and its header), ``load`` (model
   weights or ONNX sessions), ``vae`` (the network), ``palette`` (k-means and rate control), ``entropy``
   (entropy coding or decoding), ``write`` (output file; decode: PNG encoding), ``exit`` (interpreter shutdown).
-  The peak RSS of each run is the child's ``ru_maxrss``; the log also records which stage reached it.
+  The peak RSS of each run is the child's own peak (``VmHWM`` in its stage log, :func:`helpers.memory.run_child`;
+  records written before carry the child's ``ru_maxrss``, see ``peak_rss`` in ``records.json``); the log also
+  records which stage reached it.
 * Each configuration runs ``--repeat`` times (``--repeat-large`` above 512x512); medians are reported.
 
 Before the timed runs, one ONNX encode runs with an empty graph cache: the first run for a set of weights
@@ -37,9 +39,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from ..memory import run_child
 from .config import DEFAULT_DATA, ROOT
 
 DEFAULT_SIZES = (256, 512, 1024, 2048)
@@ -111,22 +113,10 @@ def timing_images(sizes, tmp: Path, data: Path, kodak: str, photos: Path) -> dic
 # ------------------------------------------------------------------------------------------
 
 def run_measured(cmd: list[str], env: dict | None = None, cwd: Path = ROOT) -> dict:
-    """Run ``cmd`` as a child: wall time (launch to exit), CPU (user + sys), peak RSS (MiB, ``ru_maxrss``
-    from ``os.wait4``), stdout/stderr, and the launch time (``time.time()``) for the stage log."""
-    with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
-        launched = time.time()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=fo, stderr=fe,
-                                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        rc = os.waitstatus_to_exitcode(status)
-        fo.seek(0), fe.seek(0)
-        out, err = fo.read(), fe.read()
-    if rc:
-        raise SystemExit(f"command failed ({rc}): {' '.join(map(str, cmd))}\n{err[-2000:]}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_MiB": usage.ru_maxrss / 1024,
-            "launched": launched, "stdout": out, "stderr": err}
+    """Run ``cmd`` as a child (:func:`helpers.memory.run_child`): wall time (launch to exit), CPU (user + sys),
+    peak RSS (MiB: the child's own VmHWM from its stage log, not ``ru_maxrss``, which inherits the parent's
+    high-water mark across exec), stdout/stderr, the stage log and the launch time (``time.time()``)."""
+    return run_child(cmd, env={"PYTHONPATH": str(ROOT), **(env or {})}, cwd=cwd)
 
 
 def stages_of(run: dict, log: dict) -> dict:
@@ -159,13 +149,11 @@ def stages_of(run: dict, log: dict) -> dict:
 
 
 PILLOW_DECODE = r"""
-import json, os, re, sys, time
+import json, os, sys, time
+from helpers.memory import process_memory
 marks = []
 def mark(stage):
-    st = open('/proc/self/status').read()
-    kb = lambda f: int(re.search(f + r':\s+(\d+)', st).group(1)) / 1024
-    marks.append({'stage': stage, 't': time.time(), 'cpu': time.process_time(), 'hwm_MiB': kb('VmHWM'),
-                  'rss_MiB': kb('VmRSS')})
+    marks.append({'stage': stage, 't': time.time(), 'cpu': time.process_time(), **process_memory()})
 mark('main')
 from PIL import Image
 if sys.argv[1].endswith('.jxl'):
@@ -185,11 +173,9 @@ open(os.environ['SDCOMP_TIMING'], 'w').write(json.dumps({'marks': marks}))
 def measure(cmd: list[str], tmp: Path, repeat: int, env: dict | None = None) -> list[dict]:
     """``repeat`` runs of ``cmd`` with a stage log each."""
     runs = []
-    for i in range(repeat):
-        log_path = tmp / f"stages_{os.getpid()}_{time.monotonic_ns()}.json"
-        r = run_measured(cmd, env={**(env or {}), "SDCOMP_TIMING": str(log_path)})
-        log = json.loads(log_path.read_text())
-        log_path.unlink()
+    for _ in range(repeat):
+        r = run_measured(cmd, env=env)
+        log = r["log"]
         runs.append({"wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "peak_rss_MiB": r["peak_rss_MiB"],
                      "stages": stages_of(r, log), **{k: log[k] for k in ("bytes", "colors", "coder", "backend")
                                                      if k in log},
@@ -267,7 +253,7 @@ def run(args) -> dict:
                 rows.append(row)
                 print(_line(row), flush=True)
     doc = {"command": "python -m helpers.bench --cli " + " ".join(args.argv), "model": args.model,
-           "coder": args.coder, "sizes": args.sizes, "first_onnx_run": first, "rows": rows,
+           "coder": args.coder, "sizes": args.sizes, "peak_rss": "VmHWM", "first_onnx_run": first, "rows": rows,
            "machine": _machine(), "loadavg_start": round(load_start, 2), "loadavg_end": round(os.getloadavg()[0], 2),
            "photo_licence": PHOTO_LICENCE, "kodak": args.kodak}
     out = Path(args.out)
@@ -318,13 +304,19 @@ def _f(x: float, d: int = 2) -> str:
     return f"{x:.{d}f}"
 
 
+#: how a records.json measured peak RSS: ``peak_rss`` in the document (absent: the first runs, ``ru_maxrss``)
+PEAK_RSS_TEXT = {"ru_maxrss": "the child's `ru_maxrss`",
+                 "VmHWM": "the child's own peak (`VmHWM` in its stage log)"}
+
+
 def summary(doc: dict) -> str:
     rows = doc["rows"]
     mach = doc["machine"]
     lines = [f"# CLI timing (`{doc['command'].strip()}`)", "",
              f"Real `python -m helpers encode/decode` subprocesses, model {doc['model']}, coder `{doc['coder']}`; "
              f"medians of the runs listed in `records.json`. Wall = process launch to exit; CPU = user + sys of the "
-             f"child (all its threads); peak RSS = the child's `ru_maxrss` (MiB; MB = 10^6 bytes in the targets). "
+             f"child (all its threads); peak RSS = {PEAK_RSS_TEXT[doc.get('peak_rss', 'ru_maxrss')]} (MiB; MB = 10^6 bytes "
+             f"in the targets). "
              f"Images: {doc['kodak']} centre crops up to 512 px, above that centre crops of a mosaic of real photos "
              f"({doc['photo_licence']}). Machine: {mach.get('cpu', '?')}, {mach['cpu_count']} cores, shared with "
              f"other developers' jobs (load average {doc['loadavg_start']} at the start, {doc['loadavg_end']} at the "

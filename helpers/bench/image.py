@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import BudgetError, SDCError
+from ..memory import PeakMemory
 from . import config
 from .config import OURS_RULE, PALETTE_CODERS, POLICY, SAVINGS_COLORS, variant
-from .memory import PeakMemory
 from .records import _metric_fields, _metric_values, _round, ours_label, record_key, with_metrics
 
 
