@@ -3,6 +3,7 @@ results reproduced from their records, and a small real run on Kodak + TAEF2."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import bench
+from helpers import bench, metrics
 from helpers.bench import config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,14 +110,11 @@ def test_quality_cache_matches_match_budget():
 # ----------------------------------------------------------------------------------------------
 
 def test_metric_list_is_the_single_source():
-    from helpers import metrics
 
     keys = bench.metric_keys()
     assert keys[:4] == ("psnr", "ssim", "ms_ssim", "lpips")  # the fields of every record since format 1, first
-    assert set(keys) == set(metrics.METRICS), "every registry metric has a benchmark spec, and no other"
-    for m in bench.METRIC_SPECS:  # direction and display precision (the tie rule) agree with the registry
-        assert m.higher_is_better == metrics.METRICS[m.key].higher_is_better, m.key
-        assert m.digits == metrics.METRICS[m.key].digits, m.key
+    assert bench.METRIC_SPECS == tuple(metrics.METRICS.values()), "the benchmark's list is the registry, in order"
+    assert bench.Metric is metrics.Metric and bench.CLASSIC_KEYS is metrics.CLASSIC_KEYS
     assert [m.key for m in bench.plot_metrics()][:5] == ["psnr", "ms_ssim", "ssim", "cvvdp", "ssimulacra2"]
     assert [m.key for m in bench.bd_metrics()] == list(keys)
     assert bench.metric_spec("flip").axis_label == "FLIP ↓ lower is better"
@@ -228,7 +226,7 @@ def test_committed_results_are_reproduced_from_their_records(tmp_path, capsys, n
 
 
 def test_a_new_metric_in_the_list_reaches_records_tables_plots_and_bd_rates(tmp_path, monkeypatch):
-    """What the next metric needs: one entry in METRIC_SPECS. A lower-is-better 'blockiness' = 1 - MS-SSIM
+    """What the next metric needs: one entry in the registry (helpers.metrics.METRICS, read through METRIC_SPECS). A lower-is-better 'blockiness' = 1 - MS-SSIM
     gets its table column, RD subplot, head-to-head column and BD-rate rows, and (BD-rate being direction-free)
     MS-SSIM's BD-rates."""
     out = _committed_copy(tmp_path)
@@ -237,8 +235,10 @@ def test_a_new_metric_in_the_list_reaches_records_tables_plots_and_bd_rates(tmp_
         r["blockiness"] = None if r.get("ms_ssim") is None else 1 - r["ms_ssim"]
     selection = bench.selection_of(doc)
     before = bench.write_plot(doc, tmp_path / "before.png", selection)
-    new = bench.Metric("blockiness", "Blockiness", higher_is_better=False, plot_rank=99, bd_rate=True,
-                       optional=True)
+    new = dataclasses.replace(metrics.METRICS["ms_ssim"], key="blockiness", name="Blockiness", short="",
+                              label="", higher_is_better=False, plot_rank=99, optional=True,
+                              compute=lambda a, b, run: 1 - metrics.METRICS["ms_ssim"].compute(a, b, run))
+    assert new.column == "Blockiness ↓"
     monkeypatch.setattr(config, "METRIC_SPECS", (*config.METRIC_SPECS, new))
     from helpers.bench.records import _metric_fields
 

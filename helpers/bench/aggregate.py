@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .bdrate import bd_overlap, bd_rate
 from . import config
+from .bdrate import bd_overlap, bd_rate
 from .config import OURS_RULE
 
 
@@ -188,7 +188,7 @@ def budget_verdict(doc: dict, selection: dict, budget: int) -> str:
     for row in h2h:
         if row["n"]:
             results.setdefault(row["ours"], {})[row["baseline"]] = row["tallies"]
-    names = {m.key: m.name for m in config.METRIC_SPECS}
+    names = {m.key: m.short for m in config.METRIC_SPECS}
     text = f"At {budget} bytes, " + metrics.verdict(results, names) if results else \
         f"At {budget} bytes, no baseline fits any image that ours fits"
     empty = list(dict.fromkeys(row["baseline"] for row in h2h if not row["n"]))

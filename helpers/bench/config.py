@@ -1,10 +1,13 @@
-"""What the benchmark runs and measures by default: budgets, coders, rules, file names, stages, and the one list
-of quality metrics (:data:`METRIC_SPECS`) that the records, tables, RD plots and BD-rates derive from."""
+"""What the benchmark runs and measures by default: budgets, coders, rules, file names, stages, and
+:data:`METRIC_SPECS`, the metric registry's entries (:data:`helpers.metrics.METRICS`) that the records, tables,
+RD plots and BD-rates derive from."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
+
+from ..metrics.registry import CLASSIC_KEYS as CLASSIC_KEYS  # always measured (re-exported)
+from ..metrics.registry import METRICS, Metric
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "kodak"
@@ -59,73 +62,12 @@ SAVE_SECONDS = 30.0
 FORMAT_VERSION = 1
 
 
-@dataclasses.dataclass(frozen=True)
-class Metric:
-    """One quality metric as the benchmark records, tabulates, plots and BD-rates it.
+# The single list of metrics is the registry's (helpers.metrics.METRICS): keys, names, directions, decimals, record
+# rounding, RD subplots, BD-rate rows and whether a metric is optional all come from its entries, in its order
+# (the order of the fields in every record and of the columns in the summary tables). Read at call time by the
+# functions below, so a test can extend it.
+METRIC_SPECS: tuple[Metric, ...] = tuple(METRICS.values())
 
-    ``key``: the field of :func:`helpers.metrics.measure` (the registry key) and of every record; ``name`` /
-    ``unit``: the column title (``"PSNR (dB)"``); ``higher_is_better``: the direction (the registry's; the
-    tables and RD plot axes carry its arrow, ↑ or ↓); ``record_digits``: rounding in records.json;
-    ``digits``: decimals in the summary (and the head-to-head tie rule: equal at these decimals is a tie);
-    ``plot_rank``: position among the RD subplots (None: not plotted); ``bd_rate``: has BD-rate rows in the
-    summary; ``optional``: shown in a table or plot only when some record has a value (the perceptual and
-    learned metrics: records written before they existed, or where they are unavailable, lack them).
-    """
-
-    key: str
-    name: str
-    unit: str = ""
-    higher_is_better: bool = True
-    record_digits: int = 6
-    digits: int = 4
-    plot_rank: int | None = None
-    bd_rate: bool = False
-    optional: bool = False
-
-    @property
-    def arrow(self) -> str:
-        return "↑" if self.higher_is_better else "↓"
-
-    @property
-    def label(self) -> str:
-        """Column title in the summary tables: ``PSNR (dB)``, ``SSIM``."""
-        return f"{self.name} ({self.unit})" if self.unit else self.name
-
-    @property
-    def column(self) -> str:
-        """Column title with the direction arrow: ``PSNR (dB) ↑``, ``FLIP ↓``."""
-        return f"{self.label} {self.arrow}"
-
-    @property
-    def axis_label(self) -> str:
-        """RD plot axis title: the column title and the direction in words."""
-        return f"{self.column} {'higher' if self.higher_is_better else 'lower'} is better"
-
-
-# The single list of metrics. Its order is the order of the fields in every record and of the columns in the
-# summary tables; the RD plots follow ``plot_rank``, the BD-rate sections the order here. Everything else is
-# derived from it at call time (the functions below), so adding a metric here adds its record field, table
-# column, RD subplot, head-to-head column and BD-rate rows. Keys, names and directions are those of the
-# registry (helpers.metrics.METRICS; a test checks they agree). PSNR, SSIM, MS-SSIM and LPIPS come first, as
-# in the records written before the perceptual metrics existed (the fields of those records are unchanged).
-METRIC_SPECS: tuple[Metric, ...] = (
-    Metric("psnr", "PSNR", unit="dB", record_digits=4, digits=2, plot_rank=0, bd_rate=True),
-    Metric("ssim", "SSIM", plot_rank=2, bd_rate=True),
-    Metric("ms_ssim", "MS-SSIM", plot_rank=1, bd_rate=True),
-    Metric("lpips", "LPIPS", higher_is_better=False, plot_rank=8, bd_rate=True, optional=True),
-    Metric("cvvdp", "ColorVideoVDP", unit="JOD", digits=3, plot_rank=3, bd_rate=True, optional=True),
-    Metric("flip", "FLIP", higher_is_better=False, plot_rank=5, bd_rate=True, optional=True),
-    Metric("ssimulacra2", "SSIMULACRA 2", digits=2, plot_rank=4, bd_rate=True, optional=True),
-    Metric("butteraugli", "Butteraugli", higher_is_better=False, digits=3, plot_rank=6, bd_rate=True,
-           optional=True),
-    Metric("butteraugli_3n", "Butteraugli 3-norm", higher_is_better=False, digits=3, plot_rank=7, bd_rate=True,
-           optional=True),
-    Metric("lpips_vgg", "LPIPS-VGG", higher_is_better=False, plot_rank=9, bd_rate=True, optional=True),
-    Metric("dists", "DISTS", higher_is_better=False, plot_rank=10, bd_rate=True, optional=True),
-)
-
-CLASSIC_KEYS = ("psnr", "ssim", "ms_ssim")
-"""Always measured (cheap, and every record since the first format has them)."""
 LEGACY_KEYS = ("psnr", "ssim", "ms_ssim", "lpips")
 """The fields every record has had since format 1 (None where not measured); the other metrics' fields are
 present only where measured."""
@@ -137,7 +79,7 @@ def metric_keys() -> tuple[str, ...]:
 
 
 def metric_spec(key: str) -> Metric:
-    """The :class:`Metric` of a record field."""
+    """The :class:`~helpers.metrics.Metric` of a record field."""
     for m in METRIC_SPECS:
         if m.key == key:
             return m

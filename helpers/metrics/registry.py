@@ -25,7 +25,7 @@ from ..errors import SDCError, UnavailableError
 from . import classic, deep, perceptual
 from .classic import ImageLike, _pair
 
-__all__ = ["METRICS", "Metric", "arrow", "clear_cache", "default_keys", "describe", "get", "measure", "metric_status",
+__all__ = ["CLASSIC_KEYS", "METRICS", "Metric", "arrow", "clear_cache", "default_keys", "describe", "get", "measure", "metric_status",
            "time_metrics"]
 
 
@@ -40,7 +40,16 @@ def _version(dist: str) -> str:
 class Metric:
     """A full-reference metric: ``compute(a, b, run)`` on two HxWx3 uint8 arrays returns a float (or
     None where the metric is undefined for that size); ``load()`` raises UnavailableError when it
-    cannot run here."""
+    cannot run here.
+
+    The same entry says how results show it (the benchmark's records, tables, RD plots and BD-rates, the demo's
+    tables): ``short`` (the name in tables and sentences, default ``name``), ``label`` (the column title without
+    the arrow, default ``short``: ``PSNR (dB)``), ``digits`` (decimals shown; equal at these decimals is a tie,
+    :mod:`helpers.metrics.wins`), ``record_digits`` (rounding in ``records.json``), ``plot_rank`` (position
+    among the RD subplots; None: not plotted), ``bd_rate`` (has BD-rate rows) and ``optional`` (shown in a
+    table or plot only when some record has a value: records written before it existed, or where it is
+    unavailable, lack it).
+    """
 
     key: str
     name: str
@@ -56,6 +65,18 @@ class Metric:
     slow_on_cpu: bool = False  # a VGG16 pass per image: left out of the default set unless CUDA is available
     note: str = ""
     digits: int = 4  # decimals shown in tables; two values equal at these decimals are a tie (helpers.metrics.wins)
+    short: str = ""
+    label: str = ""
+    record_digits: int = 6
+    plot_rank: int | None = None
+    bd_rate: bool = True
+    optional: bool = True
+
+    def __post_init__(self):
+        if not self.short:
+            object.__setattr__(self, "short", self.name)
+        if not self.label:
+            object.__setattr__(self, "label", self.short)
 
     @property
     def direction(self) -> str:
@@ -64,6 +85,16 @@ class Metric:
     @property
     def arrow(self) -> str:
         return "↑" if self.higher_is_better else "↓"
+
+    @property
+    def column(self) -> str:
+        """Column title with the direction arrow: ``PSNR (dB) ↑``, ``FLIP ↓``."""
+        return f"{self.label} {self.arrow}"
+
+    @property
+    def axis_label(self) -> str:
+        """RD plot axis title: the column title and the direction in words."""
+        return f"{self.column} {self.direction} is better"
 
     def __call__(self, ref: ImageLike, test: ImageLike) -> float | None:
         self.load()
@@ -108,46 +139,58 @@ def _lpips_metric(net):
 _CLASSIC_SSIM = {"window": "11x11 Gaussian, sigma 1.5", "K1": 0.01, "K2": 0.03, "data_range": 255,
                  "channels": "per RGB channel, averaged", "region": "valid (window inside the image)"}
 
+# The one list of metrics. Its order is the order of the fields in every benchmark record and of the columns in
+# every table (PSNR, SSIM, MS-SSIM and LPIPS first, as in the records written before the perceptual metrics
+# existed); the RD plots follow ``plot_rank``. A new metric is one entry here: its record field, table column,
+# RD subplot, head-to-head column and BD-rate rows derive from it (helpers.bench.config.METRIC_SPECS).
 METRICS: dict[str, Metric] = {m.key: m for m in [
     Metric("psnr", "PSNR", True, "dB", math.inf, lambda: f"numpy {np.__version__}",
-           lambda: {"peak": 255, "over": "all RGB values"}, _ok, _psnr, digits=2),
+           lambda: {"peak": 255, "over": "all RGB values"}, _ok, _psnr, digits=2, label="PSNR (dB)", record_digits=4,
+           plot_rank=0, optional=False),
     Metric("ssim", "SSIM", True, "", 1.0, lambda: f"helpers (scipy {_version('scipy')})",
            lambda: dict(_CLASSIC_SSIM), _ok, lambda a, b, run: _ssim_pair(a, b)[0],
-           note="checked against scikit-image"),
+           note="checked against scikit-image", plot_rank=2, optional=False),
     Metric("ms_ssim", "MS-SSIM", True, "", 1.0, lambda: f"helpers (scipy {_version('scipy')})",
            lambda: {**_CLASSIC_SSIM, "scales": 5, "weights": list(classic.MS_SSIM_WEIGHTS),
                     "min_side": classic.MS_SSIM_MIN_SIDE},
-           _ok, lambda a, b, run: _ssim_pair(a, b)[1], note="checked against pytorch_msssim; None under 176 px"),
-    Metric("cvvdp", "ColorVideoVDP", True, "JOD", 10.0, lambda: f"cvvdp {_version('cvvdp')}",
-           perceptual.cvvdp_settings, perceptual._cvvdp, lambda a, b, run: perceptual.cvvdp_score(a, b),
-           uses_torch=True, digits=3),
-    Metric("flip", "FLIP", False, "mean error", 0.0, lambda: f"flip-evaluator {_version('flip-evaluator')}",
-           perceptual.flip_settings, perceptual._flip, lambda a, b, run: perceptual.flip_error(a, b)),
-    Metric("ssimulacra2", "SSIMULACRA 2", True, "score", 100.0, perceptual.ssimulacra2_library,
-           perceptual.ssimulacra2_settings, perceptual.ssimulacra2_implementation,
-           lambda a, b, run: perceptual.ssimulacra2_score(a, b, run), uses_tool=True, digits=2),
-    Metric("butteraugli", "Butteraugli", False, "distance (max-norm)", 0.0,
-           lambda: "libjxl butteraugli_main (" + perceptual._tool_version(perceptual._butteraugli_required()) + ")",
-           perceptual.butteraugli_settings, perceptual._butteraugli_required, _butteraugli(0), uses_tool=True,
-           digits=3),
-    Metric("butteraugli_3n", "Butteraugli 3-norm", False, "3-norm", 0.0,
-           lambda: "libjxl butteraugli_main (" + perceptual._tool_version(perceptual._butteraugli_required()) + ")",
-           perceptual.butteraugli_settings, perceptual._butteraugli_required, _butteraugli(1), uses_tool=True,
-           digits=3),
+           _ok, lambda a, b, run: _ssim_pair(a, b)[1], note="checked against pytorch_msssim; None under 176 px",
+           plot_rank=1, optional=False),
     Metric("lpips", "LPIPS (AlexNet)", False, "distance", 0.0,
            lambda: f"lpips {_version('lpips')} (v0.1 weights), torchvision AlexNet ImageNet backbone",
            lambda: {"net": "alex", "input": "[-1, 1], full resolution", "backbone": str(deep.checkpoint_path("alex"))},
-           lambda: deep._load_lpips("alex"), _lpips_metric("alex"), uses_torch=True),
+           lambda: deep._load_lpips("alex"), _lpips_metric("alex"), uses_torch=True, short="LPIPS", plot_rank=8),
+    Metric("cvvdp", "ColorVideoVDP", True, "JOD", 10.0, lambda: f"cvvdp {_version('cvvdp')}",
+           perceptual.cvvdp_settings, perceptual._cvvdp, lambda a, b, run: perceptual.cvvdp_score(a, b),
+           uses_torch=True, digits=3, label="ColorVideoVDP (JOD)", plot_rank=3),
+    Metric("flip", "FLIP", False, "mean error", 0.0, lambda: f"flip-evaluator {_version('flip-evaluator')}",
+           perceptual.flip_settings, perceptual._flip, lambda a, b, run: perceptual.flip_error(a, b), plot_rank=5),
+    Metric("ssimulacra2", "SSIMULACRA 2", True, "score", 100.0, perceptual.ssimulacra2_library,
+           perceptual.ssimulacra2_settings, perceptual.ssimulacra2_implementation,
+           lambda a, b, run: perceptual.ssimulacra2_score(a, b, run), uses_tool=True, digits=2, plot_rank=4),
+    Metric("butteraugli", "Butteraugli", False, "distance (max-norm)", 0.0,
+           lambda: "libjxl butteraugli_main (" + perceptual._tool_version(perceptual._butteraugli_required()) + ")",
+           perceptual.butteraugli_settings, perceptual._butteraugli_required, _butteraugli(0), uses_tool=True,
+           digits=3, plot_rank=6),
+    Metric("butteraugli_3n", "Butteraugli 3-norm", False, "3-norm", 0.0,
+           lambda: "libjxl butteraugli_main (" + perceptual._tool_version(perceptual._butteraugli_required()) + ")",
+           perceptual.butteraugli_settings, perceptual._butteraugli_required, _butteraugli(1), uses_tool=True,
+           digits=3, plot_rank=7),
     Metric("lpips_vgg", "LPIPS (VGG16)", False, "distance", 0.0,
            lambda: f"lpips {_version('lpips')} (v0.1 weights), torchvision VGG16 ImageNet backbone",
            lambda: {"net": "vgg", "input": "[-1, 1], full resolution", "backbone": str(deep.checkpoint_path("vgg"))},
-           lambda: deep._load_lpips("vgg"), _lpips_metric("vgg"), uses_torch=True, slow_on_cpu=True),
+           lambda: deep._load_lpips("vgg"), _lpips_metric("vgg"), uses_torch=True, slow_on_cpu=True,
+           short="LPIPS-VGG", plot_rank=9),
     Metric("dists", "DISTS", False, "distance", 0.0,
            lambda: f"DISTS_pytorch {_version('DISTS_pytorch')} (authors' alpha/beta), "
                    "torchvision VGG16 ImageNet backbone",
            lambda: {"input": "[0, 1], full resolution (no resize)", "backbone": str(deep.checkpoint_path("vgg"))},
-           deep._load_dists, lambda a, b, run: deep.DISTSMetric()(a, b), uses_torch=True, slow_on_cpu=True),
+           deep._load_dists, lambda a, b, run: deep.DISTSMetric()(a, b), uses_torch=True, slow_on_cpu=True,
+           plot_rank=10),
 ]}
+
+
+#: always measured (cheap, and every benchmark record since the first format has them); the quick tables' set
+CLASSIC_KEYS = ("psnr", "ssim", "ms_ssim")
 
 
 def get(key: str) -> Metric:
