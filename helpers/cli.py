@@ -356,7 +356,7 @@ def cmd_decode(args) -> int:
 
 
 def _run_compare(paths, args, title):
-    from .report import compare_files, write_report
+    from .bench.compare import compare_files, write_report
 
     backend = _load(args.model, args.device)
     rules = ("ge", "le") if args.rule == "both" else (args.rule,)

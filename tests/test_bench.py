@@ -110,7 +110,6 @@ def test_quality_cache_matches_match_budget():
 # ----------------------------------------------------------------------------------------------
 
 def test_metric_list_is_the_single_source():
-
     keys = bench.metric_keys()
     assert keys[:4] == ("psnr", "ssim", "ms_ssim", "lpips")  # the fields of every record since format 1, first
     assert bench.METRIC_SPECS == tuple(metrics.METRICS.values()), "the benchmark's list is the registry, in order"

@@ -1,5 +1,6 @@
 """Aggregation of the records: means per (codec, rule, budget), RD series, table rows, the head-to-head counts
-and the BD-rate table."""
+and verdicts (also those of ``python -m helpers compare`` / ``demo``, :mod:`helpers.bench.compare`) and the BD-rate
+table."""
 
 from __future__ import annotations
 
@@ -177,22 +178,28 @@ def head_to_head(doc: dict, selection: dict, budget: int) -> list[dict]:
     return out
 
 
-def budget_verdict(doc: dict, selection: dict, budget: int) -> str:
-    """One sentence for one budget: where ours wins and where it loses (:func:`helpers.metrics.verdict` over
-    :func:`head_to_head`; majority of the images both fit), and which baselines fit no image."""
+def verdict_text(h2h: Iterable[dict]) -> str:
+    """:func:`helpers.metrics.verdict` over :func:`head_to_head` rows (those with images in common): which ours
+    variant wins, is level or loses against which baseline on which metrics (majority of the images both fit)."""
     from .. import metrics
-    from ..metrics.wins import join_words
 
-    h2h = head_to_head(doc, selection, budget)
     results: dict[str, dict] = {}
     for row in h2h:
         if row["n"]:
             results.setdefault(row["ours"], {})[row["baseline"]] = row["tallies"]
-    names = {m.key: m.short for m in config.METRIC_SPECS}
-    text = f"At {budget} bytes, " + metrics.verdict(results, names) if results else \
+    return metrics.verdict(results, {m.key: m.short for m in config.METRIC_SPECS})
+
+
+def budget_verdict(doc: dict, selection: dict, budget: int) -> str:
+    """One sentence for one budget: where ours wins and where it loses (:func:`verdict_text` over
+    :func:`head_to_head`; majority of the images both fit), and which baselines fit no image."""
+    from ..metrics.wins import join_words
+
+    h2h = head_to_head(doc, selection, budget)
+    fits = any(row["n"] for row in h2h)
+    text = f"At {budget} bytes, " + verdict_text(h2h) if fits else \
         f"At {budget} bytes, no baseline fits any image that ours fits"
     empty = list(dict.fromkeys(row["baseline"] for row in h2h if not row["n"]))
-    if empty and results:
+    if empty and fits:
         text += f" ({join_words(empty)} cannot fit any image into {budget} bytes)"
     return text + "."
-

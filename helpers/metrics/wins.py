@@ -1,7 +1,7 @@
 """Head-to-head counts: on how many images does ours beat a baseline, per metric, and one plain sentence.
 
-The rules, shared by the demo report (:func:`helpers.report.head_to_head`) and the benchmark summary
-(:func:`helpers.bench.aggregate.head_to_head`):
+The rules of the one head-to-head (:func:`helpers.bench.aggregate.head_to_head`: the benchmark summary, and the
+compare / demo report through :mod:`helpers.bench.compare`):
 
 * **win / tie / loss** per image and metric, in the metric's direction (:data:`~helpers.metrics.METRICS`:
   higher or lower is better). A **tie** is two values that are equal at the metric's displayed precision
@@ -83,7 +83,7 @@ def tally(key: str, pairs: Iterable[tuple[float | None, float | None]], digits: 
 
 
 def _names(keys: Sequence[str], names: Mapping[str, str] | None) -> list[str]:
-    return [(names or {}).get(k) or (METRICS[k].name if k in METRICS else k) for k in keys]
+    return [(names or {}).get(k) or (METRICS[k].short if k in METRICS else k) for k in keys]
 
 
 def join_words(items: Sequence[str]) -> str:
@@ -144,7 +144,7 @@ def verdict(results: Mapping[str, Mapping[str, Mapping[str, Tally]]], metric_nam
     """One plain sentence (without a lead-in or full stop) for ``results[ours][baseline][metric] = Tally``:
     against which baselines, on which metrics, each ours variant wins, is level or loses (majority of the
     images both fit, see the module docstring); variants with the same outcome share a clause.
-    ``metric_names``: display names by key (default: the registry's names).
+    ``metric_names``: display names by key (default: the registry's short names, ``Metric.short``).
 
     >>> verdict({"ours": {"jpeg": {"psnr": Tally(0, 0, 3)}, "webp": {"psnr": Tally(2, 0, 1)}}})
     'ours wins against webp on every metric (3 images) and loses everywhere else'
