@@ -49,8 +49,8 @@ plot and the BD-rates its whole curve.
 The package, one module per concern:
 
 * :mod:`~helpers.bench.config`: defaults, file names, stages, and :data:`~helpers.bench.config.METRIC_SPECS`,
-  the one list of quality metrics (direction, rounding, plotted, BD-rated) that records, tables, RD plots
-  and BD-rates derive from;
+  the entries of the one metric registry (:data:`helpers.metrics.METRICS`: direction, rounding, plotted,
+  BD-rated) that records, tables, RD plots and BD-rates derive from;
 * :mod:`~helpers.bench.bdrate`: Bjontegaard delta rate;
 * :class:`PeakMemory` (re-exported): :mod:`helpers.memory`, the one memory probe;
 * :mod:`~helpers.bench.records`: record keys and labels, ``records.json`` load/save;
