@@ -51,6 +51,12 @@ def test_tables_agree_with_the_committed_summaries():
             matched += 1
     assert matched == 12
 
+    sd = readme.sd_fullsize_table(results)
+    counts = re.search(r"UNet ([\d,]+), VAE ([\d,]+), CLIP text encoder ([\d,]+)",
+                       (results / "sd_fullsize" / "summary.md").read_text()).groups()
+    unet, vae, clip = (int(c.replace(",", "")) / 1e6 for c in counts)
+    assert f"UNet {unet:.1f} M, VAE {vae:.1f} M, CLIP text encoder {clip:.1f} M" in _row(sd, "parameters")[1]
+
     lp = readme.large_photo_table(results)
     assert _row(lp, "4000x3000")[-1] in (results / "large_photo" / "summary.md").read_text()
 

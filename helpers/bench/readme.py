@@ -8,7 +8,7 @@ written by hand: numbers quoted there are checked by nobody, so keep them few.
 
 Blocks: ``kodak`` (means per budget, results/kodak), ``cli-timing-512`` (results/cli_timing/quiet),
 ``cli-timing-sizes`` (results/cli_timing), ``large-photo`` (results/large_photo), ``decode-memory``
-(results/decode_memory).
+(results/decode_memory), ``sd-fullsize`` (results/sd_fullsize).
 """
 
 from __future__ import annotations
@@ -161,12 +161,80 @@ def decode_memory_table(results: Path) -> str:
                    "8-bit output MiB"], rows)
 
 
+T4_FP16_TFLOPS = 65.0  # NVIDIA's published T4 peak (fp16 tensor cores); 16 GB GDDR6
+T4_GB = 16
+
+
+def sd_fullsize_table(results: Path) -> str:
+    """results/sd_fullsize: SD v1.4's architecture at full size (random weights): parameters, download and GPU
+    weight sizes, FLOPs per 512x512 image, the T4 lower bound they imply, CPU time and memory measured here (in
+    process and as CLI subprocesses), and the file sizes of both latent coders on SD's 4x64x64 latent."""
+    d = _json(results, "sd_fullsize", "results.json")
+    p, f, sz = d["standin"]["parameters"], d["flops"], d["sizes"]
+    total = d["standin"]["total_parameters"]
+    stage = {s["stage"]: s for s in d["stages"]}
+    enc, dec = stage["VAE encode 512x512"], stage["VAE decode 512x512"]
+    cli_enc = [c for c in d["cli"] if " encode " in c["command"]]
+    den = next(c for c in d["cli"] if " decode " in c["command"] and "--no-denoise" not in c["command"])
+    plain = next(c for c in d["cli"] if " decode " in c["command"] and "--no-denoise" in c["command"])
+    enc_walls = [enc["wall_s"]] + [c["codec_wall_s"]["vae_encode"] for c in d["cli"]
+                                   if "vae_encode" in c["codec_wall_s"]]
+    dec_walls = [dec["wall_s"]] + [c["codec_wall_s"]["vae_decode"] for c in d["cli"]
+                                   if "vae_decode" in c["codec_wall_s"]]
+    steps = d["denoise"]["unet_step_seconds"] + [t for c in d["cli"] if c["denoise"]
+                                                 for t in c["denoise"]["unet_step_seconds"]]
+
+    def span(xs) -> str:
+        lo, hi = f"{min(xs):.0f}", f"{max(xs):.0f}"
+        return lo if lo == hi else f"{lo}-{hi}"
+
+    def ms(flop: float) -> str:
+        return f"{flop / (T4_FP16_TFLOPS * 1e12) * 1e3:.0f} ms"
+
+    rows = [
+        ["parameters", f"UNet {p['unet'] / 1e6:.1f} M, VAE {p['vae'] / 1e6:.1f} M, CLIP text encoder "
+                       f"{p['text_encoder'] / 1e6:.1f} M: {total / 1e9:.2f} B",
+         "measured on the stand-in; the published architecture (model card: \"an 860M UNet\")"],
+        ["weights to download", f"{total * 4 / 1e9:.1f} GB in fp32, {total * 2 / 1e9:.1f} GB in fp16",
+         "computed from the parameter counts"],
+        ["GPU memory for the weights (fp16, `default_dtype` on CUDA)",
+         f"{total * 2 / 1e9:.1f} GB of a T4's {T4_GB} GB (VAE alone {p['vae'] * 2 / 1e9:.2f} GB)",
+         f"computed; T4: {T4_GB} GB GDDR6, {T4_FP16_TFLOPS:.0f} TFLOPS fp16 tensor / 8.1 fp32 (NVIDIA's announcement, "
+         "e.g. tomshardware.co.uk \"Nvidia Announces Tesla T4 GPUs\")"],
+        ["work per 512x512 image", f"VAE encode {f['vae_encode'] / 1e12:.2f} TFLOP, VAE decode "
+                                   f"{f['vae_decode'] / 1e12:.2f}, one UNet step {f['unet_step'] / 1e12:.2f} (the 2022 "
+                                   f"denoise runs {d['denoise']['steps_run']} of {d['denoise']['schedule_steps']})",
+         "counted (`torch.utils.flop_counter` on the meta device)"],
+        ["T4 time, lower bound", f"VAE encode {ms(f['vae_encode'])}, decode {ms(f['vae_decode'])}, UNet step "
+                                 f"{ms(f['unet_step'])} at the fp16 peak",
+         f"computed from the two rows above; **not measured** (no GPU here): real kernels reach a fraction of the "
+         f"peak, and the first run also downloads {total * 4 / 1e9:.1f} GB"],
+        [f"CPU time ({d['machine']['cpus']} cores, fp32)",
+         f"VAE encode {enc['cpu_s']:.0f} s of CPU ({span(enc_walls)} s wall), VAE decode {dec['cpu_s']:.0f} s of CPU "
+         f"({span(dec_walls)} s wall), UNet {span(steps)} s wall per step (the first one reads the weights)",
+         "measured here"],
+        ["CLI on CPU, 512x512",
+         f"encode {span([c['wall_s'] for c in cli_enc])} s wall, "
+         f"{max(c['peak_rss_MiB'] for c in cli_enc) / 1024:.1f} GiB peak RSS; decode with `--denoise` "
+         f"{den['wall_s']:.0f} s, **{den['peak_rss_MiB'] / 1024:.1f} GiB**; decode without {plain['wall_s']:.0f} s, "
+         f"{plain['peak_rss_MiB'] / 1024:.1f} GiB", "measured here (CLI subprocesses)"],
+        ["file sizes on SD's 4x64x64 latent",
+         f"palette {sz['palette_colors']} colours + zlib (2022): {sz['palette_bytes']} B; `tc` at the same size "
+         f"{sz['tc_same_size_bytes']} B (latent RMSE {sz['latent_rmse_tc_same_size']:.2f} vs "
+         f"{sz['latent_rmse_palette']:.2f}), {sz['tc_inline_tables_bytes']} B of it inline tables; `tc` default rate "
+         f"{sz['tc_default_bytes']} B",
+         "measured here (random VAE: latent errors compare the coders, not image quality)"],
+    ]
+    return _table(["what", "figure", "where it comes from"], rows)
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "kodak": kodak_table,
     "cli-timing-512": cli_timing_512_table,
     "cli-timing-sizes": cli_timing_sizes_table,
     "large-photo": large_photo_table,
     "decode-memory": decode_memory_table,
+    "sd-fullsize": sd_fullsize_table,
 }
 
 
