@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,17 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def _status() -> dict:
-    text = Path("/proc/self/status").read_text()
-    return {k: int(re.search(rf"^{k}:\s+(\d+)", text, re.M).group(1)) / 1024 for k in ("VmHWM", "VmRSS")}
-
-
-def _reset_peak() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM to the current RSS
-    except OSError:
-        pass
+from helpers.memory import process_memory, reset_peak, run_child  # noqa: E402
 
 
 class Stages:
@@ -45,32 +34,27 @@ class Stages:
         self.rows: list[dict] = []
 
     def run(self, name: str, fn, note: str = ""):
-        _reset_peak()
+        reset_peak()
         t0, c0 = time.perf_counter(), time.process_time()
         value = fn()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        m = _status()
+        m = process_memory()
         self.rows.append({"stage": name, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-                          "peak_rss_MiB": round(m["VmHWM"]), "rss_after_MiB": round(m["VmRSS"]), "note": note})
-        print(f"{name}: {wall:.2f} s wall, {cpu:.2f} s CPU, peak {m['VmHWM']:.0f} MiB {note}", flush=True)
+                          "peak_rss_MiB": round(m["hwm_MiB"]), "rss_after_MiB": round(m["rss_MiB"]), "note": note})
+        print(f"{name}: {wall:.2f} s wall, {cpu:.2f} s CPU, peak {m['hwm_MiB']:.0f} MiB {note}", flush=True)
         return value
 
 
-def _cli(args: list[str], timing: Path) -> dict:
-    env = {**os.environ, "SDCOMP_TIMING": str(timing), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
-           "PYTHONPATH": str(ROOT)}
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "helpers", *args, "--device", "cpu"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, check=False)
-    if out.returncode:
-        raise SystemExit(out.stderr)
-    log = json.loads(timing.read_text())
+def _cli(args: list[str]) -> dict:
+    r = run_child([sys.executable, "-m", "helpers", *args, "--device", "cpu"], cwd=ROOT,
+                  env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONPATH": str(ROOT)})
+    log = r["log"]
     marks = log["marks"]
-    return {"command": " ".join(["python -m helpers", *args]), "wall_s": round(time.perf_counter() - t0, 2),
-            "peak_rss_MiB": round(max(m["hwm_MiB"] for m in marks)),
+    return {"command": " ".join(["python -m helpers", *args]), "wall_s": round(r["wall_s"], 2),
+            "peak_rss_MiB": round(r["peak_rss_MiB"]),
             "stages_s": {b["stage"]: round(b["t"] - a["t"], 2) for a, b in zip(marks, marks[1:])},
             "codec_wall_s": {k: round(v, 3) for k, v in log.get("codec_wall", {}).items()},
-            "denoise": log.get("denoise"), "stderr_tail": out.stderr.strip().splitlines()[-1]}
+            "denoise": log.get("denoise"), "stderr_tail": r["stderr"].strip().splitlines()[-1]}
 
 
 def main(argv=None) -> int:
@@ -167,8 +151,8 @@ def main(argv=None) -> int:
              "--denoise"],
             ["decode", str(tmp / "t.sdc"), str(tmp / "t.png"), "--model", m, "--no-denoise"],
         ]
-        for i, r in enumerate(runs):
-            cli.append(_cli(r, tmp / f"timing{i}.json"))
+        for r in runs:
+            cli.append(_cli(r))
             print(cli[-1]["command"], cli[-1]["wall_s"], "s", cli[-1]["peak_rss_MiB"], "MiB", flush=True)
         for f in tmp.iterdir():
             f.unlink()
