@@ -16,8 +16,7 @@ one sentence. ``python -m helpers.metrics --status | --time``.
 
 from __future__ import annotations
 
-from ..errors import UnavailableError
-from .classic import (DETAIL_BORDER, MS_SSIM_MIN_SIDE, MS_SSIM_WEIGHTS, ImageLike, _pair, bpp, detail_change,
+from .classic import (DETAIL_BORDER, MS_SSIM_MIN_SIDE, MS_SSIM_WEIGHTS, ImageLike, bpp, detail_change,
                       detail_summary, interior_blocks, ms_ssim, psnr, ssim, ssim_ms_ssim)
 from .deep import (DISTSMetric, LPIPSMetric, checkpoint_path, dists_distance, dists_status, downloads_allowed,
                    lpips_distance, lpips_status)
@@ -38,21 +37,14 @@ __all__ = [
 
 def all_metrics(ref: ImageLike, test: ImageLike, nbytes: int | None = None,
                 lpips: bool = True) -> dict[str, float | int | None]:
-    """The classic set: ``psnr``, ``ssim``, ``ms_ssim`` and ``lpips`` (plus ``bytes`` and ``bpp`` if ``nbytes``).
+    """The classic set through :func:`measure`: ``psnr``, ``ssim``, ``ms_ssim`` and ``lpips`` (plus ``bytes`` and
+    ``bpp`` if ``nbytes``).
 
     ``lpips`` is None when LPIPS is unavailable here (see :func:`lpips_status`) or not asked for
     (``lpips=False``); ``ms_ssim`` is None for images with a side under 176 pixels.  For every
     registered metric (ColorVideoVDP, FLIP, SSIMULACRA 2, Butteraugli, DISTS, ...) use :func:`measure`.
     """
-    a, b = _pair(ref, test)
-    s, ms = ssim_ms_ssim(a, b)
-    out: dict[str, float | int | None] = {"psnr": psnr(a, b), "ssim": s, "ms_ssim": ms, "lpips": None}
-    if lpips:
-        try:
-            out["lpips"] = lpips_distance(a, b)
-        except UnavailableError:
-            pass
-    if nbytes is not None:
-        out["bytes"] = int(nbytes)
-        out["bpp"] = bpp(int(nbytes), a.shape[1], a.shape[0])
+    got = measure(ref, test, keys=(*CLASSIC_KEYS, "lpips") if lpips else CLASSIC_KEYS, nbytes=nbytes)
+    out: dict[str, float | int | None] = {k: got.get(k) for k in (*CLASSIC_KEYS, "lpips")}
+    out.update({k: got[k] for k in ("bytes", "bpp") if k in got})
     return out

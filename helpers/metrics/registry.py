@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import SDCError, UnavailableError
+from ..errors import SDCError
 from . import classic, deep, perceptual
 from .classic import ImageLike, _pair
 
