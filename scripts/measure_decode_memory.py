@@ -6,8 +6,8 @@ For each size a raw-method .sdc file is built from real TAEF2 latents (kodim23's
 mirrored and tiled to the size: the decoder's work and memory do not depend on the content), then
 ``python -m helpers decode f.sdc out.png --runtime R`` runs as a subprocess (:func:`helpers.memory.run_child`):
 its CPU seconds, and its peak RSS from its stage log (Linux VmHWM at each stage: the child's own peak after exec;
-``ru_maxrss`` would also count the pages of the forked parent, which holds a PyTorch model). ONNX runs go under an address-space limit
-(RLIMIT_AS, default 2.5 GiB, the issue's); PyTorch maps more virtual memory than that at import, so its runs
+``ru_maxrss`` would also count the pages of the forked parent, which holds a PyTorch model). ONNX runs go under an
+address-space limit (RLIMIT_AS, default 2.5 GiB, the issue's); PyTorch maps more virtual memory than that at import, so its runs
 have none. Writes ``records.json`` and ``summary.md`` into ``--out`` (default results/decode_memory), after
 every run, with the load average beside each figure (the machine is shared: wall times are noisy).
 

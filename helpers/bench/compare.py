@@ -233,7 +233,8 @@ def timing_table(comparisons: list[Comparison]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(comparisons: list[Comparison], out_dir: str | Path, backend, title: str = "Matched-size comparison") -> dict:
+def write_report(comparisons: list[Comparison], out_dir: str | Path, backend,
+                 title: str = "Matched-size comparison") -> dict:
     """Write metrics.json, metrics.md (metrics with direction arrows, head-to-head wins, per-stage seconds,
     unavailable metrics with their reasons) and comparison.png into ``out_dir``."""
     from ..plots import comparison_figure, save_figure

@@ -25,8 +25,8 @@ from ..errors import SDCError
 from . import classic, deep, perceptual
 from .classic import ImageLike, _pair
 
-__all__ = ["CLASSIC_KEYS", "METRICS", "Metric", "arrow", "clear_cache", "default_keys", "describe", "get", "measure", "metric_status",
-           "time_metrics"]
+__all__ = ["CLASSIC_KEYS", "METRICS", "Metric", "arrow", "clear_cache", "default_keys", "describe", "get", "measure",
+           "metric_status", "time_metrics"]
 
 
 def _version(dist: str) -> str:
