@@ -7,9 +7,10 @@ mirrored and tiled to the size: the decoder's work and memory do not depend on t
 ``python -m helpers decode f.sdc out.png --runtime R`` runs as a subprocess (:func:`helpers.memory.run_child`):
 its CPU seconds, and its peak RSS from its stage log (Linux VmHWM at each stage: the child's own peak after exec;
 ``ru_maxrss`` would also count the pages of the forked parent, which holds a PyTorch model). ONNX runs go under an
-address-space limit (RLIMIT_AS, default 2.5 GiB, the issue's); PyTorch maps more virtual memory than that at import, so its runs
-have none. Writes ``records.json`` and ``summary.md`` into ``--out`` (default results/decode_memory), after
-every run, with the load average beside each figure (the machine is shared: wall times are noisy).
+address-space limit (RLIMIT_AS, default 2.5 GiB, the issue's); PyTorch maps more virtual memory than that at
+import, so its runs have none. Writes ``records.json`` and ``summary.md`` into ``--out`` (default
+results/decode_memory), after every run, with the load average beside each figure (the machine is shared: wall
+times are noisy).
 
 The bound checked: peak RSS <= B + 12 bytes per pixel + the 8-bit output (3 bytes per pixel). B is a stated
 constant per runtime: the runtime, the weights and one tile's activations. ONNX Runtime: 400 MiB (1024-pixel
