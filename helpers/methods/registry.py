@@ -1,8 +1,10 @@
 """The latent coding methods by name and header id, and the container's knowledge of them.
 
-Importing this module registers every shipped method with the container (:func:`helpers.bitstream.register_method`);
-:mod:`helpers.codec` imports it, so anything that encodes or decodes through the codec has them. A new method is
-a folder under ``helpers/methods/`` and one line in :data:`SHIPPED`.
+Importing this module registers every shipped method with the container
+(:func:`helpers.bitstream.register_method`): the container imports no method code, the methods import the
+container's :class:`~helpers.bitstream.Header`, this module imports the methods, and :mod:`helpers.codec` imports
+this module, so anything that encodes or decodes through the codec (or the CLI) has them. A new method is a
+folder under ``helpers/methods/`` and one line in :data:`SHIPPED`.
 """
 
 from __future__ import annotations
