@@ -165,3 +165,15 @@ def test_the_container_imports_no_method_code():
     assert imported <= {"__future__", "errors", "math", "os", "struct", "zlib", "dataclasses", "collections.abc",
                         "typing"}, imported
     assert Limits.default().max_pixels >= 1
+
+
+def test_tc_train_uses_only_public_tcoder_names():
+    import ast
+    from pathlib import Path
+
+    from helpers.methods.tc import tc_train
+
+    tree = ast.parse(Path(tc_train.__file__).read_text())
+    private = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+               and n.value.id == "T" and n.attr.startswith("_")}
+    assert not private
