@@ -7,9 +7,9 @@ Layout (little-endian)::
     4      1     version (1)
     5      1     flags: bit0 = UNet denoising requested at decode, bit1 = dithered
     6      1     latent method: 0 = libimagequant RGBA palette, 1 = latent k-means palette, 2 = raw 8-bit
-                 latents, 3 = transform coding (helpers.tcoder; coder 3 = range, K = 0, the payload carries
-                 its own step and table id; the quantization span is unused)
-    7      1     lossless coder id (see helpers.entropy.CODER_IDS)
+                 latents, 3 = transform coding (helpers.methods.tc; coder 3 = range, K = 0, the payload
+                 carries its own step and table id; the quantization span is unused)
+    7      1     lossless coder id: 0 = zlib, 1 = arith, 2 = lzma (helpers.methods.palette.entropy), 3 = range (tc)
     8      1     image policy: 0 = none, 1 = pad8 (pad to a multiple of 8, crop after decode), 2 = crop512
     9      1     model id length n
     10     n     model id (utf-8): hub id, directory name or "taef2"
@@ -36,13 +36,15 @@ What a reader accepts (checked by :func:`unpack` before anything is allocated or
   checked again by :func:`check_geometry` before it runs;
 * a finite quantization span in (0, ``MAX_QUANT_SPAN``];
 * denoise strength in (0, 1] and steps in 1..``Limits.max_denoise_steps`` when the denoise flag is set;
-* method-specific fields, checked by the method's :class:`MethodSpec` (palette size K in
+* method-specific fields, checked by the registered method's ``check`` (palette size K in
   1..min(``Limits.max_colors``, latent positions), 2..256 and 4 channels for libimagequant, K = 0 for
   raw latents, the payload's minimum length per coder, ...);
 * payload decoders decompress at most the exact number of bytes the header implies.
 
-New latent coding methods register a :class:`MethodSpec` (id, header checks, payload decoder) with
-:func:`register_method`; new format versions register a parser with :func:`register_version`.
+The container imports no method code: :mod:`helpers.methods.registry` hands it the methods
+(:func:`register_method`: name, id, coder ids, header checks, payload decoder; see :class:`MethodFormat`),
+and a reader looks them up by the header's method byte. New format versions register a parser with
+:func:`register_version`.
 """
 
 from __future__ import annotations
@@ -51,10 +53,9 @@ import math
 import os
 import struct
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable
-
-import numpy as np
+from typing import Protocol
 
 from .errors import BitstreamError
 
@@ -130,128 +131,67 @@ class Header:
 
 
 # ------------------------------------------------------------------------------------------
-# latent coding methods: each registers its id, its header checks and its payload decoder
+# latent coding methods: registered by helpers.methods.registry (the container imports no method code)
 # ------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """A latent coding method as the file format sees it.
+class MethodFormat(Protocol):
+    """A latent coding method as the container sees it (:class:`helpers.methods.base.LatentMethod` is one).
 
-    ``check(header, payload_len, limits)`` raises :class:`BitstreamError` for any field the method cannot
-    decode (called after the generic checks, before any allocation); ``decode(header, payload, limits)``
-    returns ``(palette or None, indices or None, uint8 latent (C, h, w))`` and must bound its own work and
-    memory by the header's (already checked) sizes. ``versions``: format versions that may carry it.
+    ``check(header, payload_len, limits)`` raises :class:`BitstreamError` for any own field the method cannot
+    decode (called after the generic checks, before any allocation); ``unpack(header, payload, limits)``
+    returns ``(palette or None, indices or None, stored latent (C, h, w))`` and must bound its own work and
+    memory by the header's (already checked) sizes. ``coders``: coder name -> header id of the coders it writes;
+    ``versions``: format versions that may carry it.
     """
 
     name: str
     id: int
-    check: Callable[[Header, int, Limits], None]
-    decode: Callable[[Header, bytes, Limits], tuple]
-    versions: frozenset = frozenset({1})
+    coders: Mapping[str, int]
+    versions: frozenset
+
+    def check(self, header: Header, payload_len: int, limits: Limits) -> None: ...
+
+    def unpack(self, header: Header, payload: bytes, limits: Limits) -> tuple: ...
 
 
-METHOD_SPECS: dict[str, MethodSpec] = {}
-METHODS: dict[str, int] = {}  # name -> id (kept for callers of the v1 API)
-METHOD_NAMES: dict[int, str] = {}
+METHOD_SPECS: dict[str, MethodFormat] = {}  # name -> method, filled by register_method
+METHODS: dict[str, int] = {}  # name -> header id
+METHOD_NAMES: dict[int, str] = {}  # header id -> name
+CODER_IDS: dict[str, int] = {}  # coder name -> header id, over every registered method
+CODER_NAMES: dict[int, str] = {}
 
 
-def register_method(spec: MethodSpec) -> MethodSpec:
-    """Add a latent coding method; ids are stable header values and may never be reused."""
+def register_method(spec: MethodFormat) -> MethodFormat:
+    """Teach the container a latent coding method (:mod:`helpers.methods.registry` registers the shipped ones);
+    method and coder ids are stable header values and may never be reused for something else."""
     if not 0 <= spec.id <= 255:
         raise ValueError(f"method id must fit a byte, got {spec.id}")
     if spec.id in METHOD_NAMES and METHOD_NAMES[spec.id] != spec.name:
         raise ValueError(f"method id {spec.id} is taken by '{METHOD_NAMES[spec.id]}'")
+    for coder, cid in spec.coders.items():
+        if not 0 <= cid <= 255 or CODER_IDS.get(coder, cid) != cid or CODER_NAMES.get(cid, coder) != coder:
+            raise ValueError(f"coder '{coder}' id {cid} conflicts with the registered coders {CODER_IDS}")
     METHOD_SPECS[spec.name] = spec
     METHODS[spec.name] = spec.id
     METHOD_NAMES[spec.id] = spec.name
+    for coder, cid in spec.coders.items():
+        CODER_IDS[coder] = cid
+        CODER_NAMES[cid] = coder
     return spec
 
 
-def _coder_ids():
-    from .entropy import CODER_IDS
-
-    return CODER_IDS
-
-
-#: smallest payload each coder can produce (zlib: 2-byte header + empty block + adler32; others: 4-byte CRC)
-MIN_PAYLOAD = {"zlib": 8, "arith": 4, "lzma": 5}
+def unregister_method(name: str) -> None:
+    """Forget a method (tests that register a toy one); its coders stay known."""
+    spec = METHOD_SPECS.pop(name)
+    METHODS.pop(name, None)
+    METHOD_NAMES.pop(spec.id, None)
 
 
-def _check_palette(h: Header, payload_len: int, limits: Limits) -> None:
-    kmax = min(limits.max_colors, h.latent_positions)
-    if h.method == "liq":
-        if h.channels != 4:
-            raise BitstreamError(f"corrupted .sdc header: libimagequant palettes are RGBA (4 channels), this file "
-                                 f"says {h.channels}; re-encode the image")
-        kmax = min(kmax, 256)
-    if not 1 <= h.colors <= kmax:
-        raise BitstreamError(f"corrupted .sdc header: palette size K={h.colors} outside 1..{kmax} (at most "
-                             f"{limits.max_colors} colours and one per latent position, "
-                             f"{h.latent_height}x{h.latent_width}); re-encode or re-copy the file")
-    if h.coder not in MIN_PAYLOAD:
-        raise BitstreamError(f"unsupported coder '{h.coder}' for the palette method: upgrade sdcomp-notebooks")
-    if payload_len < MIN_PAYLOAD[h.coder]:
-        raise BitstreamError(f"truncated .sdc payload: {payload_len} bytes cannot hold a {h.coder} stream; "
-                             f"re-copy the file")
-
-
-def _decode_palette(h: Header, payload: bytes, limits: Limits):
-    from .entropy import CODERS
-    from .quantize import apply_palette
-
-    palette, indices = CODERS[h.coder][1](payload, h.colors, h.channels, h.latent_height, h.latent_width)
-    if h.method == "kmeans" and len(np.unique(palette, axis=0)) != len(palette):
-        # the k-means encoder always writes distinct colours (np.unique after rounding): a repeated one means
-        # the stream decoded to something no encoder wrote (e.g. a truncated arith payload read as zeros)
-        raise BitstreamError("corrupted .sdc payload: the k-means palette repeats a colour; re-copy the file")
-    return palette, indices, apply_palette(palette, indices)
-
-
-def _check_raw(h: Header, payload_len: int, limits: Limits) -> None:
-    if h.colors != 0 or h.coder != "zlib":
-        raise BitstreamError(f"corrupted .sdc header: raw latents are zlib-coded without a palette, this file says "
-                             f"coder {h.coder}, K={h.colors}; re-encode the image")
-    if payload_len < MIN_PAYLOAD["zlib"]:
-        raise BitstreamError(f"truncated .sdc payload: {payload_len} bytes cannot hold a zlib stream; re-copy the file")
-
-
-def bounded_zlib(payload: bytes, want: int, what: str) -> bytes:
-    """``zlib.decompress`` that produces at most ``want`` bytes and insists on exactly that many."""
-    dec = zlib.decompressobj()
-    try:
-        raw = dec.decompress(bytes(payload), want + 1)
-    except zlib.error as e:
-        raise BitstreamError(f"corrupted {what} (zlib stream invalid: {e}): re-copy the file") from None
-    if len(raw) != want or not dec.eof or dec.unused_data or dec.unconsumed_tail:
-        raise BitstreamError(f"corrupted {what}: expected {want} bytes from a complete zlib stream, got "
-                             f"{len(raw)}{'+' if len(raw) > want else ''}; re-copy the file")
-    return raw
-
-
-def _decode_raw(h: Header, payload: bytes, limits: Limits):
-    c, lh, lw = h.channels, h.latent_height, h.latent_width
-    raw = bounded_zlib(payload, c * lh * lw, ".sdc payload (raw 8-bit latents)")
-    return None, None, np.frombuffer(raw, np.uint8).reshape(c, lh, lw).copy()
-
-
-def _check_tc(h: Header, payload_len: int, limits: Limits) -> None:
-    if h.coder != "range" or h.colors != 0:
-        raise BitstreamError(f"corrupted .sdc header: transform-coded latents use the range coder and no palette, "
-                             f"this file says coder {h.coder}, K={h.colors}; re-encode the image")
-    if payload_len < 9:
-        raise BitstreamError(f"truncated .sdc payload: {payload_len} bytes cannot hold a tc stream; re-copy the file")
-
-
-def _decode_tc(h: Header, payload: bytes, limits: Limits):
-    from .tcoder import decode_payload
-
-    return None, None, decode_payload(payload, h.channels, h.latent_height, h.latent_width, h.fingerprint)
-
-
-register_method(MethodSpec("liq", 0, _check_palette, _decode_palette))
-register_method(MethodSpec("kmeans", 1, _check_palette, _decode_palette))
-register_method(MethodSpec("raw", 2, _check_raw, _decode_raw))
-register_method(MethodSpec("tc", 3, _check_tc, _decode_tc))
+def _spec(name: str) -> MethodFormat:
+    if not METHOD_SPECS:  # a programming error, not a bad file: nothing registered the shipped methods
+        raise BitstreamError("no latent coding method is registered: import helpers.methods.registry "
+                             "(helpers.codec does) before reading or writing .sdc files")
+    return METHOD_SPECS[name]
 
 
 # ------------------------------------------------------------------------------------------
@@ -279,6 +219,8 @@ def check_header(h: Header, payload_len: int, limits: Limits | None = None) -> N
     """Every check a reader makes on a parsed header (see the module docstring); one-line BitstreamError."""
     limits = limits or Limits.default()
     fix = "re-encode or re-copy the file"
+    if not METHOD_SPECS:
+        _spec(h.method)
     if h.method not in METHOD_SPECS:
         raise BitstreamError(f"unsupported .sdc content (latent method '{h.method}'): upgrade sdcomp-notebooks")
     if h.version not in METHOD_SPECS[h.method].versions:
@@ -314,7 +256,7 @@ def check_header(h: Header, payload_len: int, limits: Limits | None = None) -> N
                                  f"1..{limits.max_denoise_steps}); {fix}")
     if not 0 <= payload_len:
         raise BitstreamError(f"corrupted .sdc header: payload length {payload_len}; {fix}")
-    METHOD_SPECS[h.method].check(h, payload_len, limits)
+    _spec(h.method).check(h, payload_len, limits)
 
 
 def check_geometry(h: Header, downsample: int) -> None:
@@ -326,11 +268,17 @@ def check_geometry(h: Header, downsample: int) -> None:
 
 
 def decode_payload(h: Header, payload: bytes, limits: Limits | None = None):
-    """Entropy-decode a payload whose header passed :func:`check_header`: (palette, indices, uint8 latent)."""
+    """Hand a payload whose header passed :func:`check_header` to its registered method: (palette, indices,
+    stored latent) -- the 8-bit latent of the palette methods, the float latent of tc."""
+    return unpack_with(_spec(h.method), h, payload, limits)
+
+
+def unpack_with(spec: MethodFormat, h: Header, payload: bytes, limits: Limits | None = None):
+    """``spec.unpack`` with the container's guarantees: one-line errors that name the fix, and a latent of the
+    header's shape."""
     limits = limits or Limits.default()
-    spec = METHOD_SPECS[h.method]
     try:
-        palette, indices, q = spec.decode(h, payload, limits)
+        palette, indices, q = spec.unpack(h, payload, limits)
     except BitstreamError as exc:  # coder-level messages name the problem; add the fix
         msg = str(exc)
         if "re-copy" not in msg and "re-encode" not in msg:
@@ -347,10 +295,12 @@ def decode_payload(h: Header, payload: bytes, limits: Limits | None = None):
 
 def pack(header: Header, payload: bytes, limits: Limits | None = None) -> bytes:
     """Serialise header + payload + CRC32 (after the same checks a reader makes)."""
-    coder_ids = _coder_ids()
+    coder_ids = CODER_IDS
     mid = header.model_id.encode("utf-8")
     if len(mid) > 255:
         raise BitstreamError(f"model id too long for the header ({len(mid)} > 255 bytes): use a shorter name")
+    if not METHOD_SPECS:
+        _spec(header.method)
     if header.method not in METHOD_SPECS or header.coder not in coder_ids or header.policy not in POLICIES:
         raise BitstreamError(f"cannot write method '{header.method}', coder '{header.coder}', policy "
                              f"'{header.policy}' into an .sdc v{VERSION} file")
@@ -398,7 +348,9 @@ def _parse_v1(data: bytes) -> tuple[Header, int, int]:
         raise BitstreamError("corrupted .sdc file: CRC32 mismatch; re-copy the file or re-encode the image")
     if flags & ~(FLAG_DENOISE | FLAG_DITHER):
         raise BitstreamError(f"unsupported .sdc content (flags {flags:#04x}): upgrade sdcomp-notebooks")
-    names = {v: k for k, v in _coder_ids().items()}
+    names = CODER_NAMES
+    if not METHOD_SPECS:
+        _spec("")
     if method_id not in METHOD_NAMES or coder_id not in names or policy_id not in POLICY_NAMES:
         raise BitstreamError(f"unsupported .sdc content (method {method_id}, coder {coder_id}, policy {policy_id}): "
                              f"upgrade sdcomp-notebooks")

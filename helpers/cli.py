@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from .bitstream import DEFAULT_MAX_PIXELS, MAX_COLORS, MAX_DENOISE_STEPS
-from .entropy import CODER_IDS
 from .errors import SDCError, guarded, is_out_of_memory, out_of_memory
 from .memory import process_memory
+from .methods import registry
 
 DEFAULT_DEMO_IMAGES = ("kodim04", "kodim08", "kodim23")  # a face, fine architecture, smooth colour
 
@@ -76,7 +76,7 @@ def _add_codec(p: argparse.ArgumentParser):
                    default=1024,
                    help=f"with --target-bytes: largest palette the search may use, 2..{MAX_COLORS} "
                         f"(k-means; libimagequant stops at 256)")
-    p.add_argument("--method", default=None, choices=["tc", "palette", "auto", "liq", "kmeans", "raw"],
+    p.add_argument("--method", default=None, choices=registry.names(),
                    help="tc (default; palette when --coder zlib/arith/lzma, --colors or --dither is given) = transform coding: decoder-aware wavelet + KLT, scalar quantization, range "
                         "coding; palette (= auto) = the 2022 method: liq = libimagequant on RGBA (SD, 4 channels), "
                         "kmeans = latent k-means (any C); raw = 8-bit latents + zlib")
@@ -87,7 +87,7 @@ def _add_codec(p: argparse.ArgumentParser):
                         "passes, 2 = 10; the decoder and the file format are unchanged)")
     p.add_argument("--dither", type=_ranged(float, 0, 1), default=None,
                    help="dithering strength 0..1 (default: 1.0 for liq as the original, 0 for kmeans: measured better)")
-    p.add_argument("--coder", default=None, choices=sorted(CODER_IDS),
+    p.add_argument("--coder", default=None, choices=registry.coder_names(),
                    help="palette methods' lossless stage: zlib (the original, default), arith or lzma; tc always "
                         "uses its range coder")
     p.add_argument("--policy", default="pad8", choices=["pad8", "crop512", "none"],
@@ -104,7 +104,7 @@ def _params(args):
     method = args.method
     if method is None:  # today's palette flags keep meaning the 2022 method
         palette_flags = args.coder not in (None, "range") or args.colors is not None or args.dither is not None
-        method = "auto" if palette_flags else "tc"
+        method = "palette" if palette_flags else registry.DEFAULT
     tc = method == "tc"
     if tc and args.coder not in (None, "range"):
         raise SDCError(f"--coder {args.coder} applies to the palette methods; tc has its own range coder: drop "

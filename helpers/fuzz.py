@@ -39,8 +39,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import bitstream, entropy
+from . import bitstream
 from .errors import SDCError
+from .methods import registry  # noqa: F401 - registers the shipped methods with the container
+from .methods.palette import entropy
 
 FUZZ_LIMITS = bitstream.Limits(max_pixels=65536)
 MUTATIONS = ("bitflip", "field", "geometry", "truncate", "extend", "payload", "bomb", "cut", "garbage", "model_id")
@@ -72,7 +74,7 @@ def _seed(rng: np.random.Generator) -> bytes:
     if method == "raw":
         payload, k = zlib.compress(rng.integers(0, 256, c * lh * lw, dtype=np.uint8).tobytes(), 9), 0
     elif method == "tc":  # inline tables (no model needed), a smooth latent plus noise
-        from . import tcoder
+        from .methods.tc import tcoder
 
         yy, xx = np.mgrid[0:lh, 0:lw]
         z = np.sin(xx / 2.0 + yy / 3.0)[None] * rng.normal(0, 2, (c, 1, 1)) + rng.normal(0, 0.5, (c, lh, lw))
@@ -432,7 +434,7 @@ def cap_seeds() -> dict[str, bytes]:
 def make_tc_cap_file() -> bytes:
     """An 8192x8192 tc file (a zero 32 x 1024 x 1024 latent, inline tables, 2,703 bytes): about 30 s to encode,
     so tests read the committed copy (tests/fuzz_cap/tc_8192x8192.sdc, written by this function)."""
-    from . import tcoder
+    from .methods.tc import tcoder
 
     coded, _ = tcoder.encode_latent(np.zeros((32, 1024, 1024), np.float32), None, step=1.0)
     header = bitstream.Header(method="tc", coder="range", model_id="taef2", fingerprint=1, width=8192, height=8192,

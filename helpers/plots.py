@@ -35,7 +35,8 @@ def latent_as_rgba(q: np.ndarray, channels=(0, 1, 2, 3)) -> Image.Image:
     """
     q = np.asarray(q)
     if q.dtype != np.uint8:
-        raise ValueError("latent_as_rgba expects an 8-bit latent; use helpers.quantize.quantize_8bit first")
+        raise ValueError("latent_as_rgba expects an 8-bit latent; use "
+                         "helpers.methods.palette.quantize.quantize_8bit first")
     sel = q[list(channels)] if q.shape[0] >= 4 else np.concatenate([q, np.full((4 - q.shape[0], *q.shape[1:]), 255, np.uint8)])
     return Image.fromarray(np.ascontiguousarray(sel.transpose(1, 2, 0)), "RGBA")
 

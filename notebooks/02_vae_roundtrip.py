@@ -100,8 +100,8 @@ print(f"encode {t1 - t0:.2f} s, decode {t2 - t1:.2f} s on {backend.device}")
 # as a grid.
 
 # %%
+from helpers.methods.palette.quantize import quantize_8bit
 from helpers.plots import latent_as_rgba, latent_channels_grid, show_images
-from helpers.quantize import quantize_8bit
 
 q8 = quantize_8bit(z, backend.quant_span)
 channels = RGBA_CHANNELS if c > 4 else tuple(range(min(c, 4)))

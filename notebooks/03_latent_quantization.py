@@ -61,7 +61,7 @@ IMAGES = os.environ.get("SDCOMP_IMAGES", "kodim23").split(",")  # the first one 
 POLICY = "crop512"
 COLORS = [256, 64, 16]  # palette sizes K
 DITHERS = [0.0, 1.0]  # dithering strength: 0 nearest colour, 1 full error diffusion
-CODERS = ["zlib", "arith"]  # lossless coders, see helpers.entropy
+CODERS = ["zlib", "arith"]  # lossless coders, see helpers.methods.palette.entropy
 KMEANS_ITERS = 25
 DEVICE = os.environ.get("SDCOMP_DEVICE", "auto")  # auto (cuda > mps > cpu), cpu, cuda, mps
 SMOKE = os.environ.get("SDCOMP_SMOKE", "0").lower() in ("1", "true", "yes")  # CI: fewer images and sweeps
@@ -101,8 +101,8 @@ print(f"{path.name}: latent {c}x{h}x{w} from {backend.describe()}")
 
 # %%
 from helpers.codec import pack_payload, quantize_latents
+from helpers.methods.palette.quantize import apply_palette, quantize_8bit, unquantize_8bit
 from helpers.metrics import psnr, ssim
-from helpers.quantize import apply_palette, quantize_8bit, unquantize_8bit
 from helpers.report import markdown_table
 
 span = backend.quant_span
@@ -156,7 +156,6 @@ display(Markdown(markdown_table(rows, columns=("stage", "setting", "raw", *CODER
 from helpers.plots import latent_as_rgba, show_images
 
 
-
 def smallest(row):
     """'<bytes> B <coder>' for the smallest size recorded in a row."""
     nbytes, coder = min((row[k], k) for k in (*CODERS, "raw") if row.get(k))
@@ -184,8 +183,9 @@ show_images({label: latent_as_rgba(q, channels) for label, q in latents_shown.it
 from helpers.codec import CodecParams, roundtrip
 
 coder = CODERS[-1]  # the header is the same for every coder
-params = CodecParams(colors=COLORS[-1], dither=1.0, coder=coder, policy=POLICY, kmeans_iters=KMEANS_ITERS)
+params = CodecParams(method="palette", colors=COLORS[-1], dither=1.0, coder=coder, policy=POLICY,
+                     kmeans_iters=KMEANS_ITERS)
 enc, dec = roundtrip(image, backend, params, latents=z)
-payload = len(pack_payload(enc.palette, enc.indices, coder))
+payload = len(pack_payload(enc.coded.palette, enc.coded.indices, coder))
 print(f"{coder}: {enc.header.method} K={enc.header.colors} -> {enc.nbytes} bytes "
       f"({enc.nbytes - payload} of header), {psnr(reference, dec.image):.2f} dB")

@@ -107,8 +107,8 @@ from IPython.display import Markdown, display
 
 from helpers.codec import CodecParams, decode_latents, encode_latents, quantize_latents
 from helpers.images import list_images, load_image, model_input
+from helpers.methods.palette.quantize import apply_palette, quantize_8bit, unquantize_8bit
 from helpers.metrics import psnr, ssim
-from helpers.quantize import apply_palette, quantize_8bit, unquantize_8bit
 
 if not Path(DATA_DIR).is_dir():
     print(f"{DATA_DIR} not found: using the repository's data/ folder (put your own images there)")
@@ -119,7 +119,7 @@ model_img, reference = model_input(image, POLICY, backend.downsample)
 size = reference.size
 z = encode_latents(backend, model_img)
 q8 = quantize_8bit(z, backend.quant_span)
-method = CodecParams().resolved_method(z.shape[0])
+method = CodecParams(method="palette").resolved_method(z.shape[0])
 palette, indices = quantize_latents(q8, method, COLORS, DITHER)
 z_dithered = unquantize_8bit(apply_palette(palette, indices), backend.quant_span)
 before = decode_latents(backend, z_dithered).crop((0, 0, *size))
@@ -180,7 +180,8 @@ show_images({f"{s} steps, strength {g}": img for (s, g), img in after.items()}, 
 # %%
 from helpers.codec import decode, encode
 
-enc = encode(image, backend, CodecParams(colors=COLORS, dither=DITHER, policy=POLICY, denoise=True), latents=z)
+enc = encode(image, backend, CodecParams(method="palette", colors=COLORS, dither=DITHER, policy=POLICY,
+                                          denoise=True), latents=z)
 dec = decode(enc.data, backend)
 print(f"{enc.nbytes} bytes, header asks for denoising: {enc.header.denoise} "
       f"(strength {enc.header.denoise_strength:g}, {enc.header.denoise_steps} steps) -> "

@@ -21,7 +21,7 @@
 # With TAEF2's 32 channels that stops paying off early: a palette of 1024 colours costs 32 KB by itself, and
 # every latent pixel snaps to its nearest colour, which shows as an 8-pixel grid.
 #
-# The transform coder (`--method tc`, `helpers.tcoder`, the CLI's default) codes the latent the way image
+# The transform coder (`--method tc`, `helpers.methods.tc`, the default) codes the latent the way image
 # codecs code pixels: a CDF 9/7 wavelet per channel, then per band a channel transform that is the KLT in a
 # metric where squared coefficient error equals squared *pixel* error (the decoder's Jacobian, measured on
 # licensed photos), one quantization step for everything, and context-adaptive range coding. At low budgets
@@ -89,9 +89,9 @@ backend = load_model(MODEL, FALLBACK_MODEL, DEVICE)  # prints what was loaded, a
 # ## SD with a GPU: train tc tables for this model first (optional, once)
 # TAEF2 ships trained tables (`helpers/data/`). For SD v1.4 there are none in the repository, so `tc` files
 # carry **inline tables** (a per-image channel transform and scales, 92 bytes on SD's 4x64x64 latent) and use
-# the plain latent metric instead of the decoder's. The next cell runs `python -m helpers.tc_train --model MODEL`
-# in this kernel (tqdm progress bars per stage): it fetches the licensed training photos (`helpers.photos`,
-# via `apt-get download`), encodes about 80 crops, back-propagates random probes through the VAE decoder and
+# the plain latent metric instead of the decoder's. The next cell runs
+# `python -m helpers.methods.tc.tc_train --model MODEL` in this kernel (tqdm progress bars per stage): it
+# fetches the licensed training photos (`helpers.photos`, via `apt-get download`), encodes about 80 crops, back-propagates random probes through the VAE decoder and
 # fits the tables into `~/.cache/sdcomp/tc/tc_<fingerprint>.npz`. Every encode below then finds them by the
 # decoder's fingerprint and names them in the file, and decoding looks them up the same way.
 #
@@ -102,7 +102,7 @@ backend = load_model(MODEL, FALLBACK_MODEL, DEVICE)  # prints what was loaded, a
 # bounds the probe stage. It does not run on a CPU, in CI (`SMOKE`), or with `TRAIN_TC = "0"`.
 
 # %%
-from helpers import tcoder as _tc
+from helpers.methods.tc import tcoder as _tc
 
 _have = _tc.trained_tables(backend.fingerprint) is not None
 _gpu = getattr(backend, "device", None) is not None and backend.device.type == "cuda"
@@ -113,7 +113,7 @@ elif _have:
 elif TRAIN_TC == "1" or (TRAIN_TC == "auto" and _gpu and not SMOKE):
     import time as _time
 
-    from helpers import tc_train
+    from helpers.methods.tc import tc_train
 
     _t0 = _time.perf_counter()
     _rc = tc_train.main(["--model", MODEL, "--device", str(backend.device), "--max-minutes", "20"])
@@ -131,9 +131,9 @@ else:
 # %%
 from IPython.display import Markdown, display
 
-from helpers import tcoder
 from helpers.codec import CodecParams, decode, encode
 from helpers.images import list_images, load_image, model_input
+from helpers.methods.tc import tcoder
 from helpers.metrics import measure
 from helpers.report import markdown_table
 
@@ -151,7 +151,7 @@ encoded, decoded, rows = {}, {}, []
 for label, params in variants.items():
     encoded[label] = encode(image, backend, params, target_bytes=TARGET_BYTES)
     decoded[label] = decode(encoded[label].data, backend).image
-    setting = (f"step {encoded[label].coded.step:.4g}" if encoded[label].coded is not None
+    setting = (f"step {encoded[label].coded.step:.4g}" if encoded[label].header.method == "tc"
                else f"K={encoded[label].header.colors}")
     rows.append({"image": paths[0].stem, "codec": label, "setting": setting, "bytes": encoded[label].nbytes,
                  **measure(reference, decoded[label], keys=METRICS)})
@@ -231,5 +231,5 @@ for budget in RD_BUDGETS:
 #   TAEF2: the tiny autoencoder's own ceiling (about 32 dB on Kodak) and its 32-channel latent cost more
 #   than a classic codec's transform. Faces and small text suffer most; see notebook 05.
 # * The tables (transform, scales, contexts) were trained on licensed Debian photos, never on Kodak
-#   (`python -m helpers.tc_train`); models without trained tables (SD v1.4 here) use per-image tables sent in
-#   the file, which cost about 100 bytes for SD's 4 channels.
+#   (`python -m helpers.methods.tc.tc_train`); models without trained tables (SD v1.4 here) use per-image
+#   tables sent in the file, which cost about 100 bytes for SD's 4 channels.

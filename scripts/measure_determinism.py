@@ -46,7 +46,7 @@ def threads_check(tmp: Path) -> dict:
     from helpers.models import load_taef2
 
     enc = encode(load_image(KODAK / "kodim23.png"), load_taef2(device="cpu"),
-                 CodecParams(policy="crop512", coder="arith"), target_bytes=5000)
+                 CodecParams(method="palette", policy="crop512", coder="arith"), target_bytes=5000)
     f = tmp / "k23.sdc"
     f.write_bytes(enc.data)
     out = {}
@@ -62,11 +62,11 @@ def threads_check(tmp: Path) -> dict:
 
 def tiling_check() -> dict:
     import torch
+    from PIL import Image
 
     from helpers.images import to_pil, to_tensor
+    from helpers.methods.palette.quantize import quantize_8bit
     from helpers.models import load_taef2
-    from helpers.quantize import quantize_8bit
-    from PIL import Image
 
     mosaic = Path(tempfile.gettempdir()) / "sdcomp-photos" / "mosaic_4000x3000.png"
     if not mosaic.is_file():

@@ -1,4 +1,4 @@
-"""Measure the lossless palette+index coders of helpers.entropy on Kodak-derived proxies.
+"""Measure the lossless palette+index coders of helpers.methods.palette.entropy on Kodak-derived proxies.
 
 The neural autoencoder is not needed: the proxies are dithered palette index maps with the
 same shape statistics as the codec's latents.
@@ -139,7 +139,7 @@ def parse_images(s: str):
 
 def main(argv=None) -> int:
     sys.path.insert(0, ROOT)
-    from helpers import entropy
+    from helpers.methods.palette import entropy
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kinds", default="rgba,proj4,proj32")

@@ -61,9 +61,9 @@ def main(argv=None) -> int:
 
     from helpers.codec import CodecParams, encode
     from helpers.images import list_images, to_nchw
+    from helpers.methods.palette.quantize import quantize_8bit
     from helpers.models import load_taef2
     from helpers.onnx_runtime import OrtSettings, load_taef2_onnx
-    from helpers.quantize import quantize_8bit
 
     torch_b = load_taef2(device="cpu")
     onnx_b = load_taef2_onnx()
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         p_t = pixels(torch_b.decode_array(z_t))
         p_o = pixels(onnx_b.decode_array(z_t))
         p_oo = pixels(onnx_b.decode_array(z_o))
-        params = CodecParams(colors=64)
+        params = CodecParams(method="palette", colors=64)
         f_t = encode(img, torch_b, params, latents=z_t[0]).data
         f_o = encode(img, onnx_b, params, latents=z_o[0]).data
         row = {"image": path.stem, "latent_maxabs": float(np.abs(z_o - z_t).max()), "q8": compare(q_o, q_t),

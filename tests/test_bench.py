@@ -281,7 +281,7 @@ IMAGES = ("kodim03", "kodim07", "kodim23")
 
 @pytest.fixture(scope="module")
 def small_run(kodak_dir, tmp_path_factory):
-    from helpers import entropy
+    from helpers.methods.palette import entropy
 
     out = tmp_path_factory.mktemp("bench")
     coders = [c for c in ("zlib", "arith") if c in getattr(entropy, "CODERS", {})]
@@ -351,7 +351,7 @@ def test_small_run_records(small_run):
 def test_small_run_coder_savings(small_run):
     doc, coders = small_run["doc"], small_run["coders"]
     if len(coders) < 2:
-        pytest.skip("only the zlib coder exists in helpers.entropy here")
+        pytest.skip("only the zlib coder exists in helpers.methods.palette.entropy here")
     sav = doc["coder_savings"]
     assert sorted(s["image"] for s in sav) == sorted(IMAGES)
     for s in sav:

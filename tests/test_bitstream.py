@@ -7,6 +7,9 @@ import pytest
 from helpers import bitstream
 from helpers.bitstream import Header
 from helpers.errors import BitstreamError
+from helpers.methods import registry
+
+assert registry.SHIPPED  # importing the registry hands the shipped methods to the container
 
 
 def _header(**kw):
@@ -76,38 +79,6 @@ def test_messages_are_one_line():
         with pytest.raises(BitstreamError) as exc:
             bitstream.unpack(bad)
         assert "\n" not in str(exc.value) and len(str(exc.value)) < 300
-
-
-def test_a_new_method_registers_its_own_checks_and_decoder():
-    """How a second latent coding method plugs in: its id, its header checks, its payload decoder."""
-    from helpers.bitstream import Limits, MethodSpec
-
-    def check(h, payload_len, limits):
-        if h.colors != 0 or payload_len != h.channels:
-            raise BitstreamError("toy method: one byte per channel and no palette")
-
-    def decode(h, payload, limits):
-        q = np.repeat(np.frombuffer(payload, np.uint8), h.latent_positions).reshape(
-            h.channels, h.latent_height, h.latent_width)
-        return None, None, q
-
-    spec = MethodSpec("toy-const", 200, check, decode)
-    bitstream.register_method(spec)
-    try:
-        h = _header(method="toy-const", channels=3, colors=0, coder="zlib")
-        data = bitstream.pack(h, b"\x01\x02\x03")
-        h2, payload = bitstream.unpack(data)
-        assert h2.method == "toy-const" and data[6] == 200
-        q = bitstream.decode_payload(h2, payload)[2]
-        assert q.shape == (3, 42, 63) and q[2].min() == 3
-        with pytest.raises(BitstreamError, match="toy method"):
-            bitstream.pack(h, b"\x01\x02")
-        with pytest.raises(ValueError, match="taken"):
-            bitstream.register_method(MethodSpec("other", 1, check, decode))  # kmeans owns id 1
-    finally:
-        for table in (bitstream.METHOD_SPECS, bitstream.METHODS):
-            table.pop("toy-const", None)
-        bitstream.METHOD_NAMES.pop(200, None)
 
 
 def test_header_checks_run_before_any_allocation():

@@ -47,7 +47,7 @@ def test_golden_pixels_within_one_level(name, taef2):
 def test_golden_tc_symbols_bit_exact(name):
     """The range decoder's integer output is exact; the float latent (wavelet + KLT synthesis) is within float
     rounding, which BLAS and thread counts may change."""
-    from helpers import tcoder
+    from helpers.methods.tc import tcoder
 
     data = (GOLDEN / f"{name}.sdc").read_bytes()
     want = MANIFEST_TC[name]

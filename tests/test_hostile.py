@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import bitstream, entropy
+from helpers import bitstream
 from helpers.bitstream import Header, Limits
 from helpers.cli import main
 from helpers.errors import BitstreamError
 from helpers.fuzz import _Raw
+from helpers.methods.palette import entropy
 
 
 def _valid(coder="zlib", K=8, C=32, lh=4, lw=5, method="kmeans", seed=0, fingerprint=1) -> bytes:

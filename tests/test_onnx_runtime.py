@@ -16,7 +16,7 @@ from PIL import Image
 from helpers.codec import CodecParams, decode, encode, encode_latents
 from helpers.errors import SDCError
 from helpers.images import from_nchw, to_nchw
-from helpers.quantize import quantize_8bit
+from helpers.methods.palette.quantize import quantize_8bit
 from tests.conftest import KODAK, ROOT, TAEF2_DIR, need_shared
 
 pytest.importorskip("onnxruntime")
@@ -92,7 +92,7 @@ def test_onnx_agrees_with_pytorch_within_one_level(taef2, onnx_taef2, crop256):
 def test_same_latents_give_the_same_bytes_and_cross_decode(taef2, onnx_taef2, crop256):
     z = encode_latents(taef2, crop256)
     for coder in ("zlib", "arith"):
-        params = CodecParams(colors=1024, coder=coder)
+        params = CodecParams(method="palette", colors=1024, coder=coder)
         a = encode(crop256, taef2, params, target_bytes=2000, latents=z)
         b = encode(crop256, onnx_taef2, params, target_bytes=2000, latents=z)
         assert a.data == b.data and a.nbytes <= 2000

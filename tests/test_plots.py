@@ -83,9 +83,9 @@ def test_comparison_figure_with_missing_baselines(taef2):
 
     rng = np.random.default_rng(2)
     img = Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8))
-    a = compare_image(img, taef2, "a", CodecParams(colors=16), codecs=["jpeg", "webp"], rules=("ge",),
+    a = compare_image(img, taef2, "a", CodecParams(method="palette", colors=16), codecs=["jpeg", "webp"], rules=("ge",),
                       with_lpips=False)
-    b = compare_image(img, taef2, "b", CodecParams(colors=16), codecs=["jpeg", "webp"], rules=("ge",),
+    b = compare_image(img, taef2, "b", CodecParams(method="palette", colors=16), codecs=["jpeg", "webp"], rules=("ge",),
                       with_lpips=False)
     del a.baselines["ge"]["webp"]  # as when a codec cannot reach the size for one image
     assert [k for k, *_ in a.panels("ge")] == ["original", "jpeg", "ours"]
@@ -104,7 +104,7 @@ def test_comparison_figure_perceptual_line(taef2):
 
     rng = np.random.default_rng(3)
     img = Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8))
-    comp = compare_image(img, taef2, "a", CodecParams(colors=16), codecs=["jpeg"], rules=("ge",),
+    comp = compare_image(img, taef2, "a", CodecParams(method="palette", colors=16), codecs=["jpeg"], rules=("ge",),
                          metric_keys=("psnr", "cvvdp", "ssimulacra2"))
     titles = [ax.get_title() for ax in comparison_figure([comp]).axes]
     ours = next(t for t in titles if t.startswith("ours"))

@@ -2,9 +2,16 @@ import numpy as np
 import pytest
 
 from helpers.errors import SDCError
+from helpers.methods.palette.quantize import (
+    apply_palette,
+    error_diffusion,
+    kmeans,
+    palette_kmeans,
+    palette_libimagequant,
+    quantize_8bit,
+    unquantize_8bit,
+)
 from helpers.models import SD_QUANT_SPAN
-from helpers.quantize import (apply_palette, error_diffusion, kmeans, palette_kmeans, palette_libimagequant,
-                              quantize_8bit, unquantize_8bit)
 
 
 def test_sd_span_is_the_original_constant():

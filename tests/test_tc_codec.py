@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import bitstream, tcoder
+from helpers import bitstream
 from helpers.codec import CodecParams, decode, encode
 from helpers.errors import BitstreamError
 from helpers.images import apply_policy, load_image
+from helpers.methods.tc import tcoder
 from helpers.metrics import psnr
 
 ROOT = Path(__file__).resolve().parents[1]

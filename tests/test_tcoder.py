@@ -8,8 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from helpers import tcoder as T
 from helpers.errors import BitstreamError, BudgetError
+from helpers.methods.tc import tcoder as T
 
 
 def _latent(c=32, h=64, w=64, seed=0):

@@ -69,9 +69,9 @@ def _select_backends(specs: Sequence[str], device) -> list[tuple[str, Any]]:
 
 
 def _resolve_coders(coders: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """Our variants that exist now (palette coders of helpers.entropy, the tc variants); the others are skipped
+    """Our variants that exist now (the palette method's coders, the tc variants); the others are skipped
     with a reason (re-run to add them)."""
-    from .. import entropy
+    from ..methods.palette import entropy
     from .config import TC_VARIANTS
 
     known = getattr(entropy, "CODERS", None)
@@ -83,11 +83,11 @@ def _resolve_coders(coders: Sequence[str]) -> tuple[list[str], dict[str, str]]:
             if c == "zlib":
                 ok.append(c)  # pragma: no cover - the codec needs entropy.CODERS for every coder
             else:
-                skipped[c] = "helpers.entropy.CODERS is not defined yet"
+                skipped[c] = "the palette method's entropy.CODERS is not defined yet"
         elif c in known:
             ok.append(c)
         else:
-            skipped[c] = f"not in helpers.entropy.CODERS ({', '.join(known)}) nor a tc variant ({', '.join(TC_VARIANTS)})"
+            skipped[c] = f"not a palette coder ({', '.join(known)}) nor a tc variant ({', '.join(TC_VARIANTS)})"
     if "zlib" not in ok:
         raise SDCError("the benchmark needs the zlib coder (the reference for identical_to_zlib and savings); "
                        "keep zlib in --coders")

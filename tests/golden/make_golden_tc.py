@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from helpers import bitstream, tcoder  # noqa: E402
+from helpers import bitstream  # noqa: E402
 from helpers.codec import CodecParams, decode, encode, unpack_payload  # noqa: E402
+from helpers.methods.tc import tcoder  # noqa: E402
 from helpers.models import load_backend, load_taef2, make_tiny_sd  # noqa: E402
 
 out = Path(__file__).resolve().parent

@@ -1,7 +1,7 @@
-"""Train the transform coder's tables (:mod:`helpers.tcoder`) for one autoencoder, on licensed photos.
+"""Train the transform coder's tables (:mod:`.tcoder`) for one autoencoder, on licensed photos.
 
-    python -m helpers.tc_train                      # TAEF2 -> helpers/data/tc_<fingerprint>.npz (shipped)
-    python -m helpers.tc_train --model CompVis/stable-diffusion-v1-4 --out ~/.cache/sdcomp/tc/   # SD, on Colab
+    python -m helpers.methods.tc.tc_train           # TAEF2 -> helpers/data/tc_<fingerprint>.npz (shipped)
+    python -m helpers.methods.tc.tc_train --model CompVis/stable-diffusion-v1-4 --out ~/.cache/sdcomp/tc/  # SD, Colab
 
 What is learned (never from Kodak: the photos are :data:`helpers.photos.PHOTOS` minus the holdout set):
 
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ...errors import SDCError
 from . import tcoder as T
-from .errors import SDCError
 
 SIDE = 64  # latent side of the 512x512 training crops (8x downsampling)
 MIN_CELL = 500  # context cells with fewer training symbols keep offset 0
@@ -40,7 +40,7 @@ def _crops(paths, seed: int = 0, extra: int = 2):
     """The central crop512 of each photo plus ``extra`` random 512x512 crops at other scales."""
     from PIL import Image
 
-    from .photos import crop512
+    from ...photos import crop512
 
     rng = np.random.default_rng(seed)
     for p in paths:
@@ -65,7 +65,7 @@ def _decoder_pixels(backend):
 
 def synthesis_matrix(levels: int, side: int = SIDE) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """S (side^2 x side^2): column i = the latent-domain signal of unit coefficient i (bands flattened in
-    :func:`helpers.tcoder.dwt2` order)."""
+    :func:`helpers.methods.tc.tcoder.dwt2` order)."""
     shapes = T.band_shapes(side, side, levels)
     sizes = [a * b for a, b in shapes]
     n = sum(sizes)
@@ -111,12 +111,12 @@ def fit_offsets(latents: list[np.ndarray], tables: T.Tables, levels: int, steps:
             q = T.quantize(coeffs, k)
             absq = [np.abs(x) for x in q]
             for b, x in enumerate(q):
-                for g, t, chans, mask in T._passes(C, x.shape[1:]):
-                    act = T._activity(absq, b, g, t, chans, mask)
-                    base = tables.base[levels][b][np.asarray(chans)][:, None] - T._class_shift(k)
+                for g, t, chans, mask in T.passes(C, x.shape[1:]):
+                    act = T.activity(absq, b, g, t, chans, mask)
+                    base = tables.base[levels][b][np.asarray(chans)][:, None] - T.class_shift(k)
                     ys, xs = np.nonzero(mask)
                     vals = x[np.asarray(chans)][:, ys, xs]
-                    bk = T._bucket(act)
+                    bk = T.bucket(act)
                     for u in np.unique(bk):
                         sel = bk == u
                         cells.setdefault((0 if b == 0 else 1, g, t, int(u)), []).append(
@@ -137,7 +137,7 @@ def train(backend, photos: list[Path], probes: int = 3, extra_crops: int = 2, ma
           seed: int = 0, progress: bool = True) -> tuple[T.Tables, dict]:
     import torch
 
-    from .codec import encode_latents
+    from ...codec import encode_latents
 
     t_start = time.perf_counter()
     latents = [encode_latents(backend, im, seed) for im in
@@ -211,7 +211,7 @@ def _steps_for_rates(latents, tables, levels, rates) -> list[float]:
             for z in latents[:4]:
                 q = T.quantize(T.analyze(z, tables, levels), k)
                 for b, x in enumerate(q):
-                    cls = np.clip(tables.base[levels][b][:, None] - T._class_shift(k), 0, T.N_CLASSES - 1)
+                    cls = np.clip(tables.base[levels][b][:, None] - T.class_shift(k), 0, T.N_CLASSES - 1)
                     cls = np.broadcast_to(cls, (x.shape[0], x[0].size))
                     bits += _code_length(fb, shift, cls.ravel(), x.reshape(x.shape[0], -1).ravel())
                     n += x.size
@@ -223,7 +223,7 @@ def _steps_for_rates(latents, tables, levels, rates) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m helpers.tc_train", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m helpers.methods.tc.tc_train", description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="taef2", help="taef2 (default), an SD1.x hub id or folder, a TAEF2 folder")
     ap.add_argument("--photos", default=None, help="photo cache folder (default: fetched by helpers.photos)")
     ap.add_argument("--out", default=None,
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--classes-only", action="store_true", help="only (re)write helpers/data/tc_classes.npz")
     args = ap.parse_args(argv)
-    from .errors import guarded
+    from ...errors import guarded
 
     def run() -> int:
         if args.classes_only:
@@ -243,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             np.savez(T.CLASS_TABLES, freq=freq, shift=shift)
             print(T.CLASS_TABLES)
             return 0
-        from .models import load_backend
-        from .photos import train_photos
+        from ...models import load_backend
+        from ...photos import train_photos
 
         backend = load_backend(args.model, device=args.device)
         photos = train_photos(Path(args.photos) if args.photos else None)

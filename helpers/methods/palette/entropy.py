@@ -53,7 +53,7 @@ import zlib
 
 import numpy as np
 
-from .errors import BitstreamError
+from ...errors import BitstreamError
 
 __all__ = [
     "pack_zlib",
@@ -843,4 +843,4 @@ CODERS = {
 }
 
 # stable ids for the file header -- never renumber
-CODER_IDS = {"zlib": 0, "arith": 1, "lzma": 2, "range": 3}  # range: the tc method's constriction coder (helpers.tcoder)
+CODER_IDS = {"zlib": 0, "arith": 1, "lzma": 2}  # id 3 is the tc method's range coder (helpers.methods.tc)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import SDCError
+from ...errors import SDCError
 
 
 def quantize_8bit(z: np.ndarray, span: float) -> np.ndarray:

@@ -14,7 +14,7 @@ Transform (numpy only, no torch):
    band's coefficients *in a metric where squared coefficient error equals squared pixel error*. The metric
    is ``G_b = E[J_b^T J_b]``, the decoder's Jacobian restricted to the band's coefficients, measured on
    licensed photographs by back-propagating random pixel-space probes through the decoder
-   (:mod:`helpers.tc_train`). Low spatial frequencies and a few channel directions matter far more to the
+   (:mod:`helpers.methods.tc.tc_train`). Low spatial frequencies and a few channel directions matter far more to the
    decoder than the rest; PCA in the plain latent space ignores that and renders grey, washed-out pictures.
 
 Because every coefficient's squared error is (to first order) squared pixel error, one quantization step
@@ -37,7 +37,7 @@ or altered payload is an error.
 
 Models without trained tables (SD v1.x here, where the weights cannot be downloaded, or any new model) use
 *inline* tables: a per-image channel KLT (plain latent metric) and per-band scales, sent in the payload
-(about 100 bytes for SD's 4 channels). ``python -m helpers.tc_train --model ...`` trains real tables.
+(about 100 bytes for SD's 4 channels). ``python -m helpers.methods.tc.tc_train --model ...`` trains real tables.
 
 Payload layout (little-endian)::
 
@@ -60,7 +60,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BitstreamError, BudgetError, SDCError
+from ...errors import BitstreamError, BudgetError, SDCError
+from ..base import fit_budget
 
 PAYLOAD_VERSION = 1
 MAX_LEVELS = 4
@@ -74,7 +75,7 @@ ESC = 2 * M + 1
 N_BUCKETS = 8
 G1 = 8  # channels [0, G1) form the first group; the rest use them as cross-channel context
 MAX_ABS_Q = 1 << 24  # quantized values are clamped here (far beyond any real latent)
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # helpers/data
 CLASS_TABLES = DATA_DIR / "tc_classes.npz"
 
 # CDF 9/7 lifting constants (Daubechies & Sweldens), with the usual normalisation K
@@ -153,7 +154,7 @@ def idwt2(bands: list[np.ndarray]) -> np.ndarray:
 
 
 def band_shapes(h: int, w: int, levels: int) -> list[tuple[int, int]]:
-    shapes, sizes = [], [(h, w)]
+    sizes = [(h, w)]
     for _ in range(levels):
         hh_, ww_ = sizes[-1]
         sizes.append(((hh_ + 1) // 2, (ww_ + 1) // 2))
@@ -180,8 +181,8 @@ def parent_of(b: int) -> int | None:
 def class_tables() -> tuple[np.ndarray, np.ndarray]:
     """(frequencies (N_CLASSES, 2M+2) uint32, low-bit counts r (N_CLASSES,) int) shipped in data/tc_classes.npz."""
     if not CLASS_TABLES.is_file():
-        raise SDCError(f"{CLASS_TABLES} is missing: reinstall sdcomp-notebooks (or run python -m helpers.tc_train "
-                       f"--classes-only)")
+        raise SDCError(f"{CLASS_TABLES} is missing: reinstall sdcomp-notebooks (or run "
+                       f"python -m helpers.methods.tc.tc_train --classes-only)")
     with np.load(CLASS_TABLES) as d:
         return d["freq"].astype(np.uint32), d["shift"].astype(np.int64)
 
@@ -321,7 +322,7 @@ def k_of(step: float) -> int:
     return int(np.clip(np.round(np.log2(step) * K_PER_OCTAVE) + K_ZERO, 0, 65535))
 
 
-def _class_shift(k: int) -> int:
+def class_shift(k: int) -> int:
     # CLASS_PER_OCTAVE * log2(delta), rounded half up, in integers
     return (int(k) - K_ZERO + K_PER_OCTAVE // (2 * CLASS_PER_OCTAVE)) // (K_PER_OCTAVE // CLASS_PER_OCTAVE)
 
@@ -340,7 +341,7 @@ def dequantize(q: list[np.ndarray], k: int) -> list[np.ndarray]:
 # contexts: everything a decoder can compute before a pass, in integers
 # ----------------------------------------------------------------------------------------------
 
-def _bucket(a: np.ndarray) -> np.ndarray:
+def bucket(a: np.ndarray) -> np.ndarray:
     """Integer activity -> bucket min(bit_length(a), N_BUCKETS - 1)."""
     b = np.zeros(a.shape, np.int64)
     v = a.copy()
@@ -353,7 +354,7 @@ def _bucket(a: np.ndarray) -> np.ndarray:
     return b
 
 
-def _passes(C: int, shape: tuple[int, int]):
+def passes(C: int, shape: tuple[int, int]):
     """(group channels, parity) of each pass of one band, in coding order."""
     groups = [range(0, min(C, G1))] + ([range(G1, C)] if C > G1 else [])
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
@@ -363,7 +364,7 @@ def _passes(C: int, shape: tuple[int, int]):
             yield g, t, chans, par == t
 
 
-def _activity(absq: list[np.ndarray], b: int, g: int, t: int, chans: range, mask: np.ndarray) -> np.ndarray:
+def activity(absq: list[np.ndarray], b: int, g: int, t: int, chans: range, mask: np.ndarray) -> np.ndarray:
     """Activity (len(chans), n) for the masked positions of band b, from already decoded magnitudes."""
     cur = absq[b]
     h, w = cur.shape[1:]
@@ -390,8 +391,8 @@ def _activity(absq: list[np.ndarray], b: int, g: int, t: int, chans: range, mask
 def _classes(tables: Tables, levels: int, b: int, g: int, t: int, chans: range, act: np.ndarray,
              k: int) -> np.ndarray:
     base = tables.base[levels][b][np.asarray(chans)][:, None]
-    off = tables.offsets[0 if b == 0 else 1, g, t][_bucket(act)]
-    return np.clip(base - _class_shift(k) + off, 0, N_CLASSES - 1)
+    off = tables.offsets[0 if b == 0 else 1, g, t][bucket(act)]
+    return np.clip(base - class_shift(k) + off, 0, N_CLASSES - 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -473,8 +474,8 @@ def _code_passes(q: list[np.ndarray] | None, shapes, C: int, tables: Tables, lev
     for b, shape in enumerate(shapes):
         if shape[0] * shape[1] == 0:
             continue
-        for g, t, chans, mask in _passes(C, shape):
-            act = _activity(absq, b, g, t, chans, mask)
+        for g, t, chans, mask in passes(C, shape):
+            act = activity(absq, b, g, t, chans, mask)
             cls = _classes(tables, levels, b, g, t, chans, act, k).ravel()
             if cls.size == 0:
                 continue
@@ -580,6 +581,9 @@ class Coded:
 
     def latent(self) -> np.ndarray:
         return synthesize(dequantize(self.q, self.k), self.tables, self.levels)
+
+    def header_fields(self) -> dict:
+        return {"coder": "range", "colors": 0, "dithered": False}
 
 
 def _head(tables: Tables, levels: int, k: int) -> bytes:
@@ -735,20 +739,9 @@ def encode_latent(z: np.ndarray, fingerprint: int | None, k: int | None = None, 
         if k is None:
             k = k_of(step if step is not None else 1.0)
         return attempt(int(k)), trials
-    # the file size falls as the step grows: binary search for the finest step that fits
-    lo, hi = 0, 65535
-    best = None
-    coarse = attempt(hi)
+    # the file size falls as the step grows: the coarsest step must fit, then bisect for the finest that does
+    coarse = attempt(65535)
     if len(coarse.payload) + overhead > budget:
         raise BudgetError(f"cannot meet {budget} bytes: even the coarsest tc file is {len(coarse.payload) + overhead} "
                           f"bytes; raise --target-bytes")
-    best = coarse
-    # start from an estimate: bracket by octaves around delta = 1 first
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        c = attempt(mid)
-        if len(c.payload) + overhead <= budget:
-            best, hi = c, mid
-        else:
-            lo = mid
-    return best, trials
+    return fit_budget(lambda kk: (c := attempt(kk), len(c.payload) + overhead), 65535, 0, budget, coarse), trials
