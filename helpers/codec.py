@@ -115,20 +115,18 @@ class Decoded:
         return Image.fromarray(np.ascontiguousarray(self.pixels))
 
 
-def _sync(device) -> None:
-    if getattr(device, "type", None) == "cuda":  # only a torch backend on a GPU; torch is loaded then
-        import torch
-
-        torch.cuda.synchronize(device)
+def _sync(backend) -> None:
+    if backend is not None:
+        backend.synchronize()  # waits for a GPU's queued work; a no-op on the CPU
 
 
 @contextmanager
-def _timed(timings: dict, key: str, device=None, cpu: dict | None = None):
+def _timed(timings: dict, key: str, backend=None, cpu: dict | None = None):
     """Add the block's wall seconds to ``timings[key]`` (and its process CPU seconds to ``cpu[key]``)."""
-    _sync(device)
+    _sync(backend)
     t0, c0 = time.perf_counter(), time.process_time()
     yield
-    _sync(device)
+    _sync(backend)
     timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
     if cpu is not None:
         cpu[key] = cpu.get(key, 0.0) + time.process_time() - c0
@@ -141,8 +139,8 @@ def _timed(timings: dict, key: str, device=None, cpu: dict | None = None):
 def encode_latents(backend, img: Image.Image, seed: int = 0) -> np.ndarray:
     """Model input image (multiple of 8) -> raw latents (C, h, w) float32 (SD: posterior sample, fixed seed).
 
-    Any runtime: the backend's ``encode_array`` (PyTorch: :class:`helpers.models.Backend`; ONNX Runtime:
-    :class:`helpers.onnx_runtime.OnnxTAEF2Backend`) gets the same float32 array."""
+    Any runtime: the backend's ``encode_array`` (:class:`helpers.backends.base.Backend`: PyTorch or ONNX
+    Runtime) gets the same float32 array."""
     img = as_pil(img)
     if img.size[0] % backend.downsample or img.size[1] % backend.downsample:
         raise SDCError(f"image {img.size[0]}x{img.size[1]} is not a multiple of {backend.downsample}: "
@@ -267,7 +265,7 @@ def encode(img, backend, params: CodecParams | None = None, target_bytes: int | 
     cpu: dict[str, float] = {}
     model_img, size = apply_policy(img, params.policy, backend.downsample, params.max_pixels)
     if latents is None:
-        with _timed(timings, "vae_encode", backend.device, cpu):
+        with _timed(timings, "vae_encode", backend, cpu):
             latents = encode_latents(backend, model_img, params.seed)
     method = params.resolved_method(latents.shape[0])
     if method == "tc":
@@ -398,7 +396,7 @@ def decode_work(header: bitstream.Header, tile: int, cpus: int | None = None) ->
     """The work a (checked) header asks for: image size, decoder tiles of ``tile`` pixels, estimated time."""
     import os
 
-    from .tiling import tile_grid
+    from .backends.tiling import tile_grid
 
     tiles = len(tile_grid(header.latent_height, header.latent_width, max(1, tile // 8)))
     return DecodeWork(header.width, header.height, tiles, cpus or os.cpu_count() or 1)
@@ -424,15 +422,15 @@ def decode(data: bytes, backend, denoise: bool | None = None, progress: bool = F
     if do_denoise:
         import torch
 
-        from .denoise import DEFAULT_STEPS, DEFAULT_STRENGTH, denoise_latents
+        from .backends.denoise import DEFAULT_STEPS, DEFAULT_STRENGTH, denoise_latents
 
-        with _timed(timings, "denoise", backend.device, cpu):
+        with _timed(timings, "denoise", backend, cpu):
             strength = header.denoise_strength if header.denoise else DEFAULT_STRENGTH
             steps = header.denoise_steps if header.denoise else DEFAULT_STEPS
             z = denoise_latents(backend, torch.from_numpy(z)[None], strength, steps, progress)[0].cpu().numpy()
             if release_denoiser:
                 backend.release_denoiser()
-    with _timed(timings, "vae_decode", backend.device, cpu):
+    with _timed(timings, "vae_decode", backend, cpu):
         pixels = decode_pixels(backend, z)
     if pixels.shape[:2] != (header.height, header.width):
         pixels = pixels[:header.height, :header.width]

@@ -221,7 +221,7 @@ def mutate(seed: bytes, kind: str, rng: np.random.Generator) -> bytes:
 
 def target(data: bytes, limits: bitstream.Limits = FUZZ_LIMITS) -> str:
     """What the CLI's decode does before the model runs: parse + check, model id, geometry, entropy decode."""
-    from .models import check_model_spec
+    from .backends.resolve import check_model_spec
 
     header, payload = bitstream.unpack(data, limits)
     check_model_spec(header.model_id, from_file=True)
@@ -364,7 +364,7 @@ CAP_AS_LIMIT = int(2.5 * 2**30)
 class StubDecoder:
     """A stand-in for TAEF2 with its decode path but no network: each latent tile becomes 8x8 pixel blocks of its
     first three channels (tanh-squashed), written tile by tile into the uint8 output as the real backends do
-    (:func:`helpers.tiling.tiled_apply` with a sink, :func:`helpers.images.signed_to_uint8`). It accepts any
+    (:func:`helpers.backends.tiling.tiled_apply` with a sink, :func:`helpers.images.signed_to_uint8`). It accepts any
     file's fingerprint and channel count, so the rest of the CLI decode (header checks, payload decoding,
     output allocation, PNG writing) runs at full size in seconds."""
 
@@ -390,7 +390,7 @@ class StubDecoder:
 
     def decode_uint8(self, z: np.ndarray) -> np.ndarray:
         from .images import signed_to_uint8
-        from .tiling import tiled_apply
+        from .backends.tiling import tiled_apply
 
         _, c, h, w = z.shape
         out = np.empty((8 * h, 8 * w, 3), dtype=np.uint8)

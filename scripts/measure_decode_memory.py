@@ -45,7 +45,7 @@ def _latent_file(size: int, folder: Path) -> Path:
 
     from helpers import bitstream
     from helpers.images import to_nchw
-    from helpers.models import load_taef2
+    from helpers.backends.taef2 import load_taef2
     from helpers.quantize import quantize_8bit
 
     path = folder / f"latents_{size}.sdc"

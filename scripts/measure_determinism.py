@@ -29,7 +29,7 @@ import sys, json, numpy as np, torch
 torch.set_num_threads(int(sys.argv[1]))
 from helpers import bitstream
 from helpers.codec import decode
-from helpers.models import load_taef2
+from helpers.backends.taef2 import load_taef2
 data = open(sys.argv[2], 'rb').read()
 h, p = bitstream.unpack(data)
 q = bitstream.decode_payload(h, p)[2]
@@ -43,7 +43,7 @@ def threads_check(tmp: Path) -> dict:
 
     from helpers.codec import CodecParams, encode
     from helpers.images import load_image
-    from helpers.models import load_taef2
+    from helpers.backends.taef2 import load_taef2
 
     enc = encode(load_image(KODAK / "kodim23.png"), load_taef2(device="cpu"),
                  CodecParams(policy="crop512", coder="arith"), target_bytes=5000)
@@ -64,7 +64,7 @@ def tiling_check() -> dict:
     import torch
 
     from helpers.images import to_pil, to_tensor
-    from helpers.models import load_taef2
+    from helpers.backends.taef2 import load_taef2
     from helpers.quantize import quantize_8bit
     from PIL import Image
 

@@ -61,8 +61,8 @@ def main(argv=None) -> int:
 
     from helpers.codec import CodecParams, encode
     from helpers.images import list_images, to_nchw
-    from helpers.models import load_taef2
-    from helpers.onnx_runtime import OrtSettings, load_taef2_onnx
+    from helpers.backends.taef2 import load_taef2
+    from helpers.backends.onnx_runtime import OrtSettings, load_taef2_onnx
     from helpers.quantize import quantize_8bit
 
     torch_b = load_taef2(device="cpu")

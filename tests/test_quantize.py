@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from helpers.errors import SDCError
-from helpers.models import SD_QUANT_SPAN
+from helpers.backends.sd import SD_QUANT_SPAN
 from helpers.quantize import (apply_palette, error_diffusion, kmeans, palette_kmeans, palette_libimagequant,
                               quantize_8bit, unquantize_8bit)
 
