@@ -73,6 +73,21 @@ def test_same_fingerprint_and_geometry_as_pytorch(taef2, onnx_taef2):
     assert "ONNX Runtime" in onnx_taef2.describe()
 
 
+def test_both_runtimes_implement_the_backend_protocol(taef2, onnx_taef2):
+    """One protocol, subclassed explicitly: where a backend runs is a string, not a (fake) torch device."""
+    from helpers.backends.base import Backend
+    from helpers.backends.torch_base import TorchBackend
+
+    assert isinstance(taef2, TorchBackend) and not isinstance(onnx_taef2, TorchBackend)
+    for b, runtime in ((taef2, "torch"), (onnx_taef2, "onnx")):
+        assert isinstance(b, Backend) and b.runtime == runtime and b.kind == "taef2"
+        assert b.device_name == "cpu" and b.device_type == "cpu"
+        assert not b.has_unet and not b.random_weights
+        b.synchronize()  # a no-op on the CPU
+    assert str(taef2.device) == taef2.device_name
+    assert not hasattr(onnx_taef2, "device") and not hasattr(onnx_taef2, "dtype")
+
+
 def test_onnx_agrees_with_pytorch_within_one_level(taef2, onnx_taef2, crop256):
     """The measured bound (README, Runtimes): latents within 1e-4, at most 1 of 8-bit latent levels and decoded
     pixel levels apart, on well under 0.1 % of the values."""
