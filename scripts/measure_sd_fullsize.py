@@ -176,7 +176,8 @@ def main(argv=None) -> int:
         tmp.rmdir()
     load2 = os.getloadavg()
     result = {
-        "note": "SD v1.4 architecture with RANDOM weights (helpers.backends.sd14): pictures are noise; cost and plumbing only",
+        "note": ("SD v1.4 architecture with RANDOM weights (helpers.backends.sd14): pictures are noise; cost and "
+                 "plumbing only"),
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "python": platform.python_version(), "torch": torch.__version__,
                     "loadavg_start": [round(v, 2) for v in load0], "loadavg_after_in_process": [round(v, 2) for v in load1],

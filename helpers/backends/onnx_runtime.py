@@ -2,21 +2,22 @@
 without torch.
 
 The CLI's TAEF2 path (``--runtime onnx``, or ``auto`` on a CPU) runs the halves the PyTorch backend tiles
-(:func:`helpers.backends.taef2.split_encoder` / :func:`~helpers.backends.taef2.split_decoder`) as six ONNX
-graphs. The GroupNorm blocks (global statistics) run untiled at latent resolution: ``enc_global`` (features ->
-latents) and ``dec_global`` (clamp + GroupNorm blocks). The local parts run in tiles
-(:func:`helpers.backends.tiling.tiled_apply`, the same tiles and halos as PyTorch: ``SDCOMP_TILE`` pixels,
-default 1024, halos of 72 pixels / 9 latent samples), and within each tile their full-resolution layers
-(:func:`helpers.backends.taef2.split_fullres`) run once more in tiles of :data:`INNER_TILE` pixels (halos 6 pixels / 3 half-resolution samples, from the receptive
-field): ``enc_first`` (image -> 1/2) then ``enc_mid`` (1/2 -> 64 features at 1/8); ``dec_mid`` (latent
-features -> 1/2) then ``dec_last`` (1/2 -> image). A 64-channel activation at full resolution is the largest
-tensor of either network (64 MiB at 512x512, three alive at once): the inner tiles cut a 512x512 decode's
-activation peak from ~192 MiB to ~75 MiB, and a 1024-pixel tile's from ~940 MiB to ~280 MiB, for 1-7 %
-more CPU (measured). Tiling is exact: every output sample sees exactly the inputs it would untiled.
-Above :data:`~helpers.backends.taef2_spec.STREAM_GLOBAL_ABOVE` latent positions ``dec_global`` is replaced by
-seven smaller graphs (``dec_head``, and per GroupNorm block ``dec_gn<i>_hidden`` / ``dec_gn<i>_apply``) run in
-tiles by :func:`helpers.backends.tiling.streamed_global`, and :meth:`OnnxTAEF2Backend.decode_uint8` writes each
-tile straight into the 8-bit image: a decode's memory is then two 64-channel feature maps at latent resolution plus one tile.
+(:func:`helpers.backends.taef2.split_encoder` / :func:`~helpers.backends.taef2.split_decoder`) as six ONNX graphs.
+The GroupNorm blocks (global statistics) run untiled at latent resolution: ``enc_global`` (features -> latents)
+and ``dec_global`` (clamp + GroupNorm blocks). The local parts run in tiles
+(:func:`helpers.backends.tiling.tiled_apply`, the same tiles and halos as PyTorch: ``SDCOMP_TILE`` pixels, default
+1024, halos of 72 pixels / 9 latent samples), and within each tile their full-resolution layers
+(:func:`helpers.backends.taef2.split_fullres`) run once more in tiles of :data:`INNER_TILE` pixels (halos 6 pixels
+/ 3 half-resolution samples, from the receptive field): ``enc_first`` (image -> 1/2) then ``enc_mid`` (1/2 -> 64
+features at 1/8); ``dec_mid`` (latent features -> 1/2) then ``dec_last`` (1/2 -> image). A 64-channel activation
+at full resolution is the largest tensor of either network (64 MiB at 512x512, three alive at once): the inner
+tiles cut a 512x512 decode's activation peak from ~192 MiB to ~75 MiB, and a 1024-pixel tile's from ~940 MiB to
+~280 MiB, for 1-7 % more CPU (measured). Tiling is exact: every output sample sees exactly the inputs it would
+untiled. Above :data:`~helpers.backends.taef2_spec.STREAM_GLOBAL_ABOVE` latent positions ``dec_global`` is
+replaced by seven smaller graphs (``dec_head``, and per GroupNorm block ``dec_gn<i>_hidden`` /
+``dec_gn<i>_apply``) run in tiles by :func:`helpers.backends.tiling.streamed_global`, and
+:meth:`OnnxTAEF2Backend.decode_uint8` writes each tile straight into the 8-bit image: a decode's memory is then
+two 64-channel feature maps at latent resolution plus one tile.
 
 **Cache.** The graphs are exported by ``torch.onnx.export`` (the TorchScript exporter, ``dynamo=False``:
 the dynamo exporter needs ``onnxscript``, which is not installed here; opset 17, dynamic batch/height/width)
