@@ -64,6 +64,7 @@ import numpy as np
 from ..errors import SDCError
 from . import taef2_spec as spec
 from .base import Backend
+from .resolve import cache_root
 from .taef2_spec import BLOCK_HALO, HEAD_HALO, TAEF2_MODEL_ID, default_taef2_dir, taef2_weight_files, tile_side
 from .tiling import streamed_global, tiled_apply
 
@@ -99,15 +100,6 @@ INNER_TILE = 256
 
 class CacheError(SDCError):
     """A cached graph folder is missing, stale or corrupt (internal: triggers a re-export when possible)."""
-
-
-def cache_root() -> Path:
-    """The user cache folder: ``$SDCOMP_CACHE``, else ``$XDG_CACHE_HOME/sdcomp``, else ``~/.cache/sdcomp``."""
-    env = os.environ.get("SDCOMP_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "sdcomp"
 
 
 def _sha256_file(path: Path) -> str:
@@ -565,5 +557,5 @@ def load_taef2_onnx(directory: str | Path | None = None, purpose: str | None = N
     return backend
 
 
-__all__ = ["CacheError", "OnnxTAEF2Backend", "OrtSettings", "cache_root", "ensure_graphs", "export_graphs",
+__all__ = ["CacheError", "OnnxTAEF2Backend", "OrtSettings", "ensure_graphs", "export_graphs",
            "graphs_dir", "load_taef2_onnx", "read_manifest", "weights_digest"]

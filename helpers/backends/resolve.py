@@ -31,6 +31,16 @@ STANDIN_MODEL_ID = "sd-v1-4-standin-random"
 RUNTIMES = ("auto", "torch", "onnx")
 
 
+def cache_root() -> Path:
+    """The user cache folder (ONNX graphs, the SD v1.4 stand-in, benchmark sweeps): ``$SDCOMP_CACHE``, else
+    ``$XDG_CACHE_HOME/sdcomp``, else ``~/.cache/sdcomp``."""
+    env = os.environ.get("SDCOMP_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "sdcomp"
+
+
 def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     """True when the Hugging Face hub answers on port 443 (and HF_HUB_OFFLINE is not set)."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 #: What the model folder's ``model_index.json`` records as ``_name_or_path`` (= the model id in .sdc headers).
-from .resolve import STANDIN_MODEL_ID
+from .resolve import STANDIN_MODEL_ID, cache_root
 
 #: Bumped when the builder writes something different for the same configurations.
 BUILDER_VERSION = 1
@@ -180,21 +180,13 @@ def config_hash(seed: int = SEED, dtype: str = "float32") -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def _cache_root() -> Path:
-    env = os.environ.get("SDCOMP_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "sdcomp"
-
-
 def default_dir(seed: int = SEED, dtype: str = "float32") -> Path:
     """``$SDCOMP_SD14_STANDIN`` when set, else ``<cache>/sd14_standin/<config hash>`` (cache: ``$SDCOMP_CACHE``,
     ``$XDG_CACHE_HOME/sdcomp`` or ``~/.cache/sdcomp``)."""
     env = os.environ.get("SDCOMP_SD14_STANDIN")
     if env:
         return Path(env).expanduser()
-    return _cache_root() / "sd14_standin" / config_hash(seed, dtype)
+    return cache_root() / "sd14_standin" / config_hash(seed, dtype)
 
 
 def is_complete(directory: str | Path, seed: int = SEED, dtype: str = "float32") -> bool:
