@@ -2,7 +2,7 @@
 
 Errors on bad input print one line (``error: ...``) and exit with status 2; no traceback.
 
-``encode`` / ``decode`` import only what the chosen runtime needs (:mod:`helpers.runtime`): with TAEF2 on
+``encode`` / ``decode`` import only what the chosen runtime needs (:mod:`helpers.backends.resolve`): with TAEF2 on
 ONNX Runtime (``--runtime auto`` on a CPU) no torch, diffusers, transformers, matplotlib or metric library is
 imported. With ``SDCOMP_TIMING=FILE`` they write per-stage wall/CPU seconds and peak RSS to FILE (JSON; read by
 ``python -m helpers.bench --cli``).
@@ -148,7 +148,7 @@ class StageLog:
 
 def _resolve_runtime(spec, args) -> tuple[str, Path | None]:
     """(runtime, TAEF2 folder or None) for ``--runtime``; imports that runtime's framework (the imports stage)."""
-    from .runtime import choose_runtime, taef2_dir_of
+    from .backends.resolve import choose_runtime, taef2_dir_of
 
     choice = getattr(args, "runtime", "torch")
     if getattr(args, "effort", 0):  # gradients through the decoder: PyTorch only
@@ -159,22 +159,22 @@ def _resolve_runtime(spec, args) -> tuple[str, Path | None]:
     taef2_dir = None if choice == "torch" else taef2_dir_of(spec)
     runtime = choose_runtime(choice, taef2_dir, args.device)
     if runtime == "onnx":
-        from .onnx_runtime import import_onnxruntime
+        from .backends.onnx_runtime import import_onnxruntime
 
         import_onnxruntime()
     else:
-        from . import models  # noqa: F401 - imports torch
+        from .backends import load  # noqa: F401 - imports torch
     return runtime, taef2_dir
 
 
 def _load(spec, device, runtime: str = "torch", taef2_dir: Path | None = None, purpose: str | None = None):
     if runtime == "onnx":
-        from .onnx_runtime import load_taef2_onnx, release_freed_memory_early
+        from .backends.onnx_runtime import load_taef2_onnx, release_freed_memory_early
 
         release_freed_memory_early()  # a process-wide allocator setting: the CLI's choice, not the library's
         backend = load_taef2_onnx(taef2_dir, purpose=purpose)
     else:
-        from .models import load_backend
+        from .backends.load import load_backend
 
         backend = load_backend(spec, device=device)
     print(f"model: {backend.describe()} (loaded in {backend.load_seconds:.1f}s)", file=sys.stderr)
@@ -310,7 +310,8 @@ def cmd_decode(args) -> int:
     from . import bitstream
     from .codec import decode, decode_work
     from .images import save_pixels
-    from .runtime import check_model_spec, tile_side
+    from .backends.resolve import check_model_spec
+    from .backends.taef2_spec import tile_side
 
     log = getattr(args, "stage_log", None) or StageLog()
     log.mark("imports")

@@ -107,8 +107,8 @@ class Decoded:
 def encode_latents(backend, img: Image.Image, seed: int = 0) -> np.ndarray:
     """Model input image (multiple of 8) -> raw latents (C, h, w) float32 (SD: posterior sample, fixed seed).
 
-    Any runtime: the backend's ``encode_array`` (PyTorch: :class:`helpers.models.Backend`; ONNX Runtime:
-    :class:`helpers.onnx_runtime.OnnxTAEF2Backend`) gets the same float32 array."""
+    Any runtime: the backend's ``encode_array`` (:class:`helpers.backends.base.Backend`: PyTorch or ONNX
+    Runtime) gets the same float32 array."""
     img = as_pil(img)
     if img.size[0] % backend.downsample or img.size[1] % backend.downsample:
         raise SDCError(f"image {img.size[0]}x{img.size[1]} is not a multiple of {backend.downsample}: "
@@ -170,7 +170,7 @@ def encode(img, backend, params: CodecParams | None = None, target_bytes: int | 
     stages = Stages(cache=cache)
     model_img, size = apply_policy(img, params.policy, backend.downsample, params.max_pixels)
     if latents is None:
-        with stages.timed("vae_encode", backend.device):
+        with stages.timed("vae_encode", backend):
             latents = encode_latents(backend, model_img, params.seed)
     method = registry.resolve(params.method, latents.shape[0])
     c, h, w = latents.shape
@@ -241,7 +241,7 @@ def decode_work(header: bitstream.Header, tile: int, cpus: int | None = None) ->
     """The work a (checked) header asks for: image size, decoder tiles of ``tile`` pixels, estimated time."""
     import os
 
-    from .tiling import tile_grid
+    from .backends.tiling import tile_grid
 
     tiles = len(tile_grid(header.latent_height, header.latent_width, max(1, tile // 8)))
     return DecodeWork(header.width, header.height, tiles, cpus or os.cpu_count() or 1)
@@ -265,15 +265,15 @@ def decode(data: bytes, backend, denoise: bool | None = None, progress: bool = F
     if do_denoise:
         import torch
 
-        from .denoise import DEFAULT_STEPS, DEFAULT_STRENGTH, denoise_latents
+        from .backends.denoise import DEFAULT_STEPS, DEFAULT_STRENGTH, denoise_latents
 
-        with stages.timed("denoise", backend.device):
+        with stages.timed("denoise", backend):
             strength = header.denoise_strength if header.denoise else DEFAULT_STRENGTH
             steps = header.denoise_steps if header.denoise else DEFAULT_STEPS
             z = denoise_latents(backend, torch.from_numpy(z)[None], strength, steps, progress)[0].cpu().numpy()
             if release_denoiser:
                 backend.release_denoiser()
-    with stages.timed("vae_decode", backend.device):
+    with stages.timed("vae_decode", backend):
         pixels = decode_pixels(backend, z)
     if pixels.shape[:2] != (header.height, header.width):
         pixels = pixels[:header.height, :header.width]

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import bitstream
+from .backends.base import Backend
 from .errors import SDCError
 from .methods import registry  # noqa: F401 - registers the shipped methods with the container
 from .methods.palette import entropy
@@ -223,7 +224,7 @@ def mutate(seed: bytes, kind: str, rng: np.random.Generator) -> bytes:
 
 def target(data: bytes, limits: bitstream.Limits = FUZZ_LIMITS) -> str:
     """What the CLI's decode does before the model runs: parse + check, model id, geometry, entropy decode."""
-    from .models import check_model_spec
+    from .backends.resolve import check_model_spec
 
     header, payload = bitstream.unpack(data, limits)
     check_model_spec(header.model_id, from_file=True)
@@ -363,10 +364,10 @@ TINY_8192 = bytes.fromhex("5344431a01000101010574616566322bba5bf7002000202000040
 CAP_AS_LIMIT = int(2.5 * 2**30)
 
 
-class StubDecoder:
+class StubDecoder(Backend):
     """A stand-in for TAEF2 with its decode path but no network: each latent tile becomes 8x8 pixel blocks of its
     first three channels (tanh-squashed), written tile by tile into the uint8 output as the real backends do
-    (:func:`helpers.tiling.tiled_apply` with a sink, :func:`helpers.images.signed_to_uint8`). It accepts any
+    (:func:`helpers.backends.tiling.tiled_apply` with a sink, :func:`helpers.images.signed_to_uint8`). It accepts any
     file's fingerprint and channel count, so the rest of the CLI decode (header checks, payload decoding,
     output allocation, PNG writing) runs at full size in seconds."""
 
@@ -377,22 +378,25 @@ class StubDecoder:
     load_seconds = 0.0
     progress = False
 
+    device_name = "cpu"
+
     def __init__(self, header: bitstream.Header, tile: int = 1024):
         self.model_id, self.fingerprint = header.model_id, header.fingerprint
         self.latent_channels, self.downsample, self.quant_span = header.channels, 8, header.quant_span
         self.tile = tile
 
-        class _Dev:
-            type = "cpu"
-
-        self.device = _Dev()
-
     def describe(self) -> str:
         return "stub decoder (fuzzing)"
 
+    def encode_array(self, x: np.ndarray, seed: int = 0) -> np.ndarray:
+        raise NotImplementedError("the stub decoder only decodes")
+
+    def decode_array(self, z: np.ndarray) -> np.ndarray:
+        return self.decode_uint8(z).transpose(2, 0, 1)[None].astype(np.float32) / np.float32(127.5) - np.float32(1)
+
     def decode_uint8(self, z: np.ndarray) -> np.ndarray:
+        from .backends.tiling import tiled_apply
         from .images import signed_to_uint8
-        from .tiling import tiled_apply
 
         _, c, h, w = z.shape
         out = np.empty((8 * h, 8 * w, 3), dtype=np.uint8)

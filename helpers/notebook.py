@@ -66,7 +66,7 @@ def load_model(model: str, fallback: str, device: str = "auto"):
     """The notebooks' model cell: load ``model`` (hub id, folder, ``taef2`` or ``auto``), falling back to
     ``fallback`` when it cannot be loaded (offline), and print what was loaded and why, with a loud warning for
     the tiny random SD pipeline of CI. Returns the backend."""
-    from .models import load_with_fallback
+    from .backends.load import load_with_fallback
 
     backend, why = load_with_fallback(model, fallback, device=device)
     if why:

@@ -69,7 +69,7 @@ import platform
 import torch
 from IPython.display import Markdown, display
 
-from helpers.models import default_dtype, memory_usage, parameter_count, select_device
+from helpers.backends.torch_base import default_dtype, memory_usage, parameter_count, select_device
 
 device = select_device(DEVICE)
 print(f"torch {torch.__version__} on {platform.platform()}")
@@ -102,8 +102,8 @@ for name, module in backend.components().items():
                  "dtype": str(backend.dtype).replace("torch.", ""), "device": str(backend.device)})
     print(f"{name:14s} {parameter_count(module) / 1e6:8.2f} M parameters")
 if backend.random_weights:
-    print("\nNOTE: RANDOM SD weights (the tiny CI pipeline or the full-size stand-in of helpers.sd14): real classes "
-          "and loading code, meaningless weights.")
+    print("\nNOTE: RANDOM SD weights (the tiny CI pipeline or the full-size stand-in of helpers.backends.sd14): "
+          "real classes and loading code, meaningless weights.")
 
 # %% [markdown]
 # ## UNet, CLIP text encoder and scheduler
@@ -139,7 +139,7 @@ else:
 # which changes the byte budget of every later step.
 
 # %%
-from helpers.models import load_taef2
+from helpers.backends.taef2 import load_taef2
 
 if SHOW_TAEF2 and backend.kind != "taef2":
     try:

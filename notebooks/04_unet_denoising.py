@@ -74,7 +74,9 @@ if SMOKE:
 import tempfile
 
 from helpers.errors import SDCError
-from helpers.models import DEFAULT_SD_MODEL, load_backend, make_tiny_sd
+from helpers.backends.load import load_backend
+from helpers.backends.resolve import DEFAULT_SD_MODEL
+from helpers.backends.tiny import make_tiny_sd
 
 backend = None
 for spec in dict.fromkeys([MODEL, DEFAULT_SD_MODEL]):  # MODEL first, then SD v1.4
@@ -134,7 +136,7 @@ print(f"{path.name}: {method} palette K={len(palette)}, dither {DITHER}: {psnr(r
 # %%
 import time
 
-from helpers.denoise import denoise_latents, denoise_timesteps
+from helpers.backends.denoise import denoise_latents, denoise_timesteps
 from helpers.report import markdown_table
 
 scheduler = backend.denoiser()["scheduler"]

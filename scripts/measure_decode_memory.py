@@ -46,9 +46,9 @@ def _latent_file(size: int, folder: Path) -> Path:
 
     from helpers import bitstream
     from helpers.images import to_nchw
+    from helpers.backends.taef2 import load_taef2
     from helpers.methods import registry  # noqa: F401 - hands the methods to the container
     from helpers.methods.palette.quantize import quantize_8bit
-    from helpers.models import load_taef2
 
     path = folder / f"latents_{size}.sdc"
     if path.exists():

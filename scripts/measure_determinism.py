@@ -29,7 +29,7 @@ import sys, json, numpy as np, torch
 torch.set_num_threads(int(sys.argv[1]))
 from helpers import bitstream
 from helpers.codec import decode
-from helpers.models import load_taef2
+from helpers.backends.taef2 import load_taef2
 data = open(sys.argv[2], 'rb').read()
 h, p = bitstream.unpack(data)
 q = bitstream.decode_payload(h, p)[2]
@@ -43,7 +43,7 @@ def threads_check(tmp: Path) -> dict:
 
     from helpers.codec import CodecParams, encode
     from helpers.images import load_image
-    from helpers.models import load_taef2
+    from helpers.backends.taef2 import load_taef2
 
     enc = encode(load_image(KODAK / "kodim23.png"), load_taef2(device="cpu"),
                  CodecParams(method="palette", policy="crop512", coder="arith"), target_bytes=5000)
@@ -65,8 +65,8 @@ def tiling_check() -> dict:
     from PIL import Image
 
     from helpers.images import to_pil, to_tensor
+    from helpers.backends.taef2 import load_taef2
     from helpers.methods.palette.quantize import quantize_8bit
-    from helpers.models import load_taef2
 
     mosaic = Path(tempfile.gettempdir()) / "sdcomp-photos" / "mosaic_4000x3000.png"
     if not mosaic.is_file():

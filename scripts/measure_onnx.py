@@ -61,9 +61,9 @@ def main(argv=None) -> int:
 
     from helpers.codec import CodecParams, encode
     from helpers.images import list_images, to_nchw
+    from helpers.backends.onnx_runtime import OrtSettings, load_taef2_onnx
+    from helpers.backends.taef2 import load_taef2
     from helpers.methods.palette.quantize import quantize_8bit
-    from helpers.models import load_taef2
-    from helpers.onnx_runtime import OrtSettings, load_taef2_onnx
 
     torch_b = load_taef2(device="cpu")
     onnx_b = load_taef2_onnx()

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     from PIL import Image
 
     from helpers.images import to_nchw
-    from helpers.onnx_runtime import load_taef2_onnx
+    from helpers.backends.onnx_runtime import load_taef2_onnx
 
     kodak = ROOT.parent / "shared" / "data" / "kodak"
     backend = load_taef2_onnx(ROOT.parent / "shared" / "weights" / "taef2")

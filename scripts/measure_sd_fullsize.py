@@ -1,4 +1,4 @@
-"""Cost of the 2022 method at SD v1.4's full size, on the random-weight stand-in (helpers.sd14), on CPU.
+"""Cost of the 2022 method at SD v1.4's full size, on the random-weight stand-in (helpers.backends.sd14), on CPU.
 
     python scripts/measure_sd_fullsize.py [--out results/sd_fullsize] [--image ../shared/data/kodak/kodim23.png]
 
@@ -76,11 +76,12 @@ def main(argv=None) -> int:
 
     import numpy as np
     import torch
-    from helpers import sd14
+    from helpers.backends import sd14
     from helpers.codec import CodecParams, decode_latents, encode, encode_latents
-    from helpers.denoise import denoise_latents
+    from helpers.backends.denoise import denoise_latents
     from helpers.images import apply_policy, load_image
-    from helpers.models import load_backend, parameter_count
+    from helpers.backends.load import load_backend
+    from helpers.backends.torch_base import parameter_count
 
     st = Stages()
     folder = sd14.default_dir()
@@ -159,7 +160,8 @@ def main(argv=None) -> int:
         tmp.rmdir()
     load2 = os.getloadavg()
     result = {
-        "note": "SD v1.4 architecture with RANDOM weights (helpers.sd14): pictures are noise; cost and plumbing only",
+        "note": ("SD v1.4 architecture with RANDOM weights (helpers.backends.sd14): pictures are noise; cost and "
+                 "plumbing only"),
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "python": platform.python_version(), "torch": torch.__version__,
                     "loadavg_start": [round(v, 2) for v in load0], "loadavg_after_in_process": [round(v, 2) for v in load1],
@@ -183,7 +185,7 @@ def flops() -> dict:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from helpers import sd14
+    from helpers.backends import sd14
 
     c = sd14.configs()
     out = {}
@@ -207,7 +209,7 @@ def _markdown(r: dict) -> str:
     lines = [
         "# SD v1.4 at full size on CPU: cost and plumbing (random weights)",
         "",
-        "**The weights are random** (`helpers.sd14`: SD v1.4's published VAE / UNet / CLIP text encoder / PNDM "
+        "**The weights are random** (`helpers.backends.sd14`: SD v1.4's published VAE / UNet / CLIP text encoder / PNDM "
         "configurations, seeded random weights): the decoded pictures are noise. Only time, memory, shapes and "
         "file sizes are measured here; the latent errors below compare the two latent coders at equal bytes on a "
         "4-channel latent, they say nothing about image quality.",

@@ -37,21 +37,21 @@ def kodak_dir() -> Path:
 @pytest.fixture(scope="session")
 def taef2():
     need_shared()
-    from helpers.models import load_taef2
+    from helpers.backends.taef2 import load_taef2
 
     return load_taef2(TAEF2_DIR, device="cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory) -> Path:
-    from helpers.models import make_tiny_sd
+    from helpers.backends.tiny import make_tiny_sd
 
     return make_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
 
 
 @pytest.fixture(scope="session")
 def tiny_sd(tiny_sd_dir):
-    from helpers.models import load_backend
+    from helpers.backends.load import load_backend
 
     return load_backend(str(tiny_sd_dir), device="cpu")
 

@@ -108,3 +108,54 @@ def test_decode_refuses_lossy_output_before_any_work(taef2, small_png, tmp_path,
     assert main(["decode", str(out), str(tmp_path / "k.jpg")]) == 2
     captured = capsys.readouterr()
     assert "lossless images only" in captured.err and "model:" not in captured.err  # no model was loaded
+
+
+def _sdcomp_target() -> str:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["sdcomp"]
+
+
+def test_sdcomp_console_command_runs_what_python_m_helpers_runs(taef2, small_png, tmp_path, capsys):
+    """``[project.scripts] sdcomp`` names the function ``python -m helpers`` calls, and that function encodes and
+    decodes when called as the console script calls it (argv from ``sys.argv``, exit status returned)."""
+    import ast
+    import importlib.metadata
+
+    import helpers.cli
+
+    target = _sdcomp_target()
+    fn = importlib.metadata.EntryPoint(name="sdcomp", value=target, group="console_scripts").load()
+    assert fn is helpers.cli.main
+    tree = ast.parse((ROOT / "helpers" / "__main__.py").read_text())
+    module, name = target.split(":")
+    assert any(isinstance(n, ast.ImportFrom) and n.level == 1 and f"helpers.{n.module}" == module
+               and name in [a.name for a in n.names] for n in ast.walk(tree)), "__main__ runs another function"
+    out, png = tmp_path / "a.sdc", tmp_path / "a.png"
+    argv = sys.argv
+    try:
+        sys.argv = ["sdcomp", "encode", str(small_png), str(out), "--model", str(TAEF2_DIR), "--target-bytes", "900",
+                    "--runtime", "torch"]
+        assert fn() == 0
+        sys.argv = ["sdcomp", "decode", str(out), str(png), "--runtime", "torch"]
+        assert fn() == 0
+    finally:
+        sys.argv = argv
+    assert out.stat().st_size <= 900 and Image.open(png).size == (84, 60)
+
+
+def test_installed_sdcomp_command_matches_pyproject():
+    """Where the package is installed with its console command (``pip install -e .``), the installed entry point is
+    the one pyproject.toml declares and the command starts."""
+    import importlib.metadata
+    import shutil
+
+    eps = importlib.metadata.entry_points(group="console_scripts", name="sdcomp")
+    if not eps:
+        pytest.skip("the installed metadata has no sdcomp command: reinstall with pip install -e . to get it")
+    assert next(iter(eps)).value == _sdcomp_target()
+    exe = shutil.which("sdcomp")
+    if exe is None:
+        pytest.skip("sdcomp is installed but not on PATH")
+    r = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0 and "encode" in r.stdout and "decode" in r.stdout

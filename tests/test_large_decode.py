@@ -23,7 +23,7 @@ from helpers.cli import main
 from helpers.codec import decode_work
 from helpers.errors import is_out_of_memory
 from helpers.images import from_nchw, save_pixels, signed_to_uint8, to_nchw, write_png
-from helpers.tiling import tiled_apply
+from helpers.backends.tiling import tiled_apply
 from tests.conftest import KODAK, ROOT, TAEF2_DIR, need_shared
 from tests.test_hostile import _valid
 
@@ -66,7 +66,7 @@ def test_signed_to_uint8_into_a_view_equals_from_nchw():
 @pytest.fixture(scope="module")
 def latent():
     need_shared()
-    from helpers.models import load_taef2
+    from helpers.backends.taef2 import load_taef2
 
     arr = np.asarray(Image.open(KODAK / "kodim23.png").convert("RGB"))[:512, :768]
     return load_taef2(TAEF2_DIR, device="cpu").encode_array(to_nchw(arr))
@@ -74,11 +74,11 @@ def latent():
 
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
 def test_decode_uint8_is_exact_and_streamed_groupnorm_within_one_level(latent, runtime, monkeypatch):
-    import helpers.onnx_runtime as onnx_rt
-    import helpers.taef2 as taef2_mod
+    import helpers.backends.onnx_runtime as onnx_rt
+    import helpers.backends.taef2_spec as taef2_spec
 
     if runtime == "torch":
-        from helpers.models import load_taef2
+        from helpers.backends.taef2 import load_taef2
 
         backend = load_taef2(TAEF2_DIR, device="cpu")
     else:
@@ -87,16 +87,16 @@ def test_decode_uint8_is_exact_and_streamed_groupnorm_within_one_level(latent, r
     backend.tile = 256  # 2 x 3 tiles of the 512 x 768 crop
     old = np.asarray(from_nchw(backend.decode_array(latent)))
     np.testing.assert_array_equal(backend.decode_uint8(latent), old)  # the float path's pixels, exactly
-    monkeypatch.setattr(taef2_mod, "STREAM_GLOBAL_ABOVE", 16)
-    monkeypatch.setattr(onnx_rt, "STREAM_GLOBAL_ABOVE", 16)
+    monkeypatch.setattr(taef2_spec, "STREAM_GLOBAL_ABOVE", 16)  # the one threshold both runtimes read
     diff = np.abs(backend.decode_uint8(latent).astype(np.int16) - old)
     # measured: 15 (torch) / 152 (onnx) of 1,179,648 values differ, by 1
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
 
 
 def test_streaming_halos_cover_the_receptive_field():
-    from helpers.taef2 import BLOCK_HALO, HEAD_HALO, make_decoder
-    from helpers.tiling import receptive_radius
+    from helpers.backends.taef2 import make_decoder
+    from helpers.backends.taef2_spec import BLOCK_HALO, HEAD_HALO
+    from helpers.backends.tiling import receptive_radius
 
     dec = make_decoder()
     assert receptive_radius(dec[:3]) == HEAD_HALO == 1
@@ -226,8 +226,8 @@ def test_issue_46_byte_file_real_decoder_ends_in_one_line_when_memory_is_short(t
     results/decode_memory/)."""
     pytest.importorskip("onnxruntime")
     need_shared()
-    from helpers.onnx_runtime import ensure_graphs
-    from helpers.runtime import taef2_weight_files
+    from helpers.backends.onnx_runtime import ensure_graphs
+    from helpers.backends.taef2_spec import taef2_weight_files
 
     ensure_graphs(taef2_weight_files(TAEF2_DIR))  # export first: torch does not import under the limit below
     src, out = tmp_path / "f.sdc", tmp_path / "o.png"
@@ -336,7 +336,7 @@ def test_unwritable_home_gives_no_onnx_runtime_warning(tmp_path):
     pytest.importorskip("onnxruntime")
     need_shared()
     src = tmp_path / "a.sdc"
-    from helpers.models import load_taef2
+    from helpers.backends.taef2 import load_taef2
 
     fp = load_taef2(TAEF2_DIR, device="cpu").fingerprint
     src.write_bytes(_valid(fingerprint=fp))

@@ -4,8 +4,11 @@ import pytest
 import torch
 
 from helpers.errors import ModelNotFoundError, SDCError
-from helpers.models import (SD_QUANT_SPAN, TAEF2_QUANT_SPAN, load_backend, load_sd, load_taef2, parameter_count,
-                            select_device, weights_fingerprint)
+from helpers.backends.load import load_backend
+from helpers.backends.sd import SD_QUANT_SPAN, load_sd
+from helpers.backends.taef2 import load_taef2
+from helpers.backends.taef2_spec import TAEF2_QUANT_SPAN
+from helpers.backends.torch_base import parameter_count, select_device, weights_fingerprint
 
 
 def test_tiny_sd_loads_through_the_real_code_path(tiny_sd, tiny_sd_dir):
@@ -109,13 +112,12 @@ def test_device_selection():
 
 
 def test_sd14_configs_instantiate_sd14s_parameter_counts():
-    """The full-size stand-in's configurations (helpers.sd14) build SD v1.4's components with the published
+    """The full-size stand-in's configurations (helpers.backends.sd14) build SD v1.4's components with the published
     parameter counts; on the meta device, so no memory or time is spent on weights (the slow test builds them)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from helpers import sd14
-    from helpers.models import parameter_count
+    from helpers.backends import sd14
 
     cfg = sd14.configs()
     with torch.device("meta"):

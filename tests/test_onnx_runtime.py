@@ -24,13 +24,14 @@ pytest.importorskip("onnxruntime")
 #: what the ONNX path must never import (torch and everything that drags it in, plotting, metrics, SciPy)
 HEAVY = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "matplotlib", "scipy", "skimage",
          "cvvdp", "lpips", "flip_evaluator", "ssimulacra2", "DISTS_pytorch", "pytorch_msssim", "huggingface_hub",
-         "pandas", "libimagequant", "onnx", "helpers.models", "helpers.metrics", "helpers.report", "helpers.plots",
-         "helpers.baselines", "helpers.denoise")
+         "pandas", "libimagequant", "onnx", "helpers.metrics", "helpers.report", "helpers.plots", "helpers.baselines",
+         "helpers.backends.torch_base", "helpers.backends.load", "helpers.backends.sd", "helpers.backends.taef2",
+         "helpers.backends.denoise")
 
 
 @pytest.fixture(scope="session")
 def onnx_taef2(taef2):
-    from helpers.onnx_runtime import load_taef2_onnx
+    from helpers.backends.onnx_runtime import load_taef2_onnx
 
     return load_taef2_onnx(TAEF2_DIR)
 
@@ -62,7 +63,7 @@ def test_from_nchw_matches_the_torch_conversion():
 
 
 def test_same_fingerprint_and_geometry_as_pytorch(taef2, onnx_taef2):
-    from helpers.taef2 import halos
+    from helpers.backends.taef2 import halos
 
     assert onnx_taef2.fingerprint == taef2.fingerprint
     assert (onnx_taef2.latent_channels, onnx_taef2.downsample, onnx_taef2.quant_span) == \
@@ -70,6 +71,21 @@ def test_same_fingerprint_and_geometry_as_pytorch(taef2, onnx_taef2):
     assert (onnx_taef2.enc_halo, onnx_taef2.dec_halo) == halos()
     assert onnx_taef2.model_id == taef2.model_id == "taef2"
     assert "ONNX Runtime" in onnx_taef2.describe()
+
+
+def test_both_runtimes_implement_the_backend_protocol(taef2, onnx_taef2):
+    """One protocol, subclassed explicitly: where a backend runs is a string, not a (fake) torch device."""
+    from helpers.backends.base import Backend
+    from helpers.backends.torch_base import TorchBackend
+
+    assert isinstance(taef2, TorchBackend) and not isinstance(onnx_taef2, TorchBackend)
+    for b, runtime in ((taef2, "torch"), (onnx_taef2, "onnx")):
+        assert isinstance(b, Backend) and b.runtime == runtime and b.kind == "taef2"
+        assert b.device_name == "cpu" and b.device_type == "cpu"
+        assert not b.has_unet and not b.random_weights
+        b.synchronize()  # a no-op on the CPU
+    assert str(taef2.device) == taef2.device_name
+    assert not hasattr(onnx_taef2, "device") and not hasattr(onnx_taef2, "dtype")
 
 
 def test_onnx_agrees_with_pytorch_within_one_level(taef2, onnx_taef2, crop256):
@@ -103,7 +119,7 @@ def test_same_latents_give_the_same_bytes_and_cross_decode(taef2, onnx_taef2, cr
 
 
 def test_tiling_is_exact_and_threads_arena_do_not_change_pixels(onnx_taef2):
-    from helpers.onnx_runtime import OrtSettings, load_taef2_onnx
+    from helpers.backends.onnx_runtime import OrtSettings, load_taef2_onnx
 
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[0:320, 0:256]
@@ -131,7 +147,7 @@ def test_tiling_is_exact_and_threads_arena_do_not_change_pixels(onnx_taef2):
 
 
 def test_stale_and_corrupt_caches_are_reexported(taef2, tmp_path, monkeypatch):
-    from helpers import onnx_runtime as ox
+    from helpers.backends import onnx_runtime as ox
 
     monkeypatch.setenv("SDCOMP_CACHE", str(tmp_path / "cache"))
     notes: list[str] = []
@@ -174,7 +190,7 @@ def test_other_weights_get_their_own_graphs(taef2, tmp_path, monkeypatch):
     original weights is refused exactly as with PyTorch."""
     import torch
 
-    from helpers.onnx_runtime import load_taef2_onnx
+    from helpers.backends.onnx_runtime import load_taef2_onnx
 
     monkeypatch.setenv("SDCOMP_CACHE", str(tmp_path / "cache"))
     wdir = tmp_path / "w"
@@ -186,7 +202,7 @@ def test_other_weights_get_their_own_graphs(taef2, tmp_path, monkeypatch):
     torch.save(state, wdir / "taef2_decoder.pth")
     other = load_taef2_onnx(wdir, purpose="decode", log=lambda m: None)
     assert other.fingerprint != taef2.fingerprint
-    from helpers.models import load_taef2
+    from helpers.backends.taef2 import load_taef2
 
     assert other.fingerprint == load_taef2(wdir, device="cpu").fingerprint
 
@@ -196,7 +212,7 @@ def test_other_weights_get_their_own_graphs(taef2, tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------
 
 def test_choose_runtime(monkeypatch, tmp_path):
-    from helpers import runtime as rt
+    from helpers.backends import resolve as rt
 
     monkeypatch.setattr(rt, "gpu_visible", lambda: False)
     assert rt.choose_runtime("auto", tmp_path, "auto") == "onnx"
@@ -220,7 +236,7 @@ def test_choose_runtime(monkeypatch, tmp_path):
 
 
 def test_taef2_dir_of(tmp_path, monkeypatch):
-    from helpers import runtime as rt
+    from helpers.backends import resolve as rt
 
     assert rt.taef2_dir_of("taef2") == rt.default_taef2_dir()
     assert rt.taef2_dir_of(str(TAEF2_DIR)) == TAEF2_DIR
@@ -282,7 +298,7 @@ def test_onnx_cli_imports_no_heavy_module_and_logs_stages(cached_graphs, crop256
     assert "via ONNX Runtime" in r.stderr and "exporting" not in r.stderr
     loaded = [m for m in HEAVY if m in modules or any(k.startswith(m + ".") for k in modules)]
     assert loaded == [], f"the ONNX CLI path imported {loaded}"
-    assert "onnxruntime" in modules and "helpers.onnx_runtime" in modules
+    assert "onnxruntime" in modules and "helpers.backends.onnx_runtime" in modules
     assert Image.open(png).size == (256, 256) and sdc.stat().st_size <= 2000
     doc = json.loads(log.read_text())  # the decode's log (the last command) overwrote the encode's
     assert doc["command"] == "decode" and doc["runtime"] == "onnx"
@@ -295,7 +311,7 @@ def test_onnx_cli_imports_no_heavy_module_and_logs_stages(cached_graphs, crop256
 def test_cli_without_torch_uses_cached_graphs_and_explains_missing_ones(cached_graphs, crop256, tmp_path):
     src = tmp_path / "in.png"
     crop256.resize((64, 48)).save(src)
-    from helpers.runtime import gpu_visible
+    from helpers.backends.resolve import gpu_visible
 
     pick = ["--runtime", "onnx"] if gpu_visible() else []  # the default (auto) means ONNX Runtime on a CPU
     args = [["encode", str(src), str(tmp_path / "o.sdc"), "--model", "taef2", "--colors", "8", *pick],

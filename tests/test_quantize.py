@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from helpers.errors import SDCError
+from helpers.backends.sd import SD_QUANT_SPAN
 from helpers.methods.palette.quantize import (
     apply_palette,
     error_diffusion,
@@ -11,7 +12,6 @@ from helpers.methods.palette.quantize import (
     quantize_8bit,
     unquantize_8bit,
 )
-from helpers.models import SD_QUANT_SPAN
 
 
 def test_sd_span_is_the_original_constant():

@@ -1,7 +1,7 @@
 """SD v1.4 at full size (random weights): the CLI's encode -> decode with --denoise, palette and tc.
 
 Marked ``slow`` (a few minutes on 2 CPU cores) but part of the default run: CI runs it. The stand-in
-(:mod:`helpers.sd14`: SD v1.4's published configurations, seeded random weights, 1.07 B parameters, 4.3 GB)
+(:mod:`helpers.backends.sd14`: SD v1.4's published configurations, seeded random weights, 1.07 B parameters, 4.3 GB)
 is built once per session into the session cache (about 25 s) and deleted afterwards, or reused from
 ``$SDCOMP_SD14_STANDIN`` / ``$SDCOMP_TEST_CACHE`` when set. The pictures are noise: this checks plumbing and cost.
 """
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory):
-    from helpers import sd14
+    from helpers.backends import sd14
 
     keep = bool(os.environ.get("SDCOMP_SD14_STANDIN") or os.environ.get("SDCOMP_TEST_CACHE"))
     folder = sd14.default_dir()
@@ -64,7 +64,7 @@ def _cli(*args, timing: Path) -> tuple[subprocess.CompletedProcess, dict]:
 
 
 def test_sd14_standin_is_the_published_architecture(standin):
-    from helpers import sd14
+    from helpers.backends import sd14
 
     meta = json.loads((standin / "standin.json").read_text())
     assert meta["parameters"] == sd14.PARAMETERS and meta["random_weights"] is True
@@ -84,7 +84,8 @@ def test_sd14_standin_is_the_published_architecture(standin):
 
 @pytest.mark.skipif(not (KODAK / "kodim23.png").is_file(), reason="../shared Kodak images are not beside the project")
 def test_sd14_fullsize_cli_palette_and_tc_with_denoise(standin, tmp_path):
-    from helpers.models import load_backend, weights_fingerprint
+    from helpers.backends.load import load_backend
+    from helpers.backends.torch_base import weights_fingerprint
 
     backend = load_backend(str(standin), device="cpu")  # the VAE only: 84 M parameters
     assert backend.model_id == "sd-v1-4-standin-random" and backend.random_weights

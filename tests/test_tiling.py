@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy.ndimage import uniform_filter
 
-from helpers.taef2 import halos, make_decoder, make_encoder, split_decoder, split_encoder
-from helpers.tiling import receptive_radius, tile_grid, tiled_apply
+from helpers.backends.taef2 import halos, make_decoder, make_encoder, split_decoder, split_encoder
+from helpers.backends.tiling import receptive_radius, tile_grid, tiled_apply
 
 
 def _box3x2(t: np.ndarray) -> np.ndarray:
@@ -117,7 +117,7 @@ def test_sd_uses_diffusers_tiling_for_large_images(tiny_sd):
 
 
 def test_fullres_split_composes_and_its_halos():
-    from helpers.taef2 import inner_halos, split_fullres
+    from helpers.backends.taef2 import inner_halos, split_fullres
 
     enc, dec = make_encoder(), make_decoder()
     first, mid, dmid, last = split_fullres(enc, dec)

@@ -236,7 +236,7 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
         return [], None
     model_img, ref = model_input(img, setup.codec_policy, backend.downsample)
     size = ref.size
-    dev = backend.device
+    dev = backend.device_type
     with PeakMemory(dev) as pm_enc:
         z, t_vae = _latents(backend, model_img)
     decoded: dict[str, tuple[Any, float, float]] = {}  # sha1(file) -> (Decoded, peak delta, peak abs)
@@ -364,10 +364,7 @@ def _latents(backend, model_img) -> tuple[Any, float]:
     if key not in _LATENTS:
         t0 = time.perf_counter()
         z = encode_latents(backend, model_img, seed=0)
-        if getattr(backend.device, "type", "") == "cuda":
-            import torch
-
-            torch.cuda.synchronize(backend.device)
+        backend.synchronize()
         while len(_LATENTS) >= _LATENTS_KEEP:
             _LATENTS.pop(next(iter(_LATENTS)))
         _LATENTS[key] = (z, time.perf_counter() - t0)

@@ -52,7 +52,7 @@ def _savings_complete(doc: dict, image: str, mlabel: str, coders: Iterable[str])
 def _select_backends(specs: Sequence[str], device) -> list[tuple[str, Any]]:
     """Load each --model once; label = the backend kind (``taef2``, ``sd``), or the model's name when two
     backends share a kind."""
-    from ..models import load_backend
+    from ..backends.load import load_backend
 
     loaded = [(spec, load_backend(spec, device=device)) for spec in specs]
     kinds = [b.kind for _, b in loaded]
@@ -223,7 +223,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 
     from .. import baselines, metrics
     from ..images import list_images
-    from ..models import select_device
+    from ..backends.torch_base import select_device
     from .scheduler import Runner, Scheduler, local_size, parse_scheduler, task_label
 
     if any(b <= 0 for b in args.budgets):
@@ -473,7 +473,7 @@ def run_in_memory(paths: Sequence[str | Path], backend, budgets: Sequence[int], 
     label = label or backend.kind
     setup = Setup(budgets=sorted(set(int(b) for b in budgets)), codecs=list(codecs), rules=["le"], coders=coders,
                   denoise=False, max_colors=1024, coder_savings=False, models=[backend.model_id], verify="latents",
-                  device=str(backend.device), metrics=metric_keys, backends=[(label, backend)])
+                  device=backend.device_name, metrics=metric_keys, backends=[(label, backend)])
     records: list[dict] = []
     for p in tqdm(list(paths), desc="RD sweep", unit="img", disable=not progress):
         records += bench_image(p, setup, set(), [])["records"]

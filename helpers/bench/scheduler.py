@@ -114,7 +114,7 @@ def worker_setup(setup, threads: int | None):
             import torch
 
             torch.set_num_threads(int(threads))
-        from ..models import select_device
+        from ..backends.torch_base import select_device
 
         _BACKENDS[key] = _select_backends(setup.models, select_device(setup.device))
         _LOADS[0] += 1

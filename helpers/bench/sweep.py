@@ -3,8 +3,8 @@ decoded and measured, so that the RD plot and the BD-rates use the codec's whole
 at each quality), not only the budgets that every image reached.
 
 A sweep is cached per image content (the SHA-1 of the reference pixels), codec and codec settings in
-``$SDCOMP_CACHE/bench_sweeps/`` (:func:`helpers.onnx_runtime.cache_root`): re-runs, new budgets and other output
-folders reuse it, and only qualities or metrics it lacks are computed. A metric measured by another library
+``$SDCOMP_CACHE/bench_sweeps/`` (:func:`helpers.backends.resolve.cache_root`): re-runs, new budgets and
+other output folders reuse it, and only qualities or metrics it lacks are computed. A metric measured by another library
 version than this run's is measured again."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _settings_token(codec: str) -> str:
 
 
 def sweep_dir() -> Path:
-    from ..onnx_runtime import cache_root
+    from ..backends.resolve import cache_root
 
     return cache_root() / "bench_sweeps"
 

@@ -65,12 +65,15 @@ class Stages:
     cache: dict | None = None
 
     @contextmanager
-    def timed(self, key: str, device=None):
-        """Add the block's wall seconds to ``timings[key]`` and its process CPU seconds to ``cpu[key]``."""
-        _sync(device)
+    def timed(self, key: str, backend=None):
+        """Add the block's wall seconds to ``timings[key]`` and its process CPU seconds to ``cpu[key]``;
+        ``backend``'s queued GPU work is waited for on both sides (a no-op on the CPU)."""
+        if backend is not None:
+            backend.synchronize()
         t0, c0 = time.perf_counter(), time.process_time()
         yield
-        _sync(device)
+        if backend is not None:
+            backend.synchronize()
         self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
         self.cpu[key] = self.cpu.get(key, 0.0) + time.process_time() - c0
 
@@ -89,13 +92,6 @@ class Stages:
         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
         self.cpu[stage] = self.cpu.get(stage, 0.0) + cpu_seconds
         return value
-
-
-def _sync(device) -> None:
-    if getattr(device, "type", None) == "cuda":  # only a torch backend on a GPU; torch is loaded then
-        import torch
-
-        torch.cuda.synchronize(device)
 
 
 @dataclass

@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             np.savez(T.CLASS_TABLES, freq=freq, shift=shift)
             print(T.CLASS_TABLES)
             return 0
-        from ...models import load_backend
+        from ...backends.load import load_backend
         from ...photos import train_photos
 
         backend = load_backend(args.model, device=args.device)

@@ -14,8 +14,8 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from .errors import SDCError
-from .models import SD_SCALING
+from ..errors import SDCError
+from .sd import SD_SCALING
 
 DEFAULT_STEPS = 66
 DEFAULT_STRENGTH = 0.04

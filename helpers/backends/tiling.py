@@ -8,7 +8,7 @@ output sample is computed from exactly the inputs it would see untiled. Memory i
 size and time grows linearly with the number of tiles.
 
 :func:`receptive_radius` works the radius out from a layer list (3x3 convs, stride-2 convs, nearest
-upsampling, TAESD-style residual blocks); ``helpers.taef2`` uses it to derive the halos it needs.
+upsampling, TAESD-style residual blocks); ``helpers.backends.taef2`` uses it to derive the halos it needs.
 
 Usage with any runtime::
 

@@ -2,15 +2,15 @@
 
 The command line resolves a model spec here first and imports a framework only for the runtime it picks:
 
-* ``torch``: :mod:`helpers.models` (PyTorch; SD and TAEF2, any device). Notebooks, SD and GPUs use it.
-* ``onnx``: :mod:`helpers.onnx_runtime` (ONNX Runtime on the CPU; TAEF2 only). It never imports torch once
+* ``torch``: :mod:`helpers.backends.load` (PyTorch; SD and TAEF2, any device). Notebooks, SD and GPUs use it.
+* ``onnx``: :mod:`helpers.backends.onnx_runtime` (ONNX Runtime on the CPU; TAEF2 only). It never imports torch once
   the exported graphs are in the cache; the first run for a set of weights exports them with torch.
 * ``auto``: ONNX Runtime for TAEF2 on the CPU (``--device cpu``, or ``auto`` with no GPU visible) when
   ``onnxruntime`` is installed, PyTorch otherwise.
 
 Everything in this module is light (standard library only, plus ``huggingface_hub``'s id check for hub ids),
-so ``python -m helpers encode/decode`` with TAEF2 starts without torch, diffusers or transformers.
-:mod:`helpers.models` re-exports the names defined here.
+so ``python -m helpers encode/decode`` with TAEF2 starts without torch, diffusers or transformers. TAEF2's own
+facts (weight files, model id, tile side) live in :mod:`helpers.backends.taef2_spec`.
 """
 
 from __future__ import annotations
@@ -21,52 +21,24 @@ import socket
 import sys
 from pathlib import Path
 
-from .errors import ModelNotFoundError, SDCError
+from ..errors import ModelNotFoundError, SDCError
+from .taef2_spec import TAEF2_ENCODER, TAEF2_MODEL_ID, default_taef2_dir
 
 DEFAULT_SD_MODEL = "CompVis/stable-diffusion-v1-4"
-TAEF2_ENCODER = "taef2_encoder.pth"
-TAEF2_DECODER = "taef2_decoder.pth"
-TAEF2_MODEL_ID = "taef2"
 TINY_MODEL_ID = "tiny-random-sd"
-#: The full-size SD v1.4 stand-in with random weights (helpers.sd14): its folder's model id.
+#: The full-size SD v1.4 stand-in with random weights (helpers.backends.sd14): its folder's model id.
 STANDIN_MODEL_ID = "sd-v1-4-standin-random"
 RUNTIMES = ("auto", "torch", "onnx")
 
-#: Core tile side (pixels) for TAEF2's tiled encode/decode; ``SDCOMP_TILE`` overrides it. Chosen by measurement
-#: (scripts/bench_large_photo.py): time per megapixel vs peak memory on this project's CPU machine.
-TAEF2_TILE = 1024
 
-
-def default_taef2_dir() -> Path:
-    """Where TAEF2 weights are looked for by default: $SDCOMP_TAEF2_DIR, else ../shared/weights/taef2."""
-    env = os.environ.get("SDCOMP_TAEF2_DIR")
+def cache_root() -> Path:
+    """The user cache folder (ONNX graphs, the SD v1.4 stand-in, benchmark sweeps): ``$SDCOMP_CACHE``, else
+    ``$XDG_CACHE_HOME/sdcomp``, else ``~/.cache/sdcomp``."""
+    env = os.environ.get("SDCOMP_CACHE")
     if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "weights" / "taef2"
-
-
-def tile_side() -> int:
-    """TAEF2's core tile side in pixels: ``SDCOMP_TILE`` or :data:`TAEF2_TILE` (a multiple of 64, >= 64)."""
-    raw = os.environ.get("SDCOMP_TILE", "")
-    try:
-        v = int(raw) if raw.strip() else TAEF2_TILE
-    except ValueError:
-        raise SDCError(f"SDCOMP_TILE={raw!r} is not an integer: unset it or give a tile side in pixels") from None
-    if v < 64 or v % 64:
-        raise SDCError(f"SDCOMP_TILE={raw!r} must be a multiple of 64, at least 64")
-    return v
-
-
-def taef2_weight_files(directory: str | Path | None = None) -> tuple[Path, Path]:
-    """(encoder, decoder) weight files of a TAEF2 folder, or a one-line ModelNotFoundError naming the fix."""
-    directory = Path(directory) if directory is not None else default_taef2_dir()
-    files = (directory / TAEF2_ENCODER, directory / TAEF2_DECODER)
-    for f in files:
-        if not f.is_file():
-            raise ModelNotFoundError(
-                f"TAEF2 weights not found: looked for {f}; fix: download {f.name} from "
-                f"https://github.com/madebyollin/taesd into that folder, set SDCOMP_TAEF2_DIR, or pass --model DIR")
-    return files
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "sdcomp"
 
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
@@ -148,7 +120,7 @@ def sd_cached(repo: str = DEFAULT_SD_MODEL) -> bool:
 def taef2_dir_of(spec: str | None) -> Path | None:
     """The TAEF2 weights folder a model spec names, or None when it names Stable Diffusion.
 
-    ``auto`` names SD v1.4 when its VAE is in the hub cache or the hub answers (as :func:`helpers.models.
+    ``auto`` names SD v1.4 when its VAE is in the hub cache or the hub answers (as :func:`helpers.backends.load.
     load_backend` decides), else TAEF2 from the default folder.
     """
     if spec in (None, "", "auto"):
@@ -201,23 +173,3 @@ def choose_runtime(runtime: str | None, taef2_dir: Path | None, device: str | No
         return "torch"
     return "onnx" if onnxruntime_available() else "torch"
 
-
-def load(spec: str | None, device: str | None = "auto", runtime: str | None = "torch", purpose: str | None = None):
-    """Load a backend for ``spec`` on the runtime :func:`choose_runtime` picks.
-
-    ``purpose`` (``"encode"``, ``"decode"`` or None for both) lets the ONNX backend open only the sessions it
-    needs. PyTorch backends come from :func:`helpers.models.load_backend`; ONNX ones from
-    :func:`helpers.onnx_runtime.load_taef2_onnx`.
-    """
-    if (runtime or "auto") == "torch":
-        from .models import load_backend
-
-        return load_backend(spec, device=device)
-    taef2_dir = taef2_dir_of(spec)
-    if choose_runtime(runtime, taef2_dir, device) == "torch":
-        from .models import load_backend
-
-        return load_backend(spec, device=device)
-    from .onnx_runtime import load_taef2_onnx
-
-    return load_taef2_onnx(taef2_dir, purpose=purpose)

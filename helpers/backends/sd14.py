@@ -1,14 +1,14 @@
 """A full-size Stable Diffusion v1.4 stand-in: SD v1.4's published architecture with seeded RANDOM weights.
 
-    python -m helpers.sd14                 # build once (or reuse) and print the folder
-    python -m helpers.sd14 --dir DIR       # build into / reuse DIR
+    python -m helpers.backends.sd14              # build once (or reuse) and print the folder
+    python -m helpers.backends.sd14 --dir DIR    # build into / reuse DIR
 
 The weights of ``CompVis/stable-diffusion-v1-4`` cannot be downloaded on this project's machines, so
-everything SD-specific used to run only on tiny random models (:func:`helpers.models.make_tiny_sd`). This module
+everything SD-specific used to run only on tiny random models (:func:`helpers.backends.tiny.make_tiny_sd`). This module
 writes the checkpoint's own configurations (below, copied from published ``config.json`` files, sources cited
 per block), instantiates the real diffusers / transformers classes from them with seeded random weights
 (about 1.07 billion parameters), and saves them with ``save_pretrained`` into a diffusers folder that
-:func:`helpers.models.load_backend` reads exactly like a local copy of the real checkpoint (``--model DIR``).
+:func:`helpers.backends.load.load_backend` reads exactly like a local copy of the real checkpoint (``--model DIR``).
 What runs on it measures **cost and plumbing only**: time, memory, shapes, file sizes, the denoise schedule.
 The pictures are noise.
 
@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 #: What the model folder's ``model_index.json`` records as ``_name_or_path`` (= the model id in .sdc headers).
-from .runtime import STANDIN_MODEL_ID
+from .resolve import STANDIN_MODEL_ID, cache_root
 
 #: Bumped when the builder writes something different for the same configurations.
 BUILDER_VERSION = 1
@@ -180,21 +180,13 @@ def config_hash(seed: int = SEED, dtype: str = "float32") -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def _cache_root() -> Path:
-    env = os.environ.get("SDCOMP_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "sdcomp"
-
-
 def default_dir(seed: int = SEED, dtype: str = "float32") -> Path:
     """``$SDCOMP_SD14_STANDIN`` when set, else ``<cache>/sd14_standin/<config hash>`` (cache: ``$SDCOMP_CACHE``,
     ``$XDG_CACHE_HOME/sdcomp`` or ``~/.cache/sdcomp``)."""
     env = os.environ.get("SDCOMP_SD14_STANDIN")
     if env:
         return Path(env).expanduser()
-    return _cache_root() / "sd14_standin" / config_hash(seed, dtype)
+    return cache_root() / "sd14_standin" / config_hash(seed, dtype)
 
 
 def is_complete(directory: str | Path, seed: int = SEED, dtype: str = "float32") -> bool:
@@ -208,10 +200,10 @@ def is_complete(directory: str | Path, seed: int = SEED, dtype: str = "float32")
 def _write_tokenizer(tok_dir: Path) -> None:
     from transformers import CLIPTokenizer
 
-    from .models import _byte_unicode
+    from .tiny import byte_unicode
 
     tok_dir.mkdir(parents=True, exist_ok=True)
-    chars = _byte_unicode()
+    chars = byte_unicode()
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({c + "</w>": 256 + i for i, c in enumerate(chars)})
     vocab.update({TOKENIZER_SETTINGS["bos_token"]: BOS_ID, TOKENIZER_SETTINGS["eos_token"]: EOS_ID})
@@ -295,7 +287,7 @@ def ensure(directory: str | Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m helpers.sd14", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m helpers.backends.sd14", description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default=None, help="target folder (default $SDCOMP_SD14_STANDIN or "
                                                 "<cache>/sd14_standin/<config hash>)")
     ap.add_argument("--force", action="store_true", help="rebuild even when a complete folder exists")

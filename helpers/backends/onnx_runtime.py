@@ -2,28 +2,29 @@
 without torch.
 
 The CLI's TAEF2 path (``--runtime onnx``, or ``auto`` on a CPU) runs the halves the PyTorch backend tiles
-(:func:`helpers.taef2.split_encoder` / :func:`~helpers.taef2.split_decoder`) as six ONNX graphs. The GroupNorm
-blocks (global statistics) run untiled at latent resolution: ``enc_global`` (features -> latents) and
-``dec_global`` (clamp + GroupNorm blocks). The local parts run in tiles (:func:`helpers.tiling.tiled_apply`,
-the same tiles and halos as PyTorch: ``SDCOMP_TILE`` pixels, default 1024, halos of 72 pixels / 9 latent
-samples), and within each tile their full-resolution layers (:func:`helpers.taef2.split_fullres`) run once
-more in tiles of :data:`INNER_TILE` pixels (halos 6 pixels / 3 half-resolution samples, from the receptive
-field): ``enc_first`` (image -> 1/2) then ``enc_mid`` (1/2 -> 64 features at 1/8); ``dec_mid`` (latent
-features -> 1/2) then ``dec_last`` (1/2 -> image). A 64-channel activation at full resolution is the largest
-tensor of either network (64 MiB at 512x512, three alive at once): the inner tiles cut a 512x512 decode's
-activation peak from ~192 MiB to ~75 MiB, and a 1024-pixel tile's from ~940 MiB to ~280 MiB, for 1-7 %
-more CPU (measured). Tiling is exact: every output sample sees exactly the inputs it would untiled.
-Above :data:`STREAM_GLOBAL_ABOVE` latent positions ``dec_global`` is replaced by seven smaller graphs
-(``dec_head``, and per GroupNorm block ``dec_gn<i>_hidden`` / ``dec_gn<i>_apply``) run in tiles by
-:func:`helpers.tiling.streamed_global`, and :meth:`OnnxTAEF2Backend.decode_uint8` writes each tile straight into
-the 8-bit image: a decode's memory is then two 64-channel feature maps at latent resolution plus one tile.
+(:func:`helpers.backends.taef2.split_encoder` / :func:`~helpers.backends.taef2.split_decoder`) as six ONNX graphs.
+The GroupNorm blocks (global statistics) run untiled at latent resolution: ``enc_global`` (features -> latents)
+and ``dec_global`` (clamp + GroupNorm blocks). The local parts run in tiles
+(:func:`helpers.backends.tiling.tiled_apply`, the same tiles and halos as PyTorch: ``SDCOMP_TILE`` pixels, default
+1024, halos of 72 pixels / 9 latent samples), and within each tile their full-resolution layers
+(:func:`helpers.backends.taef2.split_fullres`) run once more in tiles of :data:`INNER_TILE` pixels (halos 6 pixels
+/ 3 half-resolution samples, from the receptive field): ``enc_first`` (image -> 1/2) then ``enc_mid`` (1/2 -> 64
+features at 1/8); ``dec_mid`` (latent features -> 1/2) then ``dec_last`` (1/2 -> image). A 64-channel activation
+at full resolution is the largest tensor of either network (64 MiB at 512x512, three alive at once): the inner
+tiles cut a 512x512 decode's activation peak from ~192 MiB to ~75 MiB, and a 1024-pixel tile's from ~940 MiB to
+~280 MiB, for 1-7 % more CPU (measured). Tiling is exact: every output sample sees exactly the inputs it would
+untiled. Above :data:`~helpers.backends.taef2_spec.STREAM_GLOBAL_ABOVE` latent positions ``dec_global`` is
+replaced by seven smaller graphs (``dec_head``, and per GroupNorm block ``dec_gn<i>_hidden`` /
+``dec_gn<i>_apply``) run in tiles by :func:`helpers.backends.tiling.streamed_global`, and
+:meth:`OnnxTAEF2Backend.decode_uint8` writes each tile straight into the 8-bit image: a decode's memory is then
+two 64-channel feature maps at latent resolution plus one tile.
 
 **Cache.** The graphs are exported by ``torch.onnx.export`` (the TorchScript exporter, ``dynamo=False``:
 the dynamo exporter needs ``onnxscript``, which is not installed here; opset 17, dynamic batch/height/width)
 into ``$SDCOMP_CACHE/onnx/taef2-<digest>-e<EXPORT_VERSION>/`` (default cache folder: ``$XDG_CACHE_HOME/sdcomp``
 or ``~/.cache/sdcomp``), where ``<digest>`` is the SHA-256 of the two weight files' contents. The folder is
 written atomically (exported into a temporary sibling, then renamed), and its ``manifest.json`` records
-the weights' digest, the header fingerprint (:func:`helpers.models.weights_fingerprint` of the decoder,
+the weights' digest, the header fingerprint (:func:`helpers.backends.torch_base.weights_fingerprint` of the decoder,
 computed by PyTorch at export time) and the SHA-256 of every graph. Each graph also carries the digest and
 fingerprint in its own metadata. Loading re-hashes the weight files and the graphs it opens: other
 weights find another folder (or none); a truncated, edited or half-written folder is *stale/corrupt* and is
@@ -60,8 +61,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SDCError
-from .runtime import TAEF2_MODEL_ID, default_taef2_dir, taef2_weight_files, tile_side
+from ..errors import SDCError
+from . import taef2_spec as spec
+from .base import Backend
+from .resolve import cache_root
+from .taef2_spec import BLOCK_HALO, HEAD_HALO, TAEF2_MODEL_ID, default_taef2_dir, taef2_weight_files, tile_side
+from .tiling import streamed_global, tiled_apply
 
 #: bump when the exported graphs change (split points, opset, input conventions): older caches become stale
 EXPORT_VERSION = 3
@@ -76,7 +81,7 @@ PARTS = {
     "dec_global": (32, 8, "latents -> 64 features (clamp, GroupNorm blocks, untiled)"),
     "dec_mid": (64, 8, "features -> 64 features at 1/2 of the image (tiles)"),
     "dec_last": (64, 32, "features at 1/2 -> image in [0, 1] (full-resolution layers, inner tiles)"),
-    # dec_global cut for large images (helpers.tiling.streamed_global): head, then per GroupNorm block the
+    # dec_global cut for large images (helpers.backends.tiling.streamed_global): head, then per GroupNorm block the
     # branch up to the GroupNorm (statistics pass) and the whole block with given statistics (mean, rstd)
     "dec_head": (32, 8, "latents -> 64 features (clamp, conv, ReLU; tiles)"),
     **{f"dec_gn{i}_{kind}": (64, 8, what) for i in range(3) for kind, what in (
@@ -91,23 +96,10 @@ REQUIRED = {purpose: parts + (STREAM_PARTS if purpose in ("decode", None) else (
 #: core side (pixels) of the inner tiles of the full-resolution layers; 256 measured best: at 512x512 the
 #: activation peak drops by ~120 MiB for ~1 % (decoder) / ~7 % (encoder) more CPU, 512 saves nothing there
 INNER_TILE = 256
-TAEF2_QUANT_SPAN = 8.0  # = helpers.models.TAEF2_QUANT_SPAN (kept here so this module needs no torch)
-TAEF2_LATENT_CHANNELS = 32
-#: = helpers.taef2.STREAM_GLOBAL_ABOVE (kept here so this module needs no torch)
-STREAM_GLOBAL_ABOVE = 256 * 256
 
 
 class CacheError(SDCError):
     """A cached graph folder is missing, stale or corrupt (internal: triggers a re-export when possible)."""
-
-
-def cache_root() -> Path:
-    """The user cache folder: ``$SDCOMP_CACHE``, else ``$XDG_CACHE_HOME/sdcomp``, else ``~/.cache/sdcomp``."""
-    env = os.environ.get("SDCOMP_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "sdcomp"
 
 
 def _sha256_file(path: Path) -> str:
@@ -258,8 +250,9 @@ def export_graphs(weight_files, out_dir: Path, digest: str) -> dict:
     import onnx
     import torch
 
-    from .models import load_taef2, weights_fingerprint
-    from .taef2 import halos, inner_halos, split_decoder, split_encoder, split_fullres, split_global_decoder
+    from .taef2 import (halos, inner_halos, load_taef2, split_decoder, split_encoder, split_fullres,
+                        split_global_decoder)
+    from .torch_base import weights_fingerprint
 
     enc_file, dec_file = weight_files
     backend = load_taef2(Path(enc_file).parent, device="cpu", dtype=torch.float32)
@@ -411,23 +404,12 @@ def ensure_graphs(weight_files, parts=tuple(PARTS), log=None, problem: Exception
 # the backend
 # ------------------------------------------------------------------------------------------
 
-class _CPU:
-    """Stand-in for ``torch.device('cpu')`` (the codec only reads ``.type``)."""
-
-    type = "cpu"
-
-    def __str__(self) -> str:
-        return "cpu"
-
-
-class OnnxTAEF2Backend:
-    """TAEF2 on ONNX Runtime with the codec's backend interface (``encode_array`` / ``decode_array``,
-    ``fingerprint``, ``latent_channels``, ``downsample``, ``quant_span``, ``model_id``)."""
+class OnnxTAEF2Backend(Backend):
+    """TAEF2 on ONNX Runtime, on the CPU: a :class:`helpers.backends.base.Backend` without torch."""
 
     runtime = "onnx"
     kind = "taef2"
-    has_unet = False
-    random_weights = False
+    device_name = "cpu"
 
     def __init__(self, folder: Path, manifest: dict, weight_files, settings: OrtSettings | None = None,
                  model_id: str = TAEF2_MODEL_ID):
@@ -435,8 +417,6 @@ class OnnxTAEF2Backend:
         self.folder, self.manifest, self.weight_files = Path(folder), manifest, tuple(weight_files)
         self.settings = settings or OrtSettings.from_env()
         self.model_id = model_id
-        self.device = _CPU()
-        self.dtype = "float32"
         self.latent_channels = int(manifest["latent_channels"])
         self.downsample = int(manifest["downsample"])
         self.quant_span = float(manifest["quant_span"])
@@ -483,8 +463,6 @@ class OnnxTAEF2Backend:
 
     def encode_array(self, x: np.ndarray, seed: int = 0) -> np.ndarray:
         """(N, 3, H, W) float32 in [-1, 1] (H, W multiples of 8) -> latents (N, 32, H/8, W/8); deterministic."""
-        from .tiling import tiled_apply
-
         def local(t: np.ndarray) -> np.ndarray:  # [-1, 1] -> [0, 1] per tile, as the PyTorch backend does
             half = tiled_apply((t + np.float32(1)) / np.float32(2), lambda u: self._run("enc_first", u),
                                scale=Fraction(1, 2), tile=self.inner_tile, halo=self.enc_inner_halo, align=2)
@@ -496,8 +474,6 @@ class OnnxTAEF2Backend:
 
     def decode_array(self, z: np.ndarray) -> np.ndarray:
         """Latents (N, 32, h, w) -> (N, 3, 8h, 8w) float32 in about [-1, 1]."""
-        from .tiling import tiled_apply
-
         def local(t: np.ndarray) -> np.ndarray:
             return tiled_apply(self._run("dec_mid", t), lambda u: self._run("dec_last", u), scale=2,
                                tile=self.inner_tile // 2, halo=self.dec_inner_halo)
@@ -511,8 +487,6 @@ class OnnxTAEF2Backend:
         return y
 
     def _local_decoder(self):
-        from .tiling import tiled_apply
-
         def local(t: np.ndarray) -> np.ndarray:
             return tiled_apply(self._run("dec_mid", t), lambda u: self._run("dec_last", u), scale=2,
                                tile=self.inner_tile // 2, halo=self.dec_inner_halo)
@@ -521,26 +495,23 @@ class OnnxTAEF2Backend:
 
     def global_features(self, z: np.ndarray) -> np.ndarray:
         """Latents -> the 64 features the tiled part decodes: ``dec_global`` in one piece up to
-        :data:`helpers.taef2.STREAM_GLOBAL_ABOVE` latent positions, above that streamed in tiles
-        (:func:`helpers.tiling.streamed_global`: two feature maps plus one tile in memory)."""
-        from .tiling import streamed_global
-
+        :data:`helpers.backends.taef2_spec.STREAM_GLOBAL_ABOVE` latent positions, above that streamed in tiles
+        (:func:`helpers.backends.tiling.streamed_global`: two feature maps plus one tile in memory)."""
         h, w = z.shape[2:]
-        if h * w <= STREAM_GLOBAL_ABOVE:
+        if h * w <= spec.STREAM_GLOBAL_ABOVE:
             return self._run("dec_global", z)
         blocks = [(lambda t, i=i: self._run(f"dec_gn{i}_hidden", t),
                    lambda t, mean, rstd, i=i: self._run(f"dec_gn{i}_apply", t, mean=mean, rstd=rstd))
                   for i in range(3)]
         return streamed_global(np.asarray(z, dtype=np.float32), lambda t: self._run("dec_head", t), blocks,
-                               tile=self.tile // 8, head_halo=1, block_halo=3,
+                               tile=self.tile // 8, head_halo=HEAD_HALO, block_halo=BLOCK_HALO,
                                groups=int(self.manifest["gn_groups"]), eps=float(self.manifest["gn_eps"]))
 
     def decode_uint8(self, z: np.ndarray) -> np.ndarray:
         """Latents (1, 32, h, w) -> (H, W, 3) uint8 pixels, each tile converted as it comes (no full-size float
         image); the same pixels as :meth:`decode_array` + :func:`helpers.images.from_nchw` up to
-        :data:`STREAM_GLOBAL_ABOVE` latent positions."""
-        from .images import signed_to_uint8
-        from .tiling import tiled_apply
+        :data:`~helpers.backends.taef2_spec.STREAM_GLOBAL_ABOVE` latent positions."""
+        from ..images import signed_to_uint8
 
         n, _, h, w = z.shape
         if n != 1:
@@ -586,5 +557,5 @@ def load_taef2_onnx(directory: str | Path | None = None, purpose: str | None = N
     return backend
 
 
-__all__ = ["CacheError", "OnnxTAEF2Backend", "OrtSettings", "cache_root", "ensure_graphs", "export_graphs",
+__all__ = ["CacheError", "OnnxTAEF2Backend", "OrtSettings", "ensure_graphs", "export_graphs",
            "graphs_dir", "load_taef2_onnx", "read_manifest", "weights_digest"]

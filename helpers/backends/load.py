@@ -1,0 +1,48 @@
+"""Loading a PyTorch backend for a model spec: ``--model auto``, ``taef2``, a TAEF2 folder, an SD1.x folder or
+hub id. What a spec names is worked out without torch in :mod:`helpers.backends.resolve`; the ONNX Runtime
+backend loads through :func:`helpers.backends.onnx_runtime.load_taef2_onnx`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelNotFoundError, SDCError
+from .resolve import DEFAULT_SD_MODEL, check_model_spec
+from .sd import load_sd
+from .taef2 import load_taef2
+from .taef2_spec import TAEF2_ENCODER, TAEF2_MODEL_ID
+from .torch_base import TorchBackend
+
+
+def load_backend(spec: str | None = "auto", device: str | torch.device | None = None) -> TorchBackend:
+    """Resolve a model spec to a backend.
+
+    ``"auto"``/None: SD v1.4 when its weights are cached or downloadable, else TAEF2 (offline path).
+    ``"taef2"``: TAEF2 from the default folder. A directory holding taef2_*.pth: TAEF2 from there.
+    Any other directory or string: an SD1.x diffusers directory or hub id.
+    """
+    if spec in (None, "", "auto"):
+        try:
+            return load_sd(DEFAULT_SD_MODEL, device=device)
+        except ModelNotFoundError:
+            return load_taef2(device=device)
+    spec = check_model_spec(spec)
+    if spec == TAEF2_MODEL_ID:
+        return load_taef2(device=device)
+    path = Path(spec).expanduser()
+    if path.is_dir() and (path / TAEF2_ENCODER).exists():
+        return load_taef2(path, device=device)
+    return load_sd(spec, device=device)
+
+
+def load_with_fallback(spec: str | None, fallback: str | None = TAEF2_MODEL_ID,
+                       device: str | torch.device | None = None) -> tuple[TorchBackend, str | None]:
+    """``load_backend(spec)``, or ``load_backend(fallback)`` when that fails; returns (backend, why it fell back)."""
+    try:
+        return load_backend(spec, device=device), None
+    except SDCError as exc:
+        if not fallback or fallback == spec:
+            raise
+        return load_backend(fallback, device=device), str(exc)
