@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from helpers import bitstream
+from helpers.backends.base import Backend
 from helpers.bitstream import Header, Limits
 from helpers.codec import CodecParams, decode, encode
 from helpers.errors import BitstreamError, BudgetError, SDCError
@@ -111,10 +112,14 @@ class _ConstMethod(LatentMethod):
         return stored
 
 
-class _FlatBackend:
+class _FlatBackend(Backend):
     """A model stand-in: the latent of an image is its 8x8-block means per RGB channel (in -1..1)."""
 
-    model_id, fingerprint, latent_channels, downsample, quant_span, device, has_unet = "flat", 7, 3, 8, 8.0, None, False
+    model_id, kind, runtime, device_name, load_seconds = "flat", "flat", "numpy", "cpu", 0.0
+    fingerprint, latent_channels, downsample, quant_span = 7, 3, 8, 8.0
+
+    def describe(self) -> str:
+        return "flat 8x8 means"
 
     def encode_array(self, x, seed):
         n, c, h, w = x.shape

@@ -4,6 +4,8 @@ backend loads through :func:`helpers.backends.onnx_runtime.load_taef2_onnx`."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -46,3 +48,20 @@ def load_with_fallback(spec: str | None, fallback: str | None = TAEF2_MODEL_ID,
         if not fallback or fallback == spec:
             raise
         return load_backend(fallback, device=device), str(exc)
+
+
+def load_labelled(specs: Sequence[str], device) -> list[tuple[str, TorchBackend]]:
+    """Load each --model once; label = the backend kind (``taef2``, ``sd``), or the model's name when two
+    backends share a kind."""
+    loaded = [(spec, load_backend(spec, device=device)) for spec in specs]
+    kinds = [b.kind for _, b in loaded]
+    out: list[tuple[str, TorchBackend]] = []
+    for spec, b in loaded:
+        if kinds.count(b.kind) == 1:
+            label = b.kind
+        else:
+            label = re.sub(r"[^A-Za-z0-9._-]+", "-", str(b.model_id).rstrip("/").split("/")[-1]) or b.kind
+        if label in [lbl for lbl, _ in out]:
+            raise SDCError(f"--model {spec} duplicates a backend already given; pass each model once")
+        out.append((label, b))
+    return out

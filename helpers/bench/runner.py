@@ -23,13 +23,11 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import re
 import shlex
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from ..errors import SDCError
 from .config import (JOURNAL_FILE, OURS_RULE, PALETTE_CODERS, PLOT_FILE, POLICIES, POLICY, RECORDS_FILE, SAVE_SECONDS,
@@ -47,25 +45,6 @@ def _savings_complete(doc: dict, image: str, mlabel: str, coders: Iterable[str])
         if s["image"] == image and s["model"] == mlabel and all(c in s["bytes"] for c in coders):
             return True
     return False
-
-
-def _select_backends(specs: Sequence[str], device) -> list[tuple[str, Any]]:
-    """Load each --model once; label = the backend kind (``taef2``, ``sd``), or the model's name when two
-    backends share a kind."""
-    from ..backends.load import load_backend
-
-    loaded = [(spec, load_backend(spec, device=device)) for spec in specs]
-    kinds = [b.kind for _, b in loaded]
-    out: list[tuple[str, Any]] = []
-    for spec, b in loaded:
-        if kinds.count(b.kind) == 1:
-            label = b.kind
-        else:
-            label = re.sub(r"[^A-Za-z0-9._-]+", "-", str(b.model_id).rstrip("/").split("/")[-1]) or b.kind
-        if label in [lbl for lbl, _ in out]:
-            raise SDCError(f"--model {spec} duplicates a backend already given; pass each model once")
-        out.append((label, b))
-    return out
 
 
 def _resolve_coders(coders: Sequence[str]) -> tuple[list[str], dict[str, str]]:
@@ -223,6 +202,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 
     from .. import baselines, metrics
     from ..images import list_images
+    from ..backends.load import load_labelled
     from ..backends.torch_base import select_device
     from .scheduler import Runner, Scheduler, local_size, parse_scheduler, task_label
 
@@ -257,7 +237,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     described = metrics.describe(metric_keys)
     device = select_device(args.device)
     t_load = time.perf_counter()
-    backends = _select_backends(list(dict.fromkeys(args.model or ["taef2"])), device)
+    backends = load_labelled(list(dict.fromkeys(args.model or ["taef2"])), device)
     t_load = time.perf_counter() - t_load
     setup = Setup(budgets=sorted(set(args.budgets)), codecs=codecs, rules=list(dict.fromkeys(args.rules)),
                   coders=coders, denoise=args.denoise, max_colors=args.max_colors,

@@ -23,7 +23,6 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from ..errors import SDCError, one_line
 from .records import ours_label
@@ -106,7 +105,7 @@ _LOADS = [0]  # how many times this process loaded the models (1 per worker proc
 def worker_setup(setup, threads: int | None):
     """The run's :class:`~helpers.bench.image.Setup` with the models loaded, once per process and model list
     (the cached loader every task goes through); ``threads``: torch threads for this process (None: leave)."""
-    from .runner import _select_backends
+    from ..backends.load import load_labelled
 
     key = (tuple(setup.models), setup.device)
     if key not in _BACKENDS:
@@ -116,7 +115,7 @@ def worker_setup(setup, threads: int | None):
             torch.set_num_threads(int(threads))
         from ..backends.torch_base import select_device
 
-        _BACKENDS[key] = _select_backends(setup.models, select_device(setup.device))
+        _BACKENDS[key] = load_labelled(setup.models, select_device(setup.device))
         _LOADS[0] += 1
     return dataclasses.replace(setup, backends=_BACKENDS[key])
 
