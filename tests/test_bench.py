@@ -117,8 +117,9 @@ def test_metric_list_is_the_single_source():
     for m in bench.METRIC_SPECS:  # direction and display precision (the tie rule) agree with the registry
         assert m.higher_is_better == metrics.METRICS[m.key].higher_is_better, m.key
         assert m.digits == metrics.METRICS[m.key].digits, m.key
+        assert m.score == metrics.METRICS[m.key].score, m.key
     assert [m.key for m in bench.plot_metrics()][:5] == ["psnr", "ms_ssim", "ssim", "cvvdp", "ssimulacra2"]
-    assert [m.key for m in bench.bd_metrics()] == list(keys)
+    assert [m.key for m in bench.bd_metrics()] == [k for k in keys if k != "detail_retention"]  # the scores
     assert bench.metric_spec("flip").axis_label == "FLIP ↓ lower is better"
     assert bench.metric_spec("psnr").axis_label == "PSNR (dB) ↑ higher is better"
     assert bench.metric_spec("cvvdp").column == "ColorVideoVDP (JOD) ↑"

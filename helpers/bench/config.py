@@ -81,9 +81,12 @@ class Metric:
     plot_rank: int | None = None
     bd_rate: bool = False
     optional: bool = False
+    score: bool = True  # False: a reported measure beside the scores (no arrow, wins, BD-rate)
 
     @property
     def arrow(self) -> str:
+        if not self.score:
+            return ""
         return "↑" if self.higher_is_better else "↓"
 
     @property
@@ -93,8 +96,8 @@ class Metric:
 
     @property
     def column(self) -> str:
-        """Column title with the direction arrow: ``PSNR (dB) ↑``, ``FLIP ↓``."""
-        return f"{self.label} {self.arrow}"
+        """Column title with the direction arrow: ``PSNR (dB) ↑``, ``FLIP ↓`` (a measure that is no score: no arrow)."""
+        return f"{self.label} {self.arrow}" if self.arrow else self.label
 
     @property
     def axis_label(self) -> str:
@@ -122,6 +125,9 @@ METRIC_SPECS: tuple[Metric, ...] = (
            optional=True),
     Metric("lpips_vgg", "LPIPS-VGG", higher_is_better=False, plot_rank=9, bd_rate=True, optional=True),
     Metric("dists", "DISTS", higher_is_better=False, plot_rank=10, bd_rate=True, optional=True),
+    # not a quality score: decoded / original high-frequency energy (helpers.metrics.retention), shown beside the
+    # scores so that a gain bought with blur is visible; no arrow, no head-to-head, no BD-rate, no RD subplot
+    Metric("detail_retention", "Detail retention", record_digits=4, digits=3, optional=True, score=False),
 )
 
 CLASSIC_KEYS = ("psnr", "ssim", "ms_ssim")

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import SDCError, UnavailableError
-from . import classic, deep, perceptual
+from . import classic, deep, perceptual, retention
 from .classic import ImageLike, _pair
 
 __all__ = ["METRICS", "Metric", "arrow", "clear_cache", "default_keys", "describe", "get", "measure", "metric_status",
@@ -56,13 +56,18 @@ class Metric:
     slow_on_cpu: bool = False  # a VGG16 pass per image: left out of the default set unless CUDA is available
     note: str = ""
     digits: int = 4  # decimals shown in tables; two values equal at these decimals are a tie (helpers.metrics.wins)
+    score: bool = True  # False: a reported measure, not a quality score (no direction, never counted as a win)
 
     @property
     def direction(self) -> str:
+        if not self.score:
+            return "neither"
         return "higher" if self.higher_is_better else "lower"
 
     @property
     def arrow(self) -> str:
+        if not self.score:
+            return ""
         return "↑" if self.higher_is_better else "↓"
 
     def __call__(self, ref: ImageLike, test: ImageLike) -> float | None:
@@ -147,6 +152,13 @@ METRICS: dict[str, Metric] = {m.key: m for m in [
                    "torchvision VGG16 ImageNet backbone",
            lambda: {"input": "[0, 1], full resolution (no resize)", "backbone": str(deep.checkpoint_path("vgg"))},
            deep._load_dists, lambda a, b, run: deep.DISTSMetric()(a, b), uses_torch=True, slow_on_cpu=True),
+    Metric("detail_retention", "Detail retention", True, "ratio", 1.0, lambda: f"helpers (numpy {np.__version__})",
+           lambda: {"luma": "BT.601 0.299 R + 0.587 G + 0.114 B", "high-pass": "luma - Gaussian blur",
+                    "sigma_px": retention.HF_SIGMA, "truncate": retention.TRUNCATE, "border": "mirrored",
+                    "value": "variance of the decoded high-pass / variance of the original's"},
+           _ok, lambda a, b, run: retention.detail_retention(a, b), digits=3, score=False,
+           note="not a quality score: 1 = the original's fine detail, < 1 smoothed away, > 1 added (noise scores "
+                "high); shown beside fidelity, never ranked; checked against scipy.ndimage.gaussian_filter"),
 ]}
 
 
@@ -205,7 +217,8 @@ def describe(keys=None) -> dict[str, dict[str, Any]]:
     out = {}
     for key, (ok, reason) in metric_status(keys).items():
         m = METRICS[key]
-        entry: dict[str, Any] = {"name": m.name, "direction": f"{m.direction} is better", "arrow": m.arrow,
+        entry: dict[str, Any] = {"name": m.name, "arrow": m.arrow,
+                                 "direction": f"{m.direction} is better" if m.score else "not a score (1 = original)",
                                  "unit": m.unit, "perfect": None if math.isinf(m.perfect) else m.perfect,
                                  "in_default_set": key in default_keys()}
         if ok:
