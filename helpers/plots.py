@@ -300,10 +300,11 @@ def slider_widget(left, right, left_label: str = "original", right_label: str = 
 
 
 def choice_slider(images: dict, left: str | None = None, right: str | None = None, position: float = 0.5,
-                  max_height: int = 640):
+                  max_height: int = 600):
     """A before/after slider (:func:`slider_widget`) between any two of ``images`` (label -> picture, all the same
     size), picked with two drop-down lists above it (default: the first two). Returns the slider's VBox with the
-    lists in a row on top, as ``.left_choice`` / ``.right_choice``."""
+    lists in a row on top, as ``.left_choice`` / ``.right_choice``. The picture is at most 600 px tall (the
+    lists take the 40 px that :func:`slider_widget`'s 640 leaves in a 1000-px browser window)."""
     import ipywidgets as widgets
 
     labels = list(images)

@@ -169,3 +169,19 @@ def test_reach_lines_on_the_rd_plot(tmp_path):
     assert reach_lines(ax, reach, "psnr", ["a", "c"]) == []  # an image without reach: no line (not comparable)
     assert reach_lines(ax, reach, "cvvdp") == []
     plt.close(fig)
+
+
+def test_choice_slider_swaps_the_pictures():
+    from helpers.plots import choice_slider, compose_split, png_bytes
+
+    pics = {name: Image.new("RGB", (64, 48), color) for name, color in
+            (("original", (0, 0, 0)), ("2022", (255, 0, 0)), ("default", (0, 255, 0)), ("avif", (0, 0, 255)))}
+    box = choice_slider(pics, "original", "2022")
+    assert box.image.value == png_bytes(compose_split(pics["original"], pics["2022"], 0.5))
+    box.right_choice.value = "avif"
+    box.left_choice.value = "default"
+    assert box.image.value == png_bytes(compose_split(pics["default"], pics["avif"], 0.5))
+    assert "default" in box.caption.value and "avif" in box.caption.value
+    box.slider.value = 0.25
+    assert box.image.value == png_bytes(compose_split(pics["default"], pics["avif"], 0.25))
+    assert len(box.children) == 4 and box.children[2] is box.slider and box.children[3] is box.image
