@@ -289,12 +289,43 @@ def slider_widget(left, right, left_label: str = "original", right_label: str = 
     caption = widgets.HTML(f"<b>{left_label}</b> &larr; | &rarr; <b>{right_label}</b>{shown}")
 
     def update(change):
-        image.value = png_bytes(compose_split(left, right, change["new"]))
+        image.value = png_bytes(compose_split(box.left_image, box.right_image, slider.value))
 
     slider.observe(update, names="value")
     box = widgets.VBox([caption, slider, image])
-    box.slider, box.image = slider, image  # handles for tests and notebooks
+    box.slider, box.image, box.caption = slider, image, caption  # handles for tests and notebooks
     box.left_image, box.right_image = left, right
+    box.redraw = lambda: update(None)  # after replacing left_image / right_image
+    box.shown = shown
+    return box
+
+
+def choice_slider(images: dict, left: str | None = None, right: str | None = None, position: float = 0.5,
+                  max_height: int = 600):
+    """A before/after slider (:func:`slider_widget`) between any two of ``images`` (label -> picture, all the same
+    size), picked with two drop-down lists above it (default: the first two). Returns the slider's VBox with the
+    lists in a row on top, as ``.left_choice`` / ``.right_choice``. The picture is at most 600 px tall (the
+    lists take the 40 px that :func:`slider_widget`'s 640 leaves in a 1000-px browser window)."""
+    import ipywidgets as widgets
+
+    labels = list(images)
+    if len(labels) < 2:
+        raise ValueError(f"choice_slider needs at least two pictures, got {len(labels)}")
+    left = labels[0] if left is None else left
+    right = labels[1] if right is None else right
+    box = slider_widget(images[left], images[right], left, right, position, max_height)
+    lc = widgets.Dropdown(options=labels, value=left, description="left")
+    rc = widgets.Dropdown(options=labels, value=right, description="right")
+
+    def pick(change):
+        box.left_image, box.right_image = as_pil(images[lc.value]), as_pil(images[rc.value])
+        box.caption.value = f"<b>{lc.value}</b> &larr; | &rarr; <b>{rc.value}</b>{box.shown}"
+        box.redraw()
+
+    lc.observe(pick, names="value")
+    rc.observe(pick, names="value")
+    box.children = (widgets.HBox([lc, rc]), *box.children)
+    box.left_choice, box.right_choice = lc, rc
     return box
 
 
@@ -316,3 +347,24 @@ def rd_plot(summary: dict, metric: str, ax=None, title: str | None = None):
     if title:
         ax.set_title(title)
     return ax
+
+
+def reach_lines(ax, reach: dict, metric: str, images=None) -> list[str]:
+    """The decoder's reach (:mod:`helpers.bench.reach`) as horizontal reference lines on an RD subplot of
+    ``metric``: the mean over ``images`` (default: all of ``reach["images"]``) of ``D(E(x))`` (the stock encoder's
+    latent decoded, no quantization) and of ``D(z*)`` (the latent optimised for ``reach["steps"]`` steps). Drawn only
+    where every image has the value; returns the labels drawn."""
+    per = reach.get("images") or {}
+    names = list(images) if images is not None else list(per)
+    if not names or any(n not in per for n in names):
+        return []
+    drawn = []
+    for point, label, style in (("encoder", "decoder reach: D(E(x))", {"color": "0.45", "linestyle": "--"}),
+                                ("optimised", f"D(z*), {reach.get('steps', '?')} steps",
+                                 {"color": "0.1", "linestyle": ":"})):
+        vals = [per[n].get(point, {}).get(metric) for n in names]
+        if any(v is None for v in vals):
+            continue
+        ax.axhline(float(np.mean(vals)), linewidth=1.3, label=label, **style)
+        drawn.append(label)
+    return drawn

@@ -158,7 +158,7 @@ elif backend.kind == "taef2":
 # ## Summary
 
 # %%
-from helpers.report import markdown_table
+from helpers.bench.compare import markdown_table
 
 for r in rows:
     r["millions"] = r["parameters"] / 1e6

@@ -139,7 +139,7 @@ if not ok:
 
 # %%
 from helpers.plots import png_bytes
-from helpers.report import markdown_table
+from helpers.bench.compare import markdown_table
 
 raw_rgb = size[0] * size[1] * 3
 sizes = [

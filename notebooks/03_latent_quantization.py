@@ -103,7 +103,7 @@ print(f"{path.name}: latent {c}x{h}x{w} from {backend.describe()}")
 from helpers.codec import pack_payload, quantize_latents
 from helpers.methods.palette.quantize import apply_palette, quantize_8bit, unquantize_8bit
 from helpers.metrics import psnr, ssim
-from helpers.report import markdown_table
+from helpers.bench.compare import markdown_table
 
 span = backend.quant_span
 rows, decoded, latents_shown = [], {}, {}

@@ -137,7 +137,7 @@ print(f"{path.name}: {method} palette K={len(palette)}, dither {DITHER}: {psnr(r
 import time
 
 from helpers.backends.denoise import denoise_latents, denoise_timesteps
-from helpers.report import markdown_table
+from helpers.bench.compare import markdown_table
 
 scheduler = backend.denoiser()["scheduler"]
 rows = [{"steps": "-", "strength": "-", "timesteps": "(none)", "seconds": 0.0,

@@ -20,7 +20,9 @@
 # Rebuilds the article's figures from scratch into `FIG_DIR`:
 # three **JPEG | WebP | SD** panels at matched size (sizes, PSNR and perceptual metrics in the titles and a
 # table; ↑ higher is better, ↓ lower is better), the **latent as an RGBA picture**, the **VAE round trip** (ground truth, latent, decoded), the **quantization stages**, and a
-# **hallucination** example (error map and worst crops).
+# **hallucination** example (error map and worst crops). The article's figures use its 2022 method, asked for
+# by name (`METHOD = "palette"`, zlib), whatever the library's default; a last figure per panel image puts
+# today's default (the transform coder, `tc`) beside it, with AVIF at the same budget.
 #
 # The article's own photos are not available, so the figures use Kodak test images instead
 # (kodim04, kodim08, kodim23, kodim20 by default) at the article's 512x512 input size. With SD v1.4
@@ -65,6 +67,7 @@ PANEL_CODECS = ["jpeg", "webp"]
 # measured on every panel (the unavailable ones are skipped): PSNR next to the perceptual metrics
 PANEL_METRICS = ["psnr", "cvvdp", "ssimulacra2", "flip", "butteraugli"]
 TITLE_METRICS = ["psnr", "cvvdp", "ssimulacra2"]  # the ones a panel title shows, with their arrows
+METHOD = "palette"  # the article's 2022 method, by name (today's default, tc, is shown beside it in section 6)
 CODER = "zlib"  # the article's lossless stage
 DPI = 110
 DEVICE = os.environ.get("SDCOMP_DEVICE", "auto")  # auto (cuda > mps > cpu), cpu, cuda, mps
@@ -93,7 +96,7 @@ fig_dir = Path(FIG_DIR)
 fig_dir.mkdir(parents=True, exist_ok=True)
 MODEL_LABEL = {"CompVis/stable-diffusion-v1-4": "SD v1.4", "taef2": "TAEF2"}.get(backend.model_id, backend.model_id)
 CODEC_LABEL = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF", "jxl": "JPEG XL"}
-params = CodecParams(coder=CODER, policy=POLICY)
+params = CodecParams(method=METHOD, coder=CODER, policy=POLICY)
 written, captions = [], {}
 
 
@@ -110,7 +113,7 @@ def save(fig, name, caption):
 from IPython.display import Markdown, display
 
 from helpers.plots import metric_line
-from helpers.report import compare_image, markdown_table
+from helpers.bench.compare import compare_image, markdown_table
 
 comps = {}
 for path in list_images(DATA_DIR, PANEL_IMAGES):
@@ -151,7 +154,7 @@ def comparison(name, codecs):
 
 rt = comparison(ROUNDTRIP_IMAGE, PANEL_CODECS)
 reference, size = rt.reference, rt.reference.size
-z, q8 = rt.ours.latents, rt.ours.q8  # float latents and their 8-bit version
+z, q8 = rt.ours.latents, rt.ours.coded.q8  # float latents and their 8-bit version
 c, h, w = z.shape
 rgba = latent_as_rgba(q8, (0, 1, 2, 3) if c >= 4 else tuple(range(c)))
 note = "" if c == 4 else f" (channels 0-3 of {c})"
@@ -171,7 +174,7 @@ save(fig, "vae_roundtrip.png",
 # %%
 from helpers.codec import pack_payload, quantize_latents
 from helpers.metrics import measure
-from helpers.quantize import apply_palette, unquantize_8bit
+from helpers.methods.palette.quantize import apply_palette, unquantize_8bit
 
 ours = rt.ours
 k, method = ours.header.colors, ours.header.method
@@ -224,6 +227,34 @@ fig = crops_figure(panels, corners, size=96, scale=2.2)
 save(fig, "hallucination_crops.png", f"{comp.name}: the three 96x96 crops with the largest error")
 
 # %% [markdown]
+# ## 6. The 2022 method beside today's default
+# Each panel image once more at the same budget: the original, the 2022 palette method (figure 1's file), today's
+# default (the transform coder, `tc`) and AVIF's largest file within the budget. `detail` is the share of the
+# original's fine-detail energy the picture keeps (not a quality score: noise would raise it).
+
+# %%
+from helpers.article import then_and_now
+
+then_now = []
+for name in (PANEL_IMAGES[:1] if SMOKE else PANEL_IMAGES):
+    v = then_and_now(load_image(list_images(DATA_DIR, [name])[0]), backend, name, TARGET_BYTES, POLICY, CODER,
+                     palette=comps[name])
+    then_now += v.rows
+    rows = {r["picture"]: r for r in v.rows}
+    panels = {label + (f"\n{metric_line(rows[role], TITLE_METRICS)}, detail {rows[role]['detail_retention']:.2f}"
+                       if role in rows else ""): v.pictures[label] for role, label in v.roles.items()}
+    fig = show_images(panels, size=3.6, title=f"{name}: 2022 palette vs today's default (tc) vs AVIF, "
+                                              f"{TARGET_BYTES:,}-byte budget")
+    save(fig, f"then_and_now_{name}.png",
+         f"{name} at {TARGET_BYTES:,} bytes: " + "; ".join(
+             f"{label} ({metric_line(rows[role], TITLE_METRICS)}, detail retention "
+             f"{rows[role]['detail_retention']:.2f})" for role, label in v.roles.items() if role in rows)
+         + "; " + MODEL_LABEL)
+then_now_table = markdown_table(then_now, columns=("image", "picture", "bytes", "psnr", "cvvdp", "ssimulacra2",
+                                                   "detail_retention"))
+display(Markdown(then_now_table))
+
+# %% [markdown]
 # ## Written files
 
 # %%
@@ -231,6 +262,7 @@ save(fig, "hallucination_crops.png", f"{comp.name}: the three 96x96 crops with t
     "# Figure captions\n\nKodak test images stand in for the article's photos. Metrics: ↑ higher is better, "
     "↓ lower is better (CVVDP = ColorVideoVDP in JOD, SSIM2 = SSIMULACRA 2).\n\n"
     + "".join(f"- `{name}`: {text}\n" for name, text in captions.items())
-    + "\n## The panels' metrics\n\n" + panel_table)
+    + "\n## The panels' metrics\n\n" + panel_table
+    + "\n## The 2022 method, today's default and AVIF\n\n" + then_now_table)
 for p in written:
     print(f"{p.name:32s} {p.stat().st_size / 1024:7.1f} KiB")

@@ -135,7 +135,7 @@ from helpers.codec import CodecParams, decode, encode
 from helpers.images import list_images, load_image, model_input
 from helpers.methods.tc import tcoder
 from helpers.metrics import measure
-from helpers.report import markdown_table
+from helpers.bench.compare import markdown_table
 
 if not Path(DATA_DIR).is_dir():
     print(f"{DATA_DIR} not found: using the repository's data/ folder (put your own images there)")

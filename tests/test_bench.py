@@ -114,8 +114,9 @@ def test_metric_list_is_the_single_source():
     assert keys[:4] == ("psnr", "ssim", "ms_ssim", "lpips")  # the fields of every record since format 1, first
     assert bench.METRIC_SPECS == tuple(metrics.METRICS.values()), "the benchmark's list is the registry, in order"
     assert bench.Metric is metrics.Metric and bench.CLASSIC_KEYS is metrics.CLASSIC_KEYS
+    assert [m.key for m in bench.METRIC_SPECS if not m.score] == ["detail_retention"]
     assert [m.key for m in bench.plot_metrics()][:5] == ["psnr", "ms_ssim", "ssim", "cvvdp", "ssimulacra2"]
-    assert [m.key for m in bench.bd_metrics()] == list(keys)
+    assert [m.key for m in bench.bd_metrics()] == [k for k in keys if k != "detail_retention"]  # the scores
     assert bench.metric_spec("flip").axis_label == "FLIP ↓ lower is better"
     assert bench.metric_spec("psnr").axis_label == "PSNR (dB) ↑ higher is better"
     assert bench.metric_spec("cvvdp").column == "ColorVideoVDP (JOD) ↑"

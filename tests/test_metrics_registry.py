@@ -75,6 +75,9 @@ def test_registry_describes_every_metric():
             "lpips_vgg", "dists"} <= set(desc)
     for key, d in desc.items():
         m = M.get(key)
+        if not m.score:  # a reported measure (detail retention): no arrow, no "better" direction
+            assert d["arrow"] == "" and d["direction"].startswith("not a score"), key
+            continue
         assert d["arrow"] == ("↑" if m.higher_is_better else "↓")
         assert d["direction"] in ("higher is better", "lower is better")
         if d["status"] == "available":
@@ -114,7 +117,7 @@ def test_every_metric_ranks_jpeg_qualities(kodak_jpegs):
     """JPEG q=10 < q=50 < q=90 of a 512x512 Kodak crop, each metric in its own direction."""
     a, jpegs = kodak_jpegs
     scores = {q: M.measure(a, b) for q, b in jpegs.items()}
-    keys = [k for k in scores[10] if k not in LEARNED]  # LPIPS/DISTS: see the backbone tests
+    keys = [k for k in scores[10] if k not in LEARNED and M.get(k).score]  # LPIPS/DISTS: the backbone tests
     assert set(OFFLINE) <= set(keys)
     for key in keys:
         s10, s50, s90 = scores[10][key], scores[50][key], scores[90][key]
@@ -413,7 +416,7 @@ def test_dists_and_lpips_vgg_load_a_vgg16_checkpoint_from_the_hub_cache(random_v
 
 
 def test_markdown_table_arrows_and_head_to_head():
-    from helpers.report import head_to_head, markdown_table
+    from helpers.bench.compare import head_to_head, markdown_table
 
     rows = [
         {"image": "x", "codec": "ours:t", "rule": "-", "setting": "", "bytes": 10, "bpp": 0.1, "psnr": 20.0,
@@ -461,7 +464,7 @@ def test_verdict_sentence_groups_variants_and_names_wins():
 
 
 def test_report_head_to_head_block_and_detail_rows():
-    from helpers.report import head_to_head, head_to_head_markdown, verdict_lines
+    from helpers.bench.compare import head_to_head, head_to_head_markdown, verdict_lines
 
     def row(codec, rule, psnr, cvvdp):
         return {"image": "x", "codec": codec, "rule": rule, "setting": "", "bytes": 10, "bpp": 0.1, "psnr": psnr,
@@ -479,7 +482,7 @@ def test_report_head_to_head_block_and_detail_rows():
     assert md.startswith("| rule | baseline | psnr ↑ | cvvdp ↑ |\n") and verdict_lines(comps)[0] in md
 
     from helpers.metrics import detail_summary
-    from helpers.report import detail_rows
+    from helpers.bench.compare import detail_rows
 
     ref = np.full((64, 64, 3), 100, np.uint8)
     noisy = np.clip(ref + np.random.default_rng(0).integers(-30, 31, ref.shape), 0, 255).astype(np.uint8)
@@ -496,7 +499,7 @@ def test_status_command_lists_every_metric(capsys):
     assert main(["--status"]) == 0
     out = capsys.readouterr().out
     for key in M.METRICS:
-        assert re.search(rf"^{key}\s+[↑↓] (available|unavailable: )", out, re.M), key
+        assert re.search(rf"^{key}\s+{M.get(key).arrow or '·'} (available|unavailable: )", out, re.M), key
 
 
 def test_import_or_unavailable_names_the_module_and_the_fix():

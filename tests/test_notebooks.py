@@ -34,7 +34,8 @@ NAMES = ["01_load_weights", "02_vae_roundtrip", "03_latent_quantization", "04_un
 BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
          "(https://colab.research.google.com/github/sdcomp/sdcomp-notebooks/blob/main/notebooks/{name}.ipynb)")
 FIGURES = ["panels_kodim04.png", "panels_kodim08.png", "panels_kodim23.png", "latent_rgba.png",
-           "vae_roundtrip.png", "quantization_stages.png", "hallucination_error_map.png", "hallucination_crops.png"]
+           "vae_roundtrip.png", "quantization_stages.png", "hallucination_error_map.png", "hallucination_crops.png",
+           "then_and_now_kodim04.png"]  # the last: the 2022 palette beside today's default (tc) and AVIF
 CELL_TIMEOUT = 600  # seconds per cell; the whole suite takes a few minutes on 2 CPU cores
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SETUP_MAX_LINES = 22  # the shared first code cell stays short: the rest lives in helpers.notebook
@@ -316,6 +317,11 @@ def test_notebook_runs(name, model, needs_shared, request, tmp_path, monkeypatch
         prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
         assert "kodim08" not in prose and "windows" not in prose, "the text promises details it may not show"
         assert "compose_split" not in "\n".join(c.source for c in nb.cells), "no static image posing as a slider"
+        # the 2022 method asked for by name, today's default (tc) and AVIF beside it, and the slider choosing among them
+        source = "\n".join(c.source for c in nb.cells)
+        assert 'METHOD = "palette"' in source and "choice_slider(" in source
+        assert "| image | picture | bytes | psnr ↑ | cvvdp ↑ |" in text and "| kodim04 | default |" in text
+        assert "| kodim04 | 2022 |" in text and "| kodim04 | avif |" in text
     if name == "07_transform_coding":
         assert "| palette (arith) |" in text and "| tc |" in text and "| psnr ↑ |" in text
         assert "share of zero coefficients per band: LL" in text
@@ -333,3 +339,5 @@ def test_notebook_runs(name, model, needs_shared, request, tmp_path, monkeypatch
                 im.verify()
         captions = (fig_dir / "captions.md").read_text()
         assert "CVVDP" in captions and "JOD ↑" in captions and "| psnr ↑ |" in captions and "| cvvdp ↑ |" in captions
+        assert "## The 2022 method, today's default and AVIF" in captions and "| kodim04 | default |" in captions
+        assert "2022: palette" in captions and "default: tc" in captions

@@ -24,7 +24,7 @@ pytest.importorskip("onnxruntime")
 #: what the ONNX path must never import (torch and everything that drags it in, plotting, metrics, SciPy)
 HEAVY = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "matplotlib", "scipy", "skimage",
          "cvvdp", "lpips", "flip_evaluator", "ssimulacra2", "DISTS_pytorch", "pytorch_msssim", "huggingface_hub",
-         "pandas", "libimagequant", "onnx", "helpers.metrics", "helpers.report", "helpers.plots", "helpers.baselines",
+         "pandas", "libimagequant", "onnx", "helpers.metrics", "helpers.plots", "helpers.baselines",
          "helpers.backends.torch_base", "helpers.backends.load", "helpers.backends.sd", "helpers.backends.taef2",
          "helpers.backends.denoise")
 

@@ -79,7 +79,7 @@ def test_detail_maps_figure_has_one_panel_per_image():
 def test_comparison_figure_with_missing_baselines(taef2):
     from helpers.codec import CodecParams
     from helpers.plots import comparison_figure
-    from helpers.report import compare_image
+    from helpers.bench.compare import compare_image
 
     rng = np.random.default_rng(2)
     img = Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8))
@@ -100,7 +100,7 @@ def test_comparison_figure_perceptual_line(taef2):
     their values and direction arrows."""
     from helpers.codec import CodecParams
     from helpers.plots import comparison_figure, metric_line
-    from helpers.report import compare_image
+    from helpers.bench.compare import compare_image
 
     rng = np.random.default_rng(3)
     img = Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8))

@@ -64,8 +64,7 @@ The package, one module per concern:
   the BD-rate table;
 * :mod:`~helpers.bench.summary` and :mod:`~helpers.bench.plot`: ``summary.md`` and ``rd_curves.png``;
 * :mod:`~helpers.bench.compare`: ``python -m helpers compare`` / ``demo``: matched-size comparisons of a few images
-  and their report, the head-to-head and verdicts through :mod:`~helpers.bench.aggregate` (``helpers.report``
-  re-exports it under the notebooks' name);
+  and their report, the head-to-head and verdicts through :mod:`~helpers.bench.aggregate`;
 * :mod:`~helpers.bench.readme`: the README's result tables, generated from ``results/``;
 * :mod:`~helpers.bench.cli` (+ ``__main__``): the command line.
 """

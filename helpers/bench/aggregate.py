@@ -161,7 +161,7 @@ def head_to_head(doc: dict, selection: dict, budget: int) -> list[dict]:
     images = set(selection["images"])
     recs = {(r["image"], r["codec"], r["rule"]): r for r in doc["records"]
             if r["image"] in images and int(r["budget"]) == int(budget) and r.get("bytes") is not None}
-    mets = shown_metrics(r for r in doc["records"] if r["image"] in images)
+    mets = [m for m in shown_metrics(r for r in doc["records"] if r["image"] in images) if m.score]
     rows = _rows_for(selection)
     out = []
     for ours in selection["ours"]:

@@ -14,7 +14,9 @@ def write_plot(doc: dict, path: Path, selection: dict) -> Path:
     """bpp vs every metric of :func:`~helpers.bench.config.plot_metrics` that the records carry (PSNR, MS-SSIM,
     SSIM; ColorVideoVDP, SSIMULACRA 2, FLIP, Butteraugli, LPIPS, ... where measured): means over images, one
     subplot per metric in a grid of at most four columns, the y axis titled with ↑/↓ and "higher/lower is
-    better". Only budgets every image reached are plotted (a mean over a subset would not be comparable)."""
+    better". Only budgets every image reached are plotted (a mean over a subset would not be comparable). Where
+    ``reach.json`` (:mod:`helpers.bench.reach`) lies beside ``path`` and covers every image, the decoder's reach is
+    drawn as horizontal lines (:func:`helpers.plots.reach_lines`)."""
     import math
 
     import matplotlib
@@ -22,7 +24,10 @@ def write_plot(doc: dict, path: Path, selection: dict) -> Path:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from ..plots import rd_plot, save_figure
+    from ..plots import reach_lines, rd_plot, save_figure
+    from .reach import load_reach
+
+    reach = load_reach(Path(path).parent)  # the decoder's reach (reach.json beside the records), drawn where present
 
     agg = aggregate(doc["records"], selection["images"])
     shown = shown_metrics(r for r in doc["records"] if r["image"] in set(selection["images"]))
@@ -44,6 +49,8 @@ def write_plot(doc: dict, path: Path, selection: dict) -> Path:
                 label = codec  # one whole curve per codec, whatever the rule
             summary.setdefault(label, pts)
         rd_plot({k: v for k, v in summary.items() if v}, metric.axis_label, ax=ax)
+        if reach:
+            reach_lines(ax, reach, metric.key, selection["images"])
     for ax in axes.ravel()[len(mets):]:
         ax.axis("off")
     legend: dict = {}  # one legend for the figure (per-subplot legends hide points)

@@ -46,6 +46,7 @@ def _budget_table(agg: dict, selection: dict, budget: int, mets: list[config.Met
 
 def _h2h_table(doc: dict, selection: dict, budget: int, mets: list[config.Metric]) -> list[str]:
     """Per ours variant and baseline: images both fit, then ours' wins per metric ("3/13", ", 1 tie")."""
+    mets = [m for m in mets if m.score]  # a reported measure (detail retention) is nobody's win
     cols = ["ours", "baseline", "images both fit"] + [m.column for m in mets]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in head_to_head(doc, selection, budget):
@@ -74,6 +75,11 @@ def _metrics_lines(doc: dict, images: list[str], img_secs: list) -> list[str]:
         else:
             parts.append(f"`{m.key}` {m.arrow}")
     lines = [f"* **Metrics** (↑ higher is better, ↓ lower): {'; '.join(parts)}"]
+    if any(not m.score for m in present):
+        lines.append("* **Detail retention** (no arrow: not a quality score): the decoded image's high-frequency "
+                     "energy over the original's (variance of luma minus its Gaussian blur, sigma 2 px; "
+                     "`helpers.metrics.retention`). 1 = as much fine detail as the original, below 1 = smoothed "
+                     "away; noise would score above 1, so read it beside the fidelity columns, never alone")
     if not described:
         lines.append("* **Perceptual metrics:** not in these records (they predate them); re-run the same command "
                      "to fill them in")

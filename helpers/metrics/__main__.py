@@ -28,7 +28,7 @@ def _status() -> int:
 
     for key, d in describe().items():
         state = f"available  {d['library']}" if d["status"] == "available" else f"unavailable: {d['reason']}"
-        print(f"{key:15s} {d['arrow']} {state}")
+        print(f"{key:15s} {d['arrow'] or '·'} {state}")  # ·: a reported measure, no direction (detail retention)
     return 0
 
 

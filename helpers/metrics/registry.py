@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import SDCError
-from . import classic, deep, perceptual
+from . import classic, deep, perceptual, retention
 from .classic import ImageLike, _pair
 
 __all__ = ["CLASSIC_KEYS", "METRICS", "Metric", "arrow", "clear_cache", "default_keys", "describe", "get", "measure",
@@ -77,19 +77,24 @@ class Metric:
             object.__setattr__(self, "short", self.name)
         if not self.label:
             object.__setattr__(self, "label", self.short)
+    score: bool = True  # False: a reported measure, not a quality score (no direction, never counted as a win)
 
     @property
     def direction(self) -> str:
+        if not self.score:
+            return "neither"
         return "higher" if self.higher_is_better else "lower"
 
     @property
     def arrow(self) -> str:
+        if not self.score:
+            return ""
         return "↑" if self.higher_is_better else "↓"
 
     @property
     def column(self) -> str:
-        """Column title with the direction arrow: ``PSNR (dB) ↑``, ``FLIP ↓``."""
-        return f"{self.label} {self.arrow}"
+        """Column title with the direction arrow: ``PSNR (dB) ↑``, ``FLIP ↓`` (a measure that is no score: none)."""
+        return f"{self.label} {self.arrow}" if self.arrow else self.label
 
     @property
     def axis_label(self) -> str:
@@ -186,6 +191,14 @@ METRICS: dict[str, Metric] = {m.key: m for m in [
            lambda: {"input": "[0, 1], full resolution (no resize)", "backbone": str(deep.checkpoint_path("vgg"))},
            deep._load_dists, lambda a, b, run: deep.DISTSMetric()(a, b), uses_torch=True, slow_on_cpu=True,
            plot_rank=10),
+    Metric("detail_retention", "Detail retention", True, "ratio", 1.0, lambda: f"helpers (numpy {np.__version__})",
+           lambda: {"luma": "BT.601 0.299 R + 0.587 G + 0.114 B", "high-pass": "luma - Gaussian blur",
+                    "sigma_px": retention.HF_SIGMA, "truncate": retention.TRUNCATE, "border": "mirrored",
+                    "value": "variance of the decoded high-pass / variance of the original's"},
+           _ok, lambda a, b, run: retention.detail_retention(a, b), digits=3, score=False, label="Detail retention",
+           record_digits=4, plot_rank=None, bd_rate=False,
+           note="not a quality score: 1 = the original's fine detail, < 1 smoothed away, > 1 added (noise scores "
+                "high); shown beside fidelity, never ranked; checked against scipy.ndimage.gaussian_filter"),
 ]}
 
 
@@ -248,7 +261,8 @@ def describe(keys=None) -> dict[str, dict[str, Any]]:
     out = {}
     for key, (ok, reason) in metric_status(keys).items():
         m = METRICS[key]
-        entry: dict[str, Any] = {"name": m.name, "direction": f"{m.direction} is better", "arrow": m.arrow,
+        entry: dict[str, Any] = {"name": m.name, "arrow": m.arrow,
+                                 "direction": f"{m.direction} is better" if m.score else "not a score (1 = original)",
                                  "unit": m.unit, "perfect": None if math.isinf(m.perfect) else m.perfect,
                                  "in_default_set": key in default_keys()}
         if ok:

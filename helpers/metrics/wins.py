@@ -30,6 +30,8 @@ def outcome(key: str, ours: float | None, theirs: float | None, digits: int | No
     ``digits`` and ``higher_is_better`` default to the registry's (:data:`~helpers.metrics.METRICS`)."""
     if ours is None or theirs is None or isinstance(ours, str) or isinstance(theirs, str):
         return None
+    if key in METRICS and not METRICS[key].score:
+        return None  # a reported measure (detail retention), not a quality score: never a win or a loss
     if digits is None or higher_is_better is None:
         m = get(key)
         digits = m.digits if digits is None else digits
