@@ -2,7 +2,7 @@
 
 The article coded the latent with a palette (``method="palette"``: libimagequant for 4-channel SD latents, k-means
 otherwise) and zlib; the notebooks keep reproducing it by asking for that method by name, whatever the library
-default becomes. Today's default is the transform coder (``method="tc"``, :mod:`helpers.tcoder`). :func:`then_and_now`
+default becomes. Today's default is the transform coder (``method="tc"``, :mod:`helpers.methods.tc.tcoder`). :func:`then_and_now`
 codes one image both ways under the same budget and matches AVIF to it (rule ``le``: its largest file within the
 budget), so a slider (:func:`helpers.plots.choice_slider`) and a table can put original, 2022, default and AVIF
 side by side.

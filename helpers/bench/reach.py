@@ -42,7 +42,7 @@ POINTS = ("encoder", "optimised")
 
 
 def reach_dir() -> Path:
-    from ..onnx_runtime import cache_root
+    from ..backends.resolve import cache_root
 
     return cache_root() / "bench_reach"
 
@@ -178,7 +178,7 @@ def run(data: Path, out: Path, steps: int = DEFAULT_STEPS, lr: float = DEFAULT_L
 
     from .. import metrics
     from ..images import list_images, load_image, model_input
-    from ..models import load_backend
+    from ..backends.load import load_backend
 
     if threads:
         torch.set_num_threads(threads)
