@@ -204,6 +204,43 @@ def load_trained_encoder(path: str | Path | None = None, dtype=None):
     return enc.to(dtype or torch.float32).eval()
 
 
+def trained_backend(path: str | Path | None = None, weights_dir: Path | None = None):
+    """A TAEF2 backend (PyTorch, CPU) whose encoder carries the trained weights; the decoder (and with it the
+    fingerprint, the tc tables and every file it writes) is the stock one."""
+    from .models import TAEF2Backend, load_taef2
+
+    stock = load_taef2(weights_dir, device="cpu")
+    return TAEF2Backend(load_trained_encoder(path), stock.decoder, stock.device, stock.dtype, stock.model_id)
+
+
+def detail_ratio(ref, test, sigma: float = 2.0) -> float:
+    """High-frequency energy of ``test`` over ``ref``: variance of the luma minus its Gaussian blur (sigma 2 px)."""
+    from scipy.ndimage import gaussian_filter
+
+    def hf(img) -> float:
+        y = np.asarray(img.convert("L"), np.float64)
+        return float(np.var(y - gaussian_filter(y, sigma)))
+
+    return hf(test) / max(hf(ref), 1e-12)
+
+
+def compare(images: dict, backends: dict, budgets=(5000, 12000)) -> list[dict]:
+    """Code every image (name -> PIL image, sides multiples of 8) with every backend (name -> backend) through the
+    tc coder at each budget; records of bytes, PSNR and detail ratio of the decoded picture."""
+    from .codec import CodecParams, decode, encode
+    from .metrics import psnr
+
+    rows = []
+    for name, img in images.items():
+        for bname, be in backends.items():
+            for b in budgets:
+                enc = encode(img, be, CodecParams(method="tc", policy="none"), target_bytes=b)
+                dec = decode(enc.data, be).image
+                rows.append({"image": name, "encoder": bname, "budget": b, "bytes": enc.nbytes,
+                             "psnr": psnr(img, dec), "detail": detail_ratio(img, dec)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m helpers.enc_train", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="checkpoint folder (ckpt.pt, log.csv); training resumes from it")
