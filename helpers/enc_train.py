@@ -37,6 +37,8 @@ LEVELS = 4
 #: photos at small steps: 0.5e-5 .. 4e-5)
 G_PIXEL = 1.5e-5
 STEP_RANGE = (40.0, 300.0)  # tc steps the rate control picks for about 20 KB .. 2 KB at 512x512
+ALPHA = 0.3  # rate weight relative to the high-rate slope
+BETA = 4e-3  # weight of the detail term (see rd_loss)
 
 
 def _photos(short_sides=(512, 768)) -> list[np.ndarray]:
@@ -69,8 +71,27 @@ def _batch(images: list[np.ndarray], n: int, crop: int, rng: random.Random):
     return torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 255
 
 
-def rd_loss(encoder, decoder, x, tables, ks: list[int], alpha: float = 1.0):
-    """(loss, per-crop pixel MSE, per-crop bits) of a batch x (N, 3, H, W) in [0, 1] at tc step indices ``ks``."""
+def hf_energy(x):
+    """High-frequency energy per image of a batch (N, 3, H, W) in [0, 1]: mean square of the luma minus its
+    Gaussian blur (sigma 2 px), as the benchmark's detail retention measures it."""
+    import torch
+    import torch.nn.functional as F
+
+    y = (x * torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).reshape(1, 3, 1, 1)).sum(1, keepdim=True)
+    r = torch.arange(-6, 7, dtype=x.dtype)
+    g = torch.exp(-r ** 2 / (2 * 2.0 ** 2))
+    g = g / g.sum()
+    b = F.conv2d(F.pad(y, (6, 6, 0, 0), mode="reflect"), g.reshape(1, 1, 1, -1))
+    b = F.conv2d(F.pad(b, (0, 0, 6, 6), mode="reflect"), g.reshape(1, 1, -1, 1))
+    return ((y - b) ** 2).flatten(1).mean(1)
+
+
+def rd_loss(encoder, decoder, x, tables, ks: list[int], alpha: float = ALPHA, beta: float = BETA):
+    """(loss, per-crop pixel MSE, per-crop bits) of a batch x (N, 3, H, W) in [0, 1] at tc step indices ``ks``.
+
+    ``beta`` weighs a one-sided detail term, ``relu(log HF(x) - log HF(decoded))``: without it the rate term
+    teaches the encoder to blur (measured: alpha 1, beta 0, 38 steps: detail ratio 0.18-0.55 on holdout photos,
+    against 0.88-1.01 for the stock encoder)."""
     import torch
 
     from . import rate_model as R
@@ -85,6 +106,8 @@ def rd_loss(encoder, decoder, x, tables, ks: list[int], alpha: float = 1.0):
     bits = R.rate_bits(coeffs, tables, LEVELS, ks, mode="ste")
     lam = alpha * math.log(2) / 6 * G_PIXEL * delta ** 2
     loss = ((sse + lam * bits) / x[0].numel()).mean()
+    if beta:
+        loss = loss + beta * torch.relu(torch.log(hf_energy(x) + 1e-6) - torch.log(hf_energy(xh) + 1e-6)).mean()
     return loss, (sse / x[0].numel()).detach(), bits.detach()
 
 
@@ -96,7 +119,8 @@ def _save(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
-def train(out: Path, budget_minutes: float, batch: int = 4, crop: int = 192, lr: float = 1e-4, alpha: float = 1.0,
+def train(out: Path, budget_minutes: float, batch: int = 4, crop: int = 192, lr: float = 1e-4, alpha: float = ALPHA,
+          beta: float = BETA,
           checkpoint_minutes: float = 5.0, threads: int = 2, seed: int = 0, weights_dir: Path | None = None,
           progress: bool = True) -> Path:
     """Train (or resume from ``out/ckpt.pt``) for ``budget_minutes`` of wall time; returns the checkpoint path."""
@@ -135,7 +159,8 @@ def train(out: Path, budget_minutes: float, batch: int = 4, crop: int = 192, lr:
     def save():
         _save(ckpt, {"encoder": encoder.state_dict(), "optimizer": opt.state_dict(), "step": step,
                      "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "fingerprint": backend.fingerprint,
-                     "table_id": tables.table_id, "crop": crop, "batch": batch, "lr": lr, "alpha": alpha})
+                     "table_id": tables.table_id, "crop": crop, "batch": batch, "lr": lr, "alpha": alpha,
+                     "beta": beta})
 
     with open(log, "a", newline="") as fh:
         w = csv.writer(fh)
@@ -144,7 +169,7 @@ def train(out: Path, budget_minutes: float, batch: int = 4, crop: int = 192, lr:
         while time.monotonic() - t0 < budget:
             x = _batch(images, batch, crop, rng)
             ks = [T.k_of(math.exp(rng.uniform(*map(math.log, STEP_RANGE)))) for _ in range(batch)]
-            loss, mse, bits = rd_loss(encoder, decoder, x, tables, ks, alpha)
+            loss, mse, bits = rd_loss(encoder, decoder, x, tables, ks, alpha, beta)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
@@ -248,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", type=int, default=192)
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--alpha", type=float, default=1.0, help="rate weight relative to the high-rate slope")
+    ap.add_argument("--alpha", type=float, default=ALPHA, help="rate weight relative to the high-rate slope")
+    ap.add_argument("--beta", type=float, default=BETA, help="weight of the detail term")
     ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("SDCOMP_TRAIN_THREADS", "2")))
     ap.add_argument("--export", default=None, metavar="CKPT", help=f"write CKPT's encoder to {WEIGHTS.name} and stop")
@@ -261,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.out:
             ap.error("--out is required for training")
-        print(train(Path(args.out), args.budget_minutes, args.batch, args.crop, args.lr, args.alpha,
+        print(train(Path(args.out), args.budget_minutes, args.batch, args.crop, args.lr, args.alpha, args.beta,
                     args.checkpoint_minutes, args.threads))
         return 0
 
