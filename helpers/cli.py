@@ -24,6 +24,7 @@ from .bitstream import DEFAULT_MAX_PIXELS, MAX_COLORS, MAX_DENOISE_STEPS
 from .errors import SDCError, guarded, is_out_of_memory, out_of_memory
 from .memory import process_memory
 from .methods import registry
+from .methods.tc.refine import SCHEDULES as EFFORT_SCHEDULES
 
 DEFAULT_DEMO_IMAGES = ("kodim04", "kodim08", "kodim23")  # a face, fine architecture, smooth colour
 
@@ -82,9 +83,9 @@ def _add_codec(p: argparse.ArgumentParser):
                         "kmeans = latent k-means (any C); raw = 8-bit latents + zlib")
     g.add_argument("--step", type=_ranged(float, 0, 1e6, lo_open=True), default=None,
                    help="tc without --target-bytes: quantization step (default: the trained tables' middle rate)")
-    p.add_argument("--effort", type=int, default=0, choices=[0, 1, 2],
-                   help="tc: encoder-side refinement against decoded pixels (needs PyTorch; 1 = 3 decoder "
-                        "passes, 2 = 10; the decoder and the file format are unchanged)")
+    p.add_argument("--effort", type=int, default=0, choices=sorted(EFFORT_SCHEDULES),
+                   help="tc: rate-distortion refinement against decoded pixels (needs PyTorch; 1 = 3 decoder "
+                        "passes, 2 = 8, 3 = 30; the decoder and the file format are unchanged)")
     p.add_argument("--dither", type=_ranged(float, 0, 1), default=None,
                    help="dithering strength 0..1 (default: 1.0 for liq as the original, 0 for kmeans: measured better)")
     p.add_argument("--coder", default=None, choices=registry.coder_names(),

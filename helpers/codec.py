@@ -51,7 +51,7 @@ class CodecParams:
     kmeans_iters: int = 25
     #: pixel cap for the input image (None: bitstream.Limits.default(), i.e. SDCOMP_MAX_PIXELS or 8192 x 8192)
     max_pixels: int | None = None
-    #: tc only: encoder-side refinement against decoded pixels (helpers.refine: 0 = none, 1 = 3 steps, 2 = 10)
+    #: tc only: encoder-side refinement against decoded pixels (helpers.methods.tc.refine: 0 = none, 1 = 3 steps, 2 = 10)
     effort: int = 0
     #: tc only, without a byte budget: the quantization step (None: the tables' default)
     step: float | None = None

@@ -72,7 +72,7 @@ def optimise_latent(backend, ref: np.ndarray, z: np.ndarray, steps: int, lr: flo
     import torch
     from tqdm.auto import tqdm
 
-    from ..refine import _pixels
+    from ..methods.tc.refine import _pixels
 
     dec = _pixels(backend)
     params = [p for m in backend.components().values() for p in m.parameters()]

@@ -1,5 +1,5 @@
 """The transform coder (:mod:`.tcoder`) as a :class:`~helpers.methods.base.LatentMethod`: optional refinement
-against decoded pixels (``effort``, :mod:`helpers.refine`), then the finest quantization step whose file fits
+against decoded pixels (``effort``, :mod:`helpers.methods.tc.refine`), then the finest quantization step whose file fits
 the budget (without one: ``params.step``, or the default rate of :func:`.tcoder.default_budget`)."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class TcMethod(LatentMethod):
 
         z = latent
         if params.effort:
-            from ...refine import refine_latents
+            from .refine import refine_latents
 
             def quantizer_for(zz):
                 c, _ = code(zz)

@@ -745,3 +745,47 @@ def encode_latent(z: np.ndarray, fingerprint: int | None, k: int | None = None, 
         raise BudgetError(f"cannot meet {budget} bytes: even the coarsest tc file is {len(coarse.payload) + overhead} "
                           f"bytes; raise --target-bytes")
     return fit_budget(lambda kk: (c := attempt(kk), len(c.payload) + overhead), 65535, 0, budget, coarse), trials
+
+
+# ----------------------------------------------------------------------------------------------
+# public wrappers for the differentiable rate model (helpers.methods.tc.rate_model)
+# ----------------------------------------------------------------------------------------------
+
+def coefficient_classes(q: list[np.ndarray], tables: Tables, levels: int, k: int) -> list[np.ndarray]:
+    """The scale class the range coder gives each quantized coefficient of ``q`` (bands of (C, hb, wb) ints) at
+    step index ``k``: the same coding order and contexts as :func:`encode_coeffs`, without coding anything."""
+    shapes = [x.shape[1:] for x in q]
+    C = q[0].shape[0]
+    absq = [np.zeros((C,) + s, np.int64) for s in shapes]
+    out = [np.zeros((C,) + s, np.int64) for s in shapes]
+    for b, shape in enumerate(shapes):
+        if shape[0] * shape[1] == 0:
+            continue
+        for g, t, chans, mask in passes(C, shape):
+            act = activity(absq, b, g, t, chans, mask)
+            cls = _classes(tables, levels, b, g, t, chans, act, k)
+            if cls.size == 0:
+                continue
+            ch, (ys, xs) = np.asarray(chans)[:, None], np.nonzero(mask)
+            out[b][ch, ys[None], xs[None]] = cls
+            absq[b][ch, ys[None], xs[None]] = np.abs(q[b][ch, ys[None], xs[None]])
+    return out
+
+
+def coefficient_bits(q: list[np.ndarray], classes: list[np.ndarray]) -> float:
+    """Bits the range coder's models spend on ``q`` with ``classes`` (ideal code lengths from the shipped integer
+    tables, escapes and low bits included; without the payload's head, word padding and check value)."""
+    freq, shift = class_tables()
+    logp = np.log2(freq.astype(np.float64)) - np.log2(freq.astype(np.float64).sum(1, keepdims=True))
+    total = 0.0
+    for v, s in zip(q, classes):
+        v, s = v.ravel(), s.ravel()
+        r = shift[s]
+        hi = v >> r
+        sym = np.where(np.abs(hi) <= M, hi + M, ESC)
+        total += float(-logp[s, sym].sum() + r.sum())
+        esc = hi[sym == ESC]
+        if esc.size:
+            mag = np.abs(esc) - M - 1
+            total += float(esc.size * 6 + np.floor(np.log2(mag + 1)).sum())
+    return total

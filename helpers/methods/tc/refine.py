@@ -13,6 +13,14 @@ steps with a rate control between them 28.94 dB (effort 2). The benchmark's figu
 results/kodak/summary.md and results/holdout/summary.md (variant ``tc+e1``).
 The decoder and the file format do not change: only the encoder works harder.
 
+Rate-distortion refinement: rate-blind steps spend their gain on rate (the refined latent costs more bytes, the
+rate control picks a coarser step). Each step therefore minimises ``SSE(pixels) + lambda * bits`` per pixel,
+``bits`` from the differentiable rate model of the tc coder (:mod:`helpers.methods.tc.rate_model`, the coder's own classes
+and tables at the step the rate control chose), ``lambda = RATE_ALPHA * ln(2) / 6 * g * delta**2``: the
+high-rate slope of a uniform quantizer at that step (``g``: pixel squared error per unit of coefficient squared
+error, :data:`helpers.methods.tc.rate_model.G_PIXEL`). The step, and with it lambda, is re-fitted by the rate control
+before every stage. Effort 3 (three stages, 30 steps) is the highest effort.
+
 Each step is one decoder forward + backward pass (about 2.5 s for 512x512 TAEF2 on 2 CPU cores), so effort
 needs PyTorch and an image of at most :data:`MAX_PIXELS` (autograd through the whole decoder).
 """
@@ -23,10 +31,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import SDCError
+from ...errors import SDCError
 
 #: effort -> stages of (steps, Adam learning rate); the rate control runs before each stage
-SCHEDULES: dict[int, tuple[tuple[int, float], ...]] = {0: (), 1: ((3, 0.05),), 2: ((4, 0.05), (4, 0.03))}
+SCHEDULES: dict[int, tuple[tuple[int, float], ...]] = {0: (), 1: ((3, 0.05),), 2: ((4, 0.05), (4, 0.03)),
+                                                        3: ((10, 0.05), (10, 0.03), (10, 0.02))}
+#: rate weight relative to the high-rate slope (0 = rate-blind refinement, as before)
+RATE_ALPHA = 1.0
 MAX_PIXELS = 1024 * 1024
 
 
@@ -42,12 +53,44 @@ def _pixels(backend):
     raise SDCError(f"--effort needs a PyTorch decoder; backend '{backend.kind}' has none: use --effort 0")
 
 
+def tc_state(quant: Callable[[np.ndarray], np.ndarray], z: np.ndarray, fingerprint: int | None):
+    """(tables, levels, step index k) of a tc quantizer ``quant`` for latent ``z``, read back from its output (the
+    analysed quantized latent is an integer multiple of the step), or None where ``quant`` is no tc quantizer."""
+    from . import tcoder as T
+
+    levels = T.levels_for(*z.shape[1:])
+    tables = T.tables_for(z, fingerprint, levels)
+    c = np.concatenate([x.ravel() for x in T.analyze(quant(z), tables, levels)])
+    a = np.abs(c)
+    nz = a[a > 1e-4 * max(float(a.max(initial=0)), 1e-30)]
+    if nz.size == 0:
+        return None
+    q = np.rint(c / nz.min())
+    k = T.k_of(float((c * q).sum() / (q * q).sum()))
+    y = c / T.step_of(k)
+    if np.abs(y - np.rint(y)).max() > 0.02:
+        return None
+    return tables, levels, k
+
+
+def rate_weight(k: int, alpha: float = RATE_ALPHA) -> float:
+    """lambda (pixel squared error, [0, 1] RGB, per bit) at tc step index ``k``: the high-rate slope."""
+    import math
+
+    from . import tcoder as T
+    from .rate_model import G_PIXEL
+
+    return alpha * math.log(2) / 6 * G_PIXEL * T.step_of(k) ** 2
+
+
 def refine_latents(backend, image, z: np.ndarray, effort: int,
                    quantizer_for: Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]],
-                   progress: bool = False) -> np.ndarray:
+                   progress: bool = False, alpha: float | None = None) -> np.ndarray:
     """Return a latent (C, h, w) whose quantized version decodes closer to ``image`` (the policy-applied model
-    input). ``quantizer_for(z)`` runs the rate control for ``z`` and returns ``Q``: latent -> quantized latent
-    at the step it chose."""
+    input) for fewer bits. ``quantizer_for(z)`` runs the rate control for ``z`` and returns ``Q``: latent ->
+    quantized latent at the step it chose. ``alpha``: the rate weight (default :data:`RATE_ALPHA`; 0 = rate-blind;
+    ignored where ``Q`` is no tc quantizer)."""
+    alpha = RATE_ALPHA if alpha is None else alpha
     if effort not in SCHEDULES:
         raise SDCError(f"--effort must be one of {sorted(SCHEDULES)}, got {effort}")
     stages = SCHEDULES[effort]
@@ -56,7 +99,8 @@ def refine_latents(backend, image, z: np.ndarray, effort: int,
     import torch
     from tqdm.auto import tqdm
 
-    from .images import to_tensor
+    from ...images import to_tensor
+    from . import rate_model as R
 
     w, h = image.size
     if w * h > MAX_PIXELS:
@@ -69,19 +113,27 @@ def refine_latents(backend, image, z: np.ndarray, effort: int,
     saved = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(False)
-    zt = torch.from_numpy(np.ascontiguousarray(z, np.float32))[None].to(backend.device).requires_grad_(True)
+    zt = torch.from_numpy(np.array(z, np.float32))  # a copy: Adam must not move the caller's latent
+    zt = zt[None].to(backend.device).requires_grad_(True)
     bar = tqdm(total=sum(n for n, _ in stages), desc=f"refine latent (effort {effort})", disable=not progress,
                leave=False)
     try:
         with torch.enable_grad():
             for n, lr in stages:
-                quant = quantizer_for(zt.detach()[0].cpu().numpy())
+                z0 = zt.detach()[0].cpu().numpy()
+                quant = quantizer_for(z0)
+                state = tc_state(quant, z0, getattr(backend, "fingerprint", None)) if alpha else None
+                lam = rate_weight(state[2], alpha) if state else 0.0
                 opt = torch.optim.Adam([zt], lr=lr)
                 for _ in range(n):
                     zq = torch.from_numpy(quant(zt.detach()[0].cpu().numpy()))[None].to(zt.device)
                     z_in = zt + (zq - zt).detach()  # straight-through: decode Q(z), differentiate as if Q = id
                     out = dec(z_in.to(dtype)).float()
-                    loss = torch.mean((out[..., :h, :w] - target) ** 2)
+                    loss = torch.sum((out[..., :h, :w] - target) ** 2)
+                    if lam:
+                        tables, levels, k = state
+                        loss = loss + lam * R.rate_bits(R.analyze(zt.float(), tables, levels), tables, levels, k)[0]
+                    loss = loss / target.numel()
                     opt.zero_grad()
                     loss.backward()
                     opt.step()

@@ -1,0 +1,45 @@
+"""The trained-encoder machinery (helpers.methods.tc.enc_train): the loss trains the encoder only, export/load round trip."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from helpers.methods.tc import tcoder as T
+from helpers.images import to_nchw
+from helpers.methods.tc import enc_train
+
+
+def test_rd_loss_trains_the_encoder_only_and_lower_alpha_costs_more_bits(taef2, kodak_dir):
+    with Image.open(kodak_dir / "kodim23.png") as im:
+        x = (to_nchw(im.convert("RGB").crop((200, 100, 328, 228))) + 1) / 2
+    x = torch.as_tensor(x).float()
+    enc, dec = taef2.encoder, taef2.decoder
+    tables = T.trained_tables(taef2.fingerprint)
+    for p in dec.parameters():
+        p.requires_grad_(False)
+    try:
+        loss, mse, bits = enc_train.rd_loss(enc, dec, x, tables, [T.k_of(100.0)])
+        loss.backward()
+        assert all(p.grad is None for p in dec.parameters())
+        assert sum(float(p.grad.abs().sum()) for p in enc.parameters() if p.grad is not None) > 0
+        assert 0 < float(mse[0]) < 0.01 and float(bits[0]) > 100
+        # a finer step costs more bits and decodes closer
+        _, mse2, bits2 = enc_train.rd_loss(enc, dec, x, tables, [T.k_of(30.0)])
+        assert float(bits2[0]) > 2 * float(bits[0]) and float(mse2[0]) < float(mse[0])
+    finally:
+        enc.zero_grad(set_to_none=True)
+        for p in dec.parameters():
+            p.requires_grad_(True)
+
+
+def test_export_and_load_round_trip(taef2, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"encoder": taef2.encoder.state_dict(), "step": 0, "batch": 4, "crop": 192,
+                "fingerprint": taef2.fingerprint, "table_id": 1}, ckpt)
+    dest = enc_train.export(ckpt, tmp_path / "enc.pth")
+    assert dest.stat().st_size < 5e6 and "CC-BY" in dest.with_suffix(".md").read_text()
+    enc = enc_train.load_trained_encoder(dest)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x), taef2.encoder(x), atol=2e-2, rtol=0)

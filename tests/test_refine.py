@@ -1,0 +1,51 @@
+"""Rate-distortion refinement (helpers.methods.tc.refine): the tc quantizer's step read back, and the rate term's effect."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers.methods.tc import tcoder as T
+from helpers.codec import encode_latents
+from helpers.images import apply_policy, load_image
+from helpers.methods.tc import refine
+
+
+@pytest.fixture(scope="module")
+def crop(kodak_dir):
+    return apply_policy(load_image(kodak_dir / "kodim23.png"), "crop512")[0].crop((128, 128, 384, 384))
+
+
+def _quantizer_for(fingerprint, budget):
+    def quantizer_for(zz):
+        c, _ = T.encode_latent(zz, fingerprint, budget=budget)
+        quantizer_for.k = c.k
+        return lambda x: T.synthesize(T.dequantize(T.quantize(T.analyze(x, c.tables, c.levels), c.k), c.k),
+                                      c.tables, c.levels)
+
+    return quantizer_for
+
+
+def test_tc_state_reads_back_the_step(taef2, crop):
+    z = encode_latents(taef2, crop)
+    for budget in (800, 1500, 4000):
+        qf = _quantizer_for(taef2.fingerprint, budget)
+        quant = qf(z)
+        tables, levels, k = refine.tc_state(quant, z, taef2.fingerprint)
+        assert k == qf.k and levels == T.levels_for(*z.shape[1:]) and tables.table_id != 0
+    assert refine.tc_state(lambda x: np.round(x * 7.3) / 7.3 + 0.01, z, taef2.fingerprint) is None
+
+
+def test_rate_term_makes_the_refined_latent_cheaper(taef2, crop):
+    # the same steps with and without the rate term: at the first stage's step, the rate-aware latent costs fewer
+    # bytes (this is what lets the rate control pick a finer step for the same budget)
+    z = encode_latents(taef2, crop)
+    qf = _quantizer_for(taef2.fingerprint, 1500)
+    qf(z)
+    k0 = qf.k
+    size, z0 = {}, z.copy()
+    for alpha in (0.0, 2.0):
+        zr = refine.refine_latents(taef2, crop, z, 1, _quantizer_for(taef2.fingerprint, 1500), alpha=alpha)
+        size[alpha] = len(T.encode_latent(zr, taef2.fingerprint, k=k0)[0].payload)
+    np.testing.assert_array_equal(z, z0)  # both runs started from the encoder's latent: refinement works on a copy
+    assert size[2.0] < 0.97 * size[0.0], size
