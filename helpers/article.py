@@ -34,8 +34,9 @@ class ThenAndNow:
     missing: dict[str, str] = field(default_factory=dict)  # role -> why it is not shown (AVIF unavailable, ...)
 
 
-def then_and_now(img, backend, name: str, target_bytes: int, policy: str = "pad8", coder: str = "zlib",
-                 palette=None, keys=KEYS) -> ThenAndNow:
+def then_and_now(
+    img, backend, name: str, target_bytes: int, policy: str = "pad8", coder: str = "zlib", palette=None, keys=KEYS
+) -> ThenAndNow:
     """Code ``img`` with the 2022 palette method (``coder``: the article's zlib) and with today's default (tc) under
     ``target_bytes``, decode both, and match AVIF to the budget (largest file <= budget). ``palette``: a
     :class:`helpers.bench.compare.Comparison` of the same image made with ``method="palette"`` at the same budget, reused
@@ -54,9 +55,11 @@ def then_and_now(img, backend, name: str, target_bytes: int, policy: str = "pad8
         old, old_img = palette.ours, palette.ours_decoded.image
     new = encode(img, backend, CodecParams(method=DEFAULT_METHOD, policy=policy), target_bytes, latents=old.latents)
     new_img = decode(new.data, backend).image
-    roles = {"original": "original",
-             "2022": f"2022: palette ({old.header.colors} colours, {old.header.coder}), {old.nbytes:,} B",
-             "default": f"default: tc (step {new.coded.step:.3g}), {new.nbytes:,} B"}
+    roles = {
+        "original": "original",
+        "2022": f"2022: palette ({old.header.colors} colours, {old.header.coder}), {old.nbytes:,} B",
+        "default": f"default: tc (step {new.coded.step:.3g}), {new.nbytes:,} B",
+    }
     pictures = {roles["original"]: ref, roles["2022"]: old_img, roles["default"]: new_img}
     sizes = {"2022": old.nbytes, "default": new.nbytes}
     missing = {}
@@ -71,6 +74,12 @@ def then_and_now(img, backend, name: str, target_bytes: int, policy: str = "pad8
     rows = []
     for role in ("2022", "default", "avif"):
         if role in roles:
-            rows.append({"image": name, "picture": role, "bytes": sizes[role],
-                         **metrics.measure(ref, pictures[roles[role]], wanted)})
+            rows.append(
+                {
+                    "image": name,
+                    "picture": role,
+                    "bytes": sizes[role],
+                    **metrics.measure(ref, pictures[roles[role]], wanted),
+                }
+            )
     return ThenAndNow(name=name, budget=int(target_bytes), pictures=pictures, roles=roles, rows=rows, missing=missing)

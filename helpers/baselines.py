@@ -219,8 +219,9 @@ class BaselineResult:
 _MONOTONE_SEGMENTS: dict[str, tuple[tuple[int, int], ...]] = {"jxl": ((0, 18), (19, 99))}
 
 
-def _search_quality(size: Callable[[int], int], segments: Iterable[tuple[int, int]], budget: int,
-                    rule: str, window: int = 3) -> int:
+def _search_quality(
+    size: Callable[[int], int], segments: Iterable[tuple[int, int]], budget: int, rule: str, window: int = 3
+) -> int:
     """Quality whose ``size(q)`` best meets ``budget`` under ``rule``.
 
     ``segments`` are inclusive quality ranges, in increasing order, that together make up the
@@ -277,8 +278,14 @@ def _search_quality(size: Callable[[int], int], segments: Iterable[tuple[int, in
     return best
 
 
-def match_budget(img: Image.Image, codec: str, budget_bytes: int, rule: str = "ge",
-                 encodes: dict[int, bytes] | None = None, seconds: dict[int, float] | None = None) -> BaselineResult:
+def match_budget(
+    img: Image.Image,
+    codec: str,
+    budget_bytes: int,
+    rule: str = "ge",
+    encodes: dict[int, bytes] | None = None,
+    seconds: dict[int, float] | None = None,
+) -> BaselineResult:
     """Encode ``img`` with ``codec`` at the quality that meets ``budget_bytes`` under ``rule``.
 
     ``rule="ge"``: the smallest file of at least ``budget_bytes`` (the 2022 Colab's rule; the
@@ -315,12 +322,12 @@ def match_budget(img: Image.Image, codec: str, budget_bytes: int, rule: str = "g
     except BudgetError as exc:
         raise BudgetError(f"{codec} on a {rgb.width}x{rgb.height} image: {exc}") from None
     data = encoded[q]
-    return BaselineResult(codec=codec, quality=q, data=data, nbytes=len(data),
-                          image=decode_bytes(data), rule=rule)
+    return BaselineResult(codec=codec, quality=q, data=data, nbytes=len(data), image=decode_bytes(data), rule=rule)
 
 
-def compare_at_budget(img: Image.Image, budget_bytes: int, codecs: Iterable[str] | None = None,
-                      rule: str = "ge") -> dict[str, BaselineResult]:
+def compare_at_budget(
+    img: Image.Image, budget_bytes: int, codecs: Iterable[str] | None = None, rule: str = "ge"
+) -> dict[str, BaselineResult]:
     """:func:`match_budget` for several codecs (default: every available one), keyed by name.
 
     With ``rule="le"`` a codec that cannot go down to the budget raises :class:`BudgetError`.

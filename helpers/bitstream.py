@@ -86,7 +86,9 @@ def _env_int(name: str, default: int) -> int:
     try:
         value = int(raw.replace("_", ""))
     except ValueError:
-        raise BitstreamError(f"{name}={raw!r} is not an integer: unset it or give a pixel count such as 67108864") from None
+        raise BitstreamError(
+            f"{name}={raw!r} is not an integer: unset it or give a pixel count such as 67108864"
+        ) from None
     if value < 1:
         raise BitstreamError(f"{name}={raw!r} must be a positive pixel count")
     return value
@@ -101,8 +103,10 @@ class Limits:
     max_denoise_steps: int = MAX_DENOISE_STEPS
 
     @classmethod
-    def default(cls, max_pixels: int | None = None) -> "Limits":
-        return cls(max_pixels=max_pixels if max_pixels is not None else _env_int("SDCOMP_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+    def default(cls, max_pixels: int | None = None) -> Limits:
+        return cls(
+            max_pixels=max_pixels if max_pixels is not None else _env_int("SDCOMP_MAX_PIXELS", DEFAULT_MAX_PIXELS)
+        )
 
 
 @dataclass
@@ -133,6 +137,7 @@ class Header:
 # ------------------------------------------------------------------------------------------
 # latent coding methods: registered by helpers.methods.registry (the container imports no method code)
 # ------------------------------------------------------------------------------------------
+
 
 class MethodFormat(Protocol):
     """A latent coding method as the container sees it (:class:`helpers.methods.base.LatentMethod` is one).
@@ -189,14 +194,17 @@ def unregister_method(name: str) -> None:
 
 def _spec(name: str) -> MethodFormat:
     if not METHOD_SPECS:  # a programming error, not a bad file: nothing registered the shipped methods
-        raise BitstreamError("no latent coding method is registered: import helpers.methods.registry "
-                             "(helpers.codec does) before reading or writing .sdc files")
+        raise BitstreamError(
+            "no latent coding method is registered: import helpers.methods.registry "
+            "(helpers.codec does) before reading or writing .sdc files"
+        )
     return METHOD_SPECS[name]
 
 
 # ------------------------------------------------------------------------------------------
 # generic checks
 # ------------------------------------------------------------------------------------------
+
 
 def _latent_side_ok(policy: str, size: int, latent: int, d: int) -> bool:
     if policy == "pad8":
@@ -210,9 +218,12 @@ def _latent_side_ok(policy: str, size: int, latent: int, d: int) -> bool:
 
 def downsample_factors(h: Header) -> list[int]:
     """The downsampling factors under which the header's latent size matches its image size and policy."""
-    return [d for d in DOWNSAMPLE_FACTORS
-            if _latent_side_ok(h.policy, h.height, h.latent_height, d)
-            and _latent_side_ok(h.policy, h.width, h.latent_width, d)]
+    return [
+        d
+        for d in DOWNSAMPLE_FACTORS
+        if _latent_side_ok(h.policy, h.height, h.latent_height, d)
+        and _latent_side_ok(h.policy, h.width, h.latent_width, d)
+    ]
 
 
 def check_header(h: Header, payload_len: int, limits: Limits | None = None) -> None:
@@ -230,31 +241,42 @@ def check_header(h: Header, payload_len: int, limits: Limits | None = None) -> N
     if not 1 <= h.channels <= 255:
         raise BitstreamError(f"corrupted .sdc header: {h.channels} latent channels; {fix}")
     if not (1 <= h.width <= MAX_SIDE and 1 <= h.height <= MAX_SIDE):
-        raise BitstreamError(f"corrupted .sdc header: image size {h.width}x{h.height} (each side must be "
-                             f"1..{MAX_SIDE}); {fix}")
+        raise BitstreamError(
+            f"corrupted .sdc header: image size {h.width}x{h.height} (each side must be 1..{MAX_SIDE}); {fix}"
+        )
     if h.width * h.height > limits.max_pixels:
-        raise BitstreamError(f"image size {h.width}x{h.height} = {h.width * h.height:,} pixels exceeds the pixel cap "
-                             f"of {limits.max_pixels:,}: if the file is trusted, raise the cap with --max-pixels "
-                             f"or SDCOMP_MAX_PIXELS")
+        raise BitstreamError(
+            f"image size {h.width}x{h.height} = {h.width * h.height:,} pixels exceeds the pixel cap "
+            f"of {limits.max_pixels:,}: if the file is trusted, raise the cap with --max-pixels "
+            f"or SDCOMP_MAX_PIXELS"
+        )
     if not (1 <= h.latent_height <= MAX_SIDE and 1 <= h.latent_width <= MAX_SIDE):
         raise BitstreamError(f"corrupted .sdc header: latent size {h.latent_height}x{h.latent_width}; {fix}")
     if h.channels * h.latent_positions > limits.max_pixels:
-        raise BitstreamError(f"corrupted .sdc header: {h.channels}x{h.latent_height}x{h.latent_width} latent values "
-                             f"exceed the pixel cap of {limits.max_pixels:,} (one value per pixel at most); {fix}")
+        raise BitstreamError(
+            f"corrupted .sdc header: {h.channels}x{h.latent_height}x{h.latent_width} latent values "
+            f"exceed the pixel cap of {limits.max_pixels:,} (one value per pixel at most); {fix}"
+        )
     if not downsample_factors(h):
-        raise BitstreamError(f"corrupted .sdc header: a {h.latent_height}x{h.latent_width} latent cannot decode to "
-                             f"a {h.width}x{h.height} image with policy {h.policy}; {fix}")
+        raise BitstreamError(
+            f"corrupted .sdc header: a {h.latent_height}x{h.latent_width} latent cannot decode to "
+            f"a {h.width}x{h.height} image with policy {h.policy}; {fix}"
+        )
     if not (math.isfinite(h.quant_span) and 0 < h.quant_span <= MAX_QUANT_SPAN):
-        raise BitstreamError(f"corrupted .sdc header: quantization span {h.quant_span!r} is not a finite number in "
-                             f"(0, {MAX_QUANT_SPAN:g}]; {fix}")
+        raise BitstreamError(
+            f"corrupted .sdc header: quantization span {h.quant_span!r} is not a finite number in "
+            f"(0, {MAX_QUANT_SPAN:g}]; {fix}"
+        )
     if h.denoise:
         if not (math.isfinite(h.denoise_strength) and 0 < h.denoise_strength <= 1):
-            raise BitstreamError(f"corrupted .sdc header: denoise strength {h.denoise_strength!r} is not in (0, 1]; "
-                                 f"{fix}")
+            raise BitstreamError(
+                f"corrupted .sdc header: denoise strength {h.denoise_strength!r} is not in (0, 1]; {fix}"
+            )
         if not 1 <= h.denoise_steps <= limits.max_denoise_steps:
-            raise BitstreamError(f"corrupted .sdc header: {h.denoise_steps} denoise steps (allowed "
-                                 f"1..{limits.max_denoise_steps}); {fix}")
-    if not 0 <= payload_len:
+            raise BitstreamError(
+                f"corrupted .sdc header: {h.denoise_steps} denoise steps (allowed 1..{limits.max_denoise_steps}); {fix}"
+            )
+    if not payload_len >= 0:
         raise BitstreamError(f"corrupted .sdc header: payload length {payload_len}; {fix}")
     _spec(h.method).check(h, payload_len, limits)
 
@@ -262,9 +284,11 @@ def check_header(h: Header, payload_len: int, limits: Limits | None = None) -> N
 def check_geometry(h: Header, downsample: int) -> None:
     """The loaded model's downsampling factor must be one under which the latent matches the image size."""
     if downsample not in downsample_factors(h):
-        raise BitstreamError(f"this file's {h.latent_height}x{h.latent_width} latent does not match its "
-                             f"{h.width}x{h.height} image for a model with {downsample}x downsampling "
-                             f"(policy {h.policy}): corrupted file or wrong --model")
+        raise BitstreamError(
+            f"this file's {h.latent_height}x{h.latent_width} latent does not match its "
+            f"{h.width}x{h.height} image for a model with {downsample}x downsampling "
+            f"(policy {h.policy}): corrupted file or wrong --model"
+        )
 
 
 def decode_payload(h: Header, payload: bytes, limits: Limits | None = None):
@@ -293,6 +317,7 @@ def unpack_with(spec: MethodFormat, h: Header, payload: bytes, limits: Limits | 
 # serialisation
 # ------------------------------------------------------------------------------------------
 
+
 def pack(header: Header, payload: bytes, limits: Limits | None = None) -> bytes:
     """Serialise header + payload + CRC32 (after the same checks a reader makes)."""
     coder_ids = CODER_IDS
@@ -302,18 +327,30 @@ def pack(header: Header, payload: bytes, limits: Limits | None = None) -> bytes:
     if not METHOD_SPECS:
         _spec(header.method)
     if header.method not in METHOD_SPECS or header.coder not in coder_ids or header.policy not in POLICIES:
-        raise BitstreamError(f"cannot write method '{header.method}', coder '{header.coder}', policy "
-                             f"'{header.policy}' into an .sdc v{VERSION} file")
+        raise BitstreamError(
+            f"cannot write method '{header.method}', coder '{header.coder}', policy "
+            f"'{header.policy}' into an .sdc v{VERSION} file"
+        )
     if header.version != VERSION:
         raise BitstreamError(f"this writer produces .sdc version {VERSION} only (header says {header.version})")
     check_header(header, len(payload), limits)
     flags = (FLAG_DENOISE if header.denoise else 0) | (FLAG_DITHER if header.dithered else 0)
     out = bytearray(MAGIC)
-    out += struct.pack("<BBBBBB", VERSION, flags, METHODS[header.method], coder_ids[header.coder],
-                       POLICIES[header.policy], len(mid))
+    out += struct.pack(
+        "<BBBBBB", VERSION, flags, METHODS[header.method], coder_ids[header.coder], POLICIES[header.policy], len(mid)
+    )
     out += mid
-    out += struct.pack("<IHHBHHfH", header.fingerprint & 0xFFFFFFFF, header.width, header.height,
-                       header.channels, header.latent_height, header.latent_width, header.quant_span, header.colors)
+    out += struct.pack(
+        "<IHHBHHfH",
+        header.fingerprint & 0xFFFFFFFF,
+        header.width,
+        header.height,
+        header.channels,
+        header.latent_height,
+        header.latent_width,
+        header.quant_span,
+        header.colors,
+    )
     if header.denoise:
         out += struct.pack("<fH", header.denoise_strength, header.denoise_steps)
     out += struct.pack("<I", len(payload))
@@ -329,7 +366,7 @@ def _parse_v1(data: bytes) -> tuple[Header, int, int]:
         pos = 10
         if pos + n > len(data):
             raise struct.error
-        model_id = data[pos:pos + n].decode("utf-8")
+        model_id = data[pos : pos + n].decode("utf-8")
         pos += n
         fp, w, h, c, lh, lw, span, k = struct.unpack_from("<IHHBHHfH", data, pos)
         pos += struct.calcsize("<IHHBHHfH")
@@ -342,8 +379,10 @@ def _parse_v1(data: bytes) -> tuple[Header, int, int]:
     except (struct.error, UnicodeDecodeError):
         raise BitstreamError("truncated or corrupted .sdc header: re-encode or re-copy the file") from None
     if pos + plen + 4 != len(data):
-        raise BitstreamError(f"truncated or corrupted .sdc file: header announces a {plen}-byte payload but "
-                             f"{len(data) - pos - 4} bytes follow; re-copy the complete file")
+        raise BitstreamError(
+            f"truncated or corrupted .sdc file: header announces a {plen}-byte payload but "
+            f"{len(data) - pos - 4} bytes follow; re-copy the complete file"
+        )
     if not _crc_ok(data):
         raise BitstreamError("corrupted .sdc file: CRC32 mismatch; re-copy the file or re-encode the image")
     if flags & ~(FLAG_DENOISE | FLAG_DITHER):
@@ -352,12 +391,29 @@ def _parse_v1(data: bytes) -> tuple[Header, int, int]:
     if not METHOD_SPECS:
         _spec("")
     if method_id not in METHOD_NAMES or coder_id not in names or policy_id not in POLICY_NAMES:
-        raise BitstreamError(f"unsupported .sdc content (method {method_id}, coder {coder_id}, policy {policy_id}): "
-                             f"upgrade sdcomp-notebooks")
-    header = Header(method=METHOD_NAMES[method_id], coder=names[coder_id], model_id=model_id, fingerprint=fp,
-                    width=w, height=h, channels=c, latent_height=lh, latent_width=lw, quant_span=span, colors=k,
-                    policy=POLICY_NAMES[policy_id], dithered=bool(flags & FLAG_DITHER),
-                    denoise=bool(flags & FLAG_DENOISE), denoise_strength=strength, denoise_steps=steps, version=1)
+        raise BitstreamError(
+            f"unsupported .sdc content (method {method_id}, coder {coder_id}, policy {policy_id}): "
+            f"upgrade sdcomp-notebooks"
+        )
+    header = Header(
+        method=METHOD_NAMES[method_id],
+        coder=names[coder_id],
+        model_id=model_id,
+        fingerprint=fp,
+        width=w,
+        height=h,
+        channels=c,
+        latent_height=lh,
+        latent_width=lw,
+        quant_span=span,
+        colors=k,
+        policy=POLICY_NAMES[policy_id],
+        dithered=bool(flags & FLAG_DITHER),
+        denoise=bool(flags & FLAG_DENOISE),
+        denoise_strength=strength,
+        denoise_steps=steps,
+        version=1,
+    )
     return header, pos, plen
 
 
@@ -388,11 +444,13 @@ def unpack(data: bytes, limits: Limits | None = None) -> tuple[Header, bytes]:
     version = data[4]
     if version not in PARSERS:
         known = ", ".join(str(v) for v in sorted(PARSERS))
-        raise BitstreamError(f".sdc version {version} is not supported by this reader (knows {known}): "
-                             f"upgrade sdcomp-notebooks or re-encode the image")
+        raise BitstreamError(
+            f".sdc version {version} is not supported by this reader (knows {known}): "
+            f"upgrade sdcomp-notebooks or re-encode the image"
+        )
     header, pos, plen = PARSERS[version](data)
     check_header(header, plen, limits)
-    return header, data[pos:pos + plen]
+    return header, data[pos : pos + plen]
 
 
 def header_size(header: Header) -> int:

@@ -53,46 +53,93 @@ def _ranged(kind, lo=None, hi=None, lo_open=False, what=""):
 
 
 def _add_model(p: argparse.ArgumentParser, default: str | None = "auto", runtime: bool = False):
-    p.add_argument("--model", default=default,
-                   help="hub id (e.g. CompVis/stable-diffusion-v1-4), diffusers SD1.x folder, folder with "
-                        "taef2_encoder.pth/taef2_decoder.pth, 'taef2', or 'auto' (SD v1.4 if available, else TAEF2)")
+    p.add_argument(
+        "--model",
+        default=default,
+        help="hub id (e.g. CompVis/stable-diffusion-v1-4), diffusers SD1.x folder, folder with "
+        "taef2_encoder.pth/taef2_decoder.pth, 'taef2', or 'auto' (SD v1.4 if available, else TAEF2)",
+    )
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     if runtime:
-        p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"],
-                       help="auto: ONNX Runtime for TAEF2 on a CPU (no torch import once its graphs are cached), "
-                            "PyTorch otherwise; torch: always PyTorch; onnx: ONNX Runtime (TAEF2, CPU only)")
-    p.add_argument("--max-pixels", type=_ranged(int, 1), default=None,
-                   help=f"pixel cap for images read or decoded (default {DEFAULT_MAX_PIXELS:,} = 8192x8192, "
-                        f"or $SDCOMP_MAX_PIXELS)")
+        p.add_argument(
+            "--runtime",
+            default="auto",
+            choices=["auto", "torch", "onnx"],
+            help="auto: ONNX Runtime for TAEF2 on a CPU (no torch import once its graphs are cached), "
+            "PyTorch otherwise; torch: always PyTorch; onnx: ONNX Runtime (TAEF2, CPU only)",
+        )
+    p.add_argument(
+        "--max-pixels",
+        type=_ranged(int, 1),
+        default=None,
+        help=f"pixel cap for images read or decoded (default {DEFAULT_MAX_PIXELS:,} = 8192x8192, "
+        f"or $SDCOMP_MAX_PIXELS)",
+    )
 
 
 def _add_codec(p: argparse.ArgumentParser):
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--target-bytes", type=_ranged(int, 1, 2**31), default=None,
-                   help="byte budget for the whole file (header included); tc searches its quantization step, "
-                        "the palette methods their palette size")
-    g.add_argument("--colors", type=_ranged(int, 1, MAX_COLORS, what=" (libimagequant: 2..256)"), default=None,
-                   help=f"palette size K, 1..{MAX_COLORS} (libimagequant 2..256; default 256)")
-    p.add_argument("--max-colors", type=_ranged(int, 2, MAX_COLORS, what=" (libimagequant stops at 256)"),
-                   default=1024,
-                   help=f"with --target-bytes: largest palette the search may use, 2..{MAX_COLORS} "
-                        f"(k-means; libimagequant stops at 256)")
-    p.add_argument("--method", default=None, choices=registry.names(),
-                   help="tc (default; palette when --coder zlib/arith/lzma, --colors or --dither is given) = transform coding: decoder-aware wavelet + KLT, scalar quantization, range "
-                        "coding; palette (= auto) = the 2022 method: liq = libimagequant on RGBA (SD, 4 channels), "
-                        "kmeans = latent k-means (any C); raw = 8-bit latents + zlib")
-    g.add_argument("--step", type=_ranged(float, 0, 1e6, lo_open=True), default=None,
-                   help="tc without --target-bytes: quantization step (default: the trained tables' middle rate)")
-    p.add_argument("--effort", type=int, default=0, choices=sorted(EFFORT_SCHEDULES),
-                   help="tc: rate-distortion refinement against decoded pixels (needs PyTorch; 1 = 3 decoder "
-                        "passes, 2 = 8, 3 = 30; the decoder and the file format are unchanged)")
-    p.add_argument("--dither", type=_ranged(float, 0, 1), default=None,
-                   help="dithering strength 0..1 (default: 1.0 for liq as the original, 0 for kmeans: measured better)")
-    p.add_argument("--coder", default=None, choices=registry.coder_names(),
-                   help="palette methods' lossless stage: zlib (the original, default), arith or lzma; tc always "
-                        "uses its range coder")
-    p.add_argument("--policy", default="pad8", choices=["pad8", "crop512", "none"],
-                   help="pad8: any size, padded to a multiple of 8; crop512: center crop + resize to 512x512")
+    g.add_argument(
+        "--target-bytes",
+        type=_ranged(int, 1, 2**31),
+        default=None,
+        help="byte budget for the whole file (header included); tc searches its quantization step, "
+        "the palette methods their palette size",
+    )
+    g.add_argument(
+        "--colors",
+        type=_ranged(int, 1, MAX_COLORS, what=" (libimagequant: 2..256)"),
+        default=None,
+        help=f"palette size K, 1..{MAX_COLORS} (libimagequant 2..256; default 256)",
+    )
+    p.add_argument(
+        "--max-colors",
+        type=_ranged(int, 2, MAX_COLORS, what=" (libimagequant stops at 256)"),
+        default=1024,
+        help=f"with --target-bytes: largest palette the search may use, 2..{MAX_COLORS} "
+        f"(k-means; libimagequant stops at 256)",
+    )
+    p.add_argument(
+        "--method",
+        default=None,
+        choices=registry.names(),
+        help="tc (default; palette when --coder zlib/arith/lzma, --colors or --dither is given) = transform coding: decoder-aware wavelet + KLT, scalar quantization, range "
+        "coding; palette (= auto) = the 2022 method: liq = libimagequant on RGBA (SD, 4 channels), "
+        "kmeans = latent k-means (any C); raw = 8-bit latents + zlib",
+    )
+    g.add_argument(
+        "--step",
+        type=_ranged(float, 0, 1e6, lo_open=True),
+        default=None,
+        help="tc without --target-bytes: quantization step (default: the trained tables' middle rate)",
+    )
+    p.add_argument(
+        "--effort",
+        type=int,
+        default=0,
+        choices=sorted(EFFORT_SCHEDULES),
+        help="tc: rate-distortion refinement against decoded pixels (needs PyTorch; 1 = 3 decoder "
+        "passes, 2 = 8, 3 = 30; the decoder and the file format are unchanged)",
+    )
+    p.add_argument(
+        "--dither",
+        type=_ranged(float, 0, 1),
+        default=None,
+        help="dithering strength 0..1 (default: 1.0 for liq as the original, 0 for kmeans: measured better)",
+    )
+    p.add_argument(
+        "--coder",
+        default=None,
+        choices=registry.coder_names(),
+        help="palette methods' lossless stage: zlib (the original, default), arith or lzma; tc always "
+        "uses its range coder",
+    )
+    p.add_argument(
+        "--policy",
+        default="pad8",
+        choices=["pad8", "crop512", "none"],
+        help="pad8: any size, padded to a multiple of 8; crop512: center crop + resize to 512x512",
+    )
     p.add_argument("--denoise", action="store_true", help="ask the decoder to denoise latents with the SD UNet")
     p.add_argument("--denoise-strength", type=_ranged(float, 0, 1, lo_open=True), default=0.04)
     p.add_argument("--denoise-steps", type=_ranged(int, 1, MAX_DENOISE_STEPS), default=66)
@@ -108,18 +155,29 @@ def _params(args):
         method = "palette" if palette_flags else registry.DEFAULT
     tc = method == "tc"
     if tc and args.coder not in (None, "range"):
-        raise SDCError(f"--coder {args.coder} applies to the palette methods; tc has its own range coder: drop "
-                       f"--coder or pass --method palette")
+        raise SDCError(
+            f"--coder {args.coder} applies to the palette methods; tc has its own range coder: drop "
+            f"--coder or pass --method palette"
+        )
     if not tc and args.coder == "range":
         raise SDCError("--coder range is the tc method's coder: use --method tc, or zlib/arith/lzma for a palette")
     if not tc and (args.effort or args.step is not None):
         raise SDCError("--effort and --step apply to --method tc only")
     if tc and args.colors is not None:
         raise SDCError("--colors sets a palette size: pass --method palette, or --step/--target-bytes for tc")
-    return CodecParams(method=method, colors=colors, dither=args.dither,
-                       coder="range" if tc else (args.coder or "zlib"), policy=args.policy, denoise=args.denoise,
-                       denoise_strength=args.denoise_strength, denoise_steps=args.denoise_steps,
-                       max_pixels=args.max_pixels, effort=args.effort, step=args.step)
+    return CodecParams(
+        method=method,
+        colors=colors,
+        dither=args.dither,
+        coder="range" if tc else (args.coder or "zlib"),
+        policy=args.policy,
+        denoise=args.denoise,
+        denoise_strength=args.denoise_strength,
+        denoise_steps=args.denoise_steps,
+        max_pixels=args.max_pixels,
+        effort=args.effort,
+        step=args.step,
+    )
 
 
 class StageLog:
@@ -154,8 +212,10 @@ def _resolve_runtime(spec, args) -> tuple[str, Path | None]:
     choice = getattr(args, "runtime", "torch")
     if getattr(args, "effort", 0):  # gradients through the decoder: PyTorch only
         if choice == "onnx":
-            raise SDCError(f"--effort {args.effort} back-propagates through the decoder, which needs PyTorch: "
-                           f"use --runtime torch (or auto), or --effort 0")
+            raise SDCError(
+                f"--effort {args.effort} back-propagates through the decoder, which needs PyTorch: "
+                f"use --runtime torch (or auto), or --effort 0"
+            )
         choice = "torch"
     taef2_dir = None if choice == "torch" else taef2_dir_of(spec)
     runtime = choose_runtime(choice, taef2_dir, args.device)
@@ -197,8 +257,10 @@ def check_output(output, inputs=()) -> Path:
         except OSError:
             read_only = False
         if read_only:
-            raise SDCError(f"output {out} exists and is read-only; refusing to replace it: choose another name, "
-                           f"or make it writable (chmod u+w {out}) or delete it first")
+            raise SDCError(
+                f"output {out} exists and is read-only; refusing to replace it: choose another name, "
+                f"or make it writable (chmod u+w {out}) or delete it first"
+            )
         for src in inputs:
             try:
                 same = os.path.samefile(src, out)
@@ -246,7 +308,7 @@ def memory_guard(what: str, size: tuple[int, int]):
         yield
     except SDCError:
         raise
-    except Exception as exc:  # noqa: BLE001 - only allocation failures are converted; others propagate
+    except Exception as exc:
         if is_out_of_memory(exc):
             raise out_of_memory(what, *size) from None
         raise
@@ -270,26 +332,39 @@ def cmd_encode(args) -> int:
     t0 = time.perf_counter()
     c0 = time.process_time()
     with memory_guard("encoding", img.size):
-        latents = encode_latents(backend, apply_policy(img, params.policy, backend.downsample,
-                                                       params.max_pixels)[0], params.seed)
+        latents = encode_latents(
+            backend, apply_policy(img, params.policy, backend.downsample, params.max_pixels)[0], params.seed
+        )
         vae = (time.perf_counter() - t0, time.process_time() - c0)
         log.mark("vae")
         enc = encode(img, backend, params, target_bytes=args.target_bytes, latents=latents)
     log.mark("code")
     write_atomic(out, lambda tmp: tmp.write_bytes(enc.data))
     log.mark("write")
-    log.info.update(command="encode", runtime=runtime, backend=backend.describe(), bytes=enc.nbytes,
-                    pixels=enc.header.width * enc.header.height, colors=enc.header.colors, coder=enc.header.coder,
-                    codec_wall={"vae_encode": vae[0], **enc.timings},
-                    codec_cpu={"vae_encode": vae[1], **enc.cpu_timings})
+    log.info.update(
+        command="encode",
+        runtime=runtime,
+        backend=backend.describe(),
+        bytes=enc.nbytes,
+        pixels=enc.header.width * enc.header.height,
+        colors=enc.header.colors,
+        coder=enc.header.coder,
+        codec_wall={"vae_encode": vae[0], **enc.timings},
+        codec_cpu={"vae_encode": vae[1], **enc.cpu_timings},
+    )
     h = enc.header
     w, hh = h.width, h.height
-    setting = (f"tc step {enc.coded.step:.4g}" + (f" effort {params.effort}" if params.effort else "")
-               if h.method == "tc" else f"{h.method} K={h.colors} {h.coder}")
-    print(f"{args.output}: {enc.nbytes} bytes ({8 * enc.nbytes / (w * hh):.4f} bpp), {w}x{hh}, "
-          f"{setting}, latent {h.channels}x{h.latent_height}x{h.latent_width}, "
-          f"{time.perf_counter() - t0:.2f}s"
-          + (f", budget {args.target_bytes} ({args.target_bytes - enc.nbytes} bytes spare)" if args.target_bytes else ""))
+    setting = (
+        f"tc step {enc.coded.step:.4g}" + (f" effort {params.effort}" if params.effort else "")
+        if h.method == "tc"
+        else f"{h.method} K={h.colors} {h.coder}"
+    )
+    print(
+        f"{args.output}: {enc.nbytes} bytes ({8 * enc.nbytes / (w * hh):.4f} bpp), {w}x{hh}, "
+        f"{setting}, latent {h.channels}x{h.latent_height}x{h.latent_width}, "
+        f"{time.perf_counter() - t0:.2f}s"
+        + (f", budget {args.target_bytes} ({args.target_bytes - enc.nbytes} bytes spare)" if args.target_bytes else "")
+    )
     return 0
 
 
@@ -300,7 +375,7 @@ def _image_size(path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
-    except Exception:  # noqa: BLE001
+    except Exception:
         return (0, 0)
 
 
@@ -309,10 +384,10 @@ LOSSLESS_OUTPUTS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF
 
 def cmd_decode(args) -> int:
     from . import bitstream
-    from .codec import decode, decode_work
-    from .images import save_pixels
     from .backends.resolve import check_model_spec
     from .backends.taef2_spec import tile_side
+    from .codec import decode, decode_work
+    from .images import save_pixels
 
     log = getattr(args, "stage_log", None) or StageLog()
     log.mark("imports")
@@ -345,14 +420,25 @@ def cmd_decode(args) -> int:
         ran = getattr(backend, "extras", {}).get("last_denoise")
         if ran:
             per = ran["unet_step_seconds"]
-            print(f"denoise: {ran['steps_run']} of {ran['schedule_steps']} steps (strength {ran['strength']:g}, "
-                  f"timesteps {ran['timesteps']}), UNet {sum(per) / max(len(per), 1):.2f} s/step", file=sys.stderr)
+            print(
+                f"denoise: {ran['steps_run']} of {ran['schedule_steps']} steps (strength {ran['strength']:g}, "
+                f"timesteps {ran['timesteps']}), UNet {sum(per) / max(len(per), 1):.2f} s/step",
+                file=sys.stderr,
+            )
             log.info["denoise"] = ran
         write_atomic(out, lambda tmp: save_pixels(tmp, dec.pixels, fmt))
     log.mark("write")
-    log.info.update(command="decode", runtime=runtime, backend=backend.describe(), bytes=len(data),
-                    pixels=size[0] * size[1], colors=header.colors, coder=header.coder,
-                    codec_wall=dec.timings, codec_cpu=dec.cpu_timings)
+    log.info.update(
+        command="decode",
+        runtime=runtime,
+        backend=backend.describe(),
+        bytes=len(data),
+        pixels=size[0] * size[1],
+        colors=header.colors,
+        coder=header.coder,
+        codec_wall=dec.timings,
+        codec_cpu=dec.cpu_timings,
+    )
     print(f"{out}: {size[0]}x{size[1]} from {len(data)} bytes in {time.perf_counter() - t0:.2f}s")
     return 0
 
@@ -368,7 +454,7 @@ def _run_compare(paths, args, title):
     for c in comps:
         sizes = ", ".join(f"{k} {v}" for k, v in c.sizes(rules[0]).items())
         print(f"{c.name}: {sizes} bytes; encode {c.seconds['encode']:.2f}s decode {c.seconds['decode']:.2f}s")
-    for kind, path in files.items():
+    for path in files.values():
         print(f"wrote {path}")
     return 0
 
@@ -393,8 +479,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output")
     _add_model(p, runtime=True)
     _add_codec(p)
-    p.add_argument("--background", default=None,
-                   help="flatten transparent images onto this colour (e.g. white, #808080); without it they are refused")
+    p.add_argument(
+        "--background",
+        default=None,
+        help="flatten transparent images onto this colour (e.g. white, #808080); without it they are refused",
+    )
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help=".sdc -> PNG")
@@ -406,8 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-denoise", dest="denoise", action="store_false", help="skip the denoising the file asks for")
     p.set_defaults(func=cmd_decode)
 
-    for name, help_ in (("compare", "our codec vs JPEG/WebP/AVIF/JPEG XL at matched size, for given images"),
-                        ("demo", "the main job: compare on sample Kodak images, write figure + metrics table")):
+    for name, help_ in (
+        ("compare", "our codec vs JPEG/WebP/AVIF/JPEG XL at matched size, for given images"),
+        ("demo", "the main job: compare on sample Kodak images, write figure + metrics table"),
+    ):
         p = sub.add_parser(name, help=help_)
         if name == "compare":
             p.add_argument("inputs", nargs="+")
@@ -419,8 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
         _add_model(p)
         _add_codec(p)
         p.add_argument("--codecs", nargs="*", default=None, help="baselines (default: all available)")
-        p.add_argument("--rule", default="both", choices=["ge", "le", "both"],
-                       help="ge: baseline >= our size (the original rule); le: <= (fairer)")
+        p.add_argument(
+            "--rule",
+            default="both",
+            choices=["ge", "le", "both"],
+            help="ge: baseline >= our size (the original rule); le: <= (fairer)",
+        )
         p.set_defaults(func=cmd_compare if name == "compare" else cmd_demo)
         if name == "demo":
             # the article's setting: ~5 KB for a 512x512 image, with the default method (tc; --method palette

@@ -25,9 +25,23 @@ from .methods import registry
 from .methods.base import EncodeJob, Stages
 from .methods.palette.method import pack_payload, quantize_latents
 
-__all__ = ["CodecParams", "Decoded", "Encoded", "check_model", "check_params", "decode", "decode_latents",
-           "decode_pixels", "decode_work", "encode", "encode_latents", "pack_payload", "quantize_latents",
-           "roundtrip", "unpack_payload"]
+__all__ = [
+    "CodecParams",
+    "Decoded",
+    "Encoded",
+    "check_model",
+    "check_params",
+    "decode",
+    "decode_latents",
+    "decode_pixels",
+    "decode_work",
+    "encode",
+    "encode_latents",
+    "pack_payload",
+    "quantize_latents",
+    "roundtrip",
+    "unpack_payload",
+]
 
 
 @dataclass
@@ -104,6 +118,7 @@ class Decoded:
 # stages
 # ------------------------------------------------------------------------------------------
 
+
 def encode_latents(backend, img: Image.Image, seed: int = 0) -> np.ndarray:
     """Model input image (multiple of 8) -> raw latents (C, h, w) float32 (SD: posterior sample, fixed seed).
 
@@ -111,8 +126,10 @@ def encode_latents(backend, img: Image.Image, seed: int = 0) -> np.ndarray:
     Runtime) gets the same float32 array."""
     img = as_pil(img)
     if img.size[0] % backend.downsample or img.size[1] % backend.downsample:
-        raise SDCError(f"image {img.size[0]}x{img.size[1]} is not a multiple of {backend.downsample}: "
-                       f"pass it through helpers.images.apply_policy first")
+        raise SDCError(
+            f"image {img.size[0]}x{img.size[1]} is not a multiple of {backend.downsample}: "
+            f"pass it through helpers.images.apply_policy first"
+        )
     return np.asarray(backend.encode_array(to_nchw(img), seed)[0], dtype=np.float32)
 
 
@@ -144,17 +161,26 @@ def unpack_payload(header: bitstream.Header, payload: bytes, limits: bitstream.L
 # whole chain
 # ------------------------------------------------------------------------------------------
 
+
 def check_params(params: CodecParams, backend) -> None:
     """What :func:`encode` refuses before any work: denoising without a UNet, a palette size out of range."""
     if params.denoise and not getattr(backend, "has_unet", False):
-        raise SDCError(f"--denoise needs a Stable Diffusion backend with a UNet; '{backend.model_id}' has none: "
-                       f"drop --denoise or pass --model an SD1.x id/folder")
+        raise SDCError(
+            f"--denoise needs a Stable Diffusion backend with a UNet; '{backend.model_id}' has none: "
+            f"drop --denoise or pass --model an SD1.x id/folder"
+        )
     if not 1 <= params.colors <= bitstream.MAX_COLORS:
         raise SDCError(f"palette size must be 1..{bitstream.MAX_COLORS} (libimagequant: 2..256), got {params.colors}")
 
 
-def encode(img, backend, params: CodecParams | None = None, target_bytes: int | None = None,
-           latents: np.ndarray | None = None, cache: dict | None = None) -> Encoded:
+def encode(
+    img,
+    backend,
+    params: CodecParams | None = None,
+    target_bytes: int | None = None,
+    latents: np.ndarray | None = None,
+    cache: dict | None = None,
+) -> Encoded:
     """Compress an image into .sdc bytes: policy, the backend's encoder, the method, the container.
 
     With ``target_bytes`` the method's rate control picks its best setting whose complete file (header
@@ -175,29 +201,57 @@ def encode(img, backend, params: CodecParams | None = None, target_bytes: int | 
     method = registry.resolve(params.method, latents.shape[0])
     c, h, w = latents.shape
     header = bitstream.Header(
-        method=method.name, coder="", model_id=backend.model_id, fingerprint=backend.fingerprint, width=size[0],
-        height=size[1], channels=c, latent_height=h, latent_width=w, quant_span=float(backend.quant_span), colors=0,
-        policy=params.policy, dithered=False, denoise=params.denoise,
+        method=method.name,
+        coder="",
+        model_id=backend.model_id,
+        fingerprint=backend.fingerprint,
+        width=size[0],
+        height=size[1],
+        channels=c,
+        latent_height=h,
+        latent_width=w,
+        quant_span=float(backend.quant_span),
+        colors=0,
+        policy=params.policy,
+        dithered=False,
+        denoise=params.denoise,
         denoise_strength=params.denoise_strength if params.denoise else 0.0,
-        denoise_steps=params.denoise_steps if params.denoise else 0)
-    job = EncodeJob(params=params, fingerprint=backend.fingerprint, quant_span=float(backend.quant_span),
-                    overhead=bitstream.header_size(header), target_bytes=target_bytes, stages=stages,
-                    backend=backend, image=model_img)
+        denoise_steps=params.denoise_steps if params.denoise else 0,
+    )
+    job = EncodeJob(
+        params=params,
+        fingerprint=backend.fingerprint,
+        quant_span=float(backend.quant_span),
+        overhead=bitstream.header_size(header),
+        target_bytes=target_bytes,
+        stages=stages,
+        backend=backend,
+        image=model_img,
+    )
     out = method.encode(latents, job)
     header = replace(header, **out.coded.header_fields())
     data = bitstream.pack(header, out.coded.payload, params.limits())
-    return Encoded(data=data, header=header, latents=out.latents, coded=out.coded, timings=stages.timings,
-                   trials=out.trials, cpu_timings=stages.cpu)
+    return Encoded(
+        data=data,
+        header=header,
+        latents=out.latents,
+        coded=out.coded,
+        timings=stages.timings,
+        trials=out.trials,
+        cpu_timings=stages.cpu,
+    )
 
 
 def check_model(header: bitstream.Header, backend) -> None:
     """Refuse to decode with weights other than those the file was made with, or a latent whose size does not
     match the image for this model's downsampling factor (no silent padding or cropping)."""
     if header.fingerprint != backend.fingerprint or header.channels != backend.latent_channels:
-        raise SDCError(f"this file was encoded with model '{header.model_id}' (weights {header.fingerprint:08x}, "
-                       f"{header.channels} latent channels) but the loaded model is '{backend.model_id}' "
-                       f"({backend.fingerprint:08x}, {backend.latent_channels} channels): pass --model with the "
-                       f"same weights")
+        raise SDCError(
+            f"this file was encoded with model '{header.model_id}' (weights {header.fingerprint:08x}, "
+            f"{header.channels} latent channels) but the loaded model is '{backend.model_id}' "
+            f"({backend.fingerprint:08x}, {backend.latent_channels} channels): pass --model with the "
+            f"same weights"
+        )
     bitstream.check_geometry(header, backend.downsample)
 
 
@@ -233,8 +287,10 @@ class DecodeWork:
     def describe(self) -> str:
         s = self.seconds
         eta = f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
-        return (f"decoding {self.width}x{self.height} ({self.pixels / 1e6:.1f} megapixels, {self.tiles} tiles) takes "
-                f"about {eta} on {self.cpus} CPUs; --max-pixels N refuses files larger than N pixels")
+        return (
+            f"decoding {self.width}x{self.height} ({self.pixels / 1e6:.1f} megapixels, {self.tiles} tiles) takes "
+            f"about {eta} on {self.cpus} CPUs; --max-pixels N refuses files larger than N pixels"
+        )
 
 
 def decode_work(header: bitstream.Header, tile: int, cpus: int | None = None) -> DecodeWork:
@@ -247,8 +303,14 @@ def decode_work(header: bitstream.Header, tile: int, cpus: int | None = None) ->
     return DecodeWork(header.width, header.height, tiles, cpus or os.cpu_count() or 1)
 
 
-def decode(data: bytes, backend, denoise: bool | None = None, progress: bool = False,
-           limits: bitstream.Limits | None = None, release_denoiser: bool = False) -> Decoded:
+def decode(
+    data: bytes,
+    backend,
+    denoise: bool | None = None,
+    progress: bool = False,
+    limits: bitstream.Limits | None = None,
+    release_denoiser: bool = False,
+) -> Decoded:
     """Decode .sdc bytes to an image. ``denoise`` overrides the file's request (None = follow the file);
     ``release_denoiser`` frees the UNet and text encoder after denoising, before the VAE decoder runs (the CLI's
     one-shot decode: at SD v1.4's size that keeps 3.9 GB of fp32 weights out of the VAE decoder's peak).
@@ -276,12 +338,13 @@ def decode(data: bytes, backend, denoise: bool | None = None, progress: bool = F
     with stages.timed("vae_decode", backend):
         pixels = decode_pixels(backend, z)
     if pixels.shape[:2] != (header.height, header.width):
-        pixels = pixels[:header.height, :header.width]
+        pixels = pixels[: header.height, : header.width]
     return Decoded(pixels=pixels, header=header, latents=z, timings=stages.timings, cpu_timings=stages.cpu)
 
 
-def roundtrip(img, backend, params: CodecParams | None = None, target_bytes: int | None = None,
-              latents: np.ndarray | None = None) -> tuple[Encoded, Decoded]:
+def roundtrip(
+    img, backend, params: CodecParams | None = None, target_bytes: int | None = None, latents: np.ndarray | None = None
+) -> tuple[Encoded, Decoded]:
     """encode then decode (from the bytes alone); the model input image is ``apply_policy(img)``."""
     enc = encode(img, backend, params, target_bytes, latents)
     return enc, decode(enc.data, backend)

@@ -38,9 +38,17 @@ class OutOfMemoryError(SDCError):
 #: how ONNX Runtime (std::bad_alloc, "Failed to allocate memory"), torch ("DefaultCPUAllocator: can't allocate
 #: memory", CUDA/MPS "out of memory"), numpy ("Unable to allocate") and thread creation under an address-space
 #: limit report a failed allocation
-_OOM_PATTERNS = ("bad_alloc", "failed to allocate", "out of memory", "can't allocate memory",
-                 "cannot allocate memory", "not enough memory", "unable to allocate", "can't start new thread",
-                 "failed to create thread")
+_OOM_PATTERNS = (
+    "bad_alloc",
+    "failed to allocate",
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "not enough memory",
+    "unable to allocate",
+    "can't start new thread",
+    "failed to create thread",
+)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -62,9 +70,11 @@ def out_of_memory(what: str, width: int, height: int) -> OutOfMemoryError:
     """The one line for a failed allocation while ``what`` (e.g. "decoding") a width x height image."""
     mp = width * height / 1e6
     smaller = max(1, width * height // 4)
-    return OutOfMemoryError(f"out of memory while {what} a {width}x{height} image ({mp:.1f} megapixels): run it "
-                            f"where more memory is free, or refuse images this large with --max-pixels "
-                            f"(e.g. --max-pixels {smaller})")
+    return OutOfMemoryError(
+        f"out of memory while {what} a {width}x{height} image ({mp:.1f} megapixels): run it "
+        f"where more memory is free, or refuse images this large with --max-pixels "
+        f"(e.g. --max-pixels {smaller})"
+    )
 
 
 def one_line(text: object) -> str:
@@ -82,9 +92,10 @@ def import_or_unavailable(who: str, pip: str, *names: str):
     for name in names:
         try:
             modules.append(importlib.import_module(name))
-        except Exception as exc:  # noqa: BLE001 - a broken install raises more than ImportError
-            raise UnavailableError(one_line(f"{who} is unavailable: cannot import {name} ({type(exc).__name__}: "
-                                            f"{exc}); pip install {pip}")) from None
+        except Exception as exc:
+            raise UnavailableError(
+                one_line(f"{who} is unavailable: cannot import {name} ({type(exc).__name__}: {exc}); pip install {pip}")
+            ) from None
     return modules[0] if len(modules) == 1 else modules
 
 
@@ -99,7 +110,7 @@ def guarded(func, *args, interrupted: str = "interrupted"):
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"error: {exc.strerror or exc}{where}; check the path, permissions and free space", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - a failed allocation outside memory_guard (sizes unknown there)
+    except Exception as exc:
         if not is_out_of_memory(exc):
             raise
         print("error: out of memory; lower --max-pixels, use a smaller image, or free memory", file=sys.stderr)

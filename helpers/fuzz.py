@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import lzma
 import math
@@ -36,6 +37,7 @@ import time
 import tracemalloc
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -49,8 +51,16 @@ FUZZ_LIMITS = bitstream.Limits(max_pixels=65536)
 MUTATIONS = ("bitflip", "field", "geometry", "truncate", "extend", "payload", "bomb", "cut", "garbage", "model_id")
 
 # v1 header fields after the model id: name -> (struct format, offset from the end of the model id)
-_FIELDS = {"fingerprint": ("<I", 0), "width": ("<H", 4), "height": ("<H", 6), "channels": ("<B", 8),
-           "latent_height": ("<H", 9), "latent_width": ("<H", 11), "quant_span": ("<f", 13), "colors": ("<H", 17)}
+_FIELDS = {
+    "fingerprint": ("<I", 0),
+    "width": ("<H", 4),
+    "height": ("<H", 6),
+    "channels": ("<B", 8),
+    "latent_height": ("<H", 9),
+    "latent_width": ("<H", 11),
+    "quant_span": ("<f", 13),
+    "colors": ("<H", 17),
+}
 _EXTREMES = {
     "<H": [0, 1, 2, 255, 256, 4096, 4097, 32768, 65534, 65535],
     "<B": [0, 1, 3, 4, 5, 32, 33, 128, 255],
@@ -62,6 +72,7 @@ _EXTREMES = {
 # ------------------------------------------------------------------------------------------
 # seeds
 # ------------------------------------------------------------------------------------------
+
 
 def _seed(rng: np.random.Generator) -> bytes:
     """A small valid file: every method, coder and policy; latents up to 6x6 so decoding stays fast."""
@@ -79,27 +90,45 @@ def _seed(rng: np.random.Generator) -> bytes:
 
         yy, xx = np.mgrid[0:lh, 0:lw]
         z = np.sin(xx / 2.0 + yy / 3.0)[None] * rng.normal(0, 2, (c, 1, 1)) + rng.normal(0, 0.5, (c, lh, lw))
-        payload, k = tcoder.encode_latent(z.astype(np.float32), None, step=float(rng.choice([0.05, 0.3, 1.0])))[0].payload, 0
+        payload, k = (
+            tcoder.encode_latent(z.astype(np.float32), None, step=float(rng.choice([0.05, 0.3, 1.0])))[0].payload,
+            0,
+        )
     else:
         k = int(rng.integers(1, min(16, lh * lw) + 1))
         base = np.linspace(0, 255, k)[:, None] + rng.normal(0, 12, (k, c))
         pal = np.clip(base, 0, 255).astype(np.uint8)
         yy, xx = np.mgrid[0:lh, 0:lw]
-        idx = np.clip(np.rint((k - 1) * (0.5 + 0.5 * np.sin(xx / 2.0 + yy / 3.0)) + rng.normal(0, 1, (lh, lw))),
-                      0, k - 1).astype(np.int64)
+        idx = np.clip(
+            np.rint((k - 1) * (0.5 + 0.5 * np.sin(xx / 2.0 + yy / 3.0)) + rng.normal(0, 1, (lh, lw))), 0, k - 1
+        ).astype(np.int64)
         payload = entropy.CODERS[coder][0](pal, idx)
     denoise = bool(rng.random() < 0.2)
-    header = bitstream.Header(method=method, coder=coder, model_id=str(rng.choice(["taef2", "owner/name", "x"])),
-                              fingerprint=int(rng.integers(0, 2**32)), width=w, height=h, channels=c,
-                              latent_height=lh, latent_width=lw, quant_span=float(rng.choice([8.0, 46.448])),
-                              colors=k, policy=policy, dithered=bool(rng.random() < 0.5), denoise=denoise,
-                              denoise_strength=0.04 if denoise else 0.0, denoise_steps=66 if denoise else 0)
+    header = bitstream.Header(
+        method=method,
+        coder=coder,
+        model_id=str(rng.choice(["taef2", "owner/name", "x"])),
+        fingerprint=int(rng.integers(0, 2**32)),
+        width=w,
+        height=h,
+        channels=c,
+        latent_height=lh,
+        latent_width=lw,
+        quant_span=float(rng.choice([8.0, 46.448])),
+        colors=k,
+        policy=policy,
+        dithered=bool(rng.random() < 0.5),
+        denoise=denoise,
+        denoise_strength=0.04 if denoise else 0.0,
+        denoise_steps=66 if denoise else 0,
+    )
     return bitstream.pack(header, payload, FUZZ_LIMITS)
 
 
 # ------------------------------------------------------------------------------------------
 # raw access to a v1 file (no validation), so mutations can produce any header
 # ------------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Raw:
@@ -109,7 +138,7 @@ class _Raw:
     plen: int
 
     @classmethod
-    def parse(cls, data: bytes) -> "_Raw":
+    def parse(cls, data: bytes) -> _Raw:
         n = data[9]
         mid_end = 10 + n
         flags = data[5]
@@ -119,7 +148,7 @@ class _Raw:
 
     @property
     def payload(self) -> bytes:
-        return bytes(self.data[self.payload_at:self.payload_at + self.plen])
+        return bytes(self.data[self.payload_at : self.payload_at + self.plen])
 
     def get(self, name):
         fmt, off = _FIELDS[name]
@@ -134,7 +163,7 @@ class _Raw:
         if reseal_inner and coder_id in (entropy.CODER_IDS["arith"], entropy.CODER_IDS["lzma"]) and len(payload) >= 4:
             dims = (self.get("colors"), self.get("channels"), self.get("latent_height"), self.get("latent_width"))
             payload = entropy._seal(payload[4:], *dims)
-        self.data[self.payload_at - 4:] = struct.pack("<I", len(payload)) + payload + b"\0\0\0\0"
+        self.data[self.payload_at - 4 :] = struct.pack("<I", len(payload)) + payload + b"\0\0\0\0"
         self.plen = len(payload)
 
     def reseal_inner(self):
@@ -148,6 +177,7 @@ class _Raw:
 # ------------------------------------------------------------------------------------------
 # mutations
 # ------------------------------------------------------------------------------------------
+
 
 def mutate(seed: bytes, kind: str, rng: np.random.Generator) -> bytes:
     raw = _Raw.parse(seed)
@@ -187,7 +217,7 @@ def mutate(seed: bytes, kind: str, rng: np.random.Generator) -> bytes:
     if kind in ("truncate", "extend", "payload"):
         p = bytearray(raw.payload)
         if kind == "truncate":
-            p = p[:int(rng.integers(0, max(1, len(p))))]
+            p = p[: int(rng.integers(0, max(1, len(p))))]
         elif kind == "extend":
             p += bytes(int(rng.integers(1, 9))) if rng.random() < 0.5 else rng.bytes(int(rng.integers(1, 64)))
         elif len(p) > 4:
@@ -206,14 +236,27 @@ def mutate(seed: bytes, kind: str, rng: np.random.Generator) -> bytes:
         raw.set_payload(comp)
         return raw.sealed()
     if kind == "cut":
-        return seed[:int(rng.integers(0, len(seed)))]
+        return seed[: int(rng.integers(0, len(seed)))]
     if kind == "garbage":
         return bitstream.MAGIC + bytes([1]) + rng.bytes(int(rng.integers(0, 200)))
     if kind == "model_id":
-        odd = [b"", b"\xff\xfe", b"~nosuchuser", b"/etc", b"../../x", b"a\x00b", b"a\nb", b"x" * 255,
-               b"C:\\models", b" taef2", "ünï/cödé".encode(), b"a/b/c", b"taef2"]
+        odd = [
+            b"",
+            b"\xff\xfe",
+            b"~nosuchuser",
+            b"/etc",
+            b"../../x",
+            b"a\x00b",
+            b"a\nb",
+            b"x" * 255,
+            b"C:\\models",
+            b" taef2",
+            "ünï/cödé".encode(),
+            b"a/b/c",
+            b"taef2",
+        ]
         mid = odd[int(rng.integers(0, len(odd)))]
-        body = bytes(raw.data[:9]) + bytes([len(mid)]) + mid + bytes(raw.data[raw.mid_end:-4])
+        body = bytes(raw.data[:9]) + bytes([len(mid)]) + mid + bytes(raw.data[raw.mid_end : -4])
         return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
     raise ValueError(f"unknown mutation {kind!r}")
 
@@ -221,6 +264,7 @@ def mutate(seed: bytes, kind: str, rng: np.random.Generator) -> bytes:
 # ------------------------------------------------------------------------------------------
 # target and runner
 # ------------------------------------------------------------------------------------------
+
 
 def target(data: bytes, limits: bitstream.Limits = FUZZ_LIMITS) -> str:
     """What the CLI's decode does before the model runs: parse + check, model id, geometry, entropy decode."""
@@ -259,23 +303,33 @@ class Report:
         return not self.failures
 
     def as_dict(self) -> dict:
-        return {"n": self.n, "seconds": round(self.seconds, 2), "cpu_seconds": round(self.cpu_seconds, 2),
-                "failures": self.failures[:50],
-                "slowest_s": round(self.slowest, 3), "max_alloc_MiB": round(self.max_alloc / 2**20, 2),
-                "outcomes": dict(self.outcomes.most_common()), "by_mutation": dict(sorted(self.by_mutation.items()))}
+        return {
+            "n": self.n,
+            "seconds": round(self.seconds, 2),
+            "cpu_seconds": round(self.cpu_seconds, 2),
+            "failures": self.failures[:50],
+            "slowest_s": round(self.slowest, 3),
+            "max_alloc_MiB": round(self.max_alloc / 2**20, 2),
+            "outcomes": dict(self.outcomes.most_common()),
+            "by_mutation": dict(sorted(self.by_mutation.items())),
+        }
 
 
-def run(n: int = 5000, seed: int = 0, time_bound: float = 2.0, alloc_bound: int = 64 << 20,
-        trace_alloc: bool = True, progress: bool = False) -> Report:
+def run(
+    n: int = 5000,
+    seed: int = 0,
+    time_bound: float = 2.0,
+    alloc_bound: int = 64 << 20,
+    trace_alloc: bool = True,
+    progress: bool = False,
+) -> Report:
     """Run ``n`` mutated inputs; see the module docstring for what counts as a failure."""
     rng = np.random.default_rng(seed)
     seeds = [_seed(rng) for _ in range(64)]
     report = Report()
     for warm in seeds[:8]:  # imports and first-call caches are not the inputs' cost
-        try:
+        with contextlib.suppress(Exception):
             target(warm)
-        except Exception:  # noqa: BLE001 - the inputs below report it
-            pass
     if trace_alloc:
         tracemalloc.start()
     it = range(n)
@@ -297,7 +351,7 @@ def run(n: int = 5000, seed: int = 0, time_bound: float = 2.0, alloc_bound: int 
                 failed = None
             except SDCError as exc:
                 outcome, failed = "rejected: " + _category(exc), None
-            except Exception as exc:  # noqa: BLE001 - any other exception is a finding
+            except Exception as exc:
                 outcome = "CRASH " + _category(exc)
                 failed = f"{type(exc).__name__}: {str(exc)[:200]}"
             dt = time.perf_counter() - t0
@@ -309,10 +363,13 @@ def run(n: int = 5000, seed: int = 0, time_bound: float = 2.0, alloc_bound: int 
             if failed is None and alloc > alloc_bound:
                 outcome, failed = "ALLOC", f"{alloc / 2**20:.1f} MiB > {alloc_bound / 2**20:.0f} MiB"
             report.outcomes[outcome] += 1
-            report.by_mutation[f"{kind}: {'fail' if failed else ('decoded' if outcome == 'decoded' else 'rejected')}"] += 1
+            report.by_mutation[
+                f"{kind}: {'fail' if failed else ('decoded' if outcome == 'decoded' else 'rejected')}"
+            ] += 1
             if failed:
-                report.failures.append({"index": i, "seed": seed, "mutation": kind, "why": failed,
-                                        "input_hex": data[:400].hex()})
+                report.failures.append(
+                    {"index": i, "seed": seed, "mutation": kind, "why": failed, "input_hex": data[:400].hex()}
+                )
     finally:
         if trace_alloc:
             tracemalloc.stop()
@@ -331,14 +388,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-trace", action="store_true", help="skip tracemalloc (faster, no allocation bound)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     args = ap.parse_args(argv)
-    rep = run(args.n, args.seed, args.time_bound, int(args.alloc_bound_mb * 2**20), not args.no_trace,
-              progress=sys.stderr.isatty())
+    rep = run(
+        args.n,
+        args.seed,
+        args.time_bound,
+        int(args.alloc_bound_mb * 2**20),
+        not args.no_trace,
+        progress=sys.stderr.isatty(),
+    )
     if args.json:
         print(json.dumps(rep.as_dict(), indent=1))
     else:
-        print(f"{rep.n} inputs in {rep.seconds:.1f}s ({rep.cpu_seconds:.1f}s CPU); slowest "
-              f"{rep.slowest * 1000:.0f} ms; largest allocation {rep.max_alloc / 2**20:.2f} MiB; "
-              f"failures: {len(rep.failures)}")
+        print(
+            f"{rep.n} inputs in {rep.seconds:.1f}s ({rep.cpu_seconds:.1f}s CPU); slowest "
+            f"{rep.slowest * 1000:.0f} ms; largest allocation {rep.max_alloc / 2**20:.2f} MiB; "
+            f"failures: {len(rep.failures)}"
+        )
         print("outcomes:")
         for k, v in rep.outcomes.most_common():
             print(f"  {v:7d}  {k}")
@@ -359,7 +424,9 @@ if __name__ == "__main__":
 # ------------------------------------------------------------------------------------------
 
 #: the issue's 46-byte file: K = 1 arith palette file, a 1024x1024 latent, an 8192x8192 image
-TINY_8192 = bytes.fromhex("5344431a01000101010574616566322bba5bf7002000202000040004000000410100040000004c219761a77902cb")
+TINY_8192 = bytes.fromhex(
+    "5344431a01000101010574616566322bba5bf7002000202000040004000000410100040000004c219761a77902cb"
+)
 #: address-space limit (RLIMIT_AS) for the decodes at the cap: the 2.5 GiB the issue was found under
 CAP_AS_LIMIT = int(2.5 * 2**30)
 
@@ -423,14 +490,38 @@ def cap_seeds() -> dict[str, bytes]:
         for coder in ("zlib", "lzma", "arith"):
             pal = np.full((1, 32), 128, dtype=np.uint8)
             payload = entropy.CODERS[coder][0](pal, np.zeros((lh, lw), dtype=np.int64))
-            header = bitstream.Header(method="kmeans", coder=coder, model_id="taef2", fingerprint=1, width=w, height=h,
-                                      channels=32, latent_height=lh, latent_width=lw, quant_span=8.0, colors=1,
-                                      policy="pad8", dithered=False)
+            header = bitstream.Header(
+                method="kmeans",
+                coder=coder,
+                model_id="taef2",
+                fingerprint=1,
+                width=w,
+                height=h,
+                channels=32,
+                latent_height=lh,
+                latent_width=lw,
+                quant_span=8.0,
+                colors=1,
+                policy="pad8",
+                dithered=False,
+            )
             out[f"{name}_k1_{coder}"] = bitstream.pack(header, payload)
         raw = zlib.compress(bytes(32 * lh * lw), 9)
-        header = bitstream.Header(method="raw", coder="zlib", model_id="taef2", fingerprint=1, width=w, height=h,
-                                  channels=32, latent_height=lh, latent_width=lw, quant_span=8.0, colors=0,
-                                  policy="pad8", dithered=False)
+        header = bitstream.Header(
+            method="raw",
+            coder="zlib",
+            model_id="taef2",
+            fingerprint=1,
+            width=w,
+            height=h,
+            channels=32,
+            latent_height=lh,
+            latent_width=lw,
+            quant_span=8.0,
+            colors=0,
+            policy="pad8",
+            dithered=False,
+        )
         out[f"{name}_raw"] = bitstream.pack(header, raw)
     return out
 
@@ -441,9 +532,21 @@ def make_tc_cap_file() -> bytes:
     from .methods.tc import tcoder
 
     coded, _ = tcoder.encode_latent(np.zeros((32, 1024, 1024), np.float32), None, step=1.0)
-    header = bitstream.Header(method="tc", coder="range", model_id="taef2", fingerprint=1, width=8192, height=8192,
-                              channels=32, latent_height=1024, latent_width=1024, quant_span=8.0, colors=0,
-                              policy="pad8", dithered=False)
+    header = bitstream.Header(
+        method="tc",
+        coder="range",
+        model_id="taef2",
+        fingerprint=1,
+        width=8192,
+        height=8192,
+        channels=32,
+        latent_height=1024,
+        latent_width=1024,
+        quant_span=8.0,
+        colors=0,
+        policy="pad8",
+        dithered=False,
+    )
     return bitstream.pack(header, coded.payload)
 
 
@@ -451,8 +554,10 @@ def cap_inputs(tc_file: bytes | None = None, mutations: int = 6, seed: int = 0) 
     """What CI decodes at the cap: one file per coder and shape (the 46-byte file; 8192x8192 lzma and raw; the
     65535-pixel strips), the tc file when given, and ``mutations`` mutated copies of them."""
     seeds = cap_seeds()
-    files = {k: seeds[k] for k in ("issue19_46_bytes", "8192x8192_k1_lzma", "8192x8192_raw", "65535x1024_k1_zlib",
-                                   "1024x65535_k1_arith")}
+    files = {
+        k: seeds[k]
+        for k in ("issue19_46_bytes", "8192x8192_k1_lzma", "8192x8192_raw", "65535x1024_k1_zlib", "1024x65535_k1_arith")
+    }
     if tc_file is not None:
         files["8192x8192_tc"] = tc_file
     rng = np.random.default_rng(seed)
@@ -473,7 +578,7 @@ def _cap_child(src: str, dst: str, limit: int) -> int:
     from .memory import process_memory
 
     def stub_load(spec, device, runtime="torch", taef2_dir=None, purpose=None):
-        header, _ = bitstream.unpack(open(src, "rb").read())
+        header, _ = bitstream.unpack(Path(src).read_bytes())
         return StubDecoder(header)
 
     cli._load = stub_load
@@ -483,7 +588,6 @@ def _cap_child(src: str, dst: str, limit: int) -> int:
     # parent's high-water mark across exec (a pytest process of 1.6 GiB made a 453 MiB decode read 1641 MiB)
     print(f"peak_rss_MiB={process_memory()['hwm_MiB']:.0f}")
     return rc
-
 
 
 def run_cap(files: dict[str, bytes], folder, limit: int = CAP_AS_LIMIT, timeout: float = 300.0) -> list[dict]:
@@ -503,8 +607,9 @@ def run_cap(files: dict[str, bytes], folder, limit: int = CAP_AS_LIMIT, timeout:
         src.write_bytes(data)
         code = f"import sys; from helpers.fuzz import _cap_child; sys.exit(_cap_child({str(src)!r}, {str(dst)!r}, {limit}))"
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+        )
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -525,7 +630,17 @@ def run_cap(files: dict[str, bytes], folder, limit: int = CAP_AS_LIMIT, timeout:
             want = None
         others = [ln for ln in lines if not ln.startswith(("note: ", "model: "))]  # notes may precede it
         ok = (proc.returncode == 0 and size == want) or (
-            proc.returncode == 2 and others == lines[-1:] and lines[-1].startswith("error: "))
-        results.append({"name": name, "rc": proc.returncode, "seconds": round(time.perf_counter() - t0, 2),
-                        "peak_rss_MiB": peak[0] if peak else None, "stderr": lines[-3:], "size": size, "ok": ok})
+            proc.returncode == 2 and others == lines[-1:] and lines[-1].startswith("error: ")
+        )
+        results.append(
+            {
+                "name": name,
+                "rc": proc.returncode,
+                "seconds": round(time.perf_counter() - t0, 2),
+                "peak_rss_MiB": peak[0] if peak else None,
+                "stderr": lines[-3:],
+                "size": size,
+                "ok": ok,
+            }
+        )
     return results

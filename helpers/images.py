@@ -51,8 +51,9 @@ def _to_8bit_rgb(im: Image.Image, p: Path) -> Image.Image:
         arr = np.asarray(im, dtype=np.float64)
         hi = float(np.nanmax(arr)) if arr.size else 0.0
         if not np.isfinite(arr).all() or float(arr.min()) < 0 or hi > 65535:
-            raise ImageInputError(f"{p} holds {im.mode}-mode samples outside 0..65535; convert it to an 8- or "
-                                  f"16-bit PNG first")
+            raise ImageInputError(
+                f"{p} holds {im.mode}-mode samples outside 0..65535; convert it to an 8- or 16-bit PNG first"
+            )
         scale = 1.0 if hi <= 255 else 1 / 257.0
         return Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), "L").convert("RGB")
     return im.convert("RGB")
@@ -78,22 +79,29 @@ def load_image(path: str | Path, background=None, max_pixels: int | None = None)
             with Image.open(p) as im:
                 w, h = im.size
                 if w * h > cap:
-                    raise ImageInputError(f"{p} is {w}x{h} = {w * h:,} pixels, over the pixel cap of {cap:,}: "
-                                          f"downscale it, or raise the cap with --max-pixels / SDCOMP_MAX_PIXELS")
+                    raise ImageInputError(
+                        f"{p} is {w}x{h} = {w * h:,} pixels, over the pixel cap of {cap:,}: "
+                        f"downscale it, or raise the cap with --max-pixels / SDCOMP_MAX_PIXELS"
+                    )
                 frames = getattr(im, "n_frames", 1)
                 if frames > 1 and im.format != "MPO":
-                    raise ImageInputError(f"{p} is animated or has several pages ({frames} frames, {im.format}); "
-                                          f".sdc stores one still picture: extract a frame first "
-                                          f"(e.g. `ffmpeg -i in.gif -frames:v 1 frame.png`)")
+                    raise ImageInputError(
+                        f"{p} is animated or has several pages ({frames} frames, {im.format}); "
+                        f".sdc stores one still picture: extract a frame first "
+                        f"(e.g. `ffmpeg -i in.gif -frames:v 1 frame.png`)"
+                    )
                 im.load()
                 im = ImageOps.exif_transpose(im)
     except ImageInputError:
         raise
     except Image.DecompressionBombError:
-        raise ImageInputError(f"{p} is larger than the pixel cap: downscale it, or raise the cap with --max-pixels "
-                              f"/ SDCOMP_MAX_PIXELS") from None
+        raise ImageInputError(
+            f"{p} is larger than the pixel cap: downscale it, or raise the cap with --max-pixels / SDCOMP_MAX_PIXELS"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageInputError(f"cannot read {p} as an image ({type(exc).__name__}); pass a PNG/JPEG/WebP file") from None
+        raise ImageInputError(
+            f"cannot read {p} as an image ({type(exc).__name__}); pass a PNG/JPEG/WebP file"
+        ) from None
     has_alpha = im.mode in _ALPHA_MODES or "transparency" in im.info
     if has_alpha:
         rgba = im.convert("RGBA") if im.mode not in _SIXTEEN_BIT + ("I", "F") else _to_8bit_rgb(im, p).convert("RGBA")
@@ -101,8 +109,10 @@ def load_image(path: str | Path, background=None, max_pixels: int | None = None)
         if int(alpha.min()) < 255:
             if background is None:
                 share = float((alpha < 255).mean())
-                raise ImageInputError(f"{p} has transparent pixels ({share:.1%} not opaque) and .sdc stores no alpha "
-                                      f"channel: pass --background white (or #rrggbb) to flatten it onto a colour")
+                raise ImageInputError(
+                    f"{p} has transparent pixels ({share:.1%} not opaque) and .sdc stores no alpha "
+                    f"channel: pass --background white (or #rrggbb) to flatten it onto a colour"
+                )
             flat = Image.new("RGBA", rgba.size, _parse_background(background) + (255,))
             flat.alpha_composite(rgba)
             return flat.convert("RGB")
@@ -127,8 +137,9 @@ def center_crop_square(img: Image.Image) -> Image.Image:
     return img.crop((left, top, left + s, top + s))
 
 
-def apply_policy(img, policy: str = "pad8", multiple: int = 8,
-                 max_pixels: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+def apply_policy(
+    img, policy: str = "pad8", multiple: int = 8, max_pixels: int | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
     """Return (model input image, output size): the padded/cropped image and the size decode must restore."""
     img = as_pil(img)
     w, h = img.size
@@ -136,8 +147,10 @@ def apply_policy(img, policy: str = "pad8", multiple: int = 8,
         raise ImageInputError(f"image is {w}x{h}; supported sides are {MIN_SIDE}..{MAX_SIDE} pixels: resize it first")
     cap = _max_pixels(max_pixels)
     if w * h > cap:
-        raise ImageInputError(f"image is {w}x{h} = {w * h:,} pixels, over the pixel cap of {cap:,}: downscale it, "
-                              f"or raise the cap with --max-pixels / SDCOMP_MAX_PIXELS")
+        raise ImageInputError(
+            f"image is {w}x{h} = {w * h:,} pixels, over the pixel cap of {cap:,}: downscale it, "
+            f"or raise the cap with --max-pixels / SDCOMP_MAX_PIXELS"
+        )
     if policy == "crop512":
         img = center_crop_square(img)
         if img.size != (512, 512):
@@ -213,7 +226,9 @@ def list_images(folder: str | Path, names: list[str] | None = None) -> list[Path
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageInputError(f"image folder not found: {folder}; pass --data DIR (e.g. ../shared/data/kodak)")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"))
+    files = sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+    )
     if names:
         wanted = {n for n in names}
         picked = [p for p in files if p.stem in wanted or p.name in wanted]
@@ -279,7 +294,7 @@ def write_png(path, pixels: np.ndarray, band_rows: int = PNG_BAND_ROWS, level: i
         _png_chunk(fh, b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
         prev = np.zeros((w, 3), dtype=np.uint8)
         for y0 in range(0, h, band_rows):
-            band = pixels[y0:y0 + band_rows]
+            band = pixels[y0 : y0 + band_rows]
             data = comp.compress(_png_filtered(band, prev))
             prev = band[-1]
             if data:
@@ -298,6 +313,6 @@ def save_pixels(path, pixels: np.ndarray, fmt: str) -> None:
         with open(path, "wb") as fh:
             fh.write(f"P6\n{w} {h}\n255\n".encode())
             for y0 in range(0, h, PNG_BAND_ROWS):
-                fh.write(np.ascontiguousarray(pixels[y0:y0 + PNG_BAND_ROWS]).tobytes())
+                fh.write(np.ascontiguousarray(pixels[y0 : y0 + PNG_BAND_ROWS]).tobytes())
     else:
         Image.fromarray(np.ascontiguousarray(pixels)).save(path, format=fmt)

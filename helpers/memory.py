@@ -61,7 +61,7 @@ def _current_rss_bytes() -> int:
         import psutil
 
         return int(psutil.Process().memory_info().rss)
-    except Exception:  # noqa: BLE001 - psutil missing or failing: unknown
+    except Exception:
         return 0
 
 
@@ -95,8 +95,11 @@ class PeakMemory:
         else:
             self._base = _current_rss_bytes()
             self._hwm = reset_peak()
-            self.kind = ("cpu peak RSS (VmHWM, reset per measurement) - RSS at start" if self._hwm
-                         else "cpu lifetime peak RSS (ru_maxrss) - RSS at start (upper bound)")
+            self.kind = (
+                "cpu peak RSS (VmHWM, reset per measurement) - RSS at start"
+                if self._hwm
+                else "cpu lifetime peak RSS (ru_maxrss) - RSS at start (upper bound)"
+            )
         return self
 
     def __exit__(self, *exc):
@@ -112,8 +115,9 @@ class PeakMemory:
         return False
 
 
-def run_child(cmd: list[str], env: dict | None = None, cwd: str | Path | None = None, preexec_fn=None,
-              check: bool = True) -> dict:
+def run_child(
+    cmd: list[str], env: dict | None = None, cwd: str | Path | None = None, preexec_fn=None, check: bool = True
+) -> dict:
     """Run ``cmd`` (a program that writes the CLI's stage log to ``$SDCOMP_TIMING``) as a child and measure it.
 
     Returns ``wall_s`` (launch to exit), ``cpu_s`` (the child's user + sys), ``peak_rss_MiB`` (the child's own
@@ -121,13 +125,22 @@ def run_child(cmd: list[str], env: dict | None = None, cwd: str | Path | None = 
     ``stdout``, ``stderr``, ``launched`` (``time.time()`` at launch) and ``log`` (the stage log, or None).
     ``check``: a non-zero exit raises SystemExit with the command and the end of its stderr.
     """
-    with tempfile.TemporaryDirectory(prefix="sdcomp-child-") as tmp, \
-            tempfile.TemporaryFile("w+b") as fo, tempfile.TemporaryFile("w+b") as fe:
+    with (
+        tempfile.TemporaryDirectory(prefix="sdcomp-child-") as tmp,
+        tempfile.TemporaryFile("w+b") as fo,
+        tempfile.TemporaryFile("w+b") as fe,
+    ):
         log_path = Path(tmp) / "stages.json"
         launched = time.time()
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=fo, stderr=fe, preexec_fn=preexec_fn,
-                                env={**os.environ, **(env or {}), "SDCOMP_TIMING": str(log_path)})
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            stdout=fo,
+            stderr=fe,
+            preexec_fn=preexec_fn,
+            env={**os.environ, **(env or {}), "SDCOMP_TIMING": str(log_path)},
+        )
         _, status, usage = os.wait4(proc.pid, 0)  # CPU times only: its ru_maxrss is not the child's own peak
         proc.returncode = rc = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t0
@@ -137,5 +150,13 @@ def run_child(cmd: list[str], env: dict | None = None, cwd: str | Path | None = 
     if rc and check:
         raise SystemExit(f"command failed ({rc}): {' '.join(map(str, cmd))}\n{err[-2000:]}")
     peaks = [m["hwm_MiB"] for m in (log or {}).get("marks", []) if m.get("hwm_MiB") is not None]
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_MiB": max(peaks) if peaks else None,
-            "rc": rc, "stdout": out, "stderr": err, "launched": launched, "log": log}
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_MiB": max(peaks) if peaks else None,
+        "rc": rc,
+        "stdout": out,
+        "stderr": err,
+        "launched": launched,
+        "log": log,
+    }

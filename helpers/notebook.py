@@ -71,8 +71,10 @@ def load_model(model: str, fallback: str, device: str = "auto"):
     backend, why = load_with_fallback(model, fallback, device=device)
     if why:
         print(f"Could not load {model!r}:\n  {why}\n-> fell back to {fallback!r}.")
-    print(f"{backend.describe()}: {backend.latent_channels} latent channels, {backend.downsample}x downsampling, "
-          f"loaded in {backend.load_seconds:.1f} s")
+    print(
+        f"{backend.describe()}: {backend.latent_channels} latent channels, {backend.downsample}x downsampling, "
+        f"loaded in {backend.load_seconds:.1f} s"
+    )
     if backend.random_weights:
         size = "tiny" if backend.model_id == "tiny-random-sd" else "full-size SD v1.4 architecture with"
         print(f"WARNING: {size} RANDOM SD weights: the code path is real, the pictures and numbers are meaningless.")

@@ -39,7 +39,9 @@ class Photo:
 
 
 def _mate(n: str) -> Photo:
-    return Photo(f"mate_{n}.jpg", MATE, f"usr/share/backgrounds/mate/nature/{n}.jpg", "GPL-2+", "MATE artwork (see copyright)")
+    return Photo(
+        f"mate_{n}.jpg", MATE, f"usr/share/backgrounds/mate/nature/{n}.jpg", "GPL-2+", "MATE artwork (see copyright)"
+    )
 
 
 def _lomiri(n: str, pkg: str, lic: str, author: str) -> Photo:
@@ -47,8 +49,13 @@ def _lomiri(n: str, pkg: str, lic: str, author: str) -> Photo:
 
 
 def _plasma(n: str, size: str = "2560x1600") -> Photo:
-    return Photo(f"plasma_{n}.jpg", PLASMA, f"usr/share/wallpapers/{n}/contents/images/{size}.jpg", "GPL-2+",
-                 "KDE Visual Design Group")
+    return Photo(
+        f"plasma_{n}.jpg",
+        PLASMA,
+        f"usr/share/wallpapers/{n}/contents/images/{size}.jpg",
+        "GPL-2+",
+        "KDE Visual Design Group",
+    )
 
 
 PHOTOS: tuple[Photo, ...] = (
@@ -66,16 +73,41 @@ PHOTOS: tuple[Photo, ...] = (
     _lomiri("picosdeeuropa_by_Aitzol_Berasategi.jpg", LOMIRI16, "CC-BY-4.0", "Aitzol Berasategi"),
     _lomiri("seeding_by_Clements_Engelhardt.jpg", LOMIRI16, "CC0-1.0", "Clemens Engelhardt"),
     _lomiri("sunset_by_Aitzol_Berasategi.jpg", LOMIRI16, "CC-BY-4.0", "Aitzol Berasategi"),
-    *(_mate(n) for n in ("Blinds", "Dune", "Garden", "LadyBird", "RainDrops", "Storm", "TwoWings", "Wood",
-                         "YellowFlower")),
-    *(_plasma(n) for n in ("BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf",
-                           "Grey", "Kite", "OneStandsOut", "Path", "summer_1am")),
+    *(
+        _mate(n)
+        for n in ("Blinds", "Dune", "Garden", "LadyBird", "RainDrops", "Storm", "TwoWings", "Wood", "YellowFlower")
+    ),
+    *(
+        _plasma(n)
+        for n in (
+            "BytheWater",
+            "ColdRipple",
+            "ColorfulCups",
+            "DarkestHour",
+            "EveningGlow",
+            "FallenLeaf",
+            "Grey",
+            "Kite",
+            "OneStandsOut",
+            "Path",
+            "summer_1am",
+        )
+    ),
     _plasma("Volna", "5120x2880"),
 )
 #: never used to fit anything: the "other photos" check set
-HOLDOUT = frozenset({"aitzgorri_by_Aitzol_Berasategi.jpg", "life_by_Aitzol_Berasategi.jpg", "mate_LadyBird.jpg",
-                     "seeding_by_Clements_Engelhardt.jpg", "plasma_ColorfulCups.jpg", "plasma_EveningGlow.jpg",
-                     "plasma_Path.jpg", "plasma_summer_1am.jpg"})
+HOLDOUT = frozenset(
+    {
+        "aitzgorri_by_Aitzol_Berasategi.jpg",
+        "life_by_Aitzol_Berasategi.jpg",
+        "mate_LadyBird.jpg",
+        "seeding_by_Clements_Engelhardt.jpg",
+        "plasma_ColorfulCups.jpg",
+        "plasma_EveningGlow.jpg",
+        "plasma_Path.jpg",
+        "plasma_summer_1am.jpg",
+    }
+)
 
 
 def default_dest() -> Path:
@@ -89,16 +121,20 @@ def fetch(dest: Path | None = None, quiet: bool = False) -> Path:
     if not missing:
         return dest
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise SDCError("fetching the licensed photos needs Debian's apt-get and dpkg-deb; copy them into "
-                       f"{dest} by hand (see helpers/photos.py for the list)")
+        raise SDCError(
+            "fetching the licensed photos needs Debian's apt-get and dpkg-deb; copy them into "
+            f"{dest} by hand (see helpers/photos.py for the list)"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     pkgs = sorted({p.package for p in missing})
     with tempfile.TemporaryDirectory() as tmp:
         run = subprocess.run(["apt-get", "download", *pkgs], cwd=tmp, capture_output=True, text=True)
         debs = list(Path(tmp).glob("*.deb"))
         if run.returncode != 0 or len(debs) < len(pkgs):
-            raise SDCError(f"apt-get download {' '.join(pkgs)} failed ({run.stderr.strip().splitlines()[-1:] or '?'}); "
-                           f"check the package sources or copy the photos into {dest}")
+            raise SDCError(
+                f"apt-get download {' '.join(pkgs)} failed ({run.stderr.strip().splitlines()[-1:] or '?'}); "
+                f"check the package sources or copy the photos into {dest}"
+            )
         for deb in debs:
             subprocess.run(["dpkg-deb", "-x", str(deb), str(Path(tmp) / "x")], check=True)
         root = Path(tmp) / "x"
@@ -111,10 +147,16 @@ def fetch(dest: Path | None = None, quiet: bool = False) -> Path:
             cp = root / "usr/share/doc" / pkg / "copyright"
             if cp.is_file():
                 shutil.copyfile(cp, dest / f"copyright.{pkg}")
-    lines = ["# Licensed photographs (from Debian packages; not part of the repository)", "",
-             "| file | package | licence | author | use |", "|---|---|---|---|---|"]
-    lines += [f"| {p.name} | {p.package} | {p.licence} | {p.author} | {'holdout' if p.name in HOLDOUT else 'train'} |"
-              for p in PHOTOS]
+    lines = [
+        "# Licensed photographs (from Debian packages; not part of the repository)",
+        "",
+        "| file | package | licence | author | use |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {p.name} | {p.package} | {p.licence} | {p.author} | {'holdout' if p.name in HOLDOUT else 'train'} |"
+        for p in PHOTOS
+    ]
     (dest / "LICENSES.md").write_text("\n".join(lines) + "\n")
     if not quiet:
         print(f"{len(missing)} photos written to {dest}", file=sys.stderr)
@@ -150,8 +192,11 @@ def crop512(img, short: int = 512):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m helpers.photos", description=__doc__.splitlines()[0])
     ap.add_argument("--dest", default=None, help="folder (default $SDCOMP_CACHE/photos or ~/.cache/sdcomp/photos)")
-    ap.add_argument("--holdout-dir", default=None,
-                    help="also write the holdout photos' 512x512 crops (crop512) into this folder, for the benchmark")
+    ap.add_argument(
+        "--holdout-dir",
+        default=None,
+        help="also write the holdout photos' 512x512 crops (crop512) into this folder, for the benchmark",
+    )
     args = ap.parse_args(argv)
     from .errors import guarded
 

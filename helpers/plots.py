@@ -35,9 +35,14 @@ def latent_as_rgba(q: np.ndarray, channels=(0, 1, 2, 3)) -> Image.Image:
     """
     q = np.asarray(q)
     if q.dtype != np.uint8:
-        raise ValueError("latent_as_rgba expects an 8-bit latent; use "
-                         "helpers.methods.palette.quantize.quantize_8bit first")
-    sel = q[list(channels)] if q.shape[0] >= 4 else np.concatenate([q, np.full((4 - q.shape[0], *q.shape[1:]), 255, np.uint8)])
+        raise ValueError(
+            "latent_as_rgba expects an 8-bit latent; use helpers.methods.palette.quantize.quantize_8bit first"
+        )
+    sel = (
+        q[list(channels)]
+        if q.shape[0] >= 4
+        else np.concatenate([q, np.full((4 - q.shape[0], *q.shape[1:]), 255, np.uint8)])
+    )
     return Image.fromarray(np.ascontiguousarray(sel.transpose(1, 2, 0)), "RGBA")
 
 
@@ -64,9 +69,11 @@ def show_images(images: dict[str, Image.Image], cols: int | None = None, size: f
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size), squeeze=False)
     for ax, (label, img) in zip(axes.ravel(), images.items()):
-        ax.imshow(img if isinstance(img, Image.Image) else np.asarray(img),
-                  cmap=None if (isinstance(img, Image.Image) and img.mode in ("RGB", "RGBA")) else "gray",
-                  interpolation="nearest")
+        ax.imshow(
+            img if isinstance(img, Image.Image) else np.asarray(img),
+            cmap=None if (isinstance(img, Image.Image) and img.mode in ("RGB", "RGBA")) else "gray",
+            interpolation="nearest",
+        )
         ax.set_title(label, fontsize=9)
     for ax in axes.ravel():
         ax.axis("off")
@@ -80,10 +87,19 @@ PANEL_METRICS = ("cvvdp", "ssimulacra2")
 """The perceptual metrics a comparison panel's title shows under its bytes and PSNR, where measured."""
 
 
-_SHORT = {"psnr": ("PSNR", " dB", 1), "cvvdp": ("CVVDP", " JOD", 2), "ssimulacra2": ("SSIM2", "", 1),
-          "flip": ("FLIP", "", 3), "butteraugli": ("BA", "", 1), "butteraugli_3n": ("BA3", "", 2),
-          "lpips": ("LPIPS", "", 3), "lpips_vgg": ("LPIPS-VGG", "", 3), "dists": ("DISTS", "", 3),
-          "ssim": ("SSIM", "", 3), "ms_ssim": ("MS-SSIM", "", 3)}
+_SHORT = {
+    "psnr": ("PSNR", " dB", 1),
+    "cvvdp": ("CVVDP", " JOD", 2),
+    "ssimulacra2": ("SSIM2", "", 1),
+    "flip": ("FLIP", "", 3),
+    "butteraugli": ("BA", "", 1),
+    "butteraugli_3n": ("BA3", "", 2),
+    "lpips": ("LPIPS", "", 3),
+    "lpips_vgg": ("LPIPS-VGG", "", 3),
+    "dists": ("DISTS", "", 3),
+    "ssim": ("SSIM", "", 3),
+    "ms_ssim": ("MS-SSIM", "", 3),
+}
 
 
 def metric_line(row: dict | None, keys=PANEL_METRICS) -> str:
@@ -113,8 +129,9 @@ def comparison_figure(comparisons, rule: str = "ge", size: float = 3.0, perceptu
         raise ValueError("no comparisons to plot")
     keys = list(dict.fromkeys(k for comp in comparisons for k, *_ in comp.panels(rule)))
     keys = [k for k in keys if k != "ours"] + ["ours"]
-    fig, axes = plt.subplots(len(comparisons), len(keys), figsize=(len(keys) * size, len(comparisons) * size),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(comparisons), len(keys), figsize=(len(keys) * size, len(comparisons) * size), squeeze=False
+    )
     for r, comp in enumerate(comparisons):
         panels = {key: rest for key, *rest in comp.panels(rule)}
         for c, key in enumerate(keys):
@@ -154,8 +171,9 @@ def error_map(ref, test, window: int = 16) -> np.ndarray:
     return e.reshape(h // window, window, w // window, window).mean((1, 3))
 
 
-def top_corners(score: np.ndarray, window: int, image_size: tuple[int, int], n: int = 3,
-                size: int = 96) -> list[tuple[int, int]]:
+def top_corners(
+    score: np.ndarray, window: int, image_size: tuple[int, int], n: int = 3, size: int = 96
+) -> list[tuple[int, int]]:
     """Top-left corners of the ``n`` non-overlapping ``size`` crops centred on the highest-scoring
     ``window`` blocks of a per-block score map (e.g. :func:`error_map`, :func:`helpers.metrics.detail_change`)."""
     w, h = image_size
@@ -178,8 +196,9 @@ def worst_crops(ref, test, n: int = 3, size: int = 96) -> list[tuple[int, int]]:
     return top_corners(error_map(ref, test, window), window, as_pil(ref).size, n, size)
 
 
-def invented_crops(ref, test, n: int = 3, size: int = 96, window: int = 16,
-                   border: int | None = None) -> list[tuple[int, int]]:
+def invented_crops(
+    ref, test, n: int = 3, size: int = 96, window: int = 16, border: int | None = None
+) -> list[tuple[int, int]]:
     """Crops where ``test`` has the most high-frequency detail that ``ref`` lacks (invented texture).
 
     Ranked on :func:`helpers.metrics.detail_change`, whose ``border`` (default
@@ -194,8 +213,9 @@ def invented_crops(ref, test, n: int = 3, size: int = 96, window: int = 16,
     return top_corners(score, window, as_pil(ref).size, n, size)
 
 
-def detail_maps_figure(ref, images: dict, window: int = 16, limit: float = 4.0, size: float = 3.0,
-                       border: int | None = None):
+def detail_maps_figure(
+    ref, images: dict, window: int = 16, limit: float = 4.0, size: float = 3.0, border: int | None = None
+):
     """One map per image of :func:`helpers.metrics.detail_change` against ``ref``: red = invented
     high-frequency detail, blue = lost detail (log2 energy ratio, clipped at +-``limit``); the edge blocks
     that the metric leaves unmeasured (``border``, default :data:`helpers.metrics.DETAIL_BORDER`) are grey."""
@@ -227,7 +247,9 @@ def crops_figure(images: dict[str, Image.Image], corners: list[tuple[int, int]],
     """Rows = crop locations, columns = images (same crop from each), upscaled with nearest neighbour."""
     plt = _plt()
     names = list(images)
-    fig, axes = plt.subplots(len(corners), len(names), figsize=(len(names) * scale, len(corners) * scale), squeeze=False)
+    fig, axes = plt.subplots(
+        len(corners), len(names), figsize=(len(names) * scale, len(corners) * scale), squeeze=False
+    )
     for r, (x, y) in enumerate(corners):
         for c, name in enumerate(names):
             ax = axes[r, c]
@@ -245,6 +267,7 @@ def crops_figure(images: dict[str, Image.Image], corners: list[tuple[int, int]],
 # ------------------------------------------------------------------------------------------
 # before/after slider (plain ipywidgets: works in Colab and Jupyter, no custom widget manager)
 # ------------------------------------------------------------------------------------------
+
 
 def compose_split(left, right, position: float, line: bool = True) -> Image.Image:
     """Left image up to ``position`` (0..1 of the width), right image after it; a 1-px white split line."""
@@ -266,8 +289,14 @@ def png_bytes(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def slider_widget(left, right, left_label: str = "original", right_label: str = "decoded", position: float = 0.5,
-                  max_height: int = 640):
+def slider_widget(
+    left,
+    right,
+    left_label: str = "original",
+    right_label: str = "decoded",
+    position: float = 0.5,
+    max_height: int = 640,
+):
     """An ipywidgets before/after slider; returns a VBox whose ``.slider`` and ``.image`` can be driven headlessly.
 
     Dragging the slider recomposes the picture (left of the split = ``left``, right = ``right``) and
@@ -281,10 +310,20 @@ def slider_widget(left, right, left_label: str = "original", right_label: str = 
     w, h = left.size
     scale = min(1.0, max_height / h)
     dw, dh = max(1, round(w * scale)), max(1, round(h * scale))
-    image = widgets.Image(value=png_bytes(compose_split(left, right, position)), format="png",
-                          layout=widgets.Layout(width=f"{dw}px", height=f"{dh}px"))
-    slider = widgets.FloatSlider(value=position, min=0.0, max=1.0, step=0.005, readout=False,
-                                 description="", layout=widgets.Layout(width=f"{dw}px"))
+    image = widgets.Image(
+        value=png_bytes(compose_split(left, right, position)),
+        format="png",
+        layout=widgets.Layout(width=f"{dw}px", height=f"{dh}px"),
+    )
+    slider = widgets.FloatSlider(
+        value=position,
+        min=0.0,
+        max=1.0,
+        step=0.005,
+        readout=False,
+        description="",
+        layout=widgets.Layout(width=f"{dw}px"),
+    )
     shown = "" if scale == 1 else f" (shown at {scale:.0%})"
     caption = widgets.HTML(f"<b>{left_label}</b> &larr; | &rarr; <b>{right_label}</b>{shown}")
 
@@ -300,8 +339,9 @@ def slider_widget(left, right, left_label: str = "original", right_label: str = 
     return box
 
 
-def choice_slider(images: dict, left: str | None = None, right: str | None = None, position: float = 0.5,
-                  max_height: int = 600):
+def choice_slider(
+    images: dict, left: str | None = None, right: str | None = None, position: float = 0.5, max_height: int = 600
+):
     """A before/after slider (:func:`slider_widget`) between any two of ``images`` (label -> picture, all the same
     size), picked with two drop-down lists above it (default: the first two). Returns the slider's VBox with the
     lists in a row on top, as ``.left_choice`` / ``.right_choice``. The picture is at most 600 px tall (the
@@ -359,9 +399,10 @@ def reach_lines(ax, reach: dict, metric: str, images=None) -> list[str]:
     if not names or any(n not in per for n in names):
         return []
     drawn = []
-    for point, label, style in (("encoder", "decoder reach: D(E(x))", {"color": "0.45", "linestyle": "--"}),
-                                ("optimised", f"D(z*), {reach.get('steps', '?')} steps",
-                                 {"color": "0.1", "linestyle": ":"})):
+    for point, label, style in (
+        ("encoder", "decoder reach: D(E(x))", {"color": "0.45", "linestyle": "--"}),
+        ("optimised", f"D(z*), {reach.get('steps', '?')} steps", {"color": "0.1", "linestyle": ":"}),
+    ):
         vals = [per[n].get(point, {}).get(metric) for n in names]
         if any(v is None for v in vals):
             continue

@@ -47,7 +47,7 @@ if IN_COLAB and Path.cwd().name != "notebooks":  # first run on Colab; re-runnin
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "helpers" / "__init__.py").is_file()), None)
 if ROOT is not None and str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # this checkout's helpers (the notebooks run from notebooks/)
-from helpers.notebook import setup  # noqa: E402
+from helpers.notebook import setup
 
 setup(IN_COLAB)
 

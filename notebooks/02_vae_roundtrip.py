@@ -42,7 +42,7 @@ if IN_COLAB and Path.cwd().name != "notebooks":  # first run on Colab; re-runnin
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "helpers" / "__init__.py").is_file()), None)
 if ROOT is not None and str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # this checkout's helpers (the notebooks run from notebooks/)
-from helpers.notebook import setup  # noqa: E402
+from helpers.notebook import setup
 
 setup(IN_COLAB)
 
@@ -58,7 +58,6 @@ DEVICE = os.environ.get("SDCOMP_DEVICE", "auto")  # auto (cuda > mps > cpu), cpu
 SMOKE = os.environ.get("SDCOMP_SMOKE", "0").lower() in ("1", "true", "yes")  # CI: fewer images and sweeps
 
 # %%
-from helpers.errors import SDCError
 from helpers.notebook import load_model
 
 backend = load_model(MODEL, FALLBACK_MODEL, DEVICE)  # prints what was loaded, and why if it fell back
@@ -138,8 +137,8 @@ if not ok:
 # with a much wider latent, and the palette stage has to claw that back.
 
 # %%
-from helpers.plots import png_bytes
 from helpers.bench.compare import markdown_table
+from helpers.plots import png_bytes
 
 raw_rgb = size[0] * size[1] * 3
 sizes = [

@@ -48,7 +48,7 @@ if IN_COLAB and Path.cwd().name != "notebooks":  # first run on Colab; re-runnin
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "helpers" / "__init__.py").is_file()), None)
 if ROOT is not None and str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # this checkout's helpers (the notebooks run from notebooks/)
-from helpers.notebook import setup  # noqa: E402
+from helpers.notebook import setup
 
 setup(IN_COLAB)
 
@@ -72,7 +72,6 @@ if SMOKE:
     KMEANS_ITERS = 10
 
 # %%
-from helpers.errors import SDCError
 from helpers.notebook import load_model
 
 backend = load_model(MODEL, FALLBACK_MODEL, DEVICE)  # prints what was loaded, and why if it fell back
@@ -100,10 +99,10 @@ print(f"{path.name}: latent {c}x{h}x{w} from {backend.describe()}")
 # palettes and index maps, so it only appears from the palette stage on.
 
 # %%
+from helpers.bench.compare import markdown_table
 from helpers.codec import pack_payload, quantize_latents
 from helpers.methods.palette.quantize import apply_palette, quantize_8bit, unquantize_8bit
 from helpers.metrics import psnr, ssim
-from helpers.bench.compare import markdown_table
 
 span = backend.quant_span
 rows, decoded, latents_shown = [], {}, {}

@@ -46,7 +46,7 @@ if IN_COLAB and Path.cwd().name != "notebooks":  # first run on Colab; re-runnin
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "helpers" / "__init__.py").is_file()), None)
 if ROOT is not None and str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # this checkout's helpers (the notebooks run from notebooks/)
-from helpers.notebook import setup  # noqa: E402
+from helpers.notebook import setup
 
 setup(IN_COLAB)
 
@@ -73,10 +73,10 @@ if SMOKE:
 # %%
 import tempfile
 
-from helpers.errors import SDCError
 from helpers.backends.load import load_backend
 from helpers.backends.resolve import DEFAULT_SD_MODEL
 from helpers.backends.tiny import make_tiny_sd
+from helpers.errors import SDCError
 
 backend = None
 for spec in dict.fromkeys([MODEL, DEFAULT_SD_MODEL]):  # MODEL first, then SD v1.4

@@ -46,7 +46,7 @@ if IN_COLAB and Path.cwd().name != "notebooks":  # first run on Colab; re-runnin
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "helpers" / "__init__.py").is_file()), None)
 if ROOT is not None and str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # this checkout's helpers (the notebooks run from notebooks/)
-from helpers.notebook import setup  # noqa: E402
+from helpers.notebook import setup
 
 setup(IN_COLAB)
 
@@ -78,7 +78,6 @@ if SMOKE:
     IMAGES = IMAGES[:2]  # a face and lettering
 
 # %%
-from helpers.errors import SDCError
 from helpers.notebook import load_model
 
 backend = load_model(MODEL, FALLBACK_MODEL, DEVICE)  # prints what was loaded, and why if it fell back
@@ -97,9 +96,9 @@ display(Markdown(markdown_table(metric_status_rows(), columns=("metric", "better
 # ## Matched-size comparison
 
 # %%
+from helpers.bench.compare import compare_image
 from helpers.codec import CodecParams
 from helpers.images import list_images, load_image
-from helpers.bench.compare import compare_image
 
 if not Path(DATA_DIR).is_dir():
     print(f"{DATA_DIR} not found: using the repository's data/ folder (put your own images there)")
@@ -233,8 +232,8 @@ for name, comp in comparisons.items():
 # structure: texture replaced rather than removed, which is exactly what invented detail looks like.
 
 # %%
-from helpers.plots import detail_maps_figure, invented_crops
 from helpers.bench.compare import detail_rows
+from helpers.plots import detail_maps_figure, invented_crops
 
 for name, comp in comparisons.items():
     decoded = {k: v for k, v in comp.images("ge").items() if k != "original"}

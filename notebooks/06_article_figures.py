@@ -48,7 +48,7 @@ if IN_COLAB and Path.cwd().name != "notebooks":  # first run on Colab; re-runnin
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "helpers" / "__init__.py").is_file()), None)
 if ROOT is not None and str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # this checkout's helpers (the notebooks run from notebooks/)
-from helpers.notebook import setup  # noqa: E402
+from helpers.notebook import setup
 
 setup(IN_COLAB)
 
@@ -79,7 +79,6 @@ if SMOKE:
     HALLUCINATION_IMAGE = PANEL_IMAGES[0]  # reuse a panel's encoding
 
 # %%
-from helpers.errors import SDCError
 from helpers.notebook import load_model
 
 backend = load_model(MODEL, FALLBACK_MODEL, DEVICE)  # prints what was loaded, and why if it fell back
@@ -112,8 +111,8 @@ def save(fig, name, caption):
 # %%
 from IPython.display import Markdown, display
 
-from helpers.plots import metric_line
 from helpers.bench.compare import compare_image, markdown_table
+from helpers.plots import metric_line
 
 comps = {}
 for path in list_images(DATA_DIR, PANEL_IMAGES):
@@ -173,8 +172,8 @@ save(fig, "vae_roundtrip.png",
 
 # %%
 from helpers.codec import pack_payload, quantize_latents
-from helpers.metrics import measure
 from helpers.methods.palette.quantize import apply_palette, unquantize_8bit
+from helpers.metrics import measure
 
 ours = rt.ours
 k, method = ours.header.colors, ours.header.method

@@ -51,7 +51,7 @@ if IN_COLAB and Path.cwd().name != "notebooks":  # first run on Colab; re-runnin
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "helpers" / "__init__.py").is_file()), None)
 if ROOT is not None and str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # this checkout's helpers (the notebooks run from notebooks/)
-from helpers.notebook import setup  # noqa: E402
+from helpers.notebook import setup
 
 setup(IN_COLAB)
 
@@ -131,11 +131,11 @@ else:
 # %%
 from IPython.display import Markdown, display
 
+from helpers.bench.compare import markdown_table
 from helpers.codec import CodecParams, decode, encode
 from helpers.images import list_images, load_image, model_input
 from helpers.methods.tc import tcoder
 from helpers.metrics import measure
-from helpers.bench.compare import markdown_table
 
 if not Path(DATA_DIR).is_dir():
     print(f"{DATA_DIR} not found: using the repository's data/ folder (put your own images there)")
@@ -217,7 +217,7 @@ from helpers.bench import budget_table, run_in_memory, write_plot
 
 doc, selection = run_in_memory(paths, backend, RD_BUDGETS, ["zlib"] + CODERS, codecs=BASELINES, metrics=METRICS)
 rd_png = write_plot(doc, Path(FIG_DIR) / "tc_rd.png", selection)
-from IPython.display import Image as ShowImage  # noqa: E402
+from IPython.display import Image as ShowImage
 
 display(ShowImage(filename=str(rd_png)))
 for budget in RD_BUDGETS:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 # the photographs, the mosaic and the measured child process are shared with `python -m helpers.bench --cli`
 from helpers.bench.cli_timing import PHOTO_LICENCE as LICENCE  # noqa: E402
-from helpers.bench.cli_timing import fetch_photos, mosaic, run_measured  # noqa: E402,F401
+from helpers.bench.cli_timing import fetch_photos, mosaic, run_measured  # noqa: E402
 
 
 def work_seconds(stdout: str) -> float:
@@ -52,8 +52,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "results" / "large_photo"))
     ap.add_argument("--model", default="taef2")
     ap.add_argument("--extra", nargs="*", default=[], help="extra encode options, e.g. --coder arith")
-    ap.add_argument("--runtime", default="torch", choices=["torch", "onnx", "auto"],
-                    help="the CLI's --runtime (default torch: the committed results/large_photo figures)")
+    ap.add_argument(
+        "--runtime",
+        default="torch",
+        choices=["torch", "onnx", "auto"],
+        help="the CLI's --runtime (default torch: the committed results/large_photo figures)",
+    )
     args = ap.parse_args(argv)
 
     work = Path(args.photos)
@@ -64,20 +68,38 @@ def main(argv=None) -> int:
     # fixed cost of a run (interpreter, imports, model load, file I/O): a 64x64 image, subtracted below
     src.crop((0, 0, 64, 64)).save(tmp / "tiny.png")
     rt = ["--runtime", args.runtime]
-    fixed = {"encode": run_measured([sys.executable, "-m", "helpers", "encode", str(tmp / "tiny.png"),
-                                     str(tmp / "tiny.sdc"), "--model", args.model, *rt, *args.extra])}
-    fixed["decode"] = run_measured([sys.executable, "-m", "helpers", "decode", str(tmp / "tiny.sdc"),
-                                    str(tmp / "tiny.dec.png"), *rt])
-    print(json.dumps({k: {"wall_s": round(v["wall_s"], 2), "cpu_s": round(v["cpu_s"], 2)} for k, v in fixed.items()}),
-          flush=True)
+    fixed = {
+        "encode": run_measured(
+            [
+                sys.executable,
+                "-m",
+                "helpers",
+                "encode",
+                str(tmp / "tiny.png"),
+                str(tmp / "tiny.sdc"),
+                "--model",
+                args.model,
+                *rt,
+                *args.extra,
+            ]
+        )
+    }
+    fixed["decode"] = run_measured(
+        [sys.executable, "-m", "helpers", "decode", str(tmp / "tiny.sdc"), str(tmp / "tiny.dec.png"), *rt]
+    )
+    print(
+        json.dumps({k: {"wall_s": round(v["wall_s"], 2), "cpu_s": round(v["cpu_s"], 2)} for k, v in fixed.items()}),
+        flush=True,
+    )
     for spec in args.sizes:
         w, h = parse_size(spec)
         left, top = (4000 - w) // 2, (3000 - h) // 2
         img = tmp / f"photo_{w}x{h}.png"
         src.crop((left, top, left + w, top + h)).save(img)
         sdc, png = tmp / f"photo_{w}x{h}.sdc", tmp / f"photo_{w}x{h}.dec.png"
-        enc = run_measured([sys.executable, "-m", "helpers", "encode", str(img), str(sdc), "--model", args.model,
-                            *rt, *args.extra])
+        enc = run_measured(
+            [sys.executable, "-m", "helpers", "encode", str(img), str(sdc), "--model", args.model, *rt, *args.extra]
+        )
         dec = run_measured([sys.executable, "-m", "helpers", "decode", str(sdc), str(png), *rt])
         assert Image.open(png).size == (w, h)
         mp = w * h / 1e6
@@ -85,36 +107,49 @@ def main(argv=None) -> int:
         for name, r in (("encode", enc), ("decode", dec)):
             ws = work_seconds(r["stdout"])
             cpu_work = r["cpu_s"] - fixed[name]["cpu_s"]
-            row[name] = {"wall_s": round(r["wall_s"], 2), "cpu_s": round(r["cpu_s"], 2), "work_s": round(ws, 2),
-                         "peak_rss_MiB": round(r["peak_rss_MiB"]), "wall_s_per_MP": round(r["wall_s"] / mp, 2),
-                         "work_s_per_MP": round(ws / mp, 2), "cpu_work_s_per_MP": round(cpu_work / mp, 2)}
+            row[name] = {
+                "wall_s": round(r["wall_s"], 2),
+                "cpu_s": round(r["cpu_s"], 2),
+                "work_s": round(ws, 2),
+                "peak_rss_MiB": round(r["peak_rss_MiB"]),
+                "wall_s_per_MP": round(r["wall_s"] / mp, 2),
+                "work_s_per_MP": round(ws / mp, 2),
+                "cpu_work_s_per_MP": round(cpu_work / mp, 2),
+            }
         rows.append(row)
         print(json.dumps(row), flush=True)
     base = rows[0]
     load = os.getloadavg()[0]
-    lines = [f"# Large-photo benchmark (`python scripts/bench_large_photo.py`, model {args.model}"
-             f"{', ' + ' '.join(args.extra) if args.extra else ''})", "",
-             f"Picture: 4000x3000 mosaic of four photographs at native resolution ({LICENCE}); smaller sizes are "
-             f"centre crops. Real CLI subprocesses; peak RSS = the child's own peak (VmHWM); wall = process start to "
-             f"exit; CPU = user + sys of the child; work CPU = CPU minus that of a 64x64 run (interpreter, imports, "
-             f"model load: encode {fixed['encode']['cpu_s']:.1f} s, decode {fixed['decode']['cpu_s']:.1f} s CPU). "
-             f"Machine: {os.cpu_count()} CPU cores, torch threads default, load average {load:.1f} at the end "
-             f"(wall times are inflated by other processes; CPU times much less so).", "",
-             "| size | MP | bytes | encode wall s | enc work CPU s/MP | enc peak RSS MiB | decode wall s | "
-             "dec work CPU s/MP | dec peak RSS MiB | work CPU per MP vs first row (enc / dec) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Large-photo benchmark (`python scripts/bench_large_photo.py`, model {args.model}"
+        f"{', ' + ' '.join(args.extra) if args.extra else ''})",
+        "",
+        f"Picture: 4000x3000 mosaic of four photographs at native resolution ({LICENCE}); smaller sizes are "
+        f"centre crops. Real CLI subprocesses; peak RSS = the child's own peak (VmHWM); wall = process start to "
+        f"exit; CPU = user + sys of the child; work CPU = CPU minus that of a 64x64 run (interpreter, imports, "
+        f"model load: encode {fixed['encode']['cpu_s']:.1f} s, decode {fixed['decode']['cpu_s']:.1f} s CPU). "
+        f"Machine: {os.cpu_count()} CPU cores, torch threads default, load average {load:.1f} at the end "
+        f"(wall times are inflated by other processes; CPU times much less so).",
+        "",
+        "| size | MP | bytes | encode wall s | enc work CPU s/MP | enc peak RSS MiB | decode wall s | "
+        "dec work CPU s/MP | dec peak RSS MiB | work CPU per MP vs first row (enc / dec) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         e, d = r["encode"], r["decode"]
         re_ = e["cpu_work_s_per_MP"] / base["encode"]["cpu_work_s_per_MP"]
         rd = d["cpu_work_s_per_MP"] / base["decode"]["cpu_work_s_per_MP"]
-        lines.append(f"| {r['size']} | {r['megapixels']} | {r['bytes']} | {e['wall_s']} | {e['cpu_work_s_per_MP']} | "
-                     f"{e['peak_rss_MiB']} | {d['wall_s']} | {d['cpu_work_s_per_MP']} | {d['peak_rss_MiB']} | "
-                     f"{re_:.2f}x / {rd:.2f}x |")
+        lines.append(
+            f"| {r['size']} | {r['megapixels']} | {r['bytes']} | {e['wall_s']} | {e['cpu_work_s_per_MP']} | "
+            f"{e['peak_rss_MiB']} | {d['wall_s']} | {d['cpu_work_s_per_MP']} | {d['peak_rss_MiB']} | "
+            f"{re_:.2f}x / {rd:.2f}x |"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text("\n".join(lines) + "\n")
-    (out / "records.json").write_text(json.dumps({"model": args.model, "extra": args.extra, "licence": LICENCE,
-                                                  "rows": rows}, indent=1))
+    (out / "records.json").write_text(
+        json.dumps({"model": args.model, "extra": args.extra, "licence": LICENCE, "rows": rows}, indent=1)
+    )
     print("\n".join(lines))
     return 0
 

@@ -40,40 +40,60 @@ def _kind(task: str) -> str:
 def main(argv: list[str]) -> int:
     runs = [_run(Path(a)) for a in argv]
     base = runs[0]
-    lines = ["# Benchmark scaling on Dask: measured and projected", "",
-             f"Command (the same work in each run, fresh `SDCOMP_CACHE` each, so every sweep is computed): "
-             f"`{base['run']['command']}`", "",
-             "| run | scheduler | workers | torch threads each | tasks | wall s | summed task s | task s / wall s "
-             "| start s | client s | load avg start / end |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Benchmark scaling on Dask: measured and projected",
+        "",
+        f"Command (the same work in each run, fresh `SDCOMP_CACHE` each, so every sweep is computed): "
+        f"`{base['run']['command']}`",
+        "",
+        "| run | scheduler | workers | torch threads each | tasks | wall s | summed task s | task s / wall s "
+        "| start s | client s | load avg start / end |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         run, par = r["run"], r["doc"]["meta"].get("parallel", {})
-        lines.append(f"| {r['folder'].name} | {run['scheduler']} | {run['jobs']} | {par.get('torch_threads_per_job')} "
-                     f"| {run['tasks']} | {run['wall_seconds']:.0f} | {run['task_seconds']:.0f} | "
-                     f"{run['task_seconds'] / run['wall_seconds']:.2f} | {run.get('scheduler_start_seconds', 0):.1f} | "
-                     f"{run.get('client_seconds', 0):.1f} | {run.get('load_start')} / {run.get('load_end')} |")
+        lines.append(
+            f"| {r['folder'].name} | {run['scheduler']} | {run['jobs']} | {par.get('torch_threads_per_job')} "
+            f"| {run['tasks']} | {run['wall_seconds']:.0f} | {run['task_seconds']:.0f} | "
+            f"{run['task_seconds'] / run['wall_seconds']:.2f} | {run.get('scheduler_start_seconds', 0):.1f} | "
+            f"{run.get('client_seconds', 0):.1f} | {run.get('load_start')} / {run.get('load_end')} |"
+        )
     w1 = base["run"]["wall_seconds"]
     for r in runs[1:]:
         lines.append("")
-        lines.append(f"Speed-up of {r['folder'].name} over {base['folder'].name}: "
-                     f"{w1 / r['run']['wall_seconds']:.2f}x (ideal {r['run']['jobs'] / base['run']['jobs']:.0f}x); "
-                     f"its tasks took {r['run']['task_seconds'] / base['run']['task_seconds']:.2f}x the summed seconds "
-                     "of the one-worker run (workers slowing each other down, and other users' load).")
+        lines.append(
+            f"Speed-up of {r['folder'].name} over {base['folder'].name}: "
+            f"{w1 / r['run']['wall_seconds']:.2f}x (ideal {r['run']['jobs'] / base['run']['jobs']:.0f}x); "
+            f"its tasks took {r['run']['task_seconds'] / base['run']['task_seconds']:.2f}x the summed seconds "
+            "of the one-worker run (workers slowing each other down, and other users' load)."
+        )
     by_kind: dict[str, list[float]] = {}
     for (_, t), s in base["tasks"].items():
         by_kind.setdefault(_kind(t), []).append(s)
     total = sum(base["tasks"].values())
-    lines += ["", f"## Where the time goes ({base['folder'].name}, per task)", "",
-              "| task | tasks | mean s | max s | share of the work |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"## Where the time goes ({base['folder'].name}, per task)",
+        "",
+        "| task | tasks | mean s | max s | share of the work |",
+        "|---|---|---|---|---|",
+    ]
     for k, v in sorted(by_kind.items(), key=lambda kv: -sum(kv[1])):
         lines.append(f"| {k} | {len(v)} | {sum(v) / len(v):.1f} | {max(v):.1f} | {100 * sum(v) / total:.0f} % |")
     secs = list(base["tasks"].values())
     serial = base["run"].get("scheduler_start_seconds", 0) + base["run"].get("client_seconds", 0)
-    lines += ["", "## Projection to more workers (from the one-worker task times)", "",
-              f"Serial part measured: {serial:.1f} s (cluster start and first model load "
-              f"{base['run'].get('scheduler_start_seconds', 0):.1f} s, client merging/journal/saves "
-              f"{base['run'].get('client_seconds', 0):.1f} s), plus the plot and summary at the end. Longest task "
-              f"{max(secs):.0f} s: no number of workers finishes before it.", "",
-              "| workers | projected wall s | speed-up | efficiency |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Projection to more workers (from the one-worker task times)",
+        "",
+        f"Serial part measured: {serial:.1f} s (cluster start and first model load "
+        f"{base['run'].get('scheduler_start_seconds', 0):.1f} s, client merging/journal/saves "
+        f"{base['run'].get('client_seconds', 0):.1f} s), plus the plot and summary at the end. Longest task "
+        f"{max(secs):.0f} s: no number of workers finishes before it.",
+        "",
+        "| workers | projected wall s | speed-up | efficiency |",
+        "|---|---|---|---|",
+    ]
     t1 = _makespan(secs, 1) + serial
     for n in (1, 2, 4, 8, 16, 32, 64, 128):
         t = max(_makespan(secs, n), max(secs)) + serial

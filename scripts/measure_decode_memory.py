@@ -45,8 +45,8 @@ def _latent_file(size: int, folder: Path) -> Path:
     from PIL import Image
 
     from helpers import bitstream
-    from helpers.images import to_nchw
     from helpers.backends.taef2 import load_taef2
+    from helpers.images import to_nchw
     from helpers.methods import registry  # noqa: F401 - hands the methods to the container
     from helpers.methods.palette.quantize import quantize_8bit
 
@@ -66,9 +66,21 @@ def _latent_file(size: int, folder: Path) -> Path:
     q8 = quantize_8bit(np.ascontiguousarray(big), backend.quant_span)
     import zlib
 
-    header = bitstream.Header(method="raw", coder="zlib", model_id="taef2", fingerprint=backend.fingerprint,
-                              width=size, height=size, channels=32, latent_height=n, latent_width=n,
-                              quant_span=float(backend.quant_span), colors=0, policy="pad8", dithered=False)
+    header = bitstream.Header(
+        method="raw",
+        coder="zlib",
+        model_id="taef2",
+        fingerprint=backend.fingerprint,
+        width=size,
+        height=size,
+        channels=32,
+        latent_height=n,
+        latent_width=n,
+        quant_span=float(backend.quant_span),
+        colors=0,
+        policy="pad8",
+        dithered=False,
+    )
     path.write_bytes(bitstream.pack(header, zlib.compress(np.ascontiguousarray(q8).tobytes(), 6)))
     return path
 
@@ -82,14 +94,26 @@ def _run(src: Path, runtime: str, as_limit: int | None, folder: Path) -> dict:
             resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
 
     load0 = os.getloadavg()[0]
-    r = run_child([sys.executable, "-m", "helpers", "decode", str(src), str(out), "--runtime", runtime], env=env,
-                  cwd=ROOT, preexec_fn=limit, check=False)
-    rec = {"runtime": runtime, "rc": r["rc"], "wall_s": round(r["wall_s"], 2), "cpu_s": round(r["cpu_s"], 2),
-           # the child's own peak since exec (VmHWM in its stage log, helpers.memory.run_child); None on failure
-           "peak_rss_MiB": None if r["peak_rss_MiB"] is None else round(r["peak_rss_MiB"], 1),
-           "as_limit_GiB": round(as_limit / 2**30, 2) if as_limit else None,
-           "load_avg_start": round(load0, 2), "load_avg_end": round(os.getloadavg()[0], 2),
-           "stderr_tail": r["stderr"].strip().splitlines()[-2:], "stdout": r["stdout"].strip()}
+    r = run_child(
+        [sys.executable, "-m", "helpers", "decode", str(src), str(out), "--runtime", runtime],
+        env=env,
+        cwd=ROOT,
+        preexec_fn=limit,
+        check=False,
+    )
+    rec = {
+        "runtime": runtime,
+        "rc": r["rc"],
+        "wall_s": round(r["wall_s"], 2),
+        "cpu_s": round(r["cpu_s"], 2),
+        # the child's own peak since exec (VmHWM in its stage log, helpers.memory.run_child); None on failure
+        "peak_rss_MiB": None if r["peak_rss_MiB"] is None else round(r["peak_rss_MiB"], 1),
+        "as_limit_GiB": round(as_limit / 2**30, 2) if as_limit else None,
+        "load_avg_start": round(load0, 2),
+        "load_avg_end": round(os.getloadavg()[0], 2),
+        "stderr_tail": r["stderr"].strip().splitlines()[-2:],
+        "stdout": r["stdout"].strip(),
+    }
     if r["rc"] == 0 and r["log"]:
         rec["stages"] = {m["stage"]: round(m["hwm_MiB"], 1) for m in r["log"]["marks"]}
         rec["decode_wall_s"] = round(sum(r["log"]["codec_wall"].values()), 2)
@@ -98,17 +122,23 @@ def _run(src: Path, runtime: str, as_limit: int | None, folder: Path) -> dict:
 
 
 def _summary(records: list[dict], base: dict) -> str:
-    lines = ["# Decode memory and time against size (issue 19)", "",
-             "`python scripts/measure_decode_memory.py`: `python -m helpers decode` of a raw-method file of real TAEF2 "
-             "latents (kodim23 crop, mirrored and tiled), as a subprocess; peak RSS = the child's VmHWM (its stage log, `SDCOMP_TIMING`). "
-             "ONNX Runtime runs under an address-space limit (RLIMIT_AS) where shown. Shared 2-core machine: wall "
-             "times depend on the other jobs (load average shown); CPU seconds are the steadier figure.", "",
-             f"Bound: peak RSS <= B + {BYTES_PER_PIXEL_STATE} B/pixel (latent-resolution state) + 3 B/pixel (the 8-bit "
-             f"output); B = runtime, weights and one tile's activations: {BASE_MIB['onnx']} MiB for ONNX Runtime "
-             f"(1024-pixel tiles, 256-pixel inner tiles at full resolution), {BASE_MIB['torch']} MiB for PyTorch "
-             f"(1024-pixel tiles with 72-pixel halos run in one piece).", "",
-             "| size | runtime | exit | wall s | CPU s | CPU s / MP | peak RSS MiB | 8-bit output MiB | bound MiB | "
-             "within | AS limit | load avg (start/end) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Decode memory and time against size (issue 19)",
+        "",
+        "`python scripts/measure_decode_memory.py`: `python -m helpers decode` of a raw-method file of real TAEF2 "
+        "latents (kodim23 crop, mirrored and tiled), as a subprocess; peak RSS = the child's VmHWM (its stage log, `SDCOMP_TIMING`). "
+        "ONNX Runtime runs under an address-space limit (RLIMIT_AS) where shown. Shared 2-core machine: wall "
+        "times depend on the other jobs (load average shown); CPU seconds are the steadier figure.",
+        "",
+        f"Bound: peak RSS <= B + {BYTES_PER_PIXEL_STATE} B/pixel (latent-resolution state) + 3 B/pixel (the 8-bit "
+        f"output); B = runtime, weights and one tile's activations: {BASE_MIB['onnx']} MiB for ONNX Runtime "
+        f"(1024-pixel tiles, 256-pixel inner tiles at full resolution), {BASE_MIB['torch']} MiB for PyTorch "
+        f"(1024-pixel tiles with 72-pixel halos run in one piece).",
+        "",
+        "| size | runtime | exit | wall s | CPU s | CPU s / MP | peak RSS MiB | 8-bit output MiB | bound MiB | "
+        "within | AS limit | load avg (start/end) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
         px = r["size"] ** 2
         out_mib = px * 3 / 2**20
@@ -116,11 +146,13 @@ def _summary(records: list[dict], base: dict) -> str:
         bound = (r0 + (BYTES_PER_PIXEL_STATE * px) / 2**20 + out_mib) if r0 else None
         r["bound_MiB"] = round(bound, 1) if bound else None
         within = "-" if bound is None or r["rc"] != 0 else ("yes" if r["peak_rss_MiB"] <= bound else "**no**")
-        lines.append(f"| {r['size']}x{r['size']} | {r['runtime']} | {r['rc']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
-                     f"{r['cpu_s'] / (px / 1e6):.1f} | {r['peak_rss_MiB']:.0f} | {out_mib:.0f} | "
-                     f"{'-' if bound is None else f'{bound:.0f}'} | {within} | "
-                     f"{'-' if not r['as_limit_GiB'] else str(r['as_limit_GiB']) + ' GiB'} | "
-                     f"{r['load_avg_start']:.1f} / {r['load_avg_end']:.1f} |")
+        lines.append(
+            f"| {r['size']}x{r['size']} | {r['runtime']} | {r['rc']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+            f"{r['cpu_s'] / (px / 1e6):.1f} | {r['peak_rss_MiB']:.0f} | {out_mib:.0f} | "
+            f"{'-' if bound is None else f'{bound:.0f}'} | {within} | "
+            f"{'-' if not r['as_limit_GiB'] else str(r['as_limit_GiB']) + ' GiB'} | "
+            f"{r['load_avg_start']:.1f} / {r['load_avg_end']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -163,9 +195,17 @@ def main(argv=None) -> int:
 def _write(out: Path, records: list[dict]) -> None:
     records.sort(key=lambda r: (r["runtime"], r["size"]))
     text = _summary(records, BASE_MIB)
-    (out / "records.json").write_text(json.dumps({"records": records, "cpus": os.cpu_count(),
-                                                  "bytes_per_pixel_state": BYTES_PER_PIXEL_STATE,
-                                                  "base_MiB": BASE_MIB}, indent=1))
+    (out / "records.json").write_text(
+        json.dumps(
+            {
+                "records": records,
+                "cpus": os.cpu_count(),
+                "bytes_per_pixel_state": BYTES_PER_PIXEL_STATE,
+                "base_MiB": BASE_MIB,
+            },
+            indent=1,
+        )
+    )
     (out / "summary.md").write_text(text)
 
 

@@ -14,6 +14,7 @@ The 512x512 centre crop of each image (the codec's crop512 policy) stands in for
 Usage:  python scripts/measure_entropy.py [--kinds rgba,proj4,proj32] [--images 1-24]
 The images are read in place from ../shared/data/kodak (or $KODAK_DIR; never copied).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -149,8 +150,10 @@ def main(argv=None) -> int:
     for kind in args.kinds.split(","):
         rows = []
         print(f"\n== {kind} ==")
-        print(f"{'image':>8} {'K':>4} {'C':>3} {'zlib':>7} {'lzma':>7} {'arith':>7} {'saved%':>7} "
-              f"{'lzma%':>7} {'enc ms':>7} {'dec ms':>7}")
+        print(
+            f"{'image':>8} {'K':>4} {'C':>3} {'zlib':>7} {'lzma':>7} {'arith':>7} {'saved%':>7} "
+            f"{'lzma%':>7} {'enc ms':>7} {'dec ms':>7}"
+        )
         for i in images:
             pal, idx = make_proxy(kind, i)
             K, C = pal.shape
@@ -167,14 +170,20 @@ def main(argv=None) -> int:
             saved = 100.0 * (1 - len(a) / len(z))
             lsaved = 100.0 * (1 - len(lz) / len(z))
             rows.append((len(z), len(lz), len(a), saved, lsaved, (t1 - t0) * 1e3, (t2 - t1) * 1e3))
-            print(f"kodim{i:02d} {K:>4} {C:>3} {len(z):>7} {len(lz):>7} {len(a):>7} {saved:>7.2f} "
-                  f"{lsaved:>7.2f} {rows[-1][5]:>7.1f} {rows[-1][6]:>7.1f}")
+            print(
+                f"kodim{i:02d} {K:>4} {C:>3} {len(z):>7} {len(lz):>7} {len(a):>7} {saved:>7.2f} "
+                f"{lsaved:>7.2f} {rows[-1][5]:>7.1f} {rows[-1][6]:>7.1f}"
+            )
         r = np.array(rows)
         m = r.mean(0)
-        print(f"{'mean':>8} {'':>4} {'':>3} {m[0]:>7.1f} {m[1]:>7.1f} {m[2]:>7.1f} {m[3]:>7.2f} "
-              f"{m[4]:>7.2f} {m[5]:>7.1f} {m[6]:>7.1f}")
-        print(f"(saved% = mean of per-image savings of arith vs zlib; on total bytes: "
-              f"{100 * (1 - r[:, 2].sum() / r[:, 0].sum()):.2f} %)")
+        print(
+            f"{'mean':>8} {'':>4} {'':>3} {m[0]:>7.1f} {m[1]:>7.1f} {m[2]:>7.1f} {m[3]:>7.2f} "
+            f"{m[4]:>7.2f} {m[5]:>7.1f} {m[6]:>7.1f}"
+        )
+        print(
+            f"(saved% = mean of per-image savings of arith vs zlib; on total bytes: "
+            f"{100 * (1 - r[:, 2].sum() / r[:, 0].sum()):.2f} %)"
+        )
     return 0
 
 

@@ -59,10 +59,10 @@ def main(argv=None) -> int:
 
     import onnxruntime
 
-    from helpers.codec import CodecParams, encode
-    from helpers.images import list_images, to_nchw
     from helpers.backends.onnx_runtime import OrtSettings, load_taef2_onnx
     from helpers.backends.taef2 import load_taef2
+    from helpers.codec import CodecParams, encode
+    from helpers.images import list_images, to_nchw
     from helpers.methods.palette.quantize import quantize_8bit
 
     torch_b = load_taef2(device="cpu")
@@ -79,8 +79,14 @@ def main(argv=None) -> int:
         params = CodecParams(method="palette", colors=64)
         f_t = encode(img, torch_b, params, latents=z_t[0]).data
         f_o = encode(img, onnx_b, params, latents=z_o[0]).data
-        row = {"image": path.stem, "latent_maxabs": float(np.abs(z_o - z_t).max()), "q8": compare(q_o, q_t),
-               "decoder": compare(p_o, p_t), "chain": compare(p_oo, p_t), "same_file": f_t == f_o}
+        row = {
+            "image": path.stem,
+            "latent_maxabs": float(np.abs(z_o - z_t).max()),
+            "q8": compare(q_o, q_t),
+            "decoder": compare(p_o, p_t),
+            "chain": compare(p_oo, p_t),
+            "same_file": f_t == f_o,
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -90,20 +96,32 @@ def main(argv=None) -> int:
     base_z = onnx_b.encode_array(x)
     base_y = onnx_b.decode_array(base_z)
     variants = []
-    for label, kw in (("1 thread", dict(threads=1)), ("2 threads", dict(threads=2)), ("3 threads", dict(threads=3)),
-                      ("arena on", dict(arena=True)), ("arena + memory patterns on", dict(arena=True, mem_pattern=True)),
-                      ("1 thread, arena on", dict(threads=1, arena=True)), ("spinning on", dict(spinning=True)),
-                      ("optimisation extended", dict(opt_level="extended")),
-                      ("optimisation basic", dict(opt_level="basic")),
-                      ("optimisation disabled", dict(opt_level="disable"))):
+    for label, kw in (
+        ("1 thread", dict(threads=1)),
+        ("2 threads", dict(threads=2)),
+        ("3 threads", dict(threads=3)),
+        ("arena on", dict(arena=True)),
+        ("arena + memory patterns on", dict(arena=True, mem_pattern=True)),
+        ("1 thread, arena on", dict(threads=1, arena=True)),
+        ("spinning on", dict(spinning=True)),
+        ("optimisation extended", dict(opt_level="extended")),
+        ("optimisation basic", dict(opt_level="basic")),
+        ("optimisation disabled", dict(opt_level="disable")),
+    ):
         b = load_taef2_onnx(settings=OrtSettings(**kw))
         t0 = time.process_time()
         z = b.encode_array(x)
         y = b.decode_array(base_z)
         cpu = time.process_time() - t0
-        variants.append({"variant": label, "latents_identical": bool(np.array_equal(z, base_z)),
-                         "latent_maxabs": float(np.abs(z - base_z).max()), "pixels": compare(pixels(y), pixels(base_y)),
-                         "cpu_s": round(cpu, 2)})
+        variants.append(
+            {
+                "variant": label,
+                "latents_identical": bool(np.array_equal(z, base_z)),
+                "latent_maxabs": float(np.abs(z - base_z).max()),
+                "pixels": compare(pixels(y), pixels(base_y)),
+                "cpu_s": round(cpu, 2),
+            }
+        )
         print(json.dumps(variants[-1]), flush=True)
 
     # tiled vs one tile
@@ -113,7 +131,7 @@ def main(argv=None) -> int:
         photos = Path(args.photos)
         big = mosaic(fetch_photos(photos), photos / "mosaic_4000x3000.png")
         tile_img, tile_what = centre_crop(big, 1024), "1024x1024 centre crop of the mate-backgrounds mosaic"
-    except Exception as exc:  # noqa: BLE001 - no apt here: fall back to Kodak
+    except Exception as exc:
         print(f"photos unavailable ({exc}); tiling checked on kodim23", file=sys.stderr)
         tile_img, tile_what = ref_img, "kodim23 512x512 centre crop"
     xt = to_nchw(tile_img)
@@ -124,46 +142,79 @@ def main(argv=None) -> int:
         y = onnx_b.decode_array(z)
         if not tiling:
             ref = (z, y)
-        tiling.append({"tile": tile, "inner_tile": inner, "latents_identical": bool(np.array_equal(z, ref[0])),
-                       "pixels_identical": bool(np.array_equal(pixels(y), pixels(ref[1])))})
+        tiling.append(
+            {
+                "tile": tile,
+                "inner_tile": inner,
+                "latents_identical": bool(np.array_equal(z, ref[0])),
+                "pixels_identical": bool(np.array_equal(pixels(y), pixels(ref[1]))),
+            }
+        )
         print(json.dumps(tiling[-1]), flush=True)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"images": rows, "variants": variants, "tiling": tiling, "tiling_image": tile_what,
-           "onnxruntime": onnxruntime.__version__, "cpu_count": os.cpu_count()}
+    doc = {
+        "images": rows,
+        "variants": variants,
+        "tiling": tiling,
+        "tiling_image": tile_what,
+        "onnxruntime": onnxruntime.__version__,
+        "cpu_count": os.cpu_count(),
+    }
     (out / "onnx_accuracy.json").write_text(json.dumps(doc, indent=1))
     n = len(rows)
     dec_max = max(r["decoder"]["max"] for r in rows)
-    lines = ["# TAEF2 on ONNX Runtime vs PyTorch (`python scripts/measure_onnx.py`)", "",
-             f"{n} Kodak 512x512 centre crops; onnxruntime {onnxruntime.__version__} (CLI settings: all graph "
-             f"optimisations, arena off, {OrtSettings.from_env().intra_threads} threads) against PyTorch "
-             f"(fp32, CPU). Pixels are the 8-bit decoded values; q8 the 8-bit quantised latents the codec stores.",
-             "", f"Summary: decoders on the same latents differ by at most {dec_max} level "
-             f"({sum(r['decoder']['count'] for r in rows)} of {sum(r['decoder']['of'] for r in rows)} pixel values, "
-             f"{100 * sum(r['decoder']['count'] for r in rows) / sum(r['decoder']['of'] for r in rows):.3f} %); "
-             f"latents by at most {max(r['latent_maxabs'] for r in rows):.2e}, which moves "
-             f"{sum(r['q8']['count'] for r in rows)} of {sum(r['q8']['of'] for r in rows)} 8-bit latent values by "
-             f"{max(r['q8']['max'] for r in rows)}; with a fixed 64-colour palette "
-             f"{sum(r['same_file'] for r in rows)} of {n} files are byte-identical across runtimes.", "",
-             "| image | latent max abs diff | q8 values differing (max) | decoder: pixel values differing (max) | "
-             "encoder + decoder: pixel values differing (max) | same .sdc (K=64) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# TAEF2 on ONNX Runtime vs PyTorch (`python scripts/measure_onnx.py`)",
+        "",
+        f"{n} Kodak 512x512 centre crops; onnxruntime {onnxruntime.__version__} (CLI settings: all graph "
+        f"optimisations, arena off, {OrtSettings.from_env().intra_threads} threads) against PyTorch "
+        f"(fp32, CPU). Pixels are the 8-bit decoded values; q8 the 8-bit quantised latents the codec stores.",
+        "",
+        f"Summary: decoders on the same latents differ by at most {dec_max} level "
+        f"({sum(r['decoder']['count'] for r in rows)} of {sum(r['decoder']['of'] for r in rows)} pixel values, "
+        f"{100 * sum(r['decoder']['count'] for r in rows) / sum(r['decoder']['of'] for r in rows):.3f} %); "
+        f"latents by at most {max(r['latent_maxabs'] for r in rows):.2e}, which moves "
+        f"{sum(r['q8']['count'] for r in rows)} of {sum(r['q8']['of'] for r in rows)} 8-bit latent values by "
+        f"{max(r['q8']['max'] for r in rows)}; with a fixed 64-colour palette "
+        f"{sum(r['same_file'] for r in rows)} of {n} files are byte-identical across runtimes.",
+        "",
+        "| image | latent max abs diff | q8 values differing (max) | decoder: pixel values differing (max) | "
+        "encoder + decoder: pixel values differing (max) | same .sdc (K=64) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['image']} | {r['latent_maxabs']:.2e} | {r['q8']['count']} ({r['q8']['max']}) | "
-                     f"{r['decoder']['count']} ({r['decoder']['max']}) | {r['chain']['count']} ({r['chain']['max']}) | "
-                     f"{'yes' if r['same_file'] else 'no'} |")
-    lines += ["", "## ONNX Runtime session options (kodim23): same latents and pixels as the CLI's settings?", "",
-              "| variant | latents identical | latent max abs diff | pixel values differing (max) | CPU s (enc + dec) |",
-              "|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['image']} | {r['latent_maxabs']:.2e} | {r['q8']['count']} ({r['q8']['max']}) | "
+            f"{r['decoder']['count']} ({r['decoder']['max']}) | {r['chain']['count']} ({r['chain']['max']}) | "
+            f"{'yes' if r['same_file'] else 'no'} |"
+        )
+    lines += [
+        "",
+        "## ONNX Runtime session options (kodim23): same latents and pixels as the CLI's settings?",
+        "",
+        "| variant | latents identical | latent max abs diff | pixel values differing (max) | CPU s (enc + dec) |",
+        "|---|---|---|---|---|",
+    ]
     for v in variants:
-        lines.append(f"| {v['variant']} | {'yes' if v['latents_identical'] else 'no'} | {v['latent_maxabs']:.2e} | "
-                     f"{v['pixels']['count']} ({v['pixels']['max']}) | {v['cpu_s']} |")
-    lines += ["", f"## Tiling ({tile_what}): against one tile", "", "| tile px | inner tile px | latents identical | "
-              "pixels identical |", "|---|---|---|---|"]
+        lines.append(
+            f"| {v['variant']} | {'yes' if v['latents_identical'] else 'no'} | {v['latent_maxabs']:.2e} | "
+            f"{v['pixels']['count']} ({v['pixels']['max']}) | {v['cpu_s']} |"
+        )
+    lines += [
+        "",
+        f"## Tiling ({tile_what}): against one tile",
+        "",
+        "| tile px | inner tile px | latents identical | pixels identical |",
+        "|---|---|---|---|",
+    ]
     for t in tiling:
-        lines.append(f"| {'one tile' if t['tile'] >= 10**6 else t['tile']} | "
-                     f"{'one tile' if t['inner_tile'] >= 10**6 else t['inner_tile']} | "
-                     f"{'yes' if t['latents_identical'] else 'no'} | {'yes' if t['pixels_identical'] else 'no'} |")
+        lines.append(
+            f"| {'one tile' if t['tile'] >= 10**6 else t['tile']} | "
+            f"{'one tile' if t['inner_tile'] >= 10**6 else t['inner_tile']} | "
+            f"{'yes' if t['latents_identical'] else 'no'} | {'yes' if t['pixels_identical'] else 'no'} |"
+        )
     (out / "onnx_accuracy.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

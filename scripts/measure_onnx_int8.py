@@ -31,7 +31,7 @@ DEFAULT_IMAGES = ["kodim01", "kodim04", "kodim08", "kodim13", "kodim19", "kodim2
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0 ** 2 / mse))
+    return float(10 * np.log10(255.0**2 / mse))
 
 
 def main(argv=None) -> int:
@@ -46,8 +46,8 @@ def main(argv=None) -> int:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from PIL import Image
 
-    from helpers.images import to_nchw
     from helpers.backends.onnx_runtime import load_taef2_onnx
+    from helpers.images import to_nchw
 
     kodak = ROOT.parent / "shared" / "data" / "kodak"
     backend = load_taef2_onnx(ROOT.parent / "shared" / "weights" / "taef2")
@@ -57,8 +57,9 @@ def main(argv=None) -> int:
         src = backend.folder / backend.manifest["graphs"][name]["file"]
         dst = tmp / f"{name}.int8.onnx"
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
-        int8[name] = ort.InferenceSession(str(dst), backend.settings.session_options(ort),
-                                          providers=["CPUExecutionProvider"])
+        int8[name] = ort.InferenceSession(
+            str(dst), backend.settings.session_options(ort), providers=["CPUExecutionProvider"]
+        )
     sizes = {n: (backend.folder / backend.manifest["graphs"][n]["file"]).stat().st_size for n in int8}
     sizes_q = {n: (tmp / f"{n}.int8.onnx").stat().st_size for n in int8}
     float_sessions = {n: backend.session(n) for n in int8}
@@ -86,37 +87,64 @@ def main(argv=None) -> int:
         px_q, (wall_q, cpu_q) = decode(z, "int8")
         diff = np.abs(px_f.astype(np.int16) - px_q)
         mp = c * c / 1e6
-        rec = {"image": name, "crop": c, "max_level_diff": int(diff.max()), "mean_abs_diff": float(diff.mean()),
-               "share_differing": float((diff > 0).mean()), "psnr_float": psnr(ref, px_f), "psnr_int8": psnr(ref, px_q),
-               "float_wall_s_per_MP": wall_f / mp, "int8_wall_s_per_MP": wall_q / mp,
-               "float_cpu_s_per_MP": cpu_f / mp, "int8_cpu_s_per_MP": cpu_q / mp, "load_avg": round(load, 2)}
+        rec = {
+            "image": name,
+            "crop": c,
+            "max_level_diff": int(diff.max()),
+            "mean_abs_diff": float(diff.mean()),
+            "share_differing": float((diff > 0).mean()),
+            "psnr_float": psnr(ref, px_f),
+            "psnr_int8": psnr(ref, px_q),
+            "float_wall_s_per_MP": wall_f / mp,
+            "int8_wall_s_per_MP": wall_q / mp,
+            "float_cpu_s_per_MP": cpu_f / mp,
+            "int8_cpu_s_per_MP": cpu_q / mp,
+            "load_avg": round(load, 2),
+        }
         rec["psnr_change"] = rec["psnr_int8"] - rec["psnr_float"]
         print(json.dumps(rec), flush=True)
         records.append(rec)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     mean = lambda k: float(np.mean([r[k] for r in records]))  # noqa: E731
-    summary = {"max_level_diff": max(r["max_level_diff"] for r in records), "mean_psnr_change": mean("psnr_change"),
-               "float_wall_s_per_MP": mean("float_wall_s_per_MP"), "int8_wall_s_per_MP": mean("int8_wall_s_per_MP"),
-               "float_cpu_s_per_MP": mean("float_cpu_s_per_MP"), "int8_cpu_s_per_MP": mean("int8_cpu_s_per_MP"),
-               "graph_bytes_float": sizes, "graph_bytes_int8": sizes_q, "onnxruntime": ort.__version__,
-               "threads": backend.settings.intra_threads}
+    summary = {
+        "max_level_diff": max(r["max_level_diff"] for r in records),
+        "mean_psnr_change": mean("psnr_change"),
+        "float_wall_s_per_MP": mean("float_wall_s_per_MP"),
+        "int8_wall_s_per_MP": mean("int8_wall_s_per_MP"),
+        "float_cpu_s_per_MP": mean("float_cpu_s_per_MP"),
+        "int8_cpu_s_per_MP": mean("int8_cpu_s_per_MP"),
+        "graph_bytes_float": sizes,
+        "graph_bytes_int8": sizes_q,
+        "onnxruntime": ort.__version__,
+        "threads": backend.settings.intra_threads,
+    }
     (out / "records.json").write_text(json.dumps({"summary": summary, "records": records}, indent=1))
-    lines = ["# int8 (dynamically quantized) TAEF2 decoder vs float, ONNX Runtime (issue 19)", "",
-             f"`python scripts/measure_onnx_int8.py`: `quantize_dynamic` (QInt8 weights) on `dec_mid` and `dec_last`; "
-             f"the same latents (float ONNX encoder, central {args.crop}x{args.crop} Kodak crops) decoded by both. "
-             f"Decoder time = best of {args.repeat}, on the shared 2-core machine (load average per row).", "",
-             "| image | max level diff | mean abs diff | values differing | PSNR float | PSNR int8 | change dB | "
-             "float s/MP wall (CPU) | int8 s/MP wall (CPU) | load avg |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# int8 (dynamically quantized) TAEF2 decoder vs float, ONNX Runtime (issue 19)",
+        "",
+        f"`python scripts/measure_onnx_int8.py`: `quantize_dynamic` (QInt8 weights) on `dec_mid` and `dec_last`; "
+        f"the same latents (float ONNX encoder, central {args.crop}x{args.crop} Kodak crops) decoded by both. "
+        f"Decoder time = best of {args.repeat}, on the shared 2-core machine (load average per row).",
+        "",
+        "| image | max level diff | mean abs diff | values differing | PSNR float | PSNR int8 | change dB | "
+        "float s/MP wall (CPU) | int8 s/MP wall (CPU) | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
-        lines.append(f"| {r['image']} | {r['max_level_diff']} | {r['mean_abs_diff']:.2f} | {r['share_differing']:.1%} | "
-                     f"{r['psnr_float']:.2f} | {r['psnr_int8']:.2f} | {r['psnr_change']:+.2f} | "
-                     f"{r['float_wall_s_per_MP']:.2f} ({r['float_cpu_s_per_MP']:.2f}) | "
-                     f"{r['int8_wall_s_per_MP']:.2f} ({r['int8_cpu_s_per_MP']:.2f}) | {r['load_avg']:.1f} |")
-    lines += ["", f"Largest difference {summary['max_level_diff']} levels; mean PSNR change "
-              f"{summary['mean_psnr_change']:+.2f} dB; decoder {summary['float_wall_s_per_MP']:.2f} s/MP float vs "
-              f"{summary['int8_wall_s_per_MP']:.2f} s/MP int8 (wall), {summary['float_cpu_s_per_MP']:.2f} vs "
-              f"{summary['int8_cpu_s_per_MP']:.2f} CPU s/MP. Graph sizes: {sizes} float, {sizes_q} int8."]
+        lines.append(
+            f"| {r['image']} | {r['max_level_diff']} | {r['mean_abs_diff']:.2f} | {r['share_differing']:.1%} | "
+            f"{r['psnr_float']:.2f} | {r['psnr_int8']:.2f} | {r['psnr_change']:+.2f} | "
+            f"{r['float_wall_s_per_MP']:.2f} ({r['float_cpu_s_per_MP']:.2f}) | "
+            f"{r['int8_wall_s_per_MP']:.2f} ({r['int8_cpu_s_per_MP']:.2f}) | {r['load_avg']:.1f} |"
+        )
+    lines += [
+        "",
+        f"Largest difference {summary['max_level_diff']} levels; mean PSNR change "
+        f"{summary['mean_psnr_change']:+.2f} dB; decoder {summary['float_wall_s_per_MP']:.2f} s/MP float vs "
+        f"{summary['int8_wall_s_per_MP']:.2f} s/MP int8 (wall), {summary['float_cpu_s_per_MP']:.2f} vs "
+        f"{summary['int8_cpu_s_per_MP']:.2f} CPU s/MP. Graph sizes: {sizes} float, {sizes_q} int8.",
+    ]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     return 0
 

@@ -39,22 +39,37 @@ class Stages:
         value = fn()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         m = process_memory()
-        self.rows.append({"stage": name, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-                          "peak_rss_MiB": round(m["hwm_MiB"]), "rss_after_MiB": round(m["rss_MiB"]), "note": note})
+        self.rows.append(
+            {
+                "stage": name,
+                "wall_s": round(wall, 3),
+                "cpu_s": round(cpu, 3),
+                "peak_rss_MiB": round(m["hwm_MiB"]),
+                "rss_after_MiB": round(m["rss_MiB"]),
+                "note": note,
+            }
+        )
         print(f"{name}: {wall:.2f} s wall, {cpu:.2f} s CPU, peak {m['hwm_MiB']:.0f} MiB {note}", flush=True)
         return value
 
 
 def _cli(args: list[str]) -> dict:
-    r = run_child([sys.executable, "-m", "helpers", *args, "--device", "cpu"], cwd=ROOT,
-                  env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONPATH": str(ROOT)})
+    r = run_child(
+        [sys.executable, "-m", "helpers", *args, "--device", "cpu"],
+        cwd=ROOT,
+        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONPATH": str(ROOT)},
+    )
     log = r["log"]
     marks = log["marks"]
-    return {"command": " ".join(["python -m helpers", *args]), "wall_s": round(r["wall_s"], 2),
-            "peak_rss_MiB": round(r["peak_rss_MiB"]),
-            "stages_s": {b["stage"]: round(b["t"] - a["t"], 2) for a, b in zip(marks, marks[1:])},
-            "codec_wall_s": {k: round(v, 3) for k, v in log.get("codec_wall", {}).items()},
-            "denoise": log.get("denoise"), "stderr_tail": r["stderr"].strip().splitlines()[-1]}
+    return {
+        "command": " ".join(["python -m helpers", *args]),
+        "wall_s": round(r["wall_s"], 2),
+        "peak_rss_MiB": round(r["peak_rss_MiB"]),
+        "stages_s": {b["stage"]: round(b["t"] - a["t"], 2) for a, b in zip(marks, marks[1:])},
+        "codec_wall_s": {k: round(v, 3) for k, v in log.get("codec_wall", {}).items()},
+        "denoise": log.get("denoise"),
+        "stderr_tail": r["stderr"].strip().splitlines()[-1],
+    }
 
 
 def main(argv=None) -> int:
@@ -76,45 +91,91 @@ def main(argv=None) -> int:
 
     import numpy as np
     import torch
+
     from helpers.backends import sd14
-    from helpers.codec import CodecParams, decode_latents, encode, encode_latents
     from helpers.backends.denoise import denoise_latents
-    from helpers.images import apply_policy, load_image
     from helpers.backends.load import load_backend
     from helpers.backends.torch_base import parameter_count
+    from helpers.codec import CodecParams, decode_latents, encode, encode_latents
+    from helpers.images import apply_policy, load_image
 
     st = Stages()
     folder = sd14.default_dir()
     reused = sd14.is_complete(folder)
-    st.run("stand-in build" + (" (reused)" if reused else ""), lambda: sd14.build(folder),
-           "seeded random weights, fp32 safetensors")
-    backend = st.run("load VAE", lambda: load_backend(str(folder), device="cpu"),
-                     "safetensors are memory-mapped: pages are read on first use")
+    st.run(
+        "stand-in build" + (" (reused)" if reused else ""),
+        lambda: sd14.build(folder),
+        "seeded random weights, fp32 safetensors",
+    )
+    backend = st.run(
+        "load VAE",
+        lambda: load_backend(str(folder), device="cpu"),
+        "safetensors are memory-mapped: pages are read on first use",
+    )
     img = load_image(args.image)
     model_img = apply_policy(img, "crop512", backend.downsample, None)[0]
     latents = st.run("VAE encode 512x512", lambda: encode_latents(backend, model_img, 0))
-    pal = st.run("palette file (8-bit + libimagequant 256 + zlib)", lambda: encode(
-        img, backend, CodecParams(method="liq", colors=256, coder="zlib", policy="crop512", denoise=True),
-        latents=latents), "stages below from the codec's own timings")
+    pal = st.run(
+        "palette file (8-bit + libimagequant 256 + zlib)",
+        lambda: encode(
+            img,
+            backend,
+            CodecParams(method="liq", colors=256, coder="zlib", policy="crop512", denoise=True),
+            latents=latents,
+        ),
+        "stages below from the codec's own timings",
+    )
     for k in ("quantize8", "palette", "pack"):
-        st.rows.append({"stage": f"  {k}", "wall_s": round(pal.timings.get(k, 0.0), 4),
-                        "cpu_s": round(pal.cpu_timings.get(k, 0.0), 4), "peak_rss_MiB": None, "rss_after_MiB": None,
-                        "note": "inside the palette file stage"})
-    tc_same = st.run("tc file at the palette file's size", lambda: encode(
-        img, backend, CodecParams(method="tc", coder="range", policy="crop512", denoise=True),
-        target_bytes=pal.nbytes, latents=latents), "inline tables (no trained tables for this model)")
-    tc_def = st.run("tc file at its default rate", lambda: encode(
-        img, backend, CodecParams(method="tc", coder="range", policy="crop512", denoise=True), latents=latents))
+        st.rows.append(
+            {
+                "stage": f"  {k}",
+                "wall_s": round(pal.timings.get(k, 0.0), 4),
+                "cpu_s": round(pal.cpu_timings.get(k, 0.0), 4),
+                "peak_rss_MiB": None,
+                "rss_after_MiB": None,
+                "note": "inside the palette file stage",
+            }
+        )
+    tc_same = st.run(
+        "tc file at the palette file's size",
+        lambda: encode(
+            img,
+            backend,
+            CodecParams(method="tc", coder="range", policy="crop512", denoise=True),
+            target_bytes=pal.nbytes,
+            latents=latents,
+        ),
+        "inline tables (no trained tables for this model)",
+    )
+    tc_def = st.run(
+        "tc file at its default rate",
+        lambda: encode(
+            img, backend, CodecParams(method="tc", coder="range", policy="crop512", denoise=True), latents=latents
+        ),
+    )
     parts = st.run("load UNet + CLIP text encoder + scheduler", backend.denoiser)
     z_pal = pal.decoder_latent()
-    z_dn = st.run("denoise (3 of 66 steps, incl. empty-prompt CLIP)", lambda: denoise_latents(
-        backend, torch.from_numpy(z_pal)[None], progress=False)[0].numpy())
+    z_dn = st.run(
+        "denoise (3 of 66 steps, incl. empty-prompt CLIP)",
+        lambda: denoise_latents(backend, torch.from_numpy(z_pal)[None], progress=False)[0].numpy(),
+    )
     ran = backend.extras["last_denoise"]
     for i, (t, s) in enumerate(zip(ran["timesteps"], ran["unet_step_seconds"])):
-        st.rows.append({"stage": f"  UNet step {i + 1} (t={t})", "wall_s": round(s, 3), "cpu_s": None,
-                        "peak_rss_MiB": None, "rss_after_MiB": None, "note": "inside the denoise stage"})
-    counts = {"vae": parameter_count(backend.vae), "unet": parameter_count(parts["unet"]),
-              "text_encoder": parameter_count(parts["text_encoder"])}
+        st.rows.append(
+            {
+                "stage": f"  UNet step {i + 1} (t={t})",
+                "wall_s": round(s, 3),
+                "cpu_s": None,
+                "peak_rss_MiB": None,
+                "rss_after_MiB": None,
+                "note": "inside the denoise stage",
+            }
+        )
+    counts = {
+        "vae": parameter_count(backend.vae),
+        "unet": parameter_count(parts["unet"]),
+        "text_encoder": parameter_count(parts["text_encoder"]),
+    }
     del parts  # the backend's reference is the only one left: release_denoiser frees the weights
     st.run("free UNet + text encoder", backend.release_denoiser, "peak = RSS before freeing; see RSS after")
     decoded = st.run("VAE decode 512x512", lambda: decode_latents(backend, z_dn))
@@ -126,10 +187,14 @@ def main(argv=None) -> int:
 
     tc_inline = 2 * 4 + 2 * 4 * 4 + (3 * tc_same.coded.levels + 1) * 4  # mu, A (float16), base (int8): tcoder
     sizes = {
-        "palette_bytes": pal.nbytes, "palette_colors": pal.header.colors,
-        "tc_same_size_bytes": tc_same.nbytes, "tc_same_size_step": round(float(tc_same.coded.step), 4),
-        "tc_default_bytes": tc_def.nbytes, "tc_default_step": round(float(tc_def.coded.step), 4),
-        "tc_inline_tables_bytes": tc_inline, "tc_wavelet_levels": tc_same.coded.levels,
+        "palette_bytes": pal.nbytes,
+        "palette_colors": pal.header.colors,
+        "tc_same_size_bytes": tc_same.nbytes,
+        "tc_same_size_step": round(float(tc_same.coded.step), 4),
+        "tc_default_bytes": tc_def.nbytes,
+        "tc_default_step": round(float(tc_def.coded.step), 4),
+        "tc_inline_tables_bytes": tc_inline,
+        "tc_wavelet_levels": tc_same.coded.levels,
         "latent_rmse_palette": round(rmse(z_pal, latents), 4),
         "latent_rmse_tc_same_size": round(rmse(tc_same.decoder_latent(), latents), 4),
         "latent_rmse_tc_default": round(rmse(tc_def.decoder_latent(), latents), 4),
@@ -145,11 +210,31 @@ def main(argv=None) -> int:
         tmp.mkdir(exist_ok=True)
         m = str(folder)
         runs = [
-            ["encode", args.image, str(tmp / "p.sdc"), "--model", m, "--method", "palette", "--policy", "crop512",
-             "--denoise"],
+            [
+                "encode",
+                args.image,
+                str(tmp / "p.sdc"),
+                "--model",
+                m,
+                "--method",
+                "palette",
+                "--policy",
+                "crop512",
+                "--denoise",
+            ],
             ["decode", str(tmp / "p.sdc"), str(tmp / "p.png"), "--model", m],
-            ["encode", args.image, str(tmp / "t.sdc"), "--model", m, "--method", "tc", "--policy", "crop512",
-             "--denoise"],
+            [
+                "encode",
+                args.image,
+                str(tmp / "t.sdc"),
+                "--model",
+                m,
+                "--method",
+                "tc",
+                "--policy",
+                "crop512",
+                "--denoise",
+            ],
             ["decode", str(tmp / "t.sdc"), str(tmp / "t.png"), "--model", m, "--no-denoise"],
         ]
         for r in runs:
@@ -160,17 +245,33 @@ def main(argv=None) -> int:
         tmp.rmdir()
     load2 = os.getloadavg()
     result = {
-        "note": ("SD v1.4 architecture with RANDOM weights (helpers.backends.sd14): pictures are noise; cost and "
-                 "plumbing only"),
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "loadavg_start": [round(v, 2) for v in load0], "loadavg_after_in_process": [round(v, 2) for v in load1],
-                    "loadavg_end": [round(v, 2) for v in load2],
-                    "shared": "2-core machine shared with other engineers' jobs"},
-        "standin": {"folder_hash": sd14.config_hash(), "parameters": counts, "total_parameters": sum(counts.values()),
-                    "disk_bytes": sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())},
+        "note": (
+            "SD v1.4 architecture with RANDOM weights (helpers.backends.sd14): pictures are noise; cost and "
+            "plumbing only"
+        ),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "loadavg_start": [round(v, 2) for v in load0],
+            "loadavg_after_in_process": [round(v, 2) for v in load1],
+            "loadavg_end": [round(v, 2) for v in load2],
+            "shared": "2-core machine shared with other engineers' jobs",
+        },
+        "standin": {
+            "folder_hash": sd14.config_hash(),
+            "parameters": counts,
+            "total_parameters": sum(counts.values()),
+            "disk_bytes": sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()),
+        },
         "image": Path(args.image).name + " (crop512)",
-        "stages": st.rows, "denoise": ran, "sizes": sizes, "cli": cli, "flops": flops(),
+        "stages": st.rows,
+        "denoise": ran,
+        "sizes": sizes,
+        "cli": cli,
+        "flops": flops(),
     }
     (out / "results.json").write_text(json.dumps(result, indent=1))
     (out / "summary.md").write_text(_markdown(result))
@@ -192,8 +293,11 @@ def flops() -> dict:
     with torch.device("meta"), torch.no_grad():
         vae, unet = AutoencoderKL.from_config(c["vae"]), UNet2DConditionModel.from_config(c["unet"])
         x, z, e = torch.randn(1, 3, 512, 512), torch.randn(1, 4, 64, 64), torch.randn(1, 77, 768)
-        for name, fn in (("vae_encode", lambda: vae.encode(x)), ("vae_decode", lambda: vae.decode(z)),
-                         ("unet_step", lambda: unet(z, 31, encoder_hidden_states=e))):
+        for name, fn in (
+            ("vae_encode", lambda: vae.encode(x)),
+            ("vae_decode", lambda: vae.decode(z)),
+            ("unet_step", lambda: unet(z, 31, encoder_hidden_states=e)),
+        ):
             with FlopCounterMode(display=False) as counter:
                 fn()
             out[name] = int(counter.get_total_flops())
@@ -228,8 +332,10 @@ def _markdown(r: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for row in r["stages"]:
-        lines.append(f"| {row['stage']} | {_fmt(row['wall_s'], '.3f')} | {_fmt(row['cpu_s'], '.2f')} | "
-                     f"{_fmt(row['peak_rss_MiB'], 'd')} | {_fmt(row['rss_after_MiB'], 'd')} | {row['note']} |")
+        lines.append(
+            f"| {row['stage']} | {_fmt(row['wall_s'], '.3f')} | {_fmt(row['cpu_s'], '.2f')} | "
+            f"{_fmt(row['peak_rss_MiB'], 'd')} | {_fmt(row['rss_after_MiB'], 'd')} | {row['note']} |"
+        )
     dn = r["denoise"]
     lines += [
         "",
@@ -254,21 +360,33 @@ def _markdown(r: dict) -> str:
     ]
     if r.get("flops"):
         f = r["flops"]
-        lines += ["", "## Work per pass (FLOPs at 512x512, counted by torch's FlopCounterMode)", "",
-                  f"VAE encode {f['vae_encode'] / 1e12:.2f} TFLOP, VAE decode {f['vae_decode'] / 1e12:.2f} TFLOP, one UNet "
-                  f"step {f['unet_step'] / 1e12:.2f} TFLOP (3 steps: {3 * f['unet_step'] / 1e12:.2f}). A T4's published "
-                  f"peak is 65 TFLOPS fp16 (tensor cores) / 8.1 TFLOPS fp32: at that peak these would take "
-                  f"{f['vae_encode'] / 65e12 * 1e3:.0f} / {f['vae_decode'] / 65e12 * 1e3:.0f} / "
-                  f"{f['unet_step'] / 65e12 * 1e3:.0f} ms in fp16, a lower bound (real kernels reach a fraction of it); "
-                  f"not measured, this project has no GPU."]
+        lines += [
+            "",
+            "## Work per pass (FLOPs at 512x512, counted by torch's FlopCounterMode)",
+            "",
+            f"VAE encode {f['vae_encode'] / 1e12:.2f} TFLOP, VAE decode {f['vae_decode'] / 1e12:.2f} TFLOP, one UNet "
+            f"step {f['unet_step'] / 1e12:.2f} TFLOP (3 steps: {3 * f['unet_step'] / 1e12:.2f}). A T4's published "
+            f"peak is 65 TFLOPS fp16 (tensor cores) / 8.1 TFLOPS fp32: at that peak these would take "
+            f"{f['vae_encode'] / 65e12 * 1e3:.0f} / {f['vae_decode'] / 65e12 * 1e3:.0f} / "
+            f"{f['unet_step'] / 65e12 * 1e3:.0f} ms in fp16, a lower bound (real kernels reach a fraction of it); "
+            f"not measured, this project has no GPU.",
+        ]
     if r["cli"]:
-        lines += ["", "## The real CLI (one process per command)", "",
-                  "| command | wall s | peak RSS MiB | load / VAE / codec stages (s) |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## The real CLI (one process per command)",
+            "",
+            "| command | wall s | peak RSS MiB | load / VAE / codec stages (s) |",
+            "|---|---|---|---|",
+        ]
         for c in r["cli"]:
             cmd = re.sub(r"\S*/\.tmp/", "", c["command"]).replace(str(ROOT.parent), "..")
             cmd = re.sub(r"--model \S+", "--model STANDIN", cmd)
-            lines.append(f"| `{cmd}` | {c['wall_s']} | {c['peak_rss_MiB']} | "
-                         + ", ".join(f"{k} {v}" for k, v in c["codec_wall_s"].items()) + " |")
+            lines.append(
+                f"| `{cmd}` | {c['wall_s']} | {c['peak_rss_MiB']} | "
+                + ", ".join(f"{k} {v}" for k, v in c["codec_wall_s"].items())
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -64,7 +64,7 @@ def imported_names(module: str, path: Path, modules, lazy: bool = True) -> list[
             names += [(alias.name, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = here[:len(here) - (node.level - 1)] if node.level > 1 else list(here)
+                base = here[: len(here) - (node.level - 1)] if node.level > 1 else list(here)
                 assert len(base) == len(here) - (node.level - 1), f"{path}:{node.lineno}: relative import beyond top"
                 stem = ".".join(base + ([node.module] if node.module else []))
             else:
@@ -151,8 +151,10 @@ def describe_cycle(graph, cycle: list[str]) -> str:
 
 
 def cycles_report(graph) -> list[str]:
-    return [describe_cycle(graph, a_cycle(graph, comp)) + f"   [component: {', '.join(comp)}]"
-            for comp in strongly_connected(graph)]
+    return [
+        describe_cycle(graph, a_cycle(graph, comp)) + f"   [component: {', '.join(comp)}]"
+        for comp in strongly_connected(graph)
+    ]
 
 
 def reachable(graph, start: str) -> set[str]:
@@ -175,6 +177,7 @@ def reachable(graph, start: str) -> set[str]:
 # the checker checks what it should (a made-up package in a temporary folder)
 # ------------------------------------------------------------------------------------------
 
+
 def _write(root: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
         p = root / name
@@ -183,23 +186,37 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 
 def test_graph_resolves_relative_lazy_and_module_imports(tmp_path):
-    _write(tmp_path, {
-        "helpers/__init__.py": "",
-        "helpers/a.py": "def f():\n    from .pkg import x\n",  # lazy; x is a module
-        "helpers/pkg/__init__.py": "from .x import VALUE\n",  # x.VALUE is no module: the edge goes to x
-        "helpers/pkg/x.py": "import os\nimport helpers.pkg.y as y\nVALUE = 1\n",
-        "helpers/pkg/y.py": "from .. import a\nfrom ..pkg import z\n",  # `from .. import a` -> helpers.a
-        "helpers/pkg/z.py": "from . import x\n",
-    })
+    _write(
+        tmp_path,
+        {
+            "helpers/__init__.py": "",
+            "helpers/a.py": "def f():\n    from .pkg import x\n",  # lazy; x is a module
+            "helpers/pkg/__init__.py": "from .x import VALUE\n",  # x.VALUE is no module: the edge goes to x
+            "helpers/pkg/x.py": "import os\nimport helpers.pkg.y as y\nVALUE = 1\n",
+            "helpers/pkg/y.py": "from .. import a\nfrom ..pkg import z\n",  # `from .. import a` -> helpers.a
+            "helpers/pkg/z.py": "from . import x\n",
+        },
+    )
     graph = import_graph(tmp_path)
-    assert graph == {"helpers": {}, "helpers.a": {"helpers.pkg.x": 2}, "helpers.pkg": {"helpers.pkg.x": 1},
-                     "helpers.pkg.x": {"helpers.pkg.y": 2}, "helpers.pkg.y": {"helpers.a": 1, "helpers.pkg.z": 2},
-                     "helpers.pkg.z": {"helpers.pkg.x": 1}}
+    assert graph == {
+        "helpers": {},
+        "helpers.a": {"helpers.pkg.x": 2},
+        "helpers.pkg": {"helpers.pkg.x": 1},
+        "helpers.pkg.x": {"helpers.pkg.y": 2},
+        "helpers.pkg.y": {"helpers.a": 1, "helpers.pkg.z": 2},
+        "helpers.pkg.z": {"helpers.pkg.x": 1},
+    }
     comps = strongly_connected(graph)
     assert comps == [["helpers.a", "helpers.pkg.x", "helpers.pkg.y", "helpers.pkg.z"]]
     assert a_cycle(graph, comps[0]) == ["helpers.a", "helpers.pkg.x", "helpers.pkg.y", "helpers.a"]
-    assert reachable(graph, "helpers.pkg.z") == {"helpers", "helpers.pkg", "helpers.pkg.z", "helpers.pkg.x",
-                                                  "helpers.pkg.y", "helpers.a"}
+    assert reachable(graph, "helpers.pkg.z") == {
+        "helpers",
+        "helpers.pkg",
+        "helpers.pkg.z",
+        "helpers.pkg.x",
+        "helpers.pkg.y",
+        "helpers.a",
+    }
 
 
 def test_no_cycle_without_a_back_edge(tmp_path):
@@ -210,6 +227,7 @@ def test_no_cycle_without_a_back_edge(tmp_path):
 # ------------------------------------------------------------------------------------------
 # the real package
 # ------------------------------------------------------------------------------------------
+
 
 def test_no_import_cycle_through_the_backends():
     """No cycle passes through ``helpers.backends`` (models -> runtime -> onnx_runtime -> models was one)."""
@@ -256,10 +274,19 @@ def test_backend_protocol_imports_no_torch():
     assert "helpers.backends.base" in module_files()
     hits = _torch_imports("helpers.backends.base")
     assert not hits, "the backend protocol reaches torch:\n" + "\n".join(hits)
-    code = ("import sys, helpers.backends.base, helpers.backends.resolve, helpers.backends.taef2_spec\n"
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       check=False, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    code = (
+        "import sys, helpers.backends.base, helpers.backends.resolve, helpers.backends.taef2_spec\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]", r.stdout
 
@@ -267,10 +294,17 @@ def test_backend_protocol_imports_no_torch():
 def test_the_torch_check_sees_torch_behind_lazy_imports(tmp_path):
     """The check above is not vacuous: torch imported at module level two lazy imports away is found, and so is a
     lazy torch import in the protocol module itself; a lazy one in a function elsewhere is not an import-time cost."""
-    _write(tmp_path, {"helpers/__init__.py": "", "helpers/base.py": "def f():\n    from . import mid\n",
-                      "helpers/mid.py": "def g():\n    from .heavy import x\n", "helpers/heavy.py": "import torch.nn\n",
-                      "helpers/light.py": "def h():\n    import torch\n",
-                      "helpers/base2.py": "from . import light\ndef f():\n    import torch\n"})
+    _write(
+        tmp_path,
+        {
+            "helpers/__init__.py": "",
+            "helpers/base.py": "def f():\n    from . import mid\n",
+            "helpers/mid.py": "def g():\n    from .heavy import x\n",
+            "helpers/heavy.py": "import torch.nn\n",
+            "helpers/light.py": "def h():\n    import torch\n",
+            "helpers/base2.py": "from . import light\ndef f():\n    import torch\n",
+        },
+    )
     assert _torch_imports("helpers.base", tmp_path) == ["helpers/heavy.py:1 imports torch.nn"]
     assert _torch_imports("helpers.base2", tmp_path) == ["helpers/base2.py:3 imports torch"]
 
@@ -280,8 +314,9 @@ def test_container_imports_no_method_code():
     ``helpers.methods``, directly or through other modules; it holds whether or not that package exists."""
     graph = import_graph()
     assert "helpers.bitstream" in graph
-    hits = sorted(m for m in reachable(graph, "helpers.bitstream") if m == "helpers.methods"
-                  or m.startswith("helpers.methods."))
+    hits = sorted(
+        m for m in reachable(graph, "helpers.bitstream") if m == "helpers.methods" or m.startswith("helpers.methods.")
+    )
     assert not hits, f"helpers.bitstream reaches method code: {hits}"
 
 

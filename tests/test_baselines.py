@@ -83,9 +83,11 @@ def test_jpeg_stream_and_mozjpeg(crop):
 
 
 def test_formats(crop):
-    magic = {"webp": lambda d: d[:4] == b"RIFF" and d[8:12] == b"WEBP",
-             "avif": lambda d: d[4:8] == b"ftyp" and b"avif" in d[8:32],
-             "jxl": lambda d: d[:2] == b"\xff\x0a" or d[4:8] == b"JXL "}
+    magic = {
+        "webp": lambda d: d[:4] == b"RIFF" and d[8:12] == b"WEBP",
+        "avif": lambda d: d[4:8] == b"ftyp" and b"avif" in d[8:32],
+        "jxl": lambda d: d[:2] == b"\xff\x0a" or d[4:8] == b"JXL ",
+    }
     for codec, check in magic.items():
         if B.codec_status()[codec] is None:
             assert check(B.CODECS[codec].encode(crop, 30)), codec
@@ -174,6 +176,7 @@ def test_search_on_synthetic_curves():
         def size(q):
             calls.append(q)
             return values[q]
+
         return size
 
     mono = [100 + 10 * q for q in range(101)]

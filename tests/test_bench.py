@@ -76,7 +76,7 @@ def test_record_key_and_labels():
 
 def test_peak_memory_sees_an_allocation():
     with bench.PeakMemory() as pm:
-        a = np.ones(40 * 2 ** 20 // 8)  # 40 MiB, touched
+        a = np.ones(40 * 2**20 // 8)  # 40 MiB, touched
         a += 1
     del a
     assert pm.delta_mb >= 30
@@ -109,10 +109,11 @@ def test_quality_cache_matches_match_budget():
 # the committed results and the metric list
 # ----------------------------------------------------------------------------------------------
 
+
 def test_metric_list_is_the_single_source():
     keys = bench.metric_keys()
     assert keys[:4] == ("psnr", "ssim", "ms_ssim", "lpips")  # the fields of every record since format 1, first
-    assert bench.METRIC_SPECS == tuple(metrics.METRICS.values()), "the benchmark's list is the registry, in order"
+    assert tuple(metrics.METRICS.values()) == bench.METRIC_SPECS, "the benchmark's list is the registry, in order"
     assert bench.Metric is metrics.Metric and bench.CLASSIC_KEYS is metrics.CLASSIC_KEYS
     assert [m.key for m in bench.METRIC_SPECS if not m.score] == ["detail_retention"]
     assert [m.key for m in bench.plot_metrics()][:5] == ["psnr", "ms_ssim", "ssim", "cvvdp", "ssimulacra2"]
@@ -125,16 +126,45 @@ def test_metric_list_is_the_single_source():
     from helpers.bench.records import _metric_fields
 
     # legacy fields always (None where not measured), the others only where measured, in METRIC_SPECS order
-    fields = _metric_fields({"bytes": 5000, "bpp": 0.15258789, "psnr": 21.123456, "ssim": 0.61234567,
-                             "ms_ssim": 0.7512345678, "flip": 0.3333333333, "cvvdp": 6.5})
+    fields = _metric_fields(
+        {
+            "bytes": 5000,
+            "bpp": 0.15258789,
+            "psnr": 21.123456,
+            "ssim": 0.61234567,
+            "ms_ssim": 0.7512345678,
+            "flip": 0.3333333333,
+            "cvvdp": 6.5,
+        }
+    )
     assert list(fields) == ["bytes", "bpp", "psnr", "ssim", "ms_ssim", "lpips", "cvvdp", "flip"]
     assert fields["psnr"] == 21.1235 and fields["ssim"] == 0.612346 and fields["lpips"] is None
     assert fields["flip"] == 0.333333
-    old = {"image": "a", "bytes": 1, "bpp": 0.5, "psnr": 20.0, "ssim": 0.5, "ms_ssim": 0.6, "lpips": None,
-           "colors": 4, "seconds": {}}
+    old = {
+        "image": "a",
+        "bytes": 1,
+        "bpp": 0.5,
+        "psnr": 20.0,
+        "ssim": 0.5,
+        "ms_ssim": 0.6,
+        "lpips": None,
+        "colors": 4,
+        "seconds": {},
+    }
     merged = bench.with_metrics(old, {"flip": 0.2, "cvvdp": 6.0})
-    assert list(merged) == ["image", "bytes", "bpp", "psnr", "ssim", "ms_ssim", "lpips", "cvvdp", "flip", "colors",
-                            "seconds"]
+    assert list(merged) == [
+        "image",
+        "bytes",
+        "bpp",
+        "psnr",
+        "ssim",
+        "ms_ssim",
+        "lpips",
+        "cvvdp",
+        "flip",
+        "colors",
+        "seconds",
+    ]
 
 
 def _doc(values: dict, budget: int = 5000) -> tuple[dict, dict]:
@@ -142,12 +172,26 @@ def _doc(values: dict, budget: int = 5000) -> tuple[dict, dict]:
     recs = []
     for (image, codec), v in values.items():
         kind = "ours" if codec.startswith("ours") else "baseline"
-        recs.append({"image": image, "codec": codec, "kind": kind, "budget": budget, "rule": "le",
-                     "bytes": None if v is None else 4000, "bpp": None if v is None else 0.12, **(v or {})})
+        recs.append(
+            {
+                "image": image,
+                "codec": codec,
+                "kind": kind,
+                "budget": budget,
+                "rule": "le",
+                "bytes": None if v is None else 4000,
+                "bpp": None if v is None else 0.12,
+                **(v or {}),
+            }
+        )
     images = sorted({i for i, _ in values})
-    selection = {"images": images, "budgets": [budget], "codecs": sorted({c for _, c in values if
-                                                                          not c.startswith("ours")}),
-                 "rules": ["le"], "ours": sorted({c for _, c in values if c.startswith("ours")})}
+    selection = {
+        "images": images,
+        "budgets": [budget],
+        "codecs": sorted({c for _, c in values if not c.startswith("ours")}),
+        "rules": ["le"],
+        "ours": sorted({c for _, c in values if c.startswith("ours")}),
+    }
     return {"format": 1, "meta": {}, "records": recs, "coder_savings": []}, selection
 
 
@@ -163,7 +207,10 @@ def test_head_to_head_counts_ties_and_the_verdict(tmp_path):
         ("b", "jpeg"): {"psnr": 24.0, "ssim": 0.7, "ms_ssim": 0.9, "flip": 0.35, "cvvdp": 7.0},
         ("c", "jpeg"): {"psnr": 20.0, "ssim": 0.5, "ms_ssim": 0.8, "flip": 0.40, "cvvdp": 6.0},
         ("d", "jpeg"): None,  # jpeg cannot fit d: not counted
-        ("a", "avif"): None, ("b", "avif"): None, ("c", "avif"): None, ("d", "avif"): None,
+        ("a", "avif"): None,
+        ("b", "avif"): None,
+        ("c", "avif"): None,
+        ("d", "avif"): None,
     }
     doc, sel = _doc(vals)
     rows = {r["baseline"]: r for r in bench.head_to_head(doc, sel, 5000)}
@@ -177,8 +224,10 @@ def test_head_to_head_counts_ties_and_the_verdict(tmp_path):
     assert set(t) == {"psnr", "ssim", "ms_ssim", "cvvdp", "flip"}  # only metrics some record has
     assert rows["avif"]["n"] == 0
     sentence = bench.budget_verdict(doc, sel, 5000)
-    assert sentence == ("At 5000 bytes, ours:t/x wins against jpeg on FLIP (3/3), is level with jpeg on PSNR "
-                        "(1/3, 1 tie) and loses everywhere else (avif cannot fit any image into 5000 bytes).")
+    assert sentence == (
+        "At 5000 bytes, ours:t/x wins against jpeg on FLIP (3/3), is level with jpeg on PSNR "
+        "(1/3, 1 tie) and loses everywhere else (avif cannot fit any image into 5000 bytes)."
+    )
     md = bench.write_summary(doc, tmp_path / "s.md", sel).read_text()
     assert "| ours:t/x | jpeg | 3/4 | 1/3, 1 tie | 0/3 | 0/3 | 0/3 | 3/3 |" in md
     assert f"* {sentence}" in md
@@ -186,8 +235,14 @@ def test_head_to_head_counts_ties_and_the_verdict(tmp_path):
 
 def test_means_need_every_record_to_have_the_metric(tmp_path):
     """An old record without a metric must not make a mean over fewer images than the row's other columns."""
-    doc, sel = _doc({("a", "ours:t/x"): {"psnr": 20.0, "flip": 0.2}, ("b", "ours:t/x"): {"psnr": 22.0},
-                     ("a", "jpeg"): {"psnr": 24.0, "flip": 0.1}, ("b", "jpeg"): {"psnr": 26.0, "flip": 0.3}})
+    doc, sel = _doc(
+        {
+            ("a", "ours:t/x"): {"psnr": 20.0, "flip": 0.2},
+            ("b", "ours:t/x"): {"psnr": 22.0},
+            ("a", "jpeg"): {"psnr": 24.0, "flip": 0.1},
+            ("b", "jpeg"): {"psnr": 26.0, "flip": 0.3},
+        }
+    )
     agg = bench.aggregate(doc["records"], sel["images"])
     ours, jpeg = agg[("ours:t/x", "le", 5000)], agg[("jpeg", "le", 5000)]
     assert ours["psnr"] == 21.0 and ours["flip"] is None and ours["flip_n"] == 1
@@ -235,9 +290,17 @@ def test_a_new_metric_in_the_list_reaches_records_tables_plots_and_bd_rates(tmp_
         r["blockiness"] = None if r.get("ms_ssim") is None else 1 - r["ms_ssim"]
     selection = bench.selection_of(doc)
     before = bench.write_plot(doc, tmp_path / "before.png", selection)
-    new = dataclasses.replace(metrics.METRICS["ms_ssim"], key="blockiness", name="Blockiness", short="",
-                              label="", higher_is_better=False, plot_rank=99, optional=True,
-                              compute=lambda a, b, run: 1 - metrics.METRICS["ms_ssim"].compute(a, b, run))
+    new = dataclasses.replace(
+        metrics.METRICS["ms_ssim"],
+        key="blockiness",
+        name="Blockiness",
+        short="",
+        label="",
+        higher_is_better=False,
+        plot_rank=99,
+        optional=True,
+        compute=lambda a, b, run: 1 - metrics.METRICS["ms_ssim"].compute(a, b, run),
+    )
     assert new.column == "Blockiness ↓"
     monkeypatch.setattr(config, "METRIC_SPECS", (*config.METRIC_SPECS, new))
     from helpers.bench.records import _metric_fields
@@ -286,18 +349,45 @@ def small_run(kodak_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("bench")
     coders = [c for c in ("zlib", "arith") if c in getattr(entropy, "CODERS", {})]
-    argv = ["--data", str(kodak_dir), "--images", *IMAGES, "--budgets", *map(str, BUDGETS),
-            "--codecs", *CODECS, "--coders", *coders, "--model", "taef2", "--device", "cpu",
-            "--out", str(out), "--no-progress", "--scheduler", "inline", "--no-sweep",
-            # small mode: palettes up to 64 colours (the 8000-byte files are then the 64-colour files of the
-            # coder-savings section, decoded once) and identical_to_zlib checked on the unpacked latents in
-            # the budget runs (the coder-savings section still compares decoded pixels)
-            "--max-colors", "64", "--verify", "latents"]
+    argv = [
+        "--data",
+        str(kodak_dir),
+        "--images",
+        *IMAGES,
+        "--budgets",
+        *map(str, BUDGETS),
+        "--codecs",
+        *CODECS,
+        "--coders",
+        *coders,
+        "--model",
+        "taef2",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--scheduler",
+        "inline",
+        "--no-sweep",
+        # small mode: palettes up to 64 colours (the 8000-byte files are then the 64-colour files of the
+        # coder-savings section, decoded once) and identical_to_zlib checked on the unpacked latents in
+        # the budget runs (the coder-savings section still compares decoded pixels)
+        "--max-colors",
+        "64",
+        "--verify",
+        "latents",
+    ]
     t0 = time.perf_counter()
     assert bench.main(argv) == 0
     first = time.perf_counter() - t0
-    return {"out": out, "argv": argv, "coders": coders, "seconds": first,
-            "doc": json.loads((out / bench.RECORDS_FILE).read_text())}
+    return {
+        "out": out,
+        "argv": argv,
+        "coders": coders,
+        "seconds": first,
+        "doc": json.loads((out / bench.RECORDS_FILE).read_text()),
+    }
 
 
 def test_small_run_records(small_run):
@@ -425,7 +515,7 @@ def _copy_run(small_run, tmp_path) -> tuple[Path, dict]:
 def _argv(small_run, out: Path, *extra: str) -> list[str]:
     argv = list(small_run["argv"])
     argv[argv.index("--out") + 1] = str(out)
-    argv[argv.index("--images") + 1: argv.index("--images") + 1 + len(IMAGES)] = ["kodim23"]
+    argv[argv.index("--images") + 1 : argv.index("--images") + 1 + len(IMAGES)] = ["kodim23"]
     return argv + list(extra)
 
 
@@ -443,8 +533,10 @@ def test_old_records_get_the_missing_metrics_filled_in(small_run, tmp_path, caps
             stripped.append(bench._key_of(r))
             if r["budget"] == 3000:
                 r.pop("file_sha1")  # as an old record: identified by bytes and quality / palette size
-    tampered = [next(k for k in stripped if k.split("|")[2] == "8000" and orig[k]["kind"] == kind)
-                for kind in ("baseline", "ours")]
+    tampered = [
+        next(k for k in stripped if k.split("|")[2] == "8000" and orig[k]["kind"] == kind)
+        for kind in ("baseline", "ours")
+    ]
     for r in doc["records"]:
         if bench._key_of(r) in tampered:
             r["file_sha1"] = "0" * 40
@@ -462,8 +554,9 @@ def test_old_records_get_the_missing_metrics_filled_in(small_run, tmp_path, caps
         if k in tampered:
             assert b.get("seconds_total") != -1.0
         else:  # filled: every other field as it was, in the same order
-            assert {f: v for f, v in b.items() if f not in ("metrics_seconds",)} == \
-                {f: v for f, v in a.items() if f not in ("metrics_seconds",)}
+            assert {f: v for f, v in b.items() if f not in ("metrics_seconds",)} == {
+                f: v for f, v in a.items() if f not in ("metrics_seconds",)
+            }
             assert list(b)[: list(b).index("flip") + 1] == list(a)[: list(a).index("flip") + 1]
     run = json.loads((out / bench.RECORDS_FILE).read_text())["meta"]["runs"][-1]
     assert (run["new_records"], run["filled_records"], run["replaced_records"]) == (0, len(stripped) - 2, 2)
@@ -487,8 +580,9 @@ def test_another_metric_library_stops_the_run_unless_remeasured(small_run, tmp_p
     assert doc2["meta"]["metrics"]["flip"]["library"].startswith("flip-evaluator 1.")
     for r in doc2["records"]:
         if r["image"] == "kodim23":
-            assert r.get("flip") == (None if saved[bench._key_of(r)] is None else
-                                     pytest.approx(saved[bench._key_of(r)], abs=1e-6))
+            assert r.get("flip") == (
+                None if saved[bench._key_of(r)] is None else pytest.approx(saved[bench._key_of(r)], abs=1e-6)
+            )
         else:
             assert r.get("flip") is None  # outside the selection: dropped, not mixed
     assert bench.main(_argv(small_run, out, "--metrics", "vmaf")) == 2
@@ -503,9 +597,28 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
 def test_sd_backend_with_denoise_variant(kodak_dir, tiny_sd_dir, tmp_path):
     """A UNet backend (tiny random SD, same loading code as SD v1.4) gets the +denoise variant; TAEF2 never."""
     out = tmp_path / "sd"
-    argv = ["--data", str(kodak_dir), "--images", "kodim23", "--budgets", "8000", "--codecs", "jpeg",
-            "--coders", "zlib", "--model", str(tiny_sd_dir), "--denoise", "--device", "cpu", "--out", str(out),
-            "--no-progress", "--scheduler", "inline"]
+    argv = [
+        "--data",
+        str(kodak_dir),
+        "--images",
+        "kodim23",
+        "--budgets",
+        "8000",
+        "--codecs",
+        "jpeg",
+        "--coders",
+        "zlib",
+        "--model",
+        str(tiny_sd_dir),
+        "--denoise",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--scheduler",
+        "inline",
+    ]
     assert bench.main(argv) == 0
     doc = json.loads((out / bench.RECORDS_FILE).read_text())
     ours = {r["codec"]: r for r in doc["records"] if r["kind"] == "ours"}

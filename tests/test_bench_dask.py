@@ -25,23 +25,60 @@ from helpers.errors import SDCError
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ("kodim03", "kodim23")
-TIMING = {"seconds", "seconds_total", "seconds_wall", "peak_mem_mb", "peak_process_mb", "encode_seconds",
-          "metrics_seconds", "pack_seconds", "mem_kind"}
+TIMING = {
+    "seconds",
+    "seconds_total",
+    "seconds_wall",
+    "peak_mem_mb",
+    "peak_process_mb",
+    "encode_seconds",
+    "metrics_seconds",
+    "pack_seconds",
+    "mem_kind",
+}
 
 
 def _argv(kodak_dir, out: Path, scheduler: str, *extra: str) -> list[str]:
-    return ["--data", str(kodak_dir), "--images", *IMAGES, "--budgets", "3000", "--codecs", "jpeg",
-            "--coders", "zlib", "arith", "tc", "--model", "taef2", "--device", "cpu", "--metrics", "psnr",
-            "--max-colors", "64", "--verify", "latents", "--out", str(out), "--no-progress", "--scheduler", scheduler,
-            *extra]
+    return [
+        "--data",
+        str(kodak_dir),
+        "--images",
+        *IMAGES,
+        "--budgets",
+        "3000",
+        "--codecs",
+        "jpeg",
+        "--coders",
+        "zlib",
+        "arith",
+        "tc",
+        "--model",
+        "taef2",
+        "--device",
+        "cpu",
+        "--metrics",
+        "psnr",
+        "--max-colors",
+        "64",
+        "--verify",
+        "latents",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--scheduler",
+        scheduler,
+        *extra,
+    ]
 
 
 def _comparable(doc: dict) -> dict:
     """Everything of a results file that does not depend on timing: records, coder savings, sweeps."""
     strip = lambda d: {k: v for k, v in d.items() if k not in TIMING}  # noqa: E731
-    return {"records": {bench._key_of(r): strip(r) for r in doc["records"]},
-            "coder_savings": sorted((json.dumps(strip(s), sort_keys=True) for s in doc["coder_savings"])),
-            "sweeps": sorted(json.dumps(s, sort_keys=True) for s in doc.get("sweeps", []))}
+    return {
+        "records": {bench._key_of(r): strip(r) for r in doc["records"]},
+        "coder_savings": sorted(json.dumps(strip(s), sort_keys=True) for s in doc["coder_savings"]),
+        "sweeps": sorted(json.dumps(s, sort_keys=True) for s in doc.get("sweeps", [])),
+    }
 
 
 def _load(out: Path) -> dict:
@@ -98,14 +135,18 @@ def test_local_cluster_of_two_processes_gives_the_records_of_one_process(one_pro
     assert _comparable(doc) == _comparable(one_process)
     run = doc["meta"]["runs"][-1]
     assert (run["scheduler"], run["jobs"], run["tasks"]) == ("local:2", 2, 10)
-    assert doc["meta"]["parallel"] == {"jobs": 2, "torch_threads_per_job": _worker_threads(),
-                                       "scheduler": "local:2"}
+    assert doc["meta"]["parallel"] == {"jobs": 2, "torch_threads_per_job": _worker_threads(), "scheduler": "local:2"}
     workers = run["workers"]
     assert sum(w["tasks"] for w in workers.values()) == 10
     assert all(w["model_loads"] == 1 for w in workers.values())  # weights loaded once per worker process
     assert set(doc["meta"]["task_seconds"]) == set(IMAGES)
-    assert set(doc["meta"]["task_seconds"]["kodim03"]) == {"jpeg", "ours:taef2/zlib", "ours:taef2/arith",
-                                                           "ours:taef2/tc", "coder-savings:taef2"}
+    assert set(doc["meta"]["task_seconds"]["kodim03"]) == {
+        "jpeg",
+        "ours:taef2/zlib",
+        "ours:taef2/arith",
+        "ours:taef2/tc",
+        "coder-savings:taef2",
+    }
     assert not (out / config.JOURNAL_FILE).exists() and "failures" not in doc
 
 
@@ -121,8 +162,9 @@ def test_killed_worker_and_raising_task(one_process, kodak_dir, tmp_path, monkey
     out = tmp_path / "faults"
     faults = tmp_path / "faults.d"
     faults.mkdir()
-    monkeypatch.setenv("SDCOMP_BENCH_FAULTS", "exit-once:kodim03/ours:taef2/tc;exit:kodim23/jpeg;"
-                                              "raise:kodim23/ours:taef2/zlib")
+    monkeypatch.setenv(
+        "SDCOMP_BENCH_FAULTS", "exit-once:kodim03/ours:taef2/tc;exit:kodim23/jpeg;raise:kodim23/ours:taef2/zlib"
+    )
     monkeypatch.setenv("SDCOMP_BENCH_FAULT_DIR", str(faults))
     assert bench.main(_argv(kodak_dir, out, "local:2")) == 0
     assert len(list(faults.iterdir())) == 1  # the exit-once task did kill its worker
@@ -158,15 +200,26 @@ def test_a_killed_client_loses_no_finished_task(one_process, kodak_dir, tmp_path
     """The benchmark process itself dies (here: os._exit in its 4th task, inline) after three tasks had finished:
     their results are in records.json or its journal, and the re-run takes them over and computes only the rest."""
     out = tmp_path / "crash"
-    env = {**os.environ, "SDCOMP_BENCH_FAULTS": "exit:kodim03/ours:taef2/tc", "OMP_NUM_THREADS": str(_worker_threads()),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "helpers.bench", *_argv(kodak_dir, out, "inline")], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ,
+        "SDCOMP_BENCH_FAULTS": "exit:kodim03/ours:taef2/tc",
+        "OMP_NUM_THREADS": str(_worker_threads()),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "helpers.bench", *_argv(kodak_dir, out, "inline")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 17, proc.stderr[-2000:]
     saved = _load(out)["records"] if (out / bench.RECORDS_FILE).exists() else []
     journal = (out / config.JOURNAL_FILE).read_text().splitlines() if (out / config.JOURNAL_FILE).exists() else []
-    finished = {bench._key_of(r) for r in saved} | {bench._key_of(r) for line in journal
-                                                   for r in json.loads(line)["result"]["records"]}
+    finished = {bench._key_of(r) for r in saved} | {
+        bench._key_of(r) for line in journal for r in json.loads(line)["result"]["records"]
+    }
     assert finished == {"kodim03|jpeg|3000|le", "kodim03|ours:taef2/zlib|3000|le", "kodim03|ours:taef2/arith|3000|le"}
     with _threads(_worker_threads()):
         assert bench.main(_argv(kodak_dir, out, "inline")) == 0
@@ -193,9 +246,9 @@ def test_quality_sweeps_are_cached_by_image_content(one_process, kodak_dir, tmp_
     cached.write_text(json.dumps(data))
     out = tmp_path / "again"
     argv = _argv(kodak_dir, out, "inline")
-    argv[argv.index("--images") + 1: argv.index("--images") + 3] = ["kodim23"]
+    argv[argv.index("--images") + 1 : argv.index("--images") + 3] = ["kodim23"]
     argv[argv.index("--budgets") + 1] = "5000"
-    argv[argv.index("--coders") + 1: argv.index("--coders") + 4] = ["zlib"]
+    argv[argv.index("--coders") + 1 : argv.index("--coders") + 4] = ["zlib"]
     try:
         assert bench.main(argv + ["--no-coder-savings"]) == 0
     finally:
@@ -212,8 +265,9 @@ def test_quality_sweeps_are_cached_by_image_content(one_process, kodak_dir, tmp_
     assert "Here the baselines' curves (jpeg) are their whole quality sweeps" in md
     curve = sweep_curve(one_process, "jpeg", list(IMAGES), "psnr")
     both = [{s["image"]: s for s in one_process["sweeps"]}[i]["points"] for i in IMAGES]
-    assert curve[0] == pytest.approx(((both[0][0]["bpp"] + both[1][0]["bpp"]) / 2,
-                                      (both[0][0]["psnr"] + both[1][0]["psnr"]) / 2))
+    assert curve[0] == pytest.approx(
+        ((both[0][0]["bpp"] + both[1][0]["bpp"]) / 2, (both[0][0]["psnr"] + both[1][0]["psnr"]) / 2)
+    )
 
 
 def test_whole_images_from_any_folder(kodak_dir, tmp_path, capsys):
@@ -225,9 +279,28 @@ def test_whole_images_from_any_folder(kodak_dir, tmp_path, capsys):
         im.crop((100, 100, 420, 340)).save(data / "small.png")  # 320x240
         im.crop((0, 0, 200, 136)).convert("RGB").save(data / "tiny.jpg", quality=95)
     out = tmp_path / "full"
-    argv = ["--data", str(data), "--budgets", "3000", "--codecs", "jpeg", "--coders", "zlib", "tc", "--metrics",
-            "psnr", "--device", "cpu", "--no-progress", "--scheduler", "inline", "--no-sweep", "--no-coder-savings",
-            "--out", str(out)]
+    argv = [
+        "--data",
+        str(data),
+        "--budgets",
+        "3000",
+        "--codecs",
+        "jpeg",
+        "--coders",
+        "zlib",
+        "tc",
+        "--metrics",
+        "psnr",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--scheduler",
+        "inline",
+        "--no-sweep",
+        "--no-coder-savings",
+        "--out",
+        str(out),
+    ]
     assert bench.main(argv + ["--policy", "full"]) == 0
     doc = _load(out)
     sizes = {"small": (320, 240), "tiny": (200, 136)}
@@ -235,11 +308,13 @@ def test_whole_images_from_any_folder(kodak_dir, tmp_path, capsys):
     for r in doc["records"]:
         assert (r["width"], r["height"]) == sizes[r["image"]]
         if r["bytes"] is not None:
-            assert r["bytes"] <= 3000 and r["bpp"] == pytest.approx(8 * r["bytes"] / (r["width"] * r["height"]),
-                                                                    abs=1e-6)
+            assert r["bytes"] <= 3000 and r["bpp"] == pytest.approx(
+                8 * r["bytes"] / (r["width"] * r["height"]), abs=1e-6
+            )
     assert doc["meta"]["policy_name"] == "full" and doc["meta"]["policy"].startswith("full:")
-    assert (out / bench.SUMMARY_FILE).read_text().startswith("# Rate-distortion benchmark: 2 images (photos), "
-                                                            "policy full")
+    assert (
+        (out / bench.SUMMARY_FILE).read_text().startswith("# Rate-distortion benchmark: 2 images (photos), policy full")
+    )
     capsys.readouterr()
     assert bench.main(argv) == 2  # crop512 on images smaller than 512x512
     err = capsys.readouterr().err
@@ -256,8 +331,13 @@ def test_a_running_cluster_by_its_address(one_process, kodak_dir, tmp_path):
     with the threads of local:2's workers), with the same records."""
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      env={"OMP_NUM_THREADS": str(_worker_threads())}) as cluster:
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
+        env={"OMP_NUM_THREADS": str(_worker_threads())},
+    ) as cluster:
         out = tmp_path / "remote"
         assert bench.main(_argv(kodak_dir, out, cluster.scheduler_address)) == 0
     doc = _load(out)

@@ -13,16 +13,36 @@ assert registry.SHIPPED  # importing the registry hands the shipped methods to t
 
 
 def _header(**kw):
-    base = dict(method="kmeans", coder="zlib", model_id="taef2", fingerprint=0xDEADBEEF, width=500, height=333,
-                channels=32, latent_height=42, latent_width=63, quant_span=8.0, colors=77, policy="pad8",
-                dithered=False)
+    base = dict(
+        method="kmeans",
+        coder="zlib",
+        model_id="taef2",
+        fingerprint=0xDEADBEEF,
+        width=500,
+        height=333,
+        channels=32,
+        latent_height=42,
+        latent_width=63,
+        quant_span=8.0,
+        colors=77,
+        policy="pad8",
+        dithered=False,
+    )
     base.update(kw)
     return Header(**base)
 
 
 def test_header_roundtrip_all_fields():
-    h = _header(denoise=True, denoise_strength=0.04, denoise_steps=66, model_id="CompVis/stable-diffusion-v1-4",
-                method="liq", channels=4, quant_span=255 * 0.18215, dithered=True)
+    h = _header(
+        denoise=True,
+        denoise_strength=0.04,
+        denoise_steps=66,
+        model_id="CompVis/stable-diffusion-v1-4",
+        method="liq",
+        channels=4,
+        quant_span=255 * 0.18215,
+        dithered=True,
+    )
     payload = bytes(range(200))
     data = bitstream.pack(h, payload)
     h2, p2 = bitstream.unpack(data)

@@ -35,14 +35,25 @@ NOTEBOOK = "05_comparison.ipynb"
 OUT = Path(os.environ.get("SDCOMP_BROWSER_OUT", ROOT / "results" / "browser"))
 WINDOW = (1280, 1000)  # the 1000-px-tall window (headless Chromium leaves 857 px of it to the page)
 RUN_TIMEOUT = 900  # hang guard for "Run All Cells" (about a minute in smoke mode on 2 busy cores)
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", f"--window-size={WINDOW[0]},{WINDOW[1]}", "--force-device-scale-factor=1"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    f"--window-size={WINDOW[0]},{WINDOW[1]}",
+    "--force-device-scale-factor=1",
+]
 LAB_SETTINGS = {  # no news/update toasts over the notebook, no kernel dialog, every cell rendered (no windowing)
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
-                                                                         "checkForUpdates": False},
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none",
-                                                                    "autoStartDefaultKernel": True},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
+        "windowingMode": "none",
+        "autoStartDefaultKernel": True,
+    },
 }
 
 
@@ -52,8 +63,10 @@ def chromium_paths() -> tuple[str, str]:
     if os.environ.get("SDCOMP_SKIP_BROWSER") == "1":
         pytest.skip("SDCOMP_SKIP_BROWSER=1")
     if not browser or not driver:
-        pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install -y chromium "
-                    "chromium-driver; .ci/run does it when it runs as root)")
+        pytest.skip(
+            "Debian's chromium and chromium-driver are not installed (apt-get install -y chromium "
+            "chromium-driver; .ci/run does it when it runs as root)"
+        )
     return browser, driver
 
 
@@ -77,20 +90,45 @@ def lab(tmp_path_factory):
     for rel, value in LAB_SETTINGS.items():
         (settings / rel).parent.mkdir(parents=True, exist_ok=True)
         (settings / rel).write_text(json.dumps(value))
-    env = {**os.environ, "SDCOMP_SMOKE": "1", "SDCOMP_DEVICE": "cpu", "SDCOMP_MODEL": "taef2",
-           "SDCOMP_DATA": str(KODAK), "SDCOMP_TAEF2_DIR": str(TAEF2_DIR), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "JUPYTER_CONFIG_DIR": str(base / "config"), "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
-           "IPYTHONDIR": str(base / "ipython")}
+    env = {
+        **os.environ,
+        "SDCOMP_SMOKE": "1",
+        "SDCOMP_DEVICE": "cpu",
+        "SDCOMP_MODEL": "taef2",
+        "SDCOMP_DATA": str(KODAK),
+        "SDCOMP_TAEF2_DIR": str(TAEF2_DIR),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "JUPYTER_CONFIG_DIR": str(base / "config"),
+        "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+        "IPYTHONDIR": str(base / "ipython"),
+    }
     env.pop("MPLBACKEND", None)
     port, token = free_port(), uuid.uuid4().hex
-    log = open(base / "server.log", "w")
+    log = open(base / "server.log", "w")  # noqa: SIM115 - the server writes to it until the fixture closes it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-         "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={base / 'workspaces'}"]
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            f"--LabApp.user_settings_dir={settings}",
+            f"--LabApp.workspaces_dir={base / 'workspaces'}",
+        ]
         + (["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),  # CI runs as root
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -161,8 +199,11 @@ def menu(drv, top: str, command: str):
     items = [e for e in drv.find_elements(By.CSS_SELECTOR, "#jp-menu-panel .lm-MenuBar-item") if e.text == top]
     assert items, f"no {top!r} menu in JupyterLab's menu bar"
     items[0].click()
-    entry = wait_for(lambda: drv.find_elements(By.CSS_SELECTOR, f'.lm-Menu-item[data-command="{command}"]'), 10,
-                     f"the {command} menu entry")
+    entry = wait_for(
+        lambda: drv.find_elements(By.CSS_SELECTOR, f'.lm-Menu-item[data-command="{command}"]'),
+        10,
+        f"the {command} menu entry",
+    )
     entry[0].click()
 
 
@@ -240,8 +281,12 @@ def check_slider(lab, browser):
             drv.save_screenshot(str(OUT / f"00_run_all_not_started_{attempt}.png"))
             if attempt:
                 raise
-    prompts = wait_for(lambda: (lambda ps: ps if "[*]:" not in ps else None)(drv.execute_script(PROMPTS_JS)),
-                       RUN_TIMEOUT, "Run All Cells to finish", poll=2)
+    prompts = wait_for(
+        lambda: (lambda ps: ps if "[*]:" not in ps else None)(drv.execute_script(PROMPTS_JS)),
+        RUN_TIMEOUT,
+        "Run All Cells to finish",
+        poll=2,
+    )
     run_seconds = time.perf_counter() - t0
     drv.save_screenshot(str(OUT / "01_after_run_all.png"))
 
@@ -249,14 +294,23 @@ def check_slider(lab, browser):
     assert all(p not in ("[ ]:", "") for p in prompts), f"cells that never ran: {prompts}"
     menu(drv, "File", "docmanager:save")
     saved = lab["root"] / NOTEBOOK
-    nb = wait_for(lambda: (lambda n: n if all(c.get("execution_count") for c in n.cells if c.cell_type == "code")
-                           else None)(nbformat.read(saved, as_version=4)), 60, "the notebook to be saved")
+    nb = wait_for(
+        lambda: (lambda n: n if all(c.get("execution_count") for c in n.cells if c.cell_type == "code") else None)(
+            nbformat.read(saved, as_version=4)
+        ),
+        60,
+        "the notebook to be saved",
+    )
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors, f"cells raised: {[e.ename + ': ' + e.evalue for e in errors]}"
-    assert not drv.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
+    assert not drv.find_elements(
+        By.CSS_SELECTOR, ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']"
+    )
 
     sliders = drv.find_elements(By.CSS_SELECTOR, ".widget-hslider")
-    assert len(sliders) == 2, f"expected the two sliders of notebook 05 (original | ours, JPEG | ours), got {len(sliders)}"
+    assert len(sliders) == 2, (
+        f"expected the two sliders of notebook 05 (original | ours, JPEG | ours), got {len(sliders)}"
+    )
     # a person scrolls the first slider to the top of the notebook: slider and picture must fit on screen together
     drv.execute_script("arguments[0].closest('.widget-vbox').scrollIntoView({block: 'start'});", sliders[0])
     time.sleep(1)
@@ -267,7 +321,8 @@ def check_slider(lab, browser):
     visible = min(geo["scroller"]["bottom"], geo["innerHeight"])
     assert geo["image"]["bottom"] <= visible, (
         f"slider + picture need {geo['image']['bottom'] - geo['slider']['top']:.0f} px from the slider's top; "
-        f"a {WINDOW[1]}-px window shows them only up to {visible:.0f} px: {geo}")
+        f"a {WINDOW[1]}-px window shows them only up to {visible:.0f} px: {geo}"
+    )
     assert abs(geo["slider"]["width"] - geo["image"]["width"]) <= 2, "the slider is as wide as the picture"
     assert geo["value"] == pytest.approx(0.5)
 
@@ -278,12 +333,19 @@ def check_slider(lab, browser):
     # drag the handle with the mouse from the middle to ~15 % of the width
     handle = sliders[0].find_element(By.CSS_SELECTOR, "[role='slider']")
     dx = -round(0.35 * geo["slider"]["width"])
-    ActionChains(drv).move_to_element(handle).click_and_hold().move_by_offset(dx // 2, 0).pause(0.2) \
-        .move_by_offset(dx - dx // 2, 0).pause(0.2).release().perform()
+    ActionChains(drv).move_to_element(handle).click_and_hold().move_by_offset(dx // 2, 0).pause(0.2).move_by_offset(
+        dx - dx // 2, 0
+    ).pause(0.2).release().perform()
     wait_for(lambda: drv.execute_script(GEOMETRY_JS, 0)["src"] != geo["src"], 60, "the picture to be redrawn")
     time.sleep(1)  # the kernel may still send the pictures of intermediate positions
-    after_geo = wait_for(lambda: (lambda g: g if g["src"] == drv.execute_script(GEOMETRY_JS, 0)["src"] else None)(
-        drv.execute_script(GEOMETRY_JS, 0)), 30, "the picture to settle", poll=1)
+    after_geo = wait_for(
+        lambda: (lambda g: g if g["src"] == drv.execute_script(GEOMETRY_JS, 0)["src"] else None)(
+            drv.execute_script(GEOMETRY_JS, 0)
+        ),
+        30,
+        "the picture to settle",
+        poll=1,
+    )
     after_png = image.screenshot_as_png
     (OUT / "04_picture_after_drag.png").write_bytes(after_png)
     drv.save_screenshot(str(OUT / "05_window_after_drag.png"))
@@ -299,17 +361,32 @@ def check_slider(lab, browser):
     col = np.abs(a - b).mean(axis=(0, 2))  # mean change per screen column
     lo, hi = round(new * w), round(0.5 * w)
     margin = 4  # the 1-px split lines are drawn at full resolution and scaled by the browser
-    band = col[lo + margin: hi - margin]
-    outside = np.concatenate([col[: max(0, lo - margin)], col[hi + margin:]])
-    assert band.mean() > 4 and (band > 1).mean() > 0.9, \
+    band = col[lo + margin : hi - margin]
+    outside = np.concatenate([col[: max(0, lo - margin)], col[hi + margin :]])
+    assert band.mean() > 4 and (band > 1).mean() > 0.9, (
         f"between the old and new split the picture should switch from the original to ours: {band.mean():.2f}"
+    )
     assert outside.max() < 1, f"the picture changed outside the slider's sweep: {outside.max():.2f}"
-    print(f"browser test: Run All {run_seconds:.0f} s, whole test {time.perf_counter() - t0:.0f} s; slider "
-          f"0.5 -> {new:.3f}; picture {w}x{a.shape[0]} px on screen; mean change {band.mean():.1f} levels in the "
-          f"sweep, {outside.max():.2f} outside; screenshots in {OUT}")
-    (OUT / "summary.json").write_text(json.dumps({
-        "run_all_seconds": round(run_seconds, 1), "test_seconds": round(time.perf_counter() - t0, 1),
-        "slider_from": 0.5, "slider_to": new, "picture_px": [w, int(a.shape[0])],
-        "change_in_sweep": round(float(band.mean()), 2), "change_outside_max": round(float(outside.max()), 3),
-        "slider_top_px": geo["slider"]["top"], "picture_bottom_px": geo["image"]["bottom"],
-        "window": list(WINDOW), "caption": geo["caption"]}, indent=1))
+    print(
+        f"browser test: Run All {run_seconds:.0f} s, whole test {time.perf_counter() - t0:.0f} s; slider "
+        f"0.5 -> {new:.3f}; picture {w}x{a.shape[0]} px on screen; mean change {band.mean():.1f} levels in the "
+        f"sweep, {outside.max():.2f} outside; screenshots in {OUT}"
+    )
+    (OUT / "summary.json").write_text(
+        json.dumps(
+            {
+                "run_all_seconds": round(run_seconds, 1),
+                "test_seconds": round(time.perf_counter() - t0, 1),
+                "slider_from": 0.5,
+                "slider_to": new,
+                "picture_px": [w, int(a.shape[0])],
+                "change_in_sweep": round(float(band.mean()), 2),
+                "change_outside_max": round(float(outside.max()), 3),
+                "slider_top_px": geo["slider"]["top"],
+                "picture_bottom_px": geo["image"]["bottom"],
+                "window": list(WINDOW),
+                "caption": geo["caption"],
+            },
+            indent=1,
+        )
+    )

@@ -30,17 +30,35 @@ def test_encode_decode_with_taef2_dir(taef2, small_png, tmp_path, capsys):
 
 def test_encode_tiny_sd_with_denoise_and_arith(tiny_sd_dir, small_png, tmp_path):
     out = tmp_path / "b.sdc"
-    assert main(["encode", str(small_png), str(out), "--model", str(tiny_sd_dir), "--colors", "64", "--denoise",
-                 "--coder", "arith"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                str(small_png),
+                str(out),
+                "--model",
+                str(tiny_sd_dir),
+                "--colors",
+                "64",
+                "--denoise",
+                "--coder",
+                "arith",
+            ]
+        )
+        == 0
+    )
     png = tmp_path / "b.png"
     assert main(["decode", str(out), str(png), "--model", str(tiny_sd_dir), "--no-denoise"]) == 0
     assert Image.open(png).size == (84, 60)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["encode", "missing.png", "x.sdc", "--model", "taef2"], "image not found"),
-    (["decode", "missing.sdc", "x.png"], "file not found"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["encode", "missing.png", "x.sdc", "--model", "taef2"], "image not found"),
+        (["decode", "missing.sdc", "x.png"], "file not found"),
+    ],
+)
 def test_bad_paths_one_line(args, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(args) == 2
@@ -73,8 +91,22 @@ def test_subprocess_unknown_model_has_no_traceback(small_png, tmp_path):
     import os
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-m", "helpers", "encode", str(small_png), str(tmp_path / "o.sdc"),
-                        "--model", "nobody/no-such-model"], cwd=ROOT, capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "helpers",
+            "encode",
+            str(small_png),
+            str(tmp_path / "o.sdc"),
+            "--model",
+            "nobody/no-such-model",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("error: could not load the SD VAE for 'nobody/no-such-model'")
@@ -87,8 +119,26 @@ def test_compare_writes_figure_and_tables(taef2, tmp_path):
     src = tmp_path / "grad.png"
     Image.fromarray(arr).save(src)
     out = tmp_path / "cmp"
-    assert main(["compare", str(src), "--model", "taef2", "--target-bytes", "3000", "--codecs", "jpeg", "webp",
-                 "--rule", "ge", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(src),
+                "--model",
+                "taef2",
+                "--target-bytes",
+                "3000",
+                "--codecs",
+                "jpeg",
+                "webp",
+                "--rule",
+                "ge",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     md = (out / "metrics.md").read_text()
     assert "| grad | ours:taef2 |" in md and "| grad | jpeg | ge |" in md
     import json
@@ -97,7 +147,7 @@ def test_compare_writes_figure_and_tables(taef2, tmp_path):
     ours = next(r for r in rows if r["codec"] == "ours:taef2")
     jpeg = next(r for r in rows if r["codec"] == "jpeg")
     assert ours["bytes"] <= 3000 and jpeg["bytes"] >= ours["bytes"]  # rule ge: baseline gets at least our size
-    assert ours["bpp"] == pytest.approx(8 * ours["bytes"] / 192 ** 2)
+    assert ours["bpp"] == pytest.approx(8 * ours["bytes"] / 192**2)
     assert Image.open(out / "comparison.png").size[0] > 300
 
 
@@ -129,13 +179,28 @@ def test_sdcomp_console_command_runs_what_python_m_helpers_runs(taef2, small_png
     assert fn is helpers.cli.main
     tree = ast.parse((ROOT / "helpers" / "__main__.py").read_text())
     module, name = target.split(":")
-    assert any(isinstance(n, ast.ImportFrom) and n.level == 1 and f"helpers.{n.module}" == module
-               and name in [a.name for a in n.names] for n in ast.walk(tree)), "__main__ runs another function"
+    assert any(
+        isinstance(n, ast.ImportFrom)
+        and n.level == 1
+        and f"helpers.{n.module}" == module
+        and name in [a.name for a in n.names]
+        for n in ast.walk(tree)
+    ), "__main__ runs another function"
     out, png = tmp_path / "a.sdc", tmp_path / "a.png"
     argv = sys.argv
     try:
-        sys.argv = ["sdcomp", "encode", str(small_png), str(out), "--model", str(TAEF2_DIR), "--target-bytes", "900",
-                    "--runtime", "torch"]
+        sys.argv = [
+            "sdcomp",
+            "encode",
+            str(small_png),
+            str(out),
+            "--model",
+            str(TAEF2_DIR),
+            "--target-bytes",
+            "900",
+            "--runtime",
+            "torch",
+        ]
         assert fn() == 0
         sys.argv = ["sdcomp", "decode", str(out), str(png), "--runtime", "torch"]
         assert fn() == 0

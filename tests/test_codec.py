@@ -32,8 +32,9 @@ def test_tiny_sd_original_method_roundtrip_from_bytes(tiny_sd):
     dec = decode(enc.data, tiny_sd)
     assert dec.image.size == (96, 72)
     # the decoder sees exactly unquantize(palette[indices])
-    np.testing.assert_array_equal(dec.latents,
-                                  unquantize_8bit(apply_palette(enc.coded.palette, enc.coded.indices), h.quant_span))
+    np.testing.assert_array_equal(
+        dec.latents, unquantize_8bit(apply_palette(enc.coded.palette, enc.coded.indices), h.quant_span)
+    )
     # deterministic: same bytes, same pixels
     assert encode(img, tiny_sd, CodecParams(method="palette")).data == enc.data
     assert np.array_equal(to_array(decode(enc.data, tiny_sd).image), to_array(dec.image))
@@ -112,7 +113,9 @@ def test_real_taef2_roundtrip_on_kodak(taef2, kodak_dir):
     assert lat.shape == (32, 64, 64) and quantize_8bit(lat, taef2.quant_span).nbytes == 131072
 
 
-@pytest.mark.parametrize("size, needle", [((8, 40), "supported sides"), ((70000, 20), "supported sides"), ((9000, 9000), "pixel cap")])
+@pytest.mark.parametrize(
+    "size, needle", [((8, 40), "supported sides"), ((70000, 20), "supported sides"), ((9000, 9000), "pixel cap")]
+)
 def test_image_size_limits(size, needle, taef2):
     with pytest.raises(SDCError, match=needle):
         encode(Image.new("RGB", size), taef2)
@@ -163,8 +166,9 @@ def test_budget_search_may_exceed_256_colours_for_kmeans_only(taef2, tiny_sd):
     lat = encode_latents(taef2, img)
     enc = encode(img, taef2, CodecParams(method="palette", colors=1024), target_bytes=40000, latents=lat)
     assert enc.nbytes <= 40000 and enc.header.colors > 256
-    np.testing.assert_array_equal(decode(enc.data, taef2).latents,
-                                  unquantize_8bit(apply_palette(enc.coded.palette, enc.coded.indices),
-                                                  enc.header.quant_span))
+    np.testing.assert_array_equal(
+        decode(enc.data, taef2).latents,
+        unquantize_8bit(apply_palette(enc.coded.palette, enc.coded.indices), enc.header.quant_span),
+    )
     liq = encode(img, tiny_sd, CodecParams(method="palette", colors=1024), target_bytes=100000)
     assert liq.header.method == "liq" and max(k for k, _ in liq.trials) <= 256

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from helpers.methods.tc import tcoder as T
 from helpers.images import to_nchw
 from helpers.methods.tc import enc_train
+from helpers.methods.tc import tcoder as T
 
 
 def test_rd_loss_trains_the_encoder_only_and_lower_alpha_costs_more_bits(taef2, kodak_dir):
@@ -35,8 +35,17 @@ def test_rd_loss_trains_the_encoder_only_and_lower_alpha_costs_more_bits(taef2, 
 
 def test_export_and_load_round_trip(taef2, tmp_path):
     ckpt = tmp_path / "ckpt.pt"
-    torch.save({"encoder": taef2.encoder.state_dict(), "step": 0, "batch": 4, "crop": 192,
-                "fingerprint": taef2.fingerprint, "table_id": 1}, ckpt)
+    torch.save(
+        {
+            "encoder": taef2.encoder.state_dict(),
+            "step": 0,
+            "batch": 4,
+            "crop": 192,
+            "fingerprint": taef2.fingerprint,
+            "table_id": 1,
+        },
+        ckpt,
+    )
     dest = enc_train.export(ckpt, tmp_path / "enc.pth")
     assert dest.stat().st_size < 5e6 and "CC-BY" in dest.with_suffix(".md").read_text()
     enc = enc_train.load_trained_encoder(dest)

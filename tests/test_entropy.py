@@ -1,5 +1,6 @@
 """Lossless palette + index-map coders (helpers.methods.palette.entropy): exact round trips, the zlib baseline
 formula, compression gain on dithered Kodak-derived maps, and corruption detection."""
+
 from __future__ import annotations
 
 import hashlib
@@ -88,7 +89,7 @@ def test_round_trip(coder, name, maker, K, C, H, W):
 def test_constant_map(shape, C):
     pal, _ = _random_case(7, 256 if C == 4 else 64, C, 1, 1)
     idx = np.full(shape, 5)
-    for name, (pack, unpack) in CODERS.items():
+    for _name, (pack, unpack) in CODERS.items():
         data = pack(pal, idx)
         pal2, idx2 = unpack(data, *pal.shape, *shape)
         np.testing.assert_array_equal(_latent(pal2, idx2), _latent(pal, idx))
@@ -98,7 +99,7 @@ def test_constant_map(shape, C):
 
 
 def test_zlib_is_the_baseline_formula():
-    for K, C, dt_len in [(256, 4, 1), (64, 32, 1), (1, 4, 1), (300, 4, 2)]:
+    for K, C, _dt_len in [(256, 4, 1), (64, 32, 1), (1, 4, 1), (300, 4, 2)]:
         pal, idx = _smooth_case(K, K, C, 48, 80)
         if K <= 256:
             ref = zlib.compress(pal.tobytes() + idx.astype(np.uint8).tobytes(), 9)

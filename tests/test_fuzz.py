@@ -69,6 +69,12 @@ def test_fuzz_at_the_default_pixel_caps_largest_sizes(tmp_path):
     bad = [r for r in results if not r["ok"]]
     assert not bad, bad
     decoded = {r["name"] for r in results if r["rc"] == 0}
-    assert {"issue19_46_bytes", "8192x8192_k1_lzma", "8192x8192_raw", "65535x1024_k1_zlib", "1024x65535_k1_arith",
-            "8192x8192_tc"} <= decoded
+    assert {
+        "issue19_46_bytes",
+        "8192x8192_k1_lzma",
+        "8192x8192_raw",
+        "65535x1024_k1_zlib",
+        "1024x65535_k1_arith",
+        "8192x8192_tc",
+    } <= decoded
     assert {r["size"] for r in results if r["rc"] == 0} >= {(8192, 8192), (65535, 1024), (1024, 65535)}

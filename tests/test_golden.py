@@ -30,8 +30,11 @@ def test_golden_latents_bit_exact(name):
     np.testing.assert_array_equal(q, np.load(GOLDEN / f"{name}.latent.npy"))
 
 
-@pytest.mark.parametrize("name", sorted(n for n in MANIFEST if n.startswith("v1_taef2"))
-                         + sorted(n for n in MANIFEST_TC if n.startswith("tc_taef2")))
+@pytest.mark.parametrize(
+    "name",
+    sorted(n for n in MANIFEST if n.startswith("v1_taef2"))
+    + sorted(n for n in MANIFEST_TC if n.startswith("tc_taef2")),
+)
 def test_golden_pixels_within_one_level(name, taef2):
     dec = decode((GOLDEN / f"{name}.sdc").read_bytes(), taef2)
     want = np.asarray(Image.open(GOLDEN / f"{name}.png").convert("RGB"), dtype=np.int16)
@@ -56,8 +59,9 @@ def test_golden_tc_symbols_bit_exact(name):
     assert (header.method, header.coder, header.colors) == ("tc", "range", 0)
     assert [header.width, header.height] == want["size"]
     assert [header.channels, header.latent_height, header.latent_width] == want["latent"]
-    q, k, tables, levels = tcoder.decode_symbols(payload, header.channels, header.latent_height,
-                                                 header.latent_width, header.fingerprint)
+    q, k, tables, levels = tcoder.decode_symbols(
+        payload, header.channels, header.latent_height, header.latent_width, header.fingerprint
+    )
     assert (k, levels) == (want["k"], want["levels"])
     assert (f"{tables.table_id:08x}" if tables.table_id else "inline") == want["table_id"]
     ref = np.load(GOLDEN / f"{name}.symbols.npz")

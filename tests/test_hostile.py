@@ -32,8 +32,20 @@ def _valid(coder="zlib", K=8, C=32, lh=4, lw=5, method="kmeans", seed=0, fingerp
         K = len(pal)
         idx = (np.add.outer(np.arange(lh), np.arange(lw)) % K).astype(np.int64)
         payload = entropy.CODERS[coder][0](pal, idx)
-    h = Header(method=method, coder=coder, model_id="taef2", fingerprint=fingerprint, width=lw * 8 - 3, height=lh * 8,
-               channels=C, latent_height=lh, latent_width=lw, quant_span=8.0, colors=K, dithered=False)
+    h = Header(
+        method=method,
+        coder=coder,
+        model_id="taef2",
+        fingerprint=fingerprint,
+        width=lw * 8 - 3,
+        height=lh * 8,
+        channels=C,
+        latent_height=lh,
+        latent_width=lw,
+        quant_span=8.0,
+        colors=K,
+        dithered=False,
+    )
     return bitstream.pack(h, payload)
 
 
@@ -62,6 +74,7 @@ def _cli_decode(tmp_path, data: bytes, capsys, *extra) -> str:
 # ------------------------------------------------------------------------------------------
 # header fields
 # ------------------------------------------------------------------------------------------
+
 
 def test_k_zero(tmp_path, capsys):
     assert "palette size K=0 outside 1..20" in _cli_decode(tmp_path, _crafted(colors=0), capsys)
@@ -122,8 +135,11 @@ def test_palette_coder_bombs_are_bounded(coder):
 
     raw = _Raw.parse(_valid(coder=coder))
     blob = bytes(64 << 20)
-    comp = (b"\0" * 4 + lzma.compress(blob, format=lzma.FORMAT_RAW, filters=entropy._LZMA_FILTERS)
-            if coder == "lzma" else zlib.compress(blob, 9))
+    comp = (
+        b"\0" * 4 + lzma.compress(blob, format=lzma.FORMAT_RAW, filters=entropy._LZMA_FILTERS)
+        if coder == "lzma"
+        else zlib.compress(blob, 9)
+    )
     raw.set_payload(comp)
     header, payload = bitstream.unpack(raw.sealed())
     tracemalloc.start()
@@ -165,13 +181,33 @@ def test_quantization_span(tmp_path, capsys, span):
     assert "quantization span" in _cli_decode(tmp_path, _crafted(quant_span=span), capsys)
 
 
-@pytest.mark.parametrize("strength,steps,needle", [(math.nan, 66, "strength"), (0.0, 66, "strength"),
-                                                   (2.0, 66, "strength"), (0.04, 0, "steps"),
-                                                   (0.04, 65535, "steps")])
+@pytest.mark.parametrize(
+    "strength,steps,needle",
+    [
+        (math.nan, 66, "strength"),
+        (0.0, 66, "strength"),
+        (2.0, 66, "strength"),
+        (0.04, 0, "steps"),
+        (0.04, 65535, "steps"),
+    ],
+)
 def test_denoise_parameters(strength, steps, needle):
-    h = Header(method="liq", coder="zlib", model_id="m/x", fingerprint=1, width=64, height=64, channels=4,
-               latent_height=8, latent_width=8, quant_span=46.4, colors=4, denoise=True,
-               denoise_strength=0.04, denoise_steps=66)
+    h = Header(
+        method="liq",
+        coder="zlib",
+        model_id="m/x",
+        fingerprint=1,
+        width=64,
+        height=64,
+        channels=4,
+        latent_height=8,
+        latent_width=8,
+        quant_span=46.4,
+        colors=4,
+        denoise=True,
+        denoise_strength=0.04,
+        denoise_steps=66,
+    )
     good = bitstream.pack(h, zlib.compress(bytes(4 * 4 + 64), 9))
     bitstream.unpack(good)
     raw = bytearray(good)
@@ -219,19 +255,37 @@ def test_encoder_drops_at_most_max_implicit_zeros():
 # model ids
 # ------------------------------------------------------------------------------------------
 
+
 def test_model_id_tilde_user_in_the_file(tmp_path, capsys):
-    h = Header(method="kmeans", coder="zlib", model_id="~nosuchuser", fingerprint=1, width=40, height=32,
-               channels=32, latent_height=4, latent_width=5, quant_span=8.0, colors=2, dithered=False)
+    h = Header(
+        method="kmeans",
+        coder="zlib",
+        model_id="~nosuchuser",
+        fingerprint=1,
+        width=40,
+        height=32,
+        channels=32,
+        latent_height=4,
+        latent_width=5,
+        quant_span=8.0,
+        colors=2,
+        dithered=False,
+    )
     data = bitstream.pack(h, entropy.pack_zlib(np.array([[0] * 32, [1] * 32], np.uint8), np.zeros((4, 5), int)))
     err = _cli_decode(tmp_path, data, capsys)
     assert "names a path, which a file may not choose" in err
 
 
-@pytest.mark.parametrize("spec, needle", [("~nosuchuser", "no user 'nosuchuser'"),
-                                          ("~nosuchuser/sd", "no user 'nosuchuser'"),
-                                          ("a/b/c", "neither an existing folder nor a valid Hugging Face id"),
-                                          (" taef2", "surrounding spaces"),
-                                          ("x" * 300, "neither an existing folder")])
+@pytest.mark.parametrize(
+    "spec, needle",
+    [
+        ("~nosuchuser", "no user 'nosuchuser'"),
+        ("~nosuchuser/sd", "no user 'nosuchuser'"),
+        ("a/b/c", "neither an existing folder nor a valid Hugging Face id"),
+        (" taef2", "surrounding spaces"),
+        ("x" * 300, "neither an existing folder"),
+    ],
+)
 def test_odd_model_ids_on_the_command_line(tmp_path, capsys, spec, needle):
     img = tmp_path / "in.png"
     Image.new("RGB", (32, 32), (90, 120, 150)).save(img)
@@ -244,6 +298,7 @@ def test_odd_model_ids_on_the_command_line(tmp_path, capsys, spec, needle):
 # ------------------------------------------------------------------------------------------
 # outputs
 # ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture()
 def png(tmp_path):
@@ -331,19 +386,26 @@ def test_failed_decode_leaves_no_file(taef2, tmp_path, capsys):
 # option ranges
 # ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, needle", [
-    (["--colors", "0"], "--colors: must be in [1, 4096] (libimagequant: 2..256), got 0"),
-    (["--colors", "5000"], "--colors: must be in [1, 4096]"),
-    (["--target-bytes", "900", "--max-colors", "0"], "--max-colors: must be in [2, 4096] (libimagequant stops at 256), got 0"),
-    (["--target-bytes", "900", "--max-colors", "100000"], "--max-colors: must be in [2, 4096]"),
-    (["--target-bytes", "0"], "--target-bytes: must be in [1, "),
-    (["--dither", "1.5"], "--dither: must be in [0, 1]"),
-    (["--dither", "nan"], "not a finite number"),
-    (["--denoise-strength", "0"], "--denoise-strength: must be in (0, 1]"),
-    (["--denoise-steps", "0"], "--denoise-steps: must be in [1, 1000]"),
-    (["--max-pixels", "0"], "--max-pixels: must be in [1, ]"),
-    (["--coder", "brotli"], "invalid choice: 'brotli'"),
-])
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--colors", "0"], "--colors: must be in [1, 4096] (libimagequant: 2..256), got 0"),
+        (["--colors", "5000"], "--colors: must be in [1, 4096]"),
+        (
+            ["--target-bytes", "900", "--max-colors", "0"],
+            "--max-colors: must be in [2, 4096] (libimagequant stops at 256), got 0",
+        ),
+        (["--target-bytes", "900", "--max-colors", "100000"], "--max-colors: must be in [2, 4096]"),
+        (["--target-bytes", "0"], "--target-bytes: must be in [1, "),
+        (["--dither", "1.5"], "--dither: must be in [0, 1]"),
+        (["--dither", "nan"], "not a finite number"),
+        (["--denoise-strength", "0"], "--denoise-strength: must be in (0, 1]"),
+        (["--denoise-steps", "0"], "--denoise-steps: must be in [1, 1000]"),
+        (["--max-pixels", "0"], "--max-pixels: must be in [1, ]"),
+        (["--coder", "brotli"], "invalid choice: 'brotli'"),
+    ],
+)
 def test_out_of_range_options_are_refused_at_parsing(png, tmp_path, capsys, args, needle):
     with pytest.raises(SystemExit) as exc:
         main(["encode", str(png), str(tmp_path / "o.sdc"), "--model", "taef2", *args])
@@ -371,8 +433,10 @@ def test_subprocess_cli_no_traceback(tmp_path, png):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     bad = tmp_path / "k0.sdc"
     bad.write_bytes(_crafted(colors=0))
-    for args in (["decode", str(bad), str(tmp_path / "o.png")],
-                 ["encode", str(png), str(tmp_path / "o.sdc"), "--model", "~nosuchuser"]):
+    for args in (
+        ["decode", str(bad), str(tmp_path / "o.png")],
+        ["encode", str(png), str(tmp_path / "o.sdc"), "--model", "~nosuchuser"],
+    ):
         r = subprocess.run([sys.executable, "-m", "helpers", *args], cwd=ROOT, capture_output=True, text=True, env=env)
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert r.stderr.strip().splitlines()[-1].startswith("error: ")

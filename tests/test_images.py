@@ -22,8 +22,12 @@ def _png16_rgb(arr: np.ndarray, path):
     def chunk(t, d):
         return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
 
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_16bit_grey_is_scaled_not_clipped(tmp_path):
@@ -48,8 +52,9 @@ def test_16bit_rgb(tmp_path):
 def test_16bit_png_through_the_cli_is_not_white(taef2, tmp_path):
     ramp = (np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "g16.png")
-    assert main(["encode", str(tmp_path / "g16.png"), str(tmp_path / "g.sdc"), "--model", "taef2",
-                 "--method", "raw"]) == 0
+    assert (
+        main(["encode", str(tmp_path / "g16.png"), str(tmp_path / "g.sdc"), "--model", "taef2", "--method", "raw"]) == 0
+    )
     assert main(["decode", str(tmp_path / "g.sdc"), str(tmp_path / "g.png")]) == 0
     dec = np.asarray(Image.open(tmp_path / "g.png").convert("L"), dtype=np.float64)
     assert dec.mean() < 200 and dec[:8].mean() + 150 < dec[-8:].mean()  # a dark-to-light ramp, top to bottom
@@ -73,7 +78,7 @@ def test_animated_gif_is_refused(tmp_path):
     frames = []
     for i in range(3):
         f = np.zeros((32, 32, 3), np.uint8)
-        f[8 * i:8 * i + 8, 8 * i:8 * i + 8] = (255, 200, 0)  # a moving square
+        f[8 * i : 8 * i + 8, 8 * i : 8 * i + 8] = (255, 200, 0)  # a moving square
         frames.append(Image.fromarray(f))
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
     with pytest.raises(ImageInputError, match=r"animated or has several pages \(3 frames, GIF\)"):

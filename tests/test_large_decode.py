@@ -19,20 +19,23 @@ import pytest
 from PIL import Image
 
 from helpers import bitstream, fuzz
+from helpers.backends.tiling import tiled_apply
 from helpers.cli import main
 from helpers.codec import decode_work
 from helpers.errors import is_out_of_memory
 from helpers.images import from_nchw, save_pixels, signed_to_uint8, to_nchw, write_png
-from helpers.backends.tiling import tiled_apply
 from tests.conftest import KODAK, ROOT, TAEF2_DIR, need_shared
 from tests.test_hostile import _valid
 
-ISSUE_FILE = bytes.fromhex("5344431a01000101010574616566322bba5bf7002000202000040004000000410100040000004c219761a77902cb")
+ISSUE_FILE = bytes.fromhex(
+    "5344431a01000101010574616566322bba5bf7002000202000040004000000410100040000004c219761a77902cb"
+)
 
 
 # ------------------------------------------------------------------------------------------
 # tiles straight into uint8
 # ------------------------------------------------------------------------------------------
+
 
 def test_tiled_apply_sink_gives_the_assembled_output():
     rng = np.random.default_rng(0)
@@ -107,6 +110,7 @@ def test_streaming_halos_cover_the_receptive_field():
 # PNG in row bands
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("band", [1, 3, 64])
 def test_write_png_is_lossless_in_any_band_size(tmp_path, band):
     rng = np.random.default_rng(band)
@@ -134,10 +138,14 @@ def test_png_and_ppm_writers_match_pillow_on_kodak(tmp_path):
 # one line for a failed allocation
 # ------------------------------------------------------------------------------------------
 
-ORT_BAD_ALLOC = ("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running Conv "
-                 "node. Name:'/0/Conv' Status Message: std::bad_alloc")
-TORCH_OOM = "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to " \
-            "allocate 1073741824 bytes. Error code 12 (Cannot allocate memory)"
+ORT_BAD_ALLOC = (
+    "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running Conv "
+    "node. Name:'/0/Conv' Status Message: std::bad_alloc"
+)
+TORCH_OOM = (
+    "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to "
+    "allocate 1073741824 bytes. Error code 12 (Cannot allocate memory)"
+)
 
 
 def _onnx_exception(msg):
@@ -159,8 +167,11 @@ def test_is_out_of_memory():
 def test_allocation_failure_is_one_line_naming_size_and_fix(tmp_path, capsys, monkeypatch, exc):
     import helpers.codec as codec
 
-    raised = {"onnx": lambda: _onnx_exception(ORT_BAD_ALLOC), "torch": lambda: RuntimeError(TORCH_OOM),
-              "numpy": lambda: MemoryError("Unable to allocate 768. MiB for an array")}[exc]()
+    raised = {
+        "onnx": lambda: _onnx_exception(ORT_BAD_ALLOC),
+        "torch": lambda: RuntimeError(TORCH_OOM),
+        "numpy": lambda: MemoryError("Unable to allocate 768. MiB for an array"),
+    }[exc]()
 
     def failing(*a, **k):
         raise raised
@@ -172,8 +183,10 @@ def test_allocation_failure_is_one_line_naming_size_and_fix(tmp_path, capsys, mo
     src.write_bytes(ISSUE_FILE)
     assert main(["decode", str(src), str(tmp_path / "o.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == ("error: out of memory while decoding a 8192x8192 image (67.1 megapixels): run it where more "
-                       "memory is free, or refuse images this large with --max-pixels (e.g. --max-pixels 16777216)")
+    assert err[-1] == (
+        "error: out of memory while decoding a 8192x8192 image (67.1 megapixels): run it where more "
+        "memory is free, or refuse images this large with --max-pixels (e.g. --max-pixels 16777216)"
+    )
     assert [ln for ln in err if not ln.startswith(("note:", "model:"))] == [err[-1]]
     assert not (tmp_path / "o.png").exists()
 
@@ -197,13 +210,16 @@ def test_other_runtime_errors_still_propagate(tmp_path, monkeypatch):
 # the issue's 46-byte file, work known from the header
 # ------------------------------------------------------------------------------------------
 
+
 def test_decode_work_is_known_from_the_header():
     header = bitstream.unpack(ISSUE_FILE)[0]
     work = decode_work(header, 1024, cpus=2)
     assert (work.width, work.height, work.pixels, work.tiles) == (8192, 8192, 67_108_864, 64)
     assert work.large and work.seconds == pytest.approx(67.108864 * 8.0 / 2)
-    assert work.describe() == ("decoding 8192x8192 (67.1 megapixels, 64 tiles) takes about 4.5 min on 2 CPUs; "
-                               "--max-pixels N refuses files larger than N pixels")
+    assert work.describe() == (
+        "decoding 8192x8192 (67.1 megapixels, 64 tiles) takes about 4.5 min on 2 CPUs; "
+        "--max-pixels N refuses files larger than N pixels"
+    )
     small = decode_work(bitstream.unpack(_valid(lh=64, lw=64))[0], 1024, cpus=2)
     assert small.tiles == 1 and not small.large
     assert decode_work(header, 256).tiles == 32 * 32
@@ -215,8 +231,10 @@ def test_issue_46_byte_file_decodes_under_2_5_gib_address_space(tmp_path):
     assert len(ISSUE_FILE) == 46 and fuzz.TINY_8192 == ISSUE_FILE
     (res,) = fuzz.run_cap({"issue": ISSUE_FILE}, tmp_path, limit=fuzz.CAP_AS_LIMIT)
     assert res["rc"] == 0 and res["size"] == (8192, 8192) and res["ok"], res
-    assert res["stderr"] == ["note: decoding 8192x8192 (67.1 megapixels, 64 tiles) takes about "
-                             f"{decode_work(bitstream.unpack(ISSUE_FILE)[0], 1024).describe().split('about ')[1]}"]
+    assert res["stderr"] == [
+        "note: decoding 8192x8192 (67.1 megapixels, 64 tiles) takes about "
+        f"{decode_work(bitstream.unpack(ISSUE_FILE)[0], 1024).describe().split('about ')[1]}"
+    ]
     assert res["peak_rss_MiB"] < 1024  # measured 452 MiB: 192 MiB of output, 128 MiB of float latents
 
 
@@ -233,14 +251,23 @@ def test_issue_46_byte_file_real_decoder_ends_in_one_line_when_memory_is_short(t
     src, out = tmp_path / "f.sdc", tmp_path / "o.png"
     src.write_bytes(ISSUE_FILE)
     limit = 900 * 2**20
-    code = (f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
-            f"from helpers.cli import main; sys.exit(main(['decode', {str(src)!r}, {str(out)!r}, '--runtime', 'onnx']))")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "PYTHONPATH": str(ROOT), "SDCOMP_ORT_THREADS": "2"})
+    code = (
+        f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
+        f"from helpers.cli import main; sys.exit(main(['decode', {str(src)!r}, {str(out)!r}, '--runtime', 'onnx']))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SDCOMP_ORT_THREADS": "2"},
+    )
     lines = [ln for ln in r.stderr.splitlines() if not ln.startswith(("note:", "model:"))]
     assert r.returncode == 2 and lines == [
         "error: out of memory while decoding a 8192x8192 image (67.1 megapixels): run it where more memory is "
-        "free, or refuse images this large with --max-pixels (e.g. --max-pixels 16777216)"], r.stderr
+        "free, or refuse images this large with --max-pixels (e.g. --max-pixels 16777216)"
+    ], r.stderr
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["f.sdc"]
 
 
@@ -251,10 +278,18 @@ def test_issue_46_byte_file_real_decoder_under_2_5_gib(tmp_path):
     src, out = tmp_path / "f.sdc", tmp_path / "o.png"
     src.write_bytes(ISSUE_FILE)
     limit = fuzz.CAP_AS_LIMIT
-    code = (f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
-            f"from helpers.cli import main; sys.exit(main(['decode', {str(src)!r}, {str(out)!r}, '--runtime', 'onnx']))")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=3600,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
+        f"from helpers.cli import main; sys.exit(main(['decode', {str(src)!r}, {str(out)!r}, '--runtime', 'onnx']))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert r.returncode == 0, r.stderr
     with Image.open(out) as im:
         assert im.size == (8192, 8192)
@@ -263,6 +298,7 @@ def test_issue_46_byte_file_real_decoder_under_2_5_gib(tmp_path):
 # ------------------------------------------------------------------------------------------
 # outputs behave like cp's
 # ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_outputs_respect_the_umask(tmp_path, umask, mode):
@@ -298,14 +334,17 @@ def test_a_read_only_output_is_refused_with_one_line(tmp_path, capsys, cmd):
     out.chmod(0o444)
     assert main([cmd, str(src), str(out), "--model", "taef2"]) == 2
     err = capsys.readouterr().err
-    assert err == (f"error: output {out} exists and is read-only; refusing to replace it: choose another name, or "
-                   f"make it writable (chmod u+w {out}) or delete it first\n")
+    assert err == (
+        f"error: output {out} exists and is read-only; refusing to replace it: choose another name, or "
+        f"make it writable (chmod u+w {out}) or delete it first\n"
+    )
     assert out.read_bytes() == b"keep me"
 
 
 # ------------------------------------------------------------------------------------------
 # one line means one line
 # ------------------------------------------------------------------------------------------
+
 
 def _hub_id_file(path: Path) -> None:
     import struct
@@ -315,7 +354,7 @@ def _hub_id_file(path: Path) -> None:
 
     raw = _Raw.parse(_valid())
     mid = b"CompVis/stable-diffusion-v1-4"
-    body = bytes(raw.data[:9]) + bytes([len(mid)]) + mid + bytes(raw.data[raw.mid_end:-4])
+    body = bytes(raw.data[:9]) + bytes([len(mid)]) + mid + bytes(raw.data[raw.mid_end : -4])
     path.write_bytes(body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF))
 
 
@@ -323,8 +362,14 @@ def test_hub_id_in_a_file_gives_one_line_without_hub_warnings(tmp_path):
     src = tmp_path / "hub.sdc"
     _hub_id_file(src)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    r = subprocess.run([sys.executable, "-m", "helpers", "decode", str(src), str(tmp_path / "o.png")], cwd=ROOT,
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "helpers", "decode", str(src), str(tmp_path / "o.png")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert lines[0].startswith("error: could not load the SD VAE for 'CompVis/stable-diffusion-v1-4'")
@@ -343,7 +388,13 @@ def test_unwritable_home_gives_no_onnx_runtime_warning(tmp_path):
     home = tmp_path / "home"
     home.mkdir(mode=0o555)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-m", "helpers", "decode", str(src), str(tmp_path / "o.png"), "--runtime",
-                        "onnx"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "helpers", "decode", str(src), str(tmp_path / "o.png"), "--runtime", "onnx"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert [ln.split(":")[0] for ln in r.stderr.strip().splitlines()] == ["model"], r.stderr

@@ -23,8 +23,21 @@ from helpers.methods.tc.method import TC
 
 
 def _header(**kw):
-    base = dict(method="kmeans", coder="zlib", model_id="taef2", fingerprint=0xDEADBEEF, width=40, height=32,
-                channels=3, latent_height=4, latent_width=5, quant_span=8.0, colors=0, policy="pad8", dithered=False)
+    base = dict(
+        method="kmeans",
+        coder="zlib",
+        model_id="taef2",
+        fingerprint=0xDEADBEEF,
+        width=40,
+        height=32,
+        channels=3,
+        latent_height=4,
+        latent_width=5,
+        quant_span=8.0,
+        colors=0,
+        policy="pad8",
+        dithered=False,
+    )
     base.update(kw)
     return Header(**base)
 
@@ -167,8 +180,17 @@ def test_the_container_imports_no_method_code():
     imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not [m for m in imported if "method" in m or m.lstrip(".") in ("codec", "entropy", "quantize", "tcoder")]
-    assert imported <= {"__future__", "errors", "math", "os", "struct", "zlib", "dataclasses", "collections.abc",
-                        "typing"}, imported
+    assert imported <= {
+        "__future__",
+        "errors",
+        "math",
+        "os",
+        "struct",
+        "zlib",
+        "dataclasses",
+        "collections.abc",
+        "typing",
+    }, imported
     assert Limits.default().max_pixels >= 1
 
 
@@ -179,6 +201,12 @@ def test_tc_train_uses_only_public_tcoder_names():
     from helpers.methods.tc import tc_train
 
     tree = ast.parse(Path(tc_train.__file__).read_text())
-    private = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
-               and n.value.id == "T" and n.attr.startswith("_")}
+    private = {
+        n.attr
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute)
+        and isinstance(n.value, ast.Name)
+        and n.value.id == "T"
+        and n.attr.startswith("_")
+    }
     assert not private

@@ -11,9 +11,9 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from helpers import metrics as M
-from helpers.metrics import deep
 from helpers.baselines import decode_bytes, encode_jpeg
 from helpers.errors import ImageInputError, UnavailableError
+from helpers.metrics import deep
 
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 
@@ -41,16 +41,22 @@ def pairs() -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(label, reference, JPEG-distorted) on 768x512, 512x768 and 512x512 Kodak images."""
     out = []
     landscape, portrait = _kodak("kodim23"), _kodak("kodim04")
-    for label, img in (("kodim23 768x512", landscape), ("kodim04 512x768", portrait),
-                       ("kodim23 512x512", _center_crop(landscape))):
+    for label, img in (
+        ("kodim23 768x512", landscape),
+        ("kodim04 512x768", portrait),
+        ("kodim23 512x512", _center_crop(landscape)),
+    ):
         for q in (8, 60):
             out.append((f"{label} q{q}", np.asarray(img), _jpeg(img, q)))
     return out
 
 
 def _skimage_ssim(a: np.ndarray, b: np.ndarray) -> float:
-    return float(structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                       channel_axis=2, data_range=255))
+    return float(
+        structural_similarity(
+            a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=2, data_range=255
+        )
+    )
 
 
 def test_psnr_matches_formula_and_skimage(pairs):
@@ -256,8 +262,11 @@ def test_detail_change_sign_and_summary():
     d = detail_change(img, blurred, window=16)
     assert np.isnan(d[0]).all() and np.isnan(d[:, -1]).all() and np.isfinite(d[1:3, 1:3]).all()
     np.testing.assert_array_equal(d[1:3, 1:3], d_blur[1:3, 1:3])
-    assert detail_summary(img, blurred) == {"invented": 0.0, "lost": 1.0,
-                                            "mean_log2": pytest.approx(float(d_blur[1:3, 1:3].mean()))}
+    assert detail_summary(img, blurred) == {
+        "invented": 0.0,
+        "lost": 1.0,
+        "mean_log2": pytest.approx(float(d_blur[1:3, 1:3].mean())),
+    }
 
 
 def test_detail_metrics_ignore_the_image_border():

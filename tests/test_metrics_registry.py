@@ -71,8 +71,19 @@ LEARNED = ("lpips", "lpips_vgg", "dists")
 def test_registry_describes_every_metric():
     desc = M.describe()
     assert list(desc) == list(M.METRICS)
-    assert {"psnr", "ssim", "ms_ssim", "cvvdp", "flip", "ssimulacra2", "butteraugli", "butteraugli_3n", "lpips",
-            "lpips_vgg", "dists"} <= set(desc)
+    assert {
+        "psnr",
+        "ssim",
+        "ms_ssim",
+        "cvvdp",
+        "flip",
+        "ssimulacra2",
+        "butteraugli",
+        "butteraugli_3n",
+        "lpips",
+        "lpips_vgg",
+        "dists",
+    } <= set(desc)
     for key, d in desc.items():
         m = M.get(key)
         if not m.score:  # a reported measure (detail retention): no arrow, no "better" direction
@@ -98,7 +109,7 @@ def test_ppd_is_cvvdp_display_geometry():
     from pycvvdp.display_model import vvdp_display_geometry
 
     geometry = vvdp_display_geometry.load(M.DISPLAY)
-    assert M.PPD == pytest.approx(float(geometry.get_ppd()), rel=1e-6)
+    assert pytest.approx(float(geometry.get_ppd()), rel=1e-6) == M.PPD
 
 
 def test_identical_images_get_each_metrics_perfect_score():
@@ -157,12 +168,15 @@ def test_ssim_ms_ssim_in_one_pass_match_the_separate_functions(kodak_jpegs):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key, module, fix", [
-    ("cvvdp", "pycvvdp", "pip install cvvdp==0.5.7"),
-    ("flip", "flip_evaluator", "pip install flip-evaluator==1.7"),
-    ("dists", "DISTS_pytorch", "pip install DISTS_pytorch==0.1"),
-    ("lpips", "lpips", "pip install lpips==0.1.4"),
-])
+@pytest.mark.parametrize(
+    "key, module, fix",
+    [
+        ("cvvdp", "pycvvdp", "pip install cvvdp==0.5.7"),
+        ("flip", "flip_evaluator", "pip install flip-evaluator==1.7"),
+        ("dists", "DISTS_pytorch", "pip install DISTS_pytorch==0.1"),
+        ("lpips", "lpips", "pip install lpips==0.1.4"),
+    ],
+)
 def test_missing_library_is_reported_unavailable(key, module, fix, monkeypatch, fresh_registry):
     monkeypatch.setitem(sys.modules, module, None)  # the import now fails as if not installed
     if module == "DISTS_pytorch":
@@ -220,9 +234,25 @@ def test_cvvdp_runs_offline_and_matches_its_cli(tmp_path, monkeypatch, fresh_reg
     # BMP: the CLI reads PNG through imageio's FreeImage plugin, which it tries to download offline
     Image.fromarray(a).save(tmp_path / "ref.bmp")
     Image.fromarray(b).save(tmp_path / "test.bmp")
-    r = subprocess.run([sys.executable, "-m", "pycvvdp.run_cvvdp", "--test", "test.bmp", "--ref", "ref.bmp",
-                        "--display", "standard_fhd", "--device", "cpu"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pycvvdp.run_cvvdp",
+            "--test",
+            "test.bmp",
+            "--ref",
+            "ref.bmp",
+            "--display",
+            "standard_fhd",
+            "--device",
+            "cpu",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     cli = float(re.search(r"cvvdp=([-\d.]+)", r.stdout + r.stderr).group(1))
     assert ours == pytest.approx(cli, abs=2e-4)  # the CLI prints 4 decimals
@@ -236,8 +266,13 @@ def test_flip_matches_its_cli(tmp_path):
     b = _jpeg(a, 15)
     Image.fromarray(a).save(tmp_path / "ref.png")
     Image.fromarray(b).save(tmp_path / "test.png")
-    r = subprocess.run([flip, "-r", "ref.png", "-t", "test.png", "-ppd", repr(M.PPD), "-nerm", "-v", "2"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [flip, "-r", "ref.png", "-t", "test.png", "-ppd", repr(M.PPD), "-nerm", "-v", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert re.search(r"Pixels per degree: (38|37\.8)", r.stdout), r.stdout  # printed rounded
     cli = float(re.search(r"Mean: ([\d.]+)", r.stdout).group(1))
@@ -263,8 +298,10 @@ def _reference_pairs(kodak_jpegs):
         pytest.skip("the Kodak crop differs from the one the libjxl reference values were recorded on")
     for q, (sha, *_rest) in LIBJXL_REFERENCE.items():
         if _sha(jpegs[q]) != sha:
-            pytest.skip(f"Pillow's JPEG q={q} decodes to other pixels than when the libjxl reference values were "
-                        "recorded (another libjpeg); the reference does not apply")
+            pytest.skip(
+                f"Pillow's JPEG q={q} decodes to other pixels than when the libjxl reference values were "
+                "recorded (another libjpeg); the reference does not apply"
+            )
     return a, jpegs
 
 
@@ -284,15 +321,25 @@ def _libjxl_tool(env: str, name: str, hint: str) -> str:
 
 
 def test_ssimulacra2_tool_reproduces_the_reference_and_is_used(kodak_jpegs, tmp_path, fresh_registry):
-    tool = _libjxl_tool(perceptual.SSIMULACRA2_ENV, "ssimulacra2",
-                        "Debian 13's libjxl-devtools (0.11) ships it, Debian 12's (0.7) does not")
+    tool = _libjxl_tool(
+        perceptual.SSIMULACRA2_ENV,
+        "ssimulacra2",
+        "Debian 13's libjxl-devtools (0.11) ships it, Debian 12's (0.7) does not",
+    )
     a, jpegs = _reference_pairs(kodak_jpegs)
     assert perceptual.ssimulacra2_implementation() == "libjxl"
     Image.fromarray(a).save(tmp_path / "ref.png")
     for q, (_, ref_score, *_rest) in LIBJXL_REFERENCE.items():
         Image.fromarray(jpegs[q]).save(tmp_path / "test.png")
-        cli = float(subprocess.run([tool, str(tmp_path / "ref.png"), str(tmp_path / "test.png")],
-                                   capture_output=True, text=True, check=True, timeout=120).stdout)
+        cli = float(
+            subprocess.run(
+                [tool, str(tmp_path / "ref.png"), str(tmp_path / "test.png")],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=120,
+            ).stdout
+        )
         assert cli == pytest.approx(ref_score, abs=0.05), q  # libjxl versions agree closely
         assert M.measure(a, jpegs[q], keys=["ssimulacra2"])["ssimulacra2"] == cli
 
@@ -303,8 +350,13 @@ def test_butteraugli_matches_its_cli_and_the_libjxl_reference(kodak_jpegs, tmp_p
     Image.fromarray(a).save(tmp_path / "ref.png")
     for q, (_, _, ref_max, ref_3n) in LIBJXL_REFERENCE.items():
         Image.fromarray(jpegs[q]).save(tmp_path / "test.png")
-        out = subprocess.run([tool, str(tmp_path / "ref.png"), str(tmp_path / "test.png")], capture_output=True,
-                             text=True, check=True, timeout=120).stdout.split()
+        out = subprocess.run(
+            [tool, str(tmp_path / "ref.png"), str(tmp_path / "test.png")],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout.split()
         ours = M.measure(a, jpegs[q], keys=["butteraugli", "butteraugli_3n"])
         assert ours["butteraugli"] == pytest.approx(float(out[0]), rel=1e-6)  # PNG via the CLI == our PPM path
         assert ours["butteraugli_3n"] == pytest.approx(float(out[2]), rel=1e-5)
@@ -365,8 +417,9 @@ def test_download_is_tried_only_when_allowed(torch_home, monkeypatch):
     assert calls == [("https://download.pytorch.org/models/vgg16-397923af.pth", "397923af")]
 
 
-def test_dists_and_lpips_vgg_load_a_vgg16_checkpoint_from_the_hub_cache(random_vgg16_checkpoint, monkeypatch,
-                                                                       fresh_registry):
+def test_dists_and_lpips_vgg_load_a_vgg16_checkpoint_from_the_hub_cache(
+    random_vgg16_checkpoint, monkeypatch, fresh_registry
+):
     """Plumbing with a random VGG16 (so the values are not meaningful scores): the checkpoint is found in
     TORCH_HOME, loaded strictly, never downloaded; DISTS' alpha/beta come from the package."""
     home, state = random_vgg16_checkpoint
@@ -419,10 +472,26 @@ def test_markdown_table_arrows_and_head_to_head():
     from helpers.bench.compare import head_to_head, markdown_table
 
     rows = [
-        {"image": "x", "codec": "ours:t", "rule": "-", "setting": "", "bytes": 10, "bpp": 0.1, "psnr": 20.0,
-         "flip": 0.2},
-        {"image": "x", "codec": "jpeg", "rule": "ge", "setting": "q=5", "bytes": 11, "bpp": 0.11, "psnr": 22.0,
-         "flip": 0.3},
+        {
+            "image": "x",
+            "codec": "ours:t",
+            "rule": "-",
+            "setting": "",
+            "bytes": 10,
+            "bpp": 0.1,
+            "psnr": 20.0,
+            "flip": 0.2,
+        },
+        {
+            "image": "x",
+            "codec": "jpeg",
+            "rule": "ge",
+            "setting": "q=5",
+            "bytes": 11,
+            "bpp": 0.11,
+            "psnr": 22.0,
+            "flip": 0.3,
+        },
     ]
     md = markdown_table(rows)
     assert md.splitlines()[0] == "| image | codec | rule | setting | bytes | bpp | psnr ↑ | flip ↓ |"
@@ -452,14 +521,21 @@ def test_verdict_sentence_groups_variants_and_names_wins():
     from helpers.metrics import Tally, verdict
 
     lose = {"jpeg": {"psnr": Tally(0, 0, 4), "cvvdp": Tally(1, 0, 3)}, "webp": {"psnr": Tally(0, 0, 4)}}
-    assert verdict({"ours:a": lose, "ours:b": lose}) == \
-        "ours:a and ours:b lose to every baseline (jpeg and webp) on every metric"
-    mixed = {"jpeg": {"psnr": Tally(0, 0, 4), "cvvdp": Tally(3, 0, 1), "flip": Tally(2, 0, 2)},
-             "avif": {"psnr": Tally(), "cvvdp": Tally()}}  # no image in common with avif: not mentioned
-    assert verdict({"ours": mixed}) == ("ours wins against jpeg on ColorVideoVDP (3/4), is level with jpeg on "
-                                        "FLIP (2/4) and loses everywhere else")
-    assert verdict({"ours": {"jpeg": {"psnr": Tally(2, 0, 0)}}}, {"psnr": "PSNR (dB)"}) == \
-        "ours wins against jpeg on every metric (2 images) and loses nowhere"
+    assert (
+        verdict({"ours:a": lose, "ours:b": lose})
+        == "ours:a and ours:b lose to every baseline (jpeg and webp) on every metric"
+    )
+    mixed = {
+        "jpeg": {"psnr": Tally(0, 0, 4), "cvvdp": Tally(3, 0, 1), "flip": Tally(2, 0, 2)},
+        "avif": {"psnr": Tally(), "cvvdp": Tally()},
+    }  # no image in common with avif: not mentioned
+    assert verdict({"ours": mixed}) == (
+        "ours wins against jpeg on ColorVideoVDP (3/4), is level with jpeg on FLIP (2/4) and loses everywhere else"
+    )
+    assert (
+        verdict({"ours": {"jpeg": {"psnr": Tally(2, 0, 0)}}}, {"psnr": "PSNR (dB)"})
+        == "ours wins against jpeg on every metric (2 images) and loses nowhere"
+    )
     assert verdict({"ours": {"jpeg": {"psnr": Tally()}}}) == "ours has no image in common with any baseline"
 
 
@@ -467,30 +543,48 @@ def test_report_head_to_head_block_and_detail_rows():
     from helpers.bench.compare import head_to_head, head_to_head_markdown, verdict_lines
 
     def row(codec, rule, psnr, cvvdp):
-        return {"image": "x", "codec": codec, "rule": rule, "setting": "", "bytes": 10, "bpp": 0.1, "psnr": psnr,
-                "cvvdp": cvvdp}
+        return {
+            "image": "x",
+            "codec": codec,
+            "rule": rule,
+            "setting": "",
+            "bytes": 10,
+            "bpp": 0.1,
+            "psnr": psnr,
+            "cvvdp": cvvdp,
+        }
 
-    comps = [SimpleNamespace(rows=[row("ours:t", "-", 20.0, 7.0), row("jpeg", "ge", 22.0, 6.5),
-                                   row("webp", "ge", 25.0, 8.0)]),
-             SimpleNamespace(rows=[row("ours:t", "-", 20.0, 7.0), row("jpeg", "ge", 20.001, 6.0)])]  # no webp
-    assert head_to_head(comps) == [{"rule": "ge", "baseline": "jpeg", "psnr": "0/2, 1 tie", "cvvdp": "2/2"},
-                                   {"rule": "ge", "baseline": "webp", "psnr": "0/1", "cvvdp": "0/1"}]
-    assert verdict_lines(comps) == ["Rule `ge` (baselines at least as big as ours), 2 images: ours:t wins against "
-                                    "jpeg on ColorVideoVDP (2/2), is level with jpeg on PSNR (0/2, 1 tie) and "
-                                    "loses everywhere else."]
+    comps = [
+        SimpleNamespace(
+            rows=[row("ours:t", "-", 20.0, 7.0), row("jpeg", "ge", 22.0, 6.5), row("webp", "ge", 25.0, 8.0)]
+        ),
+        SimpleNamespace(rows=[row("ours:t", "-", 20.0, 7.0), row("jpeg", "ge", 20.001, 6.0)]),
+    ]  # no webp
+    assert head_to_head(comps) == [
+        {"rule": "ge", "baseline": "jpeg", "psnr": "0/2, 1 tie", "cvvdp": "2/2"},
+        {"rule": "ge", "baseline": "webp", "psnr": "0/1", "cvvdp": "0/1"},
+    ]
+    assert verdict_lines(comps) == [
+        "Rule `ge` (baselines at least as big as ours), 2 images: ours:t wins against "
+        "jpeg on ColorVideoVDP (2/2), is level with jpeg on PSNR (0/2, 1 tie) and "
+        "loses everywhere else."
+    ]
     md = head_to_head_markdown(comps)
     assert md.startswith("| rule | baseline | psnr ↑ | cvvdp ↑ |\n") and verdict_lines(comps)[0] in md
 
-    from helpers.metrics import detail_summary
     from helpers.bench.compare import detail_rows
+    from helpers.metrics import detail_summary
 
     ref = np.full((64, 64, 3), 100, np.uint8)
     noisy = np.clip(ref + np.random.default_rng(0).integers(-30, 31, ref.shape), 0, 255).astype(np.uint8)
     comp = SimpleNamespace(name="x", reference=ref, images=lambda rule: {"original": ref, "jpeg q5": noisy})
     assert detail_rows([comp]) == [{"image": "x", "codec": "jpeg q5", **detail_summary(ref, noisy)}]
     assert detail_rows([comp])[0]["invented"] == 1.0  # the 2x2 interior; border=0 counts all 16 blocks
-    assert detail_rows([comp], border=0)[0] == {"image": "x", "codec": "jpeg q5",
-                                                 **detail_summary(ref, noisy, border=0)}
+    assert detail_rows([comp], border=0)[0] == {
+        "image": "x",
+        "codec": "jpeg q5",
+        **detail_summary(ref, noisy, border=0),
+    }
 
 
 def test_status_command_lists_every_metric(capsys):
@@ -509,6 +603,9 @@ def test_import_or_unavailable_names_the_module_and_the_fix():
 
     assert import_or_unavailable("JSON", "json", "json") is json
     assert import_or_unavailable("JSON", "json", "json", "os.path")[1].__name__ == "posixpath"
-    with pytest.raises(UnavailableError, match=r"^Thing is unavailable: cannot import no_such_mod_sdcomp "
-                                               r"\(ModuleNotFoundError: .*\); pip install thing==1\.0$"):
+    with pytest.raises(
+        UnavailableError,
+        match=r"^Thing is unavailable: cannot import no_such_mod_sdcomp "
+        r"\(ModuleNotFoundError: .*\); pip install thing==1\.0$",
+    ):
         import_or_unavailable("Thing", "thing==1.0", "json", "no_such_mod_sdcomp")

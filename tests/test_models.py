@@ -3,12 +3,12 @@ import time
 import pytest
 import torch
 
-from helpers.errors import ModelNotFoundError, SDCError
 from helpers.backends.load import load_backend
 from helpers.backends.sd import SD_QUANT_SPAN, load_sd
 from helpers.backends.taef2 import load_taef2
 from helpers.backends.taef2_spec import TAEF2_QUANT_SPAN
 from helpers.backends.torch_base import parameter_count, select_device, weights_fingerprint
+from helpers.errors import ModelNotFoundError, SDCError
 
 
 def test_tiny_sd_loads_through_the_real_code_path(tiny_sd, tiny_sd_dir):
@@ -121,9 +121,11 @@ def test_sd14_configs_instantiate_sd14s_parameter_counts():
 
     cfg = sd14.configs()
     with torch.device("meta"):
-        counts = {"vae": parameter_count(AutoencoderKL.from_config(cfg["vae"])),
-                  "unet": parameter_count(UNet2DConditionModel.from_config(cfg["unet"])),
-                  "text_encoder": parameter_count(CLIPTextModel(CLIPTextConfig(**sd14.text_encoder_kwargs())))}
+        counts = {
+            "vae": parameter_count(AutoencoderKL.from_config(cfg["vae"])),
+            "unet": parameter_count(UNet2DConditionModel.from_config(cfg["unet"])),
+            "text_encoder": parameter_count(CLIPTextModel(CLIPTextConfig(**sd14.text_encoder_kwargs()))),
+        }
     assert counts == sd14.PARAMETERS
     assert sd14.config_hash() == sd14.config_hash() and sd14.config_hash(seed=1) != sd14.config_hash()
     assert sd14.SCHEDULER_CONFIG["_class_name"] == "PNDMScheduler" and sd14.SCHEDULER_CONFIG["steps_offset"] == 1

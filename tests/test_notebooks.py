@@ -17,11 +17,11 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import nbformat
 import pytest
+import tomllib
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,13 +29,30 @@ SHARED = ROOT.parent / "shared"  # read-only data beside the project (see tests/
 KODAK = SHARED / "data" / "kodak"
 TAEF2_DIR = SHARED / "weights" / "taef2"
 NB_DIR = ROOT / "notebooks"
-NAMES = ["01_load_weights", "02_vae_roundtrip", "03_latent_quantization", "04_unet_denoising",
-         "05_comparison", "06_article_figures", "07_transform_coding"]
-BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-         "(https://colab.research.google.com/github/sdcomp/sdcomp-notebooks/blob/main/notebooks/{name}.ipynb)")
-FIGURES = ["panels_kodim04.png", "panels_kodim08.png", "panels_kodim23.png", "latent_rgba.png",
-           "vae_roundtrip.png", "quantization_stages.png", "hallucination_error_map.png", "hallucination_crops.png",
-           "then_and_now_kodim04.png"]  # the last: the 2022 palette beside today's default (tc) and AVIF
+NAMES = [
+    "01_load_weights",
+    "02_vae_roundtrip",
+    "03_latent_quantization",
+    "04_unet_denoising",
+    "05_comparison",
+    "06_article_figures",
+    "07_transform_coding",
+]
+BADGE = (
+    "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+    "(https://colab.research.google.com/github/sdcomp/sdcomp-notebooks/blob/main/notebooks/{name}.ipynb)"
+)
+FIGURES = [
+    "panels_kodim04.png",
+    "panels_kodim08.png",
+    "panels_kodim23.png",
+    "latent_rgba.png",
+    "vae_roundtrip.png",
+    "quantization_stages.png",
+    "hallucination_error_map.png",
+    "hallucination_crops.png",
+    "then_and_now_kodim04.png",
+]  # the last: the 2022 palette beside today's default (tc) and AVIF
 CELL_TIMEOUT = 600  # seconds per cell; the whole suite takes a few minutes on 2 CPU cores
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SETUP_MAX_LINES = 22  # the shared first code cell stays short: the rest lives in helpers.notebook
@@ -57,6 +74,7 @@ def code_cells(nb):
 # ----------------------------------------------------------------------------------------------
 # static checks (fast)
 # ----------------------------------------------------------------------------------------------
+
 
 def test_every_notebook_is_a_jupytext_pair():
     for ext in ("ipynb", "py"):
@@ -83,14 +101,18 @@ def test_pair_is_in_sync(name, tmp_path):
         os.utime(ipynb if newer is py else py, (now - 60, now - 60))
         jupytext_cli(["--sync", "--quiet", str(newer)])
         for f in (py, ipynb):
-            assert f.read_text() == (NB_DIR / f.name).read_text(), \
+            assert f.read_text() == (NB_DIR / f.name).read_text(), (
                 f"notebooks/{name}: .py and .ipynb are out of sync: run jupytext --sync notebooks/{name}.py"
+            )
 
 
 def test_notebooks_are_output_stripped():
     """nbstripout (cell ids kept: they are stable) would change nothing."""
-    out = subprocess.run([sys.executable, "-m", "nbstripout", "--verify", "--keep-id",
-                          *(str(NB_DIR / f"{n}.ipynb") for n in NAMES)], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "nbstripout", "--verify", "--keep-id", *(str(NB_DIR / f"{n}.ipynb") for n in NAMES)],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, f"run nbstripout --keep-id notebooks/*.ipynb: {out.stdout}{out.stderr}"
 
 
@@ -125,11 +147,18 @@ def test_notebook_conventions(name):
 
     setup = nb.cells[1]
     assert setup.cell_type == "code"
-    for needle in ('"google.colab" in sys.modules', "https://github.com/sdcomp/sdcomp-notebooks",
-                   '"--no-deps", "-e", "."', "os.chdir(", "sys.path.insert(0,", "setup(IN_COLAB)"):
+    for needle in (
+        '"google.colab" in sys.modules',
+        "https://github.com/sdcomp/sdcomp-notebooks",
+        '"--no-deps", "-e", "."',
+        "os.chdir(",
+        "sys.path.insert(0,",
+        "setup(IN_COLAB)",
+    ):
         assert needle in setup.source, f"setup cell lacks {needle!r}"
-    assert re.search(r"^IN_COLAB = \"google\.colab\" in sys\.modules\nif IN_COLAB\b", setup.source, re.M), \
+    assert re.search(r"^IN_COLAB = \"google\.colab\" in sys\.modules\nif IN_COLAB\b", setup.source, re.M), (
         "the Colab-only steps must sit under `if IN_COLAB`"
+    )
     assert re.search(r"^from helpers\.notebook import setup\b", setup.source, re.M)
 
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -143,8 +172,9 @@ def test_notebook_conventions(name):
         assert "run_line_magic" not in src
         # absolute paths: quoted strings starting with / or ~ or a drive letter, or well-known roots anywhere
         assert not re.search(r"""["'](/|~[/\\]|[A-Za-z]:[/\\])""", src), f"cell {cell.id} has an absolute path"
-        assert not re.search(r"(?<![\w/.:])/(work|home|root|tmp|content|Users|mnt)/", src), \
+        assert not re.search(r"(?<![\w/.:])/(work|home|root|tmp|content|Users|mnt)/", src), (
             f"cell {cell.id} has an absolute path"
+        )
 
 
 COLAB_DRIVER = """
@@ -182,14 +212,20 @@ def test_colab_branch_of_the_setup_cell(tmp_path):
     (tmp_path / "setup.py").write_text(read("02_vae_roundtrip").cells[1].source)
     (tmp_path / "driver.py").write_text(COLAB_DRIVER)
     env = {k: v for k, v in os.environ.items() if k not in ("SDCOMP_DATA", "PYTHONPATH")}
-    out = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "setup.py")],
-                         cwd=clone.parent, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "setup.py")],
+        cwd=clone.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert Path(result["cwd"]) == (clone / "notebooks").resolve()
     pip = [c for c in result["calls"] if "pip" in c]
     assert pip and pip[0][-5:] == ["install", "-q", "--no-deps", "-e", "."]
-    extras = {a for c in pip[1:] for a in c[c.index("-q") + 1:]}
+    extras = {a for c in pip[1:] for a in c[c.index("-q") + 1 :]}
     wanted = set(pyproject_dependencies()) - {"torch", "torchvision"}
     assert {"diffusers", "lpips", "constriction", "onnxruntime"} <= wanted
     assert extras == wanted, f"the Colab installs miss {wanted - extras} / add {extras - wanted}"
@@ -203,10 +239,8 @@ def test_colab_branch_of_the_setup_cell(tmp_path):
 def test_local_branch_of_the_setup_cell(tmp_path):
     """Outside Colab the cell installs and downloads nothing and imports this checkout's helpers."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    code = (read("01_load_weights").cells[1].source
-            + "\nimport helpers\nprint('HELPERS', helpers.__file__)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=NB_DIR, env=env, capture_output=True, text=True,
-                         timeout=120)
+    code = read("01_load_weights").cells[1].source + "\nimport helpers\nprint('HELPERS', helpers.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=NB_DIR, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert f"HELPERS {ROOT / 'helpers' / '__init__.py'}" in out.stdout and "Colab: False" in out.stdout
 
@@ -242,8 +276,13 @@ def execute(name: str, env: dict[str, str], monkeypatch) -> tuple[nbformat.Noteb
     for key, value in env.items():  # the kernel process inherits the test process's environment
         monkeypatch.setenv(key, value)
     nb = read(name)
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, startup_timeout=180, kernel_name="python3",
-                            resources={"metadata": {"path": str(NB_DIR)}})
+    client = NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT,
+        startup_timeout=180,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NB_DIR)}},
+    )
     t0 = time.perf_counter()
     client.execute()
     return nb, time.perf_counter() - t0

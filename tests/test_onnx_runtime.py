@@ -22,11 +22,34 @@ from tests.conftest import KODAK, ROOT, TAEF2_DIR, need_shared
 pytest.importorskip("onnxruntime")
 
 #: what the ONNX path must never import (torch and everything that drags it in, plotting, metrics, SciPy)
-HEAVY = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "matplotlib", "scipy", "skimage",
-         "cvvdp", "lpips", "flip_evaluator", "ssimulacra2", "DISTS_pytorch", "pytorch_msssim", "huggingface_hub",
-         "pandas", "libimagequant", "onnx", "helpers.metrics", "helpers.plots", "helpers.baselines",
-         "helpers.backends.torch_base", "helpers.backends.load", "helpers.backends.sd", "helpers.backends.taef2",
-         "helpers.backends.denoise")
+HEAVY = (
+    "torch",
+    "torchvision",
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "matplotlib",
+    "scipy",
+    "skimage",
+    "cvvdp",
+    "lpips",
+    "flip_evaluator",
+    "ssimulacra2",
+    "DISTS_pytorch",
+    "pytorch_msssim",
+    "huggingface_hub",
+    "pandas",
+    "libimagequant",
+    "onnx",
+    "helpers.metrics",
+    "helpers.plots",
+    "helpers.baselines",
+    "helpers.backends.torch_base",
+    "helpers.backends.load",
+    "helpers.backends.sd",
+    "helpers.backends.taef2",
+    "helpers.backends.denoise",
+)
 
 
 @pytest.fixture(scope="session")
@@ -66,8 +89,11 @@ def test_same_fingerprint_and_geometry_as_pytorch(taef2, onnx_taef2):
     from helpers.backends.taef2 import halos
 
     assert onnx_taef2.fingerprint == taef2.fingerprint
-    assert (onnx_taef2.latent_channels, onnx_taef2.downsample, onnx_taef2.quant_span) == \
-        (taef2.latent_channels, taef2.downsample, taef2.quant_span)
+    assert (onnx_taef2.latent_channels, onnx_taef2.downsample, onnx_taef2.quant_span) == (
+        taef2.latent_channels,
+        taef2.downsample,
+        taef2.quant_span,
+    )
     assert (onnx_taef2.enc_halo, onnx_taef2.dec_halo) == halos()
     assert onnx_taef2.model_id == taef2.model_id == "taef2"
     assert "ONNX Runtime" in onnx_taef2.describe()
@@ -138,8 +164,11 @@ def test_tiling_is_exact_and_threads_arena_do_not_change_pixels(onnx_taef2):
         np.testing.assert_array_equal(onnx_taef2.decode_array(z_ref), y_ref)
     finally:
         onnx_taef2.tile, onnx_taef2.inner_tile = old
-    for settings in (OrtSettings(threads=1), OrtSettings(threads=2, arena=True, mem_pattern=True),
-                     OrtSettings(threads=3, spinning=True)):
+    for settings in (
+        OrtSettings(threads=1),
+        OrtSettings(threads=2, arena=True, mem_pattern=True),
+        OrtSettings(threads=3, spinning=True),
+    ):
         other = load_taef2_onnx(TAEF2_DIR, settings=settings)
         other.tile = other.inner_tile = 10**6
         np.testing.assert_array_equal(other.encode_array(x), z_ref)
@@ -158,7 +187,8 @@ def test_stale_and_corrupt_caches_are_reexported(taef2, tmp_path, monkeypatch):
     assert not list(folder.parent.glob(".*"))  # no temporary or old folders left beside it
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["fingerprint"] == taef2.fingerprint and manifest["weights_sha256"] == ox.weights_digest(
-        ox.taef2_weight_files(TAEF2_DIR))
+        ox.taef2_weight_files(TAEF2_DIR)
+    )
     z = np.zeros((1, 32, 4, 4), np.float32)
     y_ref = b.decode_array(z)
     # a flipped byte inside a graph (same size): caught by the SHA-256 when the session opens, re-exported
@@ -211,6 +241,7 @@ def test_other_weights_get_their_own_graphs(taef2, tmp_path, monkeypatch):
 # the runtime switch
 # ------------------------------------------------------------------------------------------
 
+
 def test_choose_runtime(monkeypatch, tmp_path):
     from helpers.backends import resolve as rt
 
@@ -256,8 +287,10 @@ def test_cli_refuses_onnx_for_sd_and_gpu(tiny_sd_dir, tmp_path, capsys):
     Image.fromarray(np.full((32, 32, 3), 100, np.uint8)).save(src)
     assert main(["encode", str(src), str(tmp_path / "o.sdc"), "--model", str(tiny_sd_dir), "--runtime", "onnx"]) == 2
     assert "runs TAEF2 only" in capsys.readouterr().err
-    assert main(["encode", str(src), str(tmp_path / "o.sdc"), "--model", "taef2", "--runtime", "onnx",
-                 "--device", "cuda"]) == 2
+    assert (
+        main(["encode", str(src), str(tmp_path / "o.sdc"), "--model", "taef2", "--runtime", "onnx", "--device", "cuda"])
+        == 2
+    )
     assert "CPU only" in capsys.readouterr().err
 
 
@@ -265,17 +298,26 @@ def test_cli_refuses_onnx_for_sd_and_gpu(tiny_sd_dir, tmp_path, capsys):
 # the CLI in subprocesses: both runtimes, what gets imported, no torch, no onnxruntime
 # ------------------------------------------------------------------------------------------
 
+
 def _cli(argvs, block=(), env=None):
     """Run helpers.cli.main on each argv in one fresh interpreter (modules in ``block`` made unimportable);
     returns (completed process, sorted sys.modules at the end, return codes)."""
-    code = ("import sys, json\n"
-            f"for m in {list(block)!r}:\n    sys.modules[m] = None\n"
-            "from helpers.cli import main\n"
-            f"rcs = [main(a) for a in {argvs!r}]\n"
-            "print('RESULT ' + json.dumps({'rcs': rcs, 'modules': sorted(k for k, v in sys.modules.items() "
-            "if v is not None)}))\n")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    code = (
+        "import sys, json\n"
+        f"for m in {list(block)!r}:\n    sys.modules[m] = None\n"
+        "from helpers.cli import main\n"
+        f"rcs = [main(a) for a in {argvs!r}]\n"
+        "print('RESULT ' + json.dumps({'rcs': rcs, 'modules': sorted(k for k, v in sys.modules.items() "
+        "if v is not None)}))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
     assert line, r.stderr[-3000:]
     res = json.loads(line[-1][7:])
@@ -291,9 +333,25 @@ def test_onnx_cli_imports_no_heavy_module_and_logs_stages(cached_graphs, crop256
     src, sdc, png = tmp_path / "in.png", tmp_path / "o.sdc", tmp_path / "o.png"
     crop256.save(src)
     log = tmp_path / "timing.json"
-    r, modules, rcs = _cli([["encode", str(src), str(sdc), "--model", "taef2", "--runtime", "onnx",
-                             "--target-bytes", "2000", "--coder", "arith"],
-                            ["decode", str(sdc), str(png), "--runtime", "onnx"]], env={"SDCOMP_TIMING": str(log)})
+    r, modules, rcs = _cli(
+        [
+            [
+                "encode",
+                str(src),
+                str(sdc),
+                "--model",
+                "taef2",
+                "--runtime",
+                "onnx",
+                "--target-bytes",
+                "2000",
+                "--coder",
+                "arith",
+            ],
+            ["decode", str(sdc), str(png), "--runtime", "onnx"],
+        ],
+        env={"SDCOMP_TIMING": str(log)},
+    )
     assert rcs == [0, 0], r.stderr
     assert "via ONNX Runtime" in r.stderr and "exporting" not in r.stderr
     loaded = [m for m in HEAVY if m in modules or any(k.startswith(m + ".") for k in modules)]
@@ -314,8 +372,10 @@ def test_cli_without_torch_uses_cached_graphs_and_explains_missing_ones(cached_g
     from helpers.backends.resolve import gpu_visible
 
     pick = ["--runtime", "onnx"] if gpu_visible() else []  # the default (auto) means ONNX Runtime on a CPU
-    args = [["encode", str(src), str(tmp_path / "o.sdc"), "--model", "taef2", "--colors", "8", *pick],
-            ["decode", str(tmp_path / "o.sdc"), str(tmp_path / "o.png"), *pick]]
+    args = [
+        ["encode", str(src), str(tmp_path / "o.sdc"), "--model", "taef2", "--colors", "8", *pick],
+        ["decode", str(tmp_path / "o.sdc"), str(tmp_path / "o.png"), *pick],
+    ]
     r, modules, rcs = _cli(args, block=("torch",))
     assert rcs == [0, 0], r.stderr
     assert "torch" not in [m.split(".")[0] for m in modules]
@@ -338,11 +398,13 @@ def test_cli_without_onnxruntime(cached_graphs, crop256, tmp_path):
     src = tmp_path / "in.png"
     crop256.resize((64, 48)).save(src)
     out = str(tmp_path / "o.sdc")
-    r, _, rcs = _cli([["encode", str(src), out, "--model", "taef2", "--colors", "8", "--runtime", "onnx"]],
-                     block=("onnxruntime",))
+    r, _, rcs = _cli(
+        [["encode", str(src), out, "--model", "taef2", "--colors", "8", "--runtime", "onnx"]], block=("onnxruntime",)
+    )
     assert rcs == [2]
-    assert r.stderr.strip().splitlines()[-1] == ("error: onnxruntime is not installed: pip install "
-                                                 "onnxruntime==1.32.0, or use --runtime torch")
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: onnxruntime is not installed: pip install onnxruntime==1.32.0, or use --runtime torch"
+    )
     r, modules, rcs = _cli([["encode", str(src), out, "--model", "taef2", "--colors", "8"]], block=("onnxruntime",))
     assert rcs == [0] and "torch" in modules  # auto falls back to PyTorch
 

@@ -1,8 +1,7 @@
 import numpy as np
 from PIL import Image
 
-from helpers.plots import (detail_maps_figure, difference_map, invented_crops, latent_as_rgba, top_corners,
-                           worst_crops)
+from helpers.plots import detail_maps_figure, difference_map, invented_crops, latent_as_rgba, top_corners, worst_crops
 
 
 def _pair():
@@ -77,16 +76,30 @@ def test_detail_maps_figure_has_one_panel_per_image():
 
 
 def test_comparison_figure_with_missing_baselines(taef2):
+    from helpers.bench.compare import compare_image
     from helpers.codec import CodecParams
     from helpers.plots import comparison_figure
-    from helpers.bench.compare import compare_image
 
     rng = np.random.default_rng(2)
     img = Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8))
-    a = compare_image(img, taef2, "a", CodecParams(method="palette", colors=16), codecs=["jpeg", "webp"], rules=("ge",),
-                      with_lpips=False)
-    b = compare_image(img, taef2, "b", CodecParams(method="palette", colors=16), codecs=["jpeg", "webp"], rules=("ge",),
-                      with_lpips=False)
+    a = compare_image(
+        img,
+        taef2,
+        "a",
+        CodecParams(method="palette", colors=16),
+        codecs=["jpeg", "webp"],
+        rules=("ge",),
+        with_lpips=False,
+    )
+    b = compare_image(
+        img,
+        taef2,
+        "b",
+        CodecParams(method="palette", colors=16),
+        codecs=["jpeg", "webp"],
+        rules=("ge",),
+        with_lpips=False,
+    )
     del a.baselines["ge"]["webp"]  # as when a codec cannot reach the size for one image
     assert [k for k, *_ in a.panels("ge")] == ["original", "jpeg", "ours"]
     fig = comparison_figure([a, b], rule="ge")
@@ -98,14 +111,21 @@ def test_comparison_figure_with_missing_baselines(taef2):
 def test_comparison_figure_perceptual_line(taef2):
     """Where the rows carry ColorVideoVDP and SSIMULACRA 2, each decoded panel gets a third title line with
     their values and direction arrows."""
+    from helpers.bench.compare import compare_image
     from helpers.codec import CodecParams
     from helpers.plots import comparison_figure, metric_line
-    from helpers.bench.compare import compare_image
 
     rng = np.random.default_rng(3)
     img = Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8))
-    comp = compare_image(img, taef2, "a", CodecParams(method="palette", colors=16), codecs=["jpeg"], rules=("ge",),
-                         metric_keys=("psnr", "cvvdp", "ssimulacra2"))
+    comp = compare_image(
+        img,
+        taef2,
+        "a",
+        CodecParams(method="palette", colors=16),
+        codecs=["jpeg"],
+        rules=("ge",),
+        metric_keys=("psnr", "cvvdp", "ssimulacra2"),
+    )
     titles = [ax.get_title() for ax in comparison_figure([comp]).axes]
     ours = next(t for t in titles if t.startswith("ours"))
     jod, s2 = comp.rows[0]["cvvdp"], comp.rows[0]["ssimulacra2"]

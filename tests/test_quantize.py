@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from helpers.errors import SDCError
 from helpers.backends.sd import SD_QUANT_SPAN
+from helpers.errors import SDCError
 from helpers.methods.palette.quantize import (
     apply_palette,
     error_diffusion,
@@ -15,7 +15,7 @@ from helpers.methods.palette.quantize import (
 
 
 def test_sd_span_is_the_original_constant():
-    assert SD_QUANT_SPAN == pytest.approx(46.44825)
+    assert pytest.approx(46.44825) == SD_QUANT_SPAN
 
 
 def test_quantize_formula_hand_computed():

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.methods.tc import tcoder as T
 from helpers.codec import encode_latents
 from helpers.methods.tc import rate_model as R
+from helpers.methods.tc import tcoder as T
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,8 @@ def test_noise_relaxation_is_unbiased_at_high_rate_only(latents, taef2):
     ratio = {}
     for budget in (5000, 30000):
         coded, _ = T.encode_latent(z, taef2.fingerprint, budget=budget)
-        bits = R.rate_bits(R.analyze(torch.from_numpy(z).double()[None], tables, levels), tables, levels, coded.k,
-                           mode="noise")
+        bits = R.rate_bits(
+            R.analyze(torch.from_numpy(z).double()[None], tables, levels), tables, levels, coded.k, mode="noise"
+        )
         ratio[budget] = (float(bits[0]) / 8 + R.PAYLOAD_OVERHEAD) / len(coded.payload)
     assert abs(ratio[30000] - 1) < 0.05 and ratio[5000] > 1.5, ratio

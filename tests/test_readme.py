@@ -43,8 +43,9 @@ def test_tables_agree_with_the_committed_summaries():
     dm_summary = (results / "decode_memory" / "summary.md").read_text()
     matched = 0
     for line in dm_summary.splitlines():
-        m = re.match(r"\| (\d+x\d+) \| (onnx|torch) \| 0 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| (\d+) \| (\d+) \| (\d+) \|",
-                     line)
+        m = re.match(
+            r"\| (\d+x\d+) \| (onnx|torch) \| 0 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| (\d+) \| (\d+) \| (\d+) \|", line
+        )
         if m:
             cell = _row(dm, m.group(1))[1 if m.group(2) == "onnx" else 2]
             assert f"**{m.group(3)}** ({m.group(5)})" in cell and _row(dm, m.group(1))[-1] == m.group(4)
@@ -52,8 +53,9 @@ def test_tables_agree_with_the_committed_summaries():
     assert matched == 12
 
     sd = readme.sd_fullsize_table(results)
-    counts = re.search(r"UNet ([\d,]+), VAE ([\d,]+), CLIP text encoder ([\d,]+)",
-                       (results / "sd_fullsize" / "summary.md").read_text()).groups()
+    counts = re.search(
+        r"UNet ([\d,]+), VAE ([\d,]+), CLIP text encoder ([\d,]+)", (results / "sd_fullsize" / "summary.md").read_text()
+    ).groups()
     unet, vae, clip = (int(c.replace(",", "")) / 1e6 for c in counts)
     assert f"UNet {unet:.1f} M, VAE {vae:.1f} M, CLIP text encoder {clip:.1f} M" in _row(sd, "parameters")[1]
 
@@ -69,7 +71,7 @@ def test_stale_and_unknown_blocks(tmp_path):
     new = readme.render(text, results)
     assert new.startswith("intro\n<!-- results:large-photo -->\n| size |") and new.endswith("<!-- /results -->\nend\n")
     assert readme.stale_blocks(new, results) == []
-    doc = (results / "large_photo" / "records.json")
+    doc = results / "large_photo" / "records.json"
     doc.write_text(doc.read_text().replace('"wall_s": 192.21', '"wall_s": 290.0'))  # a new run: the table follows
     assert readme.stale_blocks(new, results) == ["large-photo"] and "| 290 s /" in readme.render(new, results)
     readme_file = tmp_path / "README.md"

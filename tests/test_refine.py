@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers.methods.tc import tcoder as T
 from helpers.codec import encode_latents
 from helpers.images import apply_policy, load_image
 from helpers.methods.tc import refine
+from helpers.methods.tc import tcoder as T
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,9 @@ def _quantizer_for(fingerprint, budget):
     def quantizer_for(zz):
         c, _ = T.encode_latent(zz, fingerprint, budget=budget)
         quantizer_for.k = c.k
-        return lambda x: T.synthesize(T.dequantize(T.quantize(T.analyze(x, c.tables, c.levels), c.k), c.k),
-                                      c.tables, c.levels)
+        return lambda x: T.synthesize(
+            T.dequantize(T.quantize(T.analyze(x, c.tables, c.levels), c.k), c.k), c.tables, c.levels
+        )
 
     return quantizer_for
 

@@ -30,9 +30,11 @@ def _crop(name: str = "kodim23", size: int = 256) -> np.ndarray:
 
 def _reference_retention(ref: np.ndarray, test: np.ndarray) -> float:
     """An independent computation: scipy's Gaussian filter (mirror borders, truncate 4) on BT.601 luma."""
+
     def energy(x):
         y = x.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
         return np.var(y - gaussian_filter(y, sigma=2.0))
+
     return energy(test) / energy(ref)
 
 
@@ -71,16 +73,32 @@ def test_registry_marks_it_as_no_score_and_never_a_win():
 
 
 def _rec(image, codec, kind, psnr, detail):
-    return {"image": image, "codec": codec, "rule": "le", "budget": 5000, "kind": kind, "bytes": 4900,
-            "bpp": 0.1495, "psnr": psnr, "ssim": 0.7, "ms_ssim": 0.9, "lpips": None, "detail_retention": detail}
+    return {
+        "image": image,
+        "codec": codec,
+        "rule": "le",
+        "budget": 5000,
+        "kind": kind,
+        "bytes": 4900,
+        "bpp": 0.1495,
+        "psnr": psnr,
+        "ssim": 0.7,
+        "ms_ssim": 0.9,
+        "lpips": None,
+        "detail_retention": detail,
+    }
 
 
 def test_summary_shows_the_mean_beside_fidelity_but_counts_no_wins(tmp_path):
     from helpers.bench.aggregate import aggregate, head_to_head
     from helpers.bench.summary import budget_table
 
-    recs = [_rec("a", "tc", "ours", 25.0, 0.9), _rec("b", "tc", "ours", 26.0, 0.8),
-            _rec("a", "avif", "baseline", 27.0, 0.3), _rec("b", "avif", "baseline", 28.0, 0.5)]
+    recs = [
+        _rec("a", "tc", "ours", 25.0, 0.9),
+        _rec("b", "tc", "ours", 26.0, 0.8),
+        _rec("a", "avif", "baseline", 27.0, 0.3),
+        _rec("b", "avif", "baseline", 28.0, 0.5),
+    ]
     sel = {"images": ["a", "b"], "budgets": [5000], "codecs": ["avif"], "rules": ["le"], "ours": ["tc"]}
     agg = aggregate(recs, sel["images"])
     assert agg[("tc", "le", 5000)]["detail_retention"] == pytest.approx(0.85)
@@ -96,6 +114,7 @@ def test_summary_shows_the_mean_beside_fidelity_but_counts_no_wins(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # the decoder's reach
 # ----------------------------------------------------------------------------------------------
+
 
 def test_reach_image_optimised_latent_beats_the_encoder(taef2):
     from helpers.bench.reach import reach_image
@@ -121,8 +140,11 @@ def test_reach_run_caches_per_image_and_respects_the_time_budget(tmp_path, monke
 
     def fake_encoder(backend, ref, keys):
         calls.append("enc")
-        return None, {"pixels_sha1": reach._digest(ref), "encoder": {"psnr": float(ref.mean())},
-                      "seconds": {"encode": 0.1, "decode": 0.1}}
+        return None, {
+            "pixels_sha1": reach._digest(ref),
+            "encoder": {"psnr": float(ref.mean())},
+            "seconds": {"encode": 0.1, "decode": 0.1},
+        }
 
     def fake_reach(backend, ref, steps, lr, keys, progress=False, base=None):
         calls.append("opt")
@@ -161,8 +183,13 @@ def test_reach_lines_on_the_rd_plot(tmp_path):
 
     from helpers.plots import reach_lines
 
-    reach = {"steps": 20, "images": {"a": {"encoder": {"psnr": 30.0}, "optimised": {"psnr": 34.0}},
-                                     "b": {"encoder": {"psnr": 28.0}, "optimised": {"psnr": 32.0}}}}
+    reach = {
+        "steps": 20,
+        "images": {
+            "a": {"encoder": {"psnr": 30.0}, "optimised": {"psnr": 34.0}},
+            "b": {"encoder": {"psnr": 28.0}, "optimised": {"psnr": 32.0}},
+        },
+    }
     fig, ax = plt.subplots()
     assert reach_lines(ax, reach, "psnr") == ["decoder reach: D(E(x))", "D(z*), 20 steps"]
     assert sorted(line.get_ydata()[0] for line in ax.get_lines()) == [29.0, 33.0]
@@ -174,8 +201,15 @@ def test_reach_lines_on_the_rd_plot(tmp_path):
 def test_choice_slider_swaps_the_pictures():
     from helpers.plots import choice_slider, compose_split, png_bytes
 
-    pics = {name: Image.new("RGB", (64, 48), color) for name, color in
-            (("original", (0, 0, 0)), ("2022", (255, 0, 0)), ("default", (0, 255, 0)), ("avif", (0, 0, 255)))}
+    pics = {
+        name: Image.new("RGB", (64, 48), color)
+        for name, color in (
+            ("original", (0, 0, 0)),
+            ("2022", (255, 0, 0)),
+            ("default", (0, 255, 0)),
+            ("avif", (0, 0, 255)),
+        )
+    }
     box = choice_slider(pics, "original", "2022")
     assert box.image.value == png_bytes(compose_split(pics["original"], pics["2022"], 0.5))
     box.right_choice.value = "avif"

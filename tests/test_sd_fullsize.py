@@ -51,11 +51,24 @@ def standin(tmp_path_factory):
 
 
 def _cli(*args, timing: Path) -> tuple[subprocess.CompletedProcess, dict]:
-    env = {**os.environ, "SDCOMP_TIMING": str(timing), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PYTHONPATH": str(ROOT), "TRANSFORMERS_VERBOSITY": "error"}
+    env = {
+        **os.environ,
+        "SDCOMP_TIMING": str(timing),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+        "TRANSFORMERS_VERBOSITY": "error",
+    }
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "helpers", *args, "--device", "cpu"], cwd=ROOT, env=env, check=False,
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-m", "helpers", *args, "--device", "cpu"],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     log = json.loads(timing.read_text())
     log["wall"] = time.perf_counter() - t0
@@ -95,8 +108,18 @@ def test_sd14_fullsize_cli_palette_and_tc_with_denoise(standin, tmp_path):
     costs = {}
     for method, extra in (("palette", ["--method", "palette", "--colors", "256"]), ("tc", ["--method", "tc"])):
         sdc, png = tmp_path / f"{method}.sdc", tmp_path / f"{method}.png"
-        out, enc = _cli("encode", str(src), str(sdc), "--model", str(standin), "--policy", "crop512", "--denoise",
-                        *extra, timing=tmp_path / f"enc_{method}.json")
+        out, enc = _cli(
+            "encode",
+            str(src),
+            str(sdc),
+            "--model",
+            str(standin),
+            "--policy",
+            "crop512",
+            "--denoise",
+            *extra,
+            timing=tmp_path / f"enc_{method}.json",
+        )
         data = sdc.read_bytes()
         assert f"{sdc}: {len(data)} bytes" in out.stdout
         header, payload = bitstream.unpack(data)
@@ -126,7 +149,9 @@ def test_sd14_fullsize_cli_palette_and_tc_with_denoise(standin, tmp_path):
         assert dec["peak_MiB"] < DECODE_PEAK_MIB, f"decode peaked at {dec['peak_MiB']:.0f} MiB"
         costs[method] = (enc, dec, len(data))
     for method, (enc, dec, nbytes) in costs.items():
-        print(f"{method}: {nbytes} B; encode {enc['wall']:.1f} s wall, peak {enc['peak_MiB']:.0f} MiB; decode "
-              f"{dec['wall']:.1f} s wall (denoise {dec['codec_wall']['denoise']:.1f} s, VAE decode "
-              f"{dec['codec_wall']['vae_decode']:.1f} s), peak {dec['peak_MiB']:.0f} MiB; "
-              f"load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"{method}: {nbytes} B; encode {enc['wall']:.1f} s wall, peak {enc['peak_MiB']:.0f} MiB; decode "
+            f"{dec['wall']:.1f} s wall (denoise {dec['codec_wall']['denoise']:.1f} s, VAE decode "
+            f"{dec['codec_wall']['vae_decode']:.1f} s), peak {dec['peak_MiB']:.0f} MiB; "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )

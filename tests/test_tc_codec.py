@@ -30,8 +30,7 @@ def test_taef2_has_shipped_tables(taef2):
     t = tcoder.trained_tables(taef2.fingerprint)
     assert t is not None and t.channels == 32 and set(t.A) == set(range(tcoder.MAX_LEVELS + 1))
     for L, A in t.A.items():  # analysis and synthesis matrices are inverses
-        np.testing.assert_allclose(np.einsum("bij,bjk->bik", t.Ai[L], A), np.eye(32)[None].repeat(len(A), 0),
-                                   atol=1e-4)
+        np.testing.assert_allclose(np.einsum("bij,bjk->bik", t.Ai[L], A), np.eye(32)[None].repeat(len(A), 0), atol=1e-4)
 
 
 @pytest.mark.parametrize("budget", [2000, 5000, 12000])
@@ -49,8 +48,15 @@ def test_taef2_budget_bit_exact_and_quality(taef2, kodim23, budget):
 
 def test_taef2_beats_the_palette_method_at_5kb(taef2, kodim23):
     tc = decode(encode(kodim23, taef2, CodecParams(method="tc", policy="crop512"), target_bytes=5000).data, taef2)
-    pal = decode(encode(kodim23, taef2, CodecParams(method="palette", coder="arith", colors=1024, policy="crop512"),
-                        target_bytes=5000).data, taef2)
+    pal = decode(
+        encode(
+            kodim23,
+            taef2,
+            CodecParams(method="palette", coder="arith", colors=1024, policy="crop512"),
+            target_bytes=5000,
+        ).data,
+        taef2,
+    )
     assert psnr(kodim23, tc.image) > psnr(kodim23, pal.image) + 3.0
 
 
@@ -94,8 +100,13 @@ def test_tc_header_fields_are_checked(taef2, kodim23):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "helpers", *args], cwd=cwd, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [sys.executable, "-m", "helpers", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_cli_default_is_tc_and_palette_reproduces_the_2022_method(tmp_path, kodak_dir):
@@ -113,11 +124,14 @@ def test_cli_default_is_tc_and_palette_reproduces_the_2022_method(tmp_path, koda
     assert Image.open(tmp_path / "a.png").size == (256, 256)
 
 
-@pytest.mark.parametrize("args,method,coder", [
-    (["--coder", "arith"], "kmeans", "arith"),
-    (["--colors", "16"], "kmeans", "zlib"),
-    ([], "tc", "range"),
-])
+@pytest.mark.parametrize(
+    "args,method,coder",
+    [
+        (["--coder", "arith"], "kmeans", "arith"),
+        (["--colors", "16"], "kmeans", "zlib"),
+        ([], "tc", "range"),
+    ],
+)
 def test_cli_palette_flags_without_method_mean_palette(tmp_path, kodak_dir, args, method, coder):
     """Command lines written for the 2022 method keep meaning it: palette-only flags pick the palette method."""
     src = tmp_path / "in.png"
@@ -128,13 +142,16 @@ def test_cli_palette_flags_without_method_mean_palette(tmp_path, kodak_dir, args
     assert (h.method, h.coder) == (method, coder)
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["--method", "tc", "--coder", "arith"], "tc has its own range coder"),
-    (["--method", "palette", "--effort", "1"], "--method tc only"),
-    (["--method", "kmeans", "--coder", "range"], "tc method's coder"),
-    (["--method", "tc", "--colors", "16"], "sets a palette size"),
-    (["--coder", "range", "--colors", "16"], "tc method's coder"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--method", "tc", "--coder", "arith"], "tc has its own range coder"),
+        (["--method", "palette", "--effort", "1"], "--method tc only"),
+        (["--method", "kmeans", "--coder", "range"], "tc method's coder"),
+        (["--method", "tc", "--colors", "16"], "sets a palette size"),
+        (["--coder", "range", "--colors", "16"], "tc method's coder"),
+    ],
+)
 def test_cli_refuses_mixed_method_options(tmp_path, kodak_dir, args, msg):
     src = tmp_path / "in.png"
     load_image(kodak_dir / "kodim23.png").crop((0, 0, 64, 64)).save(src)

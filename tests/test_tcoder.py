@@ -35,7 +35,7 @@ def test_wavelet_compacts_a_smooth_signal():
     y, x = np.mgrid[0:64, 0:64]
     sig = np.sin(x / 20.0) + np.cos(y / 25.0)
     bands = T.dwt2(sig[None], 4)
-    energy = [float((b ** 2).sum()) for b in bands]
+    energy = [float((b**2).sum()) for b in bands]
     assert energy[0] > 0.99 * sum(energy)  # nearly all energy in the 4x4 LL band
 
 
@@ -123,7 +123,7 @@ def test_header_fields_of_the_payload_are_checked():
 def test_random_garbage_never_escapes_as_another_exception():
     rng = np.random.default_rng(5)
     payload = _coded()
-    for i in range(300):
+    for _i in range(300):
         data = bytearray(payload)
         for _ in range(rng.integers(1, 6)):
             data[rng.integers(8, len(data))] = rng.integers(0, 256)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     import numpy as np
 
+
 class Backend(ABC):
     """An autoencoder that maps RGB in [-1, 1] to raw latents and back, as numpy arrays.
 

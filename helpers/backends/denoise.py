@@ -41,12 +41,15 @@ def empty_prompt_embedding(parts: dict) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def denoise_latents(backend, z: torch.Tensor, strength: float = DEFAULT_STRENGTH, steps: int = DEFAULT_STEPS,
-                    progress: bool = True) -> torch.Tensor:
+def denoise_latents(
+    backend, z: torch.Tensor, strength: float = DEFAULT_STRENGTH, steps: int = DEFAULT_STEPS, progress: bool = True
+) -> torch.Tensor:
     """Denoise raw (unscaled) latents (1, 4, h, w) with the backend's UNet; returns raw latents (float32)."""
     if not getattr(backend, "has_unet", False):
-        raise SDCError(f"UNet denoising needs a Stable Diffusion backend, but '{backend.model_id}' ({backend.kind}) "
-                       f"has no UNet: decode without denoising (--no-denoise) or pass --model an SD1.x id/folder")
+        raise SDCError(
+            f"UNet denoising needs a Stable Diffusion backend, but '{backend.model_id}' ({backend.kind}) "
+            f"has no UNet: decode without denoising (--no-denoise) or pass --model an SD1.x id/folder"
+        )
     parts = backend.denoiser()
     unet = parts["unet"]
     scheduler = type(parts["scheduler"]).from_config(parts["scheduler"].config)  # fresh state each call
@@ -63,6 +66,11 @@ def denoise_latents(backend, z: torch.Tensor, strength: float = DEFAULT_STRENGTH
             torch.cuda.synchronize(latents.device)
         seconds.append(time.perf_counter() - t0)
     # what ran, for callers that report it (the CLI's decode line, helpers.bench, scripts/measure_sd_fullsize.py)
-    backend.extras["last_denoise"] = {"steps_run": len(timesteps), "schedule_steps": steps, "strength": strength,
-                                      "timesteps": [int(t) for t in timesteps], "unet_step_seconds": seconds}
+    backend.extras["last_denoise"] = {
+        "steps_run": len(timesteps),
+        "schedule_steps": steps,
+        "strength": strength,
+        "timesteps": [int(t) for t in timesteps],
+        "unet_step_seconds": seconds,
+    }
     return latents.float() / SD_SCALING

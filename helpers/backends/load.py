@@ -39,8 +39,9 @@ def load_backend(spec: str | None = "auto", device: str | torch.device | None = 
     return load_sd(spec, device=device)
 
 
-def load_with_fallback(spec: str | None, fallback: str | None = TAEF2_MODEL_ID,
-                       device: str | torch.device | None = None) -> tuple[TorchBackend, str | None]:
+def load_with_fallback(
+    spec: str | None, fallback: str | None = TAEF2_MODEL_ID, device: str | torch.device | None = None
+) -> tuple[TorchBackend, str | None]:
     """``load_backend(spec)``, or ``load_backend(fallback)`` when that fails; returns (backend, why it fell back)."""
     try:
         return load_backend(spec, device=device), None

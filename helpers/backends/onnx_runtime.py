@@ -84,15 +84,25 @@ PARTS = {
     # dec_global cut for large images (helpers.backends.tiling.streamed_global): head, then per GroupNorm block the
     # branch up to the GroupNorm (statistics pass) and the whole block with given statistics (mean, rstd)
     "dec_head": (32, 8, "latents -> 64 features (clamp, conv, ReLU; tiles)"),
-    **{f"dec_gn{i}_{kind}": (64, 8, what) for i in range(3) for kind, what in (
-        ("hidden", f"GroupNorm block {i}: features -> its branch before the GroupNorm (statistics pass, tiles)"),
-        ("apply", f"GroupNorm block {i} with given statistics (inputs: features, mean, rstd; tiles)"))},
+    **{
+        f"dec_gn{i}_{kind}": (64, 8, what)
+        for i in range(3)
+        for kind, what in (
+            ("hidden", f"GroupNorm block {i}: features -> its branch before the GroupNorm (statistics pass, tiles)"),
+            ("apply", f"GroupNorm block {i} with given statistics (inputs: features, mean, rstd; tiles)"),
+        )
+    },
 }
 STREAM_PARTS = ("dec_head",) + tuple(f"dec_gn{i}_{k}" for i in range(3) for k in ("hidden", "apply"))
-PURPOSES = {"encode": ("enc_first", "enc_mid", "enc_global"), "decode": ("dec_global", "dec_mid", "dec_last"),
-            None: tuple(p for p in PARTS if p not in STREAM_PARTS)}
+PURPOSES = {
+    "encode": ("enc_first", "enc_mid", "enc_global"),
+    "decode": ("dec_global", "dec_mid", "dec_last"),
+    None: tuple(p for p in PARTS if p not in STREAM_PARTS),
+}
 #: graphs a backend may open later (opened on first use; their presence is checked when the cache is read)
-REQUIRED = {purpose: parts + (STREAM_PARTS if purpose in ("decode", None) else ()) for purpose, parts in PURPOSES.items()}
+REQUIRED = {
+    purpose: parts + (STREAM_PARTS if purpose in ("decode", None) else ()) for purpose, parts in PURPOSES.items()
+}
 #: core side (pixels) of the inner tiles of the full-resolution layers; 256 measured best: at 512x512 the
 #: activation peak drops by ~120 MiB for ~1 % (decoder) / ~7 % (encoder) more CPU, 512 saves nothing there
 INNER_TILE = 256
@@ -151,7 +161,7 @@ class OrtSettings:
     spinning: bool = False  # intra-op threads spin-wait between ops
 
     @classmethod
-    def from_env(cls, **overrides) -> "OrtSettings":
+    def from_env(cls, **overrides) -> OrtSettings:
         raw = os.environ.get("SDCOMP_ORT_THREADS", "").strip()
         try:
             threads = int(raw) if raw else 0
@@ -162,9 +172,13 @@ class OrtSettings:
         opt = os.environ.get("SDCOMP_ORT_OPT", "").strip().lower() or "all"
         if opt not in OPT_LEVELS:
             raise SDCError(f"SDCOMP_ORT_OPT={opt!r}: use one of {', '.join(OPT_LEVELS)}")
-        kw = dict(threads=threads, arena=_env_flag("SDCOMP_ORT_ARENA", False),
-                  mem_pattern=_env_flag("SDCOMP_ORT_MEM_PATTERN", False), opt_level=opt,
-                  spinning=_env_flag("SDCOMP_ORT_SPIN", False))
+        kw = dict(
+            threads=threads,
+            arena=_env_flag("SDCOMP_ORT_ARENA", False),
+            mem_pattern=_env_flag("SDCOMP_ORT_MEM_PATTERN", False),
+            opt_level=opt,
+            spinning=_env_flag("SDCOMP_ORT_SPIN", False),
+        )
         kw.update(overrides)
         return cls(**kw)
 
@@ -181,7 +195,8 @@ class OrtSettings:
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[self.opt_level]
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[self.opt_level]
         so.enable_cpu_mem_arena = self.arena
         so.enable_mem_pattern = self.mem_pattern
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
@@ -222,7 +237,9 @@ def import_onnxruntime():
     try:
         import onnxruntime
     except ImportError:
-        raise SDCError("onnxruntime is not installed: pip install onnxruntime==1.32.0, or use --runtime torch") from None
+        raise SDCError(
+            "onnxruntime is not installed: pip install onnxruntime==1.32.0, or use --runtime torch"
+        ) from None
     # fatal only: the default logger otherwise prints warnings (e.g. telemetry that cannot write under an
     # unwritable HOME) and errors that also reach Python as exceptions, before our own one line
     onnxruntime.set_default_logger_severity(4)
@@ -232,6 +249,7 @@ def import_onnxruntime():
 # ------------------------------------------------------------------------------------------
 # export (the only part that needs torch)
 # ------------------------------------------------------------------------------------------
+
 
 def _torch_available() -> bool:
     try:
@@ -250,8 +268,7 @@ def export_graphs(weight_files, out_dir: Path, digest: str) -> dict:
     import onnx
     import torch
 
-    from .taef2 import (halos, inner_halos, load_taef2, split_decoder, split_encoder, split_fullres,
-                        split_global_decoder)
+    from .taef2 import halos, inner_halos, load_taef2, split_decoder, split_encoder, split_fullres, split_global_decoder
     from .torch_base import weights_fingerprint
 
     enc_file, dec_file = weight_files
@@ -261,8 +278,14 @@ def export_graphs(weight_files, out_dir: Path, digest: str) -> dict:
     _, enc_global = split_encoder(backend.encoder)
     dec_global, _ = split_decoder(backend.decoder)
     enc_first, enc_mid, dec_mid, dec_last = split_fullres(backend.encoder, backend.decoder)
-    modules = {"enc_first": enc_first, "enc_mid": enc_mid, "enc_global": enc_global, "dec_global": dec_global,
-               "dec_mid": dec_mid, "dec_last": dec_last}
+    modules = {
+        "enc_first": enc_first,
+        "enc_mid": enc_mid,
+        "enc_global": enc_global,
+        "dec_global": dec_global,
+        "dec_mid": dec_mid,
+        "dec_last": dec_last,
+    }
     head, gn_blocks, gn_eps, gn_groups = split_global_decoder(backend.decoder)
     modules["dec_head"] = head
     for i, (hidden, apply) in enumerate(gn_blocks):
@@ -270,8 +293,11 @@ def export_graphs(weight_files, out_dir: Path, digest: str) -> dict:
     fingerprint = weights_fingerprint(backend.decoder)
     enc_halo, dec_halo = halos()
     enc_inner_halo, dec_inner_halo = inner_halos()
-    meta = {"sdcomp_weights_sha256": digest, "sdcomp_fingerprint": str(fingerprint),
-            "sdcomp_export_version": str(EXPORT_VERSION)}
+    meta = {
+        "sdcomp_weights_sha256": digest,
+        "sdcomp_fingerprint": str(fingerprint),
+        "sdcomp_export_version": str(EXPORT_VERSION),
+    }
     graphs = {}
     for name, module in modules.items():
         ch, side, what = PARTS[name]
@@ -285,9 +311,17 @@ def export_graphs(weight_files, out_dir: Path, digest: str) -> dict:
         path = out_dir / f"{name}.onnx"
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module.eval(), dummy, str(path), dynamo=False, opset_version=OPSET,
-                              input_names=names, output_names=["output"], do_constant_folding=True,
-                              dynamic_axes=axes)
+            torch.onnx.export(
+                module.eval(),
+                dummy,
+                str(path),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=names,
+                output_names=["output"],
+                do_constant_folding=True,
+                dynamic_axes=axes,
+            )
         model = onnx.load(str(path))
         model.doc_string = f"TAEF2 {name}: {what}"
         for k, v in {**meta, "sdcomp_part": name}.items():
@@ -296,14 +330,27 @@ def export_graphs(weight_files, out_dir: Path, digest: str) -> dict:
         onnx.save(model, str(path))
         graphs[name] = {"file": path.name, "sha256": _sha256_file(path), "bytes": path.stat().st_size}
     manifest = {
-        "format": CACHE_FORMAT, "export_version": EXPORT_VERSION, "model": TAEF2_MODEL_ID,
-        "weights_sha256": digest, "weight_files": {Path(f).name: _sha256_file(Path(f)) for f in weight_files},
-        "fingerprint": fingerprint, "latent_channels": backend.latent_channels, "downsample": backend.downsample,
-        "quant_span": float(backend.quant_span), "enc_halo": enc_halo, "dec_halo": dec_halo,
-        "enc_inner_halo": enc_inner_halo, "dec_inner_halo": dec_inner_halo, "gn_eps": gn_eps,
-        "gn_groups": gn_groups, "opset": OPSET,
-        "exporter": "torch.onnx.export (TorchScript, dynamo=False)", "torch": torch.__version__,
-        "onnx": onnx.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "graphs": graphs,
+        "format": CACHE_FORMAT,
+        "export_version": EXPORT_VERSION,
+        "model": TAEF2_MODEL_ID,
+        "weights_sha256": digest,
+        "weight_files": {Path(f).name: _sha256_file(Path(f)) for f in weight_files},
+        "fingerprint": fingerprint,
+        "latent_channels": backend.latent_channels,
+        "downsample": backend.downsample,
+        "quant_span": float(backend.quant_span),
+        "enc_halo": enc_halo,
+        "dec_halo": dec_halo,
+        "enc_inner_halo": enc_inner_halo,
+        "dec_inner_halo": dec_inner_halo,
+        "gn_eps": gn_eps,
+        "gn_groups": gn_groups,
+        "opset": OPSET,
+        "exporter": "torch.onnx.export (TorchScript, dynamo=False)",
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "graphs": graphs,
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))  # written last: its presence = complete
     return manifest
@@ -357,8 +404,16 @@ def read_manifest(folder: Path, digest: str, parts, verify: bool = False) -> dic
                 raise CacheError(f"graph {path} is missing or not of its recorded size")
             if verify and _sha256_file(path) != g["sha256"]:
                 raise CacheError(f"graph {path} does not match its recorded SHA-256")
-        for key in ("fingerprint", "enc_halo", "dec_halo", "enc_inner_halo", "dec_inner_halo", "latent_channels",
-                    "downsample", "gn_groups"):
+        for key in (
+            "fingerprint",
+            "enc_halo",
+            "dec_halo",
+            "enc_inner_halo",
+            "dec_inner_halo",
+            "latent_channels",
+            "downsample",
+            "gn_groups",
+        ):
             int(manifest[key])
         float(manifest["quant_span"])
         float(manifest["gn_eps"])
@@ -367,8 +422,7 @@ def read_manifest(folder: Path, digest: str, parts, verify: bool = False) -> dic
     return manifest
 
 
-def ensure_graphs(weight_files, parts=tuple(PARTS), log=None, problem: Exception | None = None
-                  ) -> tuple[Path, dict]:
+def ensure_graphs(weight_files, parts=tuple(PARTS), log=None, problem: Exception | None = None) -> tuple[Path, dict]:
     """(folder, manifest) of intact cached graphs for these weight files: exported on first use, re-exported
     when stale or corrupt (``problem``: a fault already found in the cached folder). Without torch, a missing
     or broken cache is a one-line SDCError."""
@@ -383,26 +437,35 @@ def ensure_graphs(weight_files, parts=tuple(PARTS), log=None, problem: Exception
     exists = folder.exists()
     if not _torch_available():
         if exists:
-            raise SDCError(f"the cached ONNX graphs in {folder} are stale or corrupt ({problem}) and PyTorch is not "
-                           f"installed to re-export them: delete that folder and run once where torch is "
-                           f"installed, or use --runtime torch") from None
-        raise SDCError(f"no ONNX graphs of these TAEF2 weights in {folder.parent} and PyTorch is not installed to "
-                       f"export them: run once where torch is installed (the first ONNX run exports and caches "
-                       f"them), set SDCOMP_CACHE to a folder holding them, or use --runtime torch") from None
-    log(f"note: {'re-exporting' if exists else 'exporting'} TAEF2 to ONNX once "
+            raise SDCError(
+                f"the cached ONNX graphs in {folder} are stale or corrupt ({problem}) and PyTorch is not "
+                f"installed to re-export them: delete that folder and run once where torch is "
+                f"installed, or use --runtime torch"
+            ) from None
+        raise SDCError(
+            f"no ONNX graphs of these TAEF2 weights in {folder.parent} and PyTorch is not installed to "
+            f"export them: run once where torch is installed (the first ONNX run exports and caches "
+            f"them), set SDCOMP_CACHE to a folder holding them, or use --runtime torch"
+        ) from None
+    log(
+        f"note: {'re-exporting' if exists else 'exporting'} TAEF2 to ONNX once "
         f"({'cached graphs are stale or corrupt: ' + str(problem) if exists else 'first run for these weights'}); "
-        f"cached in {folder}")
+        f"cached in {folder}"
+    )
     try:
         manifest = _install(weight_files, digest, folder)
     except OSError as exc:
-        raise SDCError(f"cannot write the ONNX cache {folder} ({exc.strerror or exc}): set SDCOMP_CACHE to a "
-                       f"writable folder, or use --runtime torch") from None
+        raise SDCError(
+            f"cannot write the ONNX cache {folder} ({exc.strerror or exc}): set SDCOMP_CACHE to a "
+            f"writable folder, or use --runtime torch"
+        ) from None
     return folder, manifest
 
 
 # ------------------------------------------------------------------------------------------
 # the backend
 # ------------------------------------------------------------------------------------------
+
 
 class OnnxTAEF2Backend(Backend):
     """TAEF2 on ONNX Runtime, on the CPU: a :class:`helpers.backends.base.Backend` without torch."""
@@ -411,8 +474,14 @@ class OnnxTAEF2Backend(Backend):
     kind = "taef2"
     device_name = "cpu"
 
-    def __init__(self, folder: Path, manifest: dict, weight_files, settings: OrtSettings | None = None,
-                 model_id: str = TAEF2_MODEL_ID):
+    def __init__(
+        self,
+        folder: Path,
+        manifest: dict,
+        weight_files,
+        settings: OrtSettings | None = None,
+        model_id: str = TAEF2_MODEL_ID,
+    ):
         self.ort = import_onnxruntime()
         self.folder, self.manifest, self.weight_files = Path(folder), manifest, tuple(weight_files)
         self.settings = settings or OrtSettings.from_env()
@@ -430,8 +499,10 @@ class OnnxTAEF2Backend(Backend):
         self._sessions: dict = {}
 
     def describe(self) -> str:
-        return (f"{self.kind}:{self.model_id} on cpu (float32) via ONNX Runtime {self.ort.__version__} "
-                f"({self.settings.intra_threads} threads)")
+        return (
+            f"{self.kind}:{self.model_id} on cpu (float32) via ONNX Runtime {self.ort.__version__} "
+            f"({self.settings.intra_threads} threads)"
+        )
 
     def session(self, name: str):
         """The ONNX Runtime session of one graph, opened on first use (its bytes re-hashed against the manifest)."""
@@ -445,13 +516,17 @@ class OnnxTAEF2Backend(Backend):
             if hashlib.sha256(data).hexdigest() != g["sha256"]:
                 raise CacheError(f"graph {path} does not match its recorded SHA-256")
             try:
-                sess = self.ort.InferenceSession(data, self.settings.session_options(self.ort),
-                                                 providers=["CPUExecutionProvider"])
-            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+                sess = self.ort.InferenceSession(
+                    data, self.settings.session_options(self.ort), providers=["CPUExecutionProvider"]
+                )
+            except Exception as exc:
                 raise CacheError(f"onnxruntime cannot load {path} ({str(exc).splitlines()[0][:120]})") from None
             meta = sess.get_modelmeta().custom_metadata_map
-            if meta.get("sdcomp_weights_sha256") != self.manifest["weights_sha256"] or \
-                    meta.get("sdcomp_fingerprint") != str(self.fingerprint) or meta.get("sdcomp_part") != name:
+            if (
+                meta.get("sdcomp_weights_sha256") != self.manifest["weights_sha256"]
+                or meta.get("sdcomp_fingerprint") != str(self.fingerprint)
+                or meta.get("sdcomp_part") != name
+            ):
                 raise CacheError(f"graph {path} was exported from other weights than its manifest says")
             self._sessions[name] = sess
         return self._sessions[name]
@@ -463,24 +538,52 @@ class OnnxTAEF2Backend(Backend):
 
     def encode_array(self, x: np.ndarray, seed: int = 0) -> np.ndarray:
         """(N, 3, H, W) float32 in [-1, 1] (H, W multiples of 8) -> latents (N, 32, H/8, W/8); deterministic."""
+
         def local(t: np.ndarray) -> np.ndarray:  # [-1, 1] -> [0, 1] per tile, as the PyTorch backend does
-            half = tiled_apply((t + np.float32(1)) / np.float32(2), lambda u: self._run("enc_first", u),
-                               scale=Fraction(1, 2), tile=self.inner_tile, halo=self.enc_inner_halo, align=2)
+            half = tiled_apply(
+                (t + np.float32(1)) / np.float32(2),
+                lambda u: self._run("enc_first", u),
+                scale=Fraction(1, 2),
+                tile=self.inner_tile,
+                halo=self.enc_inner_halo,
+                align=2,
+            )
             return self._run("enc_mid", half)
 
-        feats = tiled_apply(np.asarray(x, dtype=np.float32), local, scale=Fraction(1, 8), tile=self.tile,
-                            halo=self.enc_halo, align=8, progress=self.progress, desc="TAEF2 encode tiles")
+        feats = tiled_apply(
+            np.asarray(x, dtype=np.float32),
+            local,
+            scale=Fraction(1, 8),
+            tile=self.tile,
+            halo=self.enc_halo,
+            align=8,
+            progress=self.progress,
+            desc="TAEF2 encode tiles",
+        )
         return self._run("enc_global", feats)
 
     def decode_array(self, z: np.ndarray) -> np.ndarray:
         """Latents (N, 32, h, w) -> (N, 3, 8h, 8w) float32 in about [-1, 1]."""
+
         def local(t: np.ndarray) -> np.ndarray:
-            return tiled_apply(self._run("dec_mid", t), lambda u: self._run("dec_last", u), scale=2,
-                               tile=self.inner_tile // 2, halo=self.dec_inner_halo)
+            return tiled_apply(
+                self._run("dec_mid", t),
+                lambda u: self._run("dec_last", u),
+                scale=2,
+                tile=self.inner_tile // 2,
+                halo=self.dec_inner_halo,
+            )
 
         feats = self._run("dec_global", z)
-        y = tiled_apply(feats, local, scale=8, tile=self.tile // 8, halo=self.dec_halo, progress=self.progress,
-                        desc="TAEF2 decode tiles")
+        y = tiled_apply(
+            feats,
+            local,
+            scale=8,
+            tile=self.tile // 8,
+            halo=self.dec_halo,
+            progress=self.progress,
+            desc="TAEF2 decode tiles",
+        )
         del feats
         y *= np.float32(2)
         y -= np.float32(1)
@@ -488,8 +591,13 @@ class OnnxTAEF2Backend(Backend):
 
     def _local_decoder(self):
         def local(t: np.ndarray) -> np.ndarray:
-            return tiled_apply(self._run("dec_mid", t), lambda u: self._run("dec_last", u), scale=2,
-                               tile=self.inner_tile // 2, halo=self.dec_inner_halo)
+            return tiled_apply(
+                self._run("dec_mid", t),
+                lambda u: self._run("dec_last", u),
+                scale=2,
+                tile=self.inner_tile // 2,
+                halo=self.dec_inner_halo,
+            )
 
         return local
 
@@ -500,12 +608,23 @@ class OnnxTAEF2Backend(Backend):
         h, w = z.shape[2:]
         if h * w <= spec.STREAM_GLOBAL_ABOVE:
             return self._run("dec_global", z)
-        blocks = [(lambda t, i=i: self._run(f"dec_gn{i}_hidden", t),
-                   lambda t, mean, rstd, i=i: self._run(f"dec_gn{i}_apply", t, mean=mean, rstd=rstd))
-                  for i in range(3)]
-        return streamed_global(np.asarray(z, dtype=np.float32), lambda t: self._run("dec_head", t), blocks,
-                               tile=self.tile // 8, head_halo=HEAD_HALO, block_halo=BLOCK_HALO,
-                               groups=int(self.manifest["gn_groups"]), eps=float(self.manifest["gn_eps"]))
+        blocks = [
+            (
+                lambda t, i=i: self._run(f"dec_gn{i}_hidden", t),
+                lambda t, mean, rstd, i=i: self._run(f"dec_gn{i}_apply", t, mean=mean, rstd=rstd),
+            )
+            for i in range(3)
+        ]
+        return streamed_global(
+            np.asarray(z, dtype=np.float32),
+            lambda t: self._run("dec_head", t),
+            blocks,
+            tile=self.tile // 8,
+            head_halo=HEAD_HALO,
+            block_halo=BLOCK_HALO,
+            groups=int(self.manifest["gn_groups"]),
+            eps=float(self.manifest["gn_eps"]),
+        )
 
     def decode_uint8(self, z: np.ndarray) -> np.ndarray:
         """Latents (1, 32, h, w) -> (H, W, 3) uint8 pixels, each tile converted as it comes (no full-size float
@@ -525,13 +644,22 @@ class OnnxTAEF2Backend(Backend):
             t -= np.float32(1)
             signed_to_uint8(t, out[y0:y1, x0:x1])
 
-        tiled_apply(feats, self._local_decoder(), scale=8, tile=self.tile // 8, halo=self.dec_halo,
-                    progress=self.progress, desc="TAEF2 decode tiles", sink=sink)
+        tiled_apply(
+            feats,
+            self._local_decoder(),
+            scale=8,
+            tile=self.tile // 8,
+            halo=self.dec_halo,
+            progress=self.progress,
+            desc="TAEF2 decode tiles",
+            sink=sink,
+        )
         return out
 
 
-def load_taef2_onnx(directory: str | Path | None = None, purpose: str | None = None,
-                    settings: OrtSettings | None = None, log=None) -> OnnxTAEF2Backend:
+def load_taef2_onnx(
+    directory: str | Path | None = None, purpose: str | None = None, settings: OrtSettings | None = None, log=None
+) -> OnnxTAEF2Backend:
     """TAEF2 from a folder holding taef2_encoder.pth / taef2_decoder.pth, on ONNX Runtime.
 
     ``purpose``: ``"encode"``, ``"decode"`` or None (both): the sessions opened now (others open on first
@@ -557,5 +685,14 @@ def load_taef2_onnx(directory: str | Path | None = None, purpose: str | None = N
     return backend
 
 
-__all__ = ["CacheError", "OnnxTAEF2Backend", "OrtSettings", "ensure_graphs", "export_graphs",
-           "graphs_dir", "load_taef2_onnx", "read_manifest", "weights_digest"]
+__all__ = [
+    "CacheError",
+    "OnnxTAEF2Backend",
+    "OrtSettings",
+    "ensure_graphs",
+    "export_graphs",
+    "graphs_dir",
+    "load_taef2_onnx",
+    "read_manifest",
+    "weights_digest",
+]

@@ -57,8 +57,10 @@ def _expand(spec: str) -> Path:
         return Path(spec).expanduser()
     except RuntimeError:  # "~nosuchuser": Python cannot determine that home directory
         user = spec[1:].split("/", 1)[0]
-        raise ModelNotFoundError(f"model '{spec[:80]}': no user '{user[:40]}' to expand '~{user[:40]}' for; pass a "
-                                 f"full path, a Hugging Face id (e.g. {DEFAULT_SD_MODEL}) or taef2") from None
+        raise ModelNotFoundError(
+            f"model '{spec[:80]}': no user '{user[:40]}' to expand '~{user[:40]}' for; pass a "
+            f"full path, a Hugging Face id (e.g. {DEFAULT_SD_MODEL}) or taef2"
+        ) from None
 
 
 def check_model_spec(spec, from_file: bool = False) -> str:
@@ -74,14 +76,18 @@ def check_model_spec(spec, from_file: bool = False) -> str:
         raise ModelNotFoundError(f"{where} is empty: pass a Hugging Face id, a model folder or taef2")
     shown = spec[:80] + ("..." if len(spec) > 80 else "")
     if not spec.isprintable() or spec != spec.strip():
-        raise ModelNotFoundError(f"{where} {shown!r} holds control characters or surrounding spaces: pass a "
-                                 f"Hugging Face id, a model folder or taef2")
+        raise ModelNotFoundError(
+            f"{where} {shown!r} holds control characters or surrounding spaces: pass a "
+            f"Hugging Face id, a model folder or taef2"
+        )
     if spec == TAEF2_MODEL_ID:
         return spec
     if from_file:
         if spec.startswith(("/", "~", ".", "\\")) or ".." in spec or "\\" in spec or ":" in spec:
-            raise ModelNotFoundError(f"{where} {shown!r} names a path, which a file may not choose: pass --model "
-                                     f"with the folder of the weights it was made with")
+            raise ModelNotFoundError(
+                f"{where} {shown!r} names a path, which a file may not choose: pass --model "
+                f"with the folder of the weights it was made with"
+            )
     else:
         path = _expand(spec)
         try:
@@ -94,9 +100,11 @@ def check_model_spec(spec, from_file: bool = False) -> str:
     try:
         validate_repo_id(spec)
     except HFValidationError:
-        raise ModelNotFoundError(f"model {shown!r} is neither an existing folder nor a valid Hugging Face id "
-                                 f"(owner/name): pass e.g. {DEFAULT_SD_MODEL}, a diffusers SD1.x folder, a TAEF2 "
-                                 f"folder or taef2") from None
+        raise ModelNotFoundError(
+            f"model {shown!r} is neither an existing folder nor a valid Hugging Face id "
+            f"(owner/name): pass e.g. {DEFAULT_SD_MODEL}, a diffusers SD1.x folder, a TAEF2 "
+            f"folder or taef2"
+        ) from None
     return spec
 
 
@@ -161,15 +169,18 @@ def choose_runtime(runtime: str | None, taef2_dir: Path | None, device: str | No
         return "torch"
     if runtime == "onnx":
         if taef2_dir is None:
-            raise SDCError("--runtime onnx runs TAEF2 only and this model is Stable Diffusion: use --runtime torch "
-                           "(or auto), or --model taef2")
+            raise SDCError(
+                "--runtime onnx runs TAEF2 only and this model is Stable Diffusion: use --runtime torch "
+                "(or auto), or --model taef2"
+            )
         if not cpu:
-            raise SDCError(f"--runtime onnx runs on the CPU only, not --device {device}: use --runtime torch for "
-                           f"GPUs, or --device cpu")
+            raise SDCError(
+                f"--runtime onnx runs on the CPU only, not --device {device}: use --runtime torch for "
+                f"GPUs, or --device cpu"
+            )
         if not onnxruntime_available():
             raise SDCError("onnxruntime is not installed: pip install onnxruntime==1.32.0, or use --runtime torch")
         return "onnx"
     if taef2_dir is None or not cpu or (device in (None, "", "auto") and gpu_visible()):
         return "torch"
     return "onnx" if onnxruntime_available() else "torch"
-

@@ -25,9 +25,15 @@ class SDBackend(TorchBackend):
     """Stable Diffusion 1.x VAE, with UNet/CLIP/scheduler loaded on first use for denoising."""
 
     def __init__(self, vae, source: str, device, dtype, model_id: str, local_only: bool):
-        super().__init__(model_id=model_id, kind="sd", device=device, dtype=dtype,
-                         latent_channels=int(vae.config.latent_channels), quant_span=SD_QUANT_SPAN,
-                         downsample=2 ** (len(vae.config.block_out_channels) - 1))
+        super().__init__(
+            model_id=model_id,
+            kind="sd",
+            device=device,
+            dtype=dtype,
+            latent_channels=int(vae.config.latent_channels),
+            quant_span=SD_QUANT_SPAN,
+            downsample=2 ** (len(vae.config.block_out_channels) - 1),
+        )
         self.vae = vae.to(device).eval()
         self.source = source
         self.local_only = local_only
@@ -68,7 +74,7 @@ class SDBackend(TorchBackend):
 
     @torch.inference_mode()
     def decode(self, z):
-        self._set_tiling(z.shape[-1] * z.shape[-2] * self.downsample ** 2)
+        self._set_tiling(z.shape[-1] * z.shape[-2] * self.downsample**2)
         return self.vae.decode(z.to(self.device, self.dtype)).sample.float()
 
     def denoiser(self) -> dict[str, Any]:
@@ -81,12 +87,17 @@ class SDBackend(TorchBackend):
             t0 = time.perf_counter()
             unet = _from_pretrained(UNet2DConditionModel, self.source, "unet", "SD UNet", torch_dtype=self.dtype, **kw)
             tok = _from_pretrained(CLIPTokenizer, self.source, "tokenizer", "CLIP tokenizer", **kw)
-            te = _from_pretrained(CLIPTextModel, self.source, "text_encoder", "CLIP text encoder",
-                                  torch_dtype=self.dtype, **kw)
+            te = _from_pretrained(
+                CLIPTextModel, self.source, "text_encoder", "CLIP text encoder", torch_dtype=self.dtype, **kw
+            )
             sched = load_scheduler(self.source, **kw)
-            self._denoiser = dict(unet=unet.to(self.device).eval(), tokenizer=tok,
-                                  text_encoder=te.to(self.device).eval(), scheduler=sched,
-                                  load_seconds=time.perf_counter() - t0)
+            self._denoiser = dict(
+                unet=unet.to(self.device).eval(),
+                tokenizer=tok,
+                text_encoder=te.to(self.device).eval(),
+                scheduler=sched,
+                load_seconds=time.perf_counter() - t0,
+            )
         return self._denoiser
 
     def release_denoiser(self) -> None:
@@ -101,16 +112,16 @@ class SDBackend(TorchBackend):
                 torch.cuda.empty_cache()
 
 
-
 def load_scheduler(source: str, local_files_only: bool = True):
     """The checkpoint's own scheduler class and config (PNDM for SD v1.4)."""
     import diffusers
 
     try:
         with _quiet_hub():
-            config = diffusers.DDIMScheduler.load_config(source, subfolder="scheduler",
-                                                         local_files_only=local_files_only)
-    except Exception as exc:  # noqa: BLE001 - turned into a one-line error
+            config = diffusers.DDIMScheduler.load_config(
+                source, subfolder="scheduler", local_files_only=local_files_only
+            )
+    except Exception as exc:
         raise ModelNotFoundError(_missing_message("SD scheduler", source, exc)) from None
     cls = getattr(diffusers, config.get("_class_name", "PNDMScheduler"), diffusers.PNDMScheduler)
     return cls.from_config(config)
@@ -119,16 +130,20 @@ def load_scheduler(source: str, local_files_only: bool = True):
 def _missing_message(what: str, source: str, exc: BaseException) -> str:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if Path(source).exists():
-        return (f"could not load the {what} from local directory '{source}' ({reason[:160]}); "
-                f"fix: point --model at a complete diffusers SD1.x folder (model_index.json, vae/, unet/, ...)")
+        return (
+            f"could not load the {what} from local directory '{source}' ({reason[:160]}); "
+            f"fix: point --model at a complete diffusers SD1.x folder (model_index.json, vae/, unet/, ...)"
+        )
     try:
         from huggingface_hub.constants import HF_HUB_CACHE as cache
     except ImportError:  # pragma: no cover
         cache = "~/.cache/huggingface/hub"
-    return (f"could not load the {what} for '{source}': not in the local Hugging Face cache ({cache}) and the hub is "
-            f"unreachable or the id is unknown ({reason[:120]}); fix: run once online "
-            f"(`huggingface-cli download {source}`), pass --model a local diffusers directory, "
-            f"or use the offline TAEF2 backend (--model taef2)")
+    return (
+        f"could not load the {what} for '{source}': not in the local Hugging Face cache ({cache}) and the hub is "
+        f"unreachable or the id is unknown ({reason[:120]}); fix: run once online "
+        f"(`huggingface-cli download {source}`), pass --model a local diffusers directory, "
+        f"or use the offline TAEF2 backend (--model taef2)"
+    )
 
 
 def _quiet_hub():
@@ -150,7 +165,7 @@ def _local_snapshot(repo: str) -> str | None:
         from huggingface_hub import snapshot_download
 
         return snapshot_download(repo, local_files_only=True)
-    except Exception:  # noqa: BLE001 - not cached (LocalEntryNotFoundError), or an invalid id
+    except Exception:
         return None
 
 
@@ -158,12 +173,13 @@ def _from_pretrained(cls, source: str, subfolder: str, what: str, **kwargs):
     try:
         with _quiet_hub():
             return cls.from_pretrained(source, subfolder=subfolder, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - turned into a one-line error
+    except Exception as exc:
         raise ModelNotFoundError(_missing_message(what, source, exc)) from None
 
 
-def load_sd(source: str = DEFAULT_SD_MODEL, device: str | torch.device | None = None,
-            dtype: torch.dtype | None = None) -> SDBackend:
+def load_sd(
+    source: str = DEFAULT_SD_MODEL, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> SDBackend:
     """Load an SD1.x VAE from a hub id or a local diffusers directory (UNet etc. load on demand).
 
     Hub ids are looked up in the local cache first; the network is only tried when the hub answers,
@@ -177,9 +193,11 @@ def load_sd(source: str = DEFAULT_SD_MODEL, device: str | torch.device | None = 
     path = _expand(source)
     if path.exists():
         if not path.is_dir() or not ((path / "vae").is_dir() or (path / "model_index.json").is_file()):
-            raise ModelNotFoundError(f"'{source}' is not a diffusers SD directory (no vae/ or model_index.json) "
-                                     f"and holds no {TAEF2_ENCODER}: pass a diffusers SD1.x folder, a TAEF2 "
-                                     f"folder or a hub id such as {DEFAULT_SD_MODEL}")
+            raise ModelNotFoundError(
+                f"'{source}' is not a diffusers SD directory (no vae/ or model_index.json) "
+                f"and holds no {TAEF2_ENCODER}: pass a diffusers SD1.x folder, a TAEF2 "
+                f"folder or a hub id such as {DEFAULT_SD_MODEL}"
+            )
         vae = _from_pretrained(AutoencoderKL, str(path), "vae", "SD VAE", torch_dtype=dtype)
         model_id, local_only = _model_id_of_dir(path), True
     else:
@@ -188,10 +206,9 @@ def load_sd(source: str = DEFAULT_SD_MODEL, device: str | torch.device | None = 
             if snapshot is None:
                 raise FileNotFoundError(f"{source} is not in the local Hugging Face cache")
             with _quiet_hub():
-                vae = AutoencoderKL.from_pretrained(snapshot, subfolder="vae", torch_dtype=dtype,
-                                                    local_files_only=True)
+                vae = AutoencoderKL.from_pretrained(snapshot, subfolder="vae", torch_dtype=dtype, local_files_only=True)
             local_only = True
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if not hub_reachable():
                 raise ModelNotFoundError(_missing_message("SD VAE", source, exc)) from None
             vae = _from_pretrained(AutoencoderKL, source, "vae", "SD VAE", torch_dtype=dtype)
@@ -209,5 +226,3 @@ def _model_id_of_dir(path: Path) -> str:
     except (OSError, ValueError):
         name = None
     return name or path.resolve().name
-
-

@@ -151,8 +151,14 @@ SCHEDULER_CONFIG = {
 }
 
 #: tokenizer/tokenizer_config.json from [V]: the settings that matter (special tokens, lower case, 77).
-TOKENIZER_SETTINGS = {"model_max_length": 77, "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-                      "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "do_lower_case": True}
+TOKENIZER_SETTINGS = {
+    "model_max_length": 77,
+    "bos_token": "<|startoftext|>",
+    "eos_token": "<|endoftext|>",
+    "unk_token": "<|endoftext|>",
+    "pad_token": "<|endoftext|>",
+    "do_lower_case": True,
+}
 #: CLIP's special token ids (its vocabulary: 256 bytes + 256 ``</w>`` bytes + 48,894 merges, then these two).
 BOS_ID, EOS_ID = 49406, 49407
 
@@ -163,20 +169,31 @@ PARAMETERS = {"vae": 83_653_863, "unet": 859_520_964, "text_encoder": 123_060_48
 
 def configs() -> dict:
     """The four configurations, deep copies (the builder's input; :func:`config_hash` hashes them)."""
-    return copy.deepcopy({"vae": VAE_CONFIG, "unet": UNET_CONFIG, "text_encoder": TEXT_ENCODER_CONFIG,
-                          "scheduler": SCHEDULER_CONFIG, "tokenizer": TOKENIZER_SETTINGS})
+    return copy.deepcopy(
+        {
+            "vae": VAE_CONFIG,
+            "unet": UNET_CONFIG,
+            "text_encoder": TEXT_ENCODER_CONFIG,
+            "scheduler": SCHEDULER_CONFIG,
+            "tokenizer": TOKENIZER_SETTINGS,
+        }
+    )
 
 
 def text_encoder_kwargs() -> dict:
     """``CLIPTextConfig`` keyword arguments from :data:`TEXT_ENCODER_CONFIG` (its bookkeeping keys dropped)."""
-    return {k: v for k, v in copy.deepcopy(TEXT_ENCODER_CONFIG).items()
-            if k not in ("_name_or_path", "architectures", "torch_dtype", "transformers_version")}
+    return {
+        k: v
+        for k, v in copy.deepcopy(TEXT_ENCODER_CONFIG).items()
+        if k not in ("_name_or_path", "architectures", "torch_dtype", "transformers_version")
+    }
 
 
 def config_hash(seed: int = SEED, dtype: str = "float32") -> str:
     """12 hex digits of SHA-256 over the configurations, seed, storage dtype and builder version."""
-    blob = json.dumps({"configs": configs(), "seed": seed, "dtype": dtype, "builder": BUILDER_VERSION},
-                      sort_keys=True).encode()
+    blob = json.dumps(
+        {"configs": configs(), "seed": seed, "dtype": dtype, "builder": BUILDER_VERSION}, sort_keys=True
+    ).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -210,13 +227,24 @@ def _write_tokenizer(tok_dir: Path) -> None:
     (tok_dir / "vocab.json").write_text(json.dumps(vocab))
     (tok_dir / "merges.txt").write_text("#version: 0.2\n")
     s = TOKENIZER_SETTINGS
-    CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=s["model_max_length"],
-                  bos_token=s["bos_token"], eos_token=s["eos_token"], unk_token=s["unk_token"],
-                  pad_token=s["pad_token"]).save_pretrained(tok_dir)
+    CLIPTokenizer(
+        str(tok_dir / "vocab.json"),
+        str(tok_dir / "merges.txt"),
+        model_max_length=s["model_max_length"],
+        bos_token=s["bos_token"],
+        eos_token=s["eos_token"],
+        unk_token=s["unk_token"],
+        pad_token=s["pad_token"],
+    ).save_pretrained(tok_dir)
 
 
-def build(directory: str | Path | None = None, seed: int = SEED, dtype: str = "float32", force: bool = False,
-          progress: bool = True) -> Path:
+def build(
+    directory: str | Path | None = None,
+    seed: int = SEED,
+    dtype: str = "float32",
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
     """Build the stand-in into ``directory`` (default :func:`default_dir`) or reuse a complete one.
 
     One component at a time (instantiate in fp32 with the seed, cast in place to ``dtype``, ``save_pretrained``,
@@ -257,21 +285,42 @@ def build(directory: str | Path | None = None, seed: int = SEED, dtype: str = "f
                 model.save_pretrained(tmp / name, safe_serialization=True)
             del model
             gc.collect()
-            say(f"sd14 stand-in: {name} {counts[name] / 1e6:.2f} M parameters, random (seed {seed}), "
-                f"saved as {dtype} in {time.perf_counter() - t:.1f} s")
+            say(
+                f"sd14 stand-in: {name} {counts[name] / 1e6:.2f} M parameters, random (seed {seed}), "
+                f"saved as {dtype} in {time.perf_counter() - t:.1f} s"
+            )
         _write_tokenizer(tmp / "tokenizer")
         PNDMScheduler.from_config(cfg["scheduler"]).save_pretrained(tmp / "scheduler")
-        (tmp / "model_index.json").write_text(json.dumps({
-            "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1", "_name_or_path": STANDIN_MODEL_ID,
-            "vae": ["diffusers", "AutoencoderKL"], "unet": ["diffusers", "UNet2DConditionModel"],
-            "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
-            "scheduler": ["diffusers", "PNDMScheduler"],
-        }, indent=2))
-        (tmp / "standin.json").write_text(json.dumps({
-            "config_hash": config_hash(seed, dtype), "seed": seed, "dtype": dtype, "builder": BUILDER_VERSION,
-            "parameters": counts, "random_weights": True, "build_seconds": round(time.perf_counter() - t0, 1),
-            "note": "SD v1.4 architecture with RANDOM weights: measures cost and plumbing, pictures are noise",
-        }, indent=2))
+        (tmp / "model_index.json").write_text(
+            json.dumps(
+                {
+                    "_class_name": "StableDiffusionPipeline",
+                    "_diffusers_version": "0.42.1",
+                    "_name_or_path": STANDIN_MODEL_ID,
+                    "vae": ["diffusers", "AutoencoderKL"],
+                    "unet": ["diffusers", "UNet2DConditionModel"],
+                    "text_encoder": ["transformers", "CLIPTextModel"],
+                    "tokenizer": ["transformers", "CLIPTokenizer"],
+                    "scheduler": ["diffusers", "PNDMScheduler"],
+                },
+                indent=2,
+            )
+        )
+        (tmp / "standin.json").write_text(
+            json.dumps(
+                {
+                    "config_hash": config_hash(seed, dtype),
+                    "seed": seed,
+                    "dtype": dtype,
+                    "builder": BUILDER_VERSION,
+                    "parameters": counts,
+                    "random_weights": True,
+                    "build_seconds": round(time.perf_counter() - t0, 1),
+                    "note": "SD v1.4 architecture with RANDOM weights: measures cost and plumbing, pictures are noise",
+                },
+                indent=2,
+            )
+        )
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -288,11 +337,16 @@ def ensure(directory: str | Path | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m helpers.backends.sd14", description=__doc__.splitlines()[0])
-    ap.add_argument("--dir", default=None, help="target folder (default $SDCOMP_SD14_STANDIN or "
-                                                "<cache>/sd14_standin/<config hash>)")
+    ap.add_argument(
+        "--dir", default=None, help="target folder (default $SDCOMP_SD14_STANDIN or <cache>/sd14_standin/<config hash>)"
+    )
     ap.add_argument("--force", action="store_true", help="rebuild even when a complete folder exists")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float16"],
-                    help="storage dtype (float16 halves the disk but costs a 1.7 GB transient when loaded in fp32)")
+    ap.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16"],
+        help="storage dtype (float16 halves the disk but costs a 1.7 GB transient when loaded in fp32)",
+    )
     args = ap.parse_args(argv)
     print(build(args.dir, dtype=args.dtype, force=args.force))
     return 0

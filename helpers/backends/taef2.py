@@ -24,8 +24,16 @@ from torch import nn
 
 from ..errors import ModelNotFoundError
 from . import taef2_spec as spec
-from .taef2_spec import (BLOCK_HALO, HEAD_HALO, TAEF2_LATENT_CHANNELS, TAEF2_MODEL_ID, TAEF2_QUANT_SPAN,
-                         default_taef2_dir, taef2_weight_files, tile_side)
+from .taef2_spec import (
+    BLOCK_HALO,
+    HEAD_HALO,
+    TAEF2_LATENT_CHANNELS,
+    TAEF2_MODEL_ID,
+    TAEF2_QUANT_SPAN,
+    default_taef2_dir,
+    taef2_weight_files,
+    tile_side,
+)
 from .tiling import receptive_radius, streamed_global, tiled_apply
 from .torch_base import TorchBackend, select_device, weights_fingerprint
 
@@ -65,24 +73,46 @@ class Block(nn.Module):
 
 def make_encoder(latent_channels: int = TAEF2_LATENT_CHANNELS) -> nn.Sequential:
     return nn.Sequential(
-        _conv(3, 64), Block(64, 64),
-        _conv(64, 64, stride=2, bias=False), Block(64, 64), Block(64, 64), Block(64, 64),
-        _conv(64, 64, stride=2, bias=False), Block(64, 64), Block(64, 64), Block(64, 64),
-        _conv(64, 64, stride=2, bias=False), Block(64, 64, True), Block(64, 64, True), Block(64, 64, True),
+        _conv(3, 64),
+        Block(64, 64),
+        _conv(64, 64, stride=2, bias=False),
+        Block(64, 64),
+        Block(64, 64),
+        Block(64, 64),
+        _conv(64, 64, stride=2, bias=False),
+        Block(64, 64),
+        Block(64, 64),
+        Block(64, 64),
+        _conv(64, 64, stride=2, bias=False),
+        Block(64, 64, True),
+        Block(64, 64, True),
+        Block(64, 64, True),
         _conv(64, latent_channels),
     )
 
 
 def make_decoder(latent_channels: int = TAEF2_LATENT_CHANNELS) -> nn.Sequential:
     return nn.Sequential(
-        Clamp(), _conv(latent_channels, 64), nn.ReLU(),
-        Block(64, 64, True), Block(64, 64, True), Block(64, 64, True),
-        nn.Upsample(scale_factor=2), _conv(64, 64, bias=False),
-        Block(64, 64), Block(64, 64), Block(64, 64),
-        nn.Upsample(scale_factor=2), _conv(64, 64, bias=False),
-        Block(64, 64), Block(64, 64), Block(64, 64),
-        nn.Upsample(scale_factor=2), _conv(64, 64, bias=False),
-        Block(64, 64), _conv(64, 3),
+        Clamp(),
+        _conv(latent_channels, 64),
+        nn.ReLU(),
+        Block(64, 64, True),
+        Block(64, 64, True),
+        Block(64, 64, True),
+        nn.Upsample(scale_factor=2),
+        _conv(64, 64, bias=False),
+        Block(64, 64),
+        Block(64, 64),
+        Block(64, 64),
+        nn.Upsample(scale_factor=2),
+        _conv(64, 64, bias=False),
+        Block(64, 64),
+        Block(64, 64),
+        Block(64, 64),
+        nn.Upsample(scale_factor=2),
+        _conv(64, 64, bias=False),
+        Block(64, 64),
+        _conv(64, 3),
     )
 
 
@@ -111,14 +141,19 @@ ENCODER_FULLRES = 3
 DECODER_FULLRES = 16
 
 
-def split_fullres(encoder: nn.Sequential, decoder: nn.Sequential
-                  ) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential, nn.Sequential]:
+def split_fullres(
+    encoder: nn.Sequential, decoder: nn.Sequential
+) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential, nn.Sequential]:
     """The local halves cut once more where the resolution halves: (encoder[:3] image -> 1/2,
     encoder[3:11] 1/2 -> 1/8 features, decoder[6:16] latent features -> 1/2, decoder[16:] 1/2 -> image).
     Running the full-resolution parts in smaller tiles of their own bounds the largest activations
     (:mod:`helpers.backends.onnx_runtime`)."""
-    return (encoder[:ENCODER_FULLRES], encoder[ENCODER_FULLRES:ENCODER_SPLIT],
-            decoder[DECODER_SPLIT:DECODER_FULLRES], decoder[DECODER_FULLRES:])
+    return (
+        encoder[:ENCODER_FULLRES],
+        encoder[ENCODER_FULLRES:ENCODER_SPLIT],
+        decoder[DECODER_SPLIT:DECODER_FULLRES],
+        decoder[DECODER_FULLRES:],
+    )
 
 
 def inner_halos() -> tuple[int, int]:
@@ -191,6 +226,7 @@ def split_global_decoder(decoder: nn.Sequential) -> tuple[nn.Sequential, list[tu
 # The PyTorch backend
 # ------------------------------------------------------------------------------------------
 
+
 def _inplace_relu(module: torch.nn.Module) -> torch.nn.Module:
     import copy
 
@@ -199,7 +235,6 @@ def _inplace_relu(module: torch.nn.Module) -> torch.nn.Module:
         if isinstance(m, torch.nn.ReLU):
             m.inplace = True
     return module
-
 
 
 class TAEF2Backend(TorchBackend):
@@ -213,8 +248,14 @@ class TAEF2Backend(TorchBackend):
     """
 
     def __init__(self, encoder: torch.nn.Module, decoder: torch.nn.Module, device, dtype, model_id=TAEF2_MODEL_ID):
-        super().__init__(model_id=model_id, kind="taef2", device=device, dtype=dtype,
-                         latent_channels=TAEF2_LATENT_CHANNELS, quant_span=TAEF2_QUANT_SPAN)
+        super().__init__(
+            model_id=model_id,
+            kind="taef2",
+            device=device,
+            dtype=dtype,
+            latent_channels=TAEF2_LATENT_CHANNELS,
+            quant_span=TAEF2_QUANT_SPAN,
+        )
         self.encoder = encoder.to(device=device, dtype=dtype).eval()
         self.decoder = decoder.to(device=device, dtype=dtype).eval()
         self.fingerprint = weights_fingerprint(self.decoder)
@@ -243,20 +284,34 @@ class TAEF2Backend(TorchBackend):
     @torch.inference_mode()
     def encode(self, x, generator=None):
         # TAESD-family models take RGB in [0, 1]; the encoder is deterministic (no sampling).
-        if x.shape[-1] * x.shape[-2] <= self.tile ** 2:
+        if x.shape[-1] * x.shape[-2] <= self.tile**2:
             return self.encoder((x.to(self.device, self.dtype) + 1) / 2).float()
-        feats = tiled_apply(x.float().cpu().numpy(), self._run(self.enc_local, to_unit=True), scale=Fraction(1, 8),
-                            tile=self.tile, halo=self.enc_halo, align=8, progress=self.progress,
-                            desc="TAEF2 encode tiles")
+        feats = tiled_apply(
+            x.float().cpu().numpy(),
+            self._run(self.enc_local, to_unit=True),
+            scale=Fraction(1, 8),
+            tile=self.tile,
+            halo=self.enc_halo,
+            align=8,
+            progress=self.progress,
+            desc="TAEF2 encode tiles",
+        )
         return self.enc_global(torch.from_numpy(feats).to(self.device, self.dtype)).float()
 
     @torch.inference_mode()
     def decode(self, z):
-        if z.shape[-1] * z.shape[-2] * 64 <= self.tile ** 2:
+        if z.shape[-1] * z.shape[-2] * 64 <= self.tile**2:
             return self.decoder(z.to(self.device, self.dtype)).float() * 2 - 1
         feats = self.dec_global(z.to(self.device, self.dtype)).float().cpu().numpy()
-        y = tiled_apply(feats, self._run(self.dec_local), scale=8, tile=self.tile // 8, halo=self.dec_halo,
-                        progress=self.progress, desc="TAEF2 decode tiles")
+        y = tiled_apply(
+            feats,
+            self._run(self.dec_local),
+            scale=8,
+            tile=self.tile // 8,
+            halo=self.dec_halo,
+            progress=self.progress,
+            desc="TAEF2 decode tiles",
+        )
         del feats
         y = torch.from_numpy(y)
         return y.mul_(2).sub_(1)
@@ -281,13 +336,20 @@ class TAEF2Backend(TorchBackend):
         n, _, h, w = z.shape
         if n != 1:
             raise ValueError(f"decode_uint8 takes one latent, got a batch of {n}")
-        if h * w * 64 <= self.tile ** 2:
+        if h * w * 64 <= self.tile**2:
             return signed_to_uint8(self.decode_array(z))
         if h * w > spec.STREAM_GLOBAL_ABOVE:
             head, blocks, eps, groups = split_global_decoder(self.decoder)
-            feats = streamed_global(z, self._torch_fn(head), [(self._torch_fn(a), self._torch_fn(b)) for a, b in blocks],
-                                    tile=self.tile // 8, head_halo=HEAD_HALO, block_halo=BLOCK_HALO,
-                                    groups=groups, eps=eps)
+            feats = streamed_global(
+                z,
+                self._torch_fn(head),
+                [(self._torch_fn(a), self._torch_fn(b)) for a, b in blocks],
+                tile=self.tile // 8,
+                head_halo=HEAD_HALO,
+                block_halo=BLOCK_HALO,
+                groups=groups,
+                eps=eps,
+            )
         else:
             with torch.inference_mode():
                 feats = self.dec_global(torch.from_numpy(z).to(self.device, self.dtype)).float().cpu().numpy()
@@ -299,13 +361,22 @@ class TAEF2Backend(TorchBackend):
             t -= np.float32(1)
             signed_to_uint8(t, out[y0:y1, x0:x1])
 
-        tiled_apply(feats, self._run(self.dec_local), scale=8, tile=self.tile // 8, halo=self.dec_halo,
-                    progress=self.progress, desc="TAEF2 decode tiles", sink=sink)
+        tiled_apply(
+            feats,
+            self._run(self.dec_local),
+            scale=8,
+            tile=self.tile // 8,
+            halo=self.dec_halo,
+            progress=self.progress,
+            desc="TAEF2 decode tiles",
+            sink=sink,
+        )
         return out
 
 
-def load_taef2(directory: str | Path | None = None, device: str | torch.device | None = None,
-               dtype: torch.dtype | None = None) -> TAEF2Backend:
+def load_taef2(
+    directory: str | Path | None = None, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> TAEF2Backend:
     """Load TAEF2 from a directory holding taef2_encoder.pth and taef2_decoder.pth."""
     directory = Path(directory) if directory is not None else default_taef2_dir()
     dev = device if isinstance(device, torch.device) else select_device(device)
@@ -318,11 +389,9 @@ def load_taef2(directory: str | Path | None = None, device: str | torch.device |
         try:
             state = torch.load(f, map_location="cpu", weights_only=True)
             module.load_state_dict(state)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise ModelNotFoundError(f"{f} is not a TAEF2 state dict ({first}); fix: re-download {fname}") from None
     backend = TAEF2Backend(enc, dec, dev, dtype)
     backend.load_seconds = time.perf_counter() - t0
     return backend
-
-

@@ -62,5 +62,6 @@ def taef2_weight_files(directory: str | Path | None = None) -> tuple[Path, Path]
         if not f.is_file():
             raise ModelNotFoundError(
                 f"TAEF2 weights not found: looked for {f}; fix: download {f.name} from "
-                f"https://github.com/madebyollin/taesd into that folder, set SDCOMP_TAEF2_DIR, or pass --model DIR")
+                f"https://github.com/madebyollin/taesd into that folder, set SDCOMP_TAEF2_DIR, or pass --model DIR"
+            )
     return files

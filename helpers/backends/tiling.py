@@ -19,8 +19,8 @@ Usage with any runtime::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from fractions import Fraction
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -44,10 +44,18 @@ def tile_grid(height: int, width: int, tile: int, align: int = 1) -> list[tuple[
     return [(y0, y1, x0, x1) for y0, y1 in _splits(height, tile, align) for x0, x1 in _splits(width, tile, align)]
 
 
-def tiled_apply(x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], *, scale: Fraction | int | float,
-                tile: int, halo: int, align: int = 1, progress: bool | None = False,
-                desc: str = "tiles", sink: Callable[[tuple[int, int, int, int], np.ndarray], None] | None = None
-                ) -> np.ndarray | None:
+def tiled_apply(
+    x: np.ndarray,
+    fn: Callable[[np.ndarray], np.ndarray],
+    *,
+    scale: Fraction | int | float,
+    tile: int,
+    halo: int,
+    align: int = 1,
+    progress: bool | None = False,
+    desc: str = "tiles",
+    sink: Callable[[tuple[int, int, int, int], np.ndarray], None] | None = None,
+) -> np.ndarray | None:
     """Apply ``fn`` (NCHW array -> NCHW array, output size = input size x ``scale``) tile by tile.
 
     ``tile``: core tile side in input samples; ``halo``: extra input samples on each inner side (at least the
@@ -92,12 +100,13 @@ def tiled_apply(x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], *, scale:
             continue
         if out is None:
             out = np.empty((t.shape[0], t.shape[1], int(h * scale), int(w * scale)), dtype=t.dtype)
-        out[:, :, place[0]:place[1], place[2]:place[3]] = t[:, :, oy0:oy1, ox0:ox1]
+        out[:, :, place[0] : place[1], place[2] : place[3]] = t[:, :, oy0:oy1, ox0:ox1]
     return out
 
 
-def group_stats(sums: np.ndarray, sqsums: np.ndarray, count: int, groups: int, eps: float
-                ) -> tuple[np.ndarray, np.ndarray]:
+def group_stats(
+    sums: np.ndarray, sqsums: np.ndarray, count: int, groups: int, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel (N, C, 1, 1) float32 mean and 1 / sqrt(var + eps) of GroupNorm's groups, from per-channel
     float64 sums and sums of squares over ``count`` positions (population variance, as GroupNorm)."""
     n, c = sums.shape
@@ -112,8 +121,9 @@ def group_stats(sums: np.ndarray, sqsums: np.ndarray, count: int, groups: int, e
     return expand(mean), expand(rstd)
 
 
-def streamed_global(z: np.ndarray, head: Callable, blocks: list, *, tile: int, head_halo: int, block_halo: int,
-                    groups: int, eps: float) -> np.ndarray:
+def streamed_global(
+    z: np.ndarray, head: Callable, blocks: list, *, tile: int, head_halo: int, block_halo: int, groups: int, eps: float
+) -> np.ndarray:
     """Run a chain ``head`` then residual blocks with a GroupNorm branch (``blocks``: (hidden, apply) callables)
     in tiles, at the input's resolution, with memory bounded by two feature maps plus one tile.
 
@@ -134,7 +144,9 @@ def streamed_global(z: np.ndarray, head: Callable, blocks: list, *, tile: int, h
             sums, sqsums = (s, q) if sums is None else (sums + s, sqsums + q)
             del t, t64
         mean, rstd = group_stats(sums, sqsums, h * w, groups, eps)
-        x = tiled_apply(x, lambda t: apply(t, mean, rstd), scale=1, tile=tile, halo=block_halo)
+        x = tiled_apply(
+            x, lambda t, mean=mean, rstd=rstd, apply=apply: apply(t, mean, rstd), scale=1, tile=tile, halo=block_halo
+        )
     return x
 
 
@@ -163,7 +175,7 @@ def receptive_radius(layers: Iterable, unit: Fraction = Fraction(1)) -> Fraction
             r += sub
         elif isinstance(layer, nn.GroupNorm):
             raise ValueError("GroupNorm normalises over the whole image: keep it out of tiled layers")
-        elif hasattr(layer, "conv") and isinstance(getattr(layer, "conv"), nn.Sequential):  # residual block
+        elif hasattr(layer, "conv") and isinstance(layer.conv, nn.Sequential):  # residual block
             if getattr(layer, "pool", None) is not None:
                 raise ValueError("a block with a GroupNorm branch normalises over the whole image: run it untiled")
             r += receptive_radius(layer.conv, jump)

@@ -95,8 +95,12 @@ class TorchBackend(Backend):
 
     def encode_array(self, x: np.ndarray, seed: int = 0) -> np.ndarray:
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        return self.encode(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), generator=gen
-                           ).float().cpu().numpy()
+        return (
+            self.encode(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), generator=gen)
+            .float()
+            .cpu()
+            .numpy()
+        )
 
     def decode_array(self, z: np.ndarray) -> np.ndarray:
         return self.decode(torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))).float().cpu().numpy()

@@ -31,8 +31,13 @@ def aggregate(records: Iterable[dict], images: Sequence[str]) -> dict[tuple[str,
     out = {}
     for key, rs in groups.items():
         ok = [r for r in rs if r.get("bytes") is not None]
-        row = {"n": len(ok), "of": len(wanted), "complete": len(ok) == len(wanted),
-               "bytes": _mean(r["bytes"] for r in ok), "bpp": _mean(r["bpp"] for r in ok)}
+        row = {
+            "n": len(ok),
+            "of": len(wanted),
+            "complete": len(ok) == len(wanted),
+            "bytes": _mean(r["bytes"] for r in ok),
+            "bpp": _mean(r["bpp"] for r in ok),
+        }
         for m in config.metric_keys():
             vals = [r.get(m) for r in ok if r.get(m) is not None]
             row[f"{m}_n"] = len(vals)
@@ -100,11 +105,19 @@ def _rows_for(selection: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _image_curve(recs: Iterable[dict], image: str, codec: str, rule: str, budgets: Sequence[int],
-                 metric: str) -> list[tuple[float, float]]:
-    return [(r["bpp"], r[metric]) for r in recs if r["image"] == image and r["codec"] == codec
-            and r["rule"] == rule and r["budget"] in budgets and r.get("bytes") is not None
-            and r.get(metric) is not None]
+def _image_curve(
+    recs: Iterable[dict], image: str, codec: str, rule: str, budgets: Sequence[int], metric: str
+) -> list[tuple[float, float]]:
+    return [
+        (r["bpp"], r[metric])
+        for r in recs
+        if r["image"] == image
+        and r["codec"] == codec
+        and r["rule"] == rule
+        and r["budget"] in budgets
+        and r.get("bytes") is not None
+        and r.get(metric) is not None
+    ]
 
 
 def bd_table(doc: dict, selection: dict) -> list[dict]:
@@ -124,13 +137,17 @@ def bd_table(doc: dict, selection: dict) -> list[dict]:
                 for metric in (m.key for m in config.bd_metrics()):
                     a, row[f"{metric}_curve"] = baseline_curve(doc, agg, codec, rule, selection, metric)
                     b = _series(agg, ours, OURS_RULE, selection["budgets"], metric)
-                    val = bd_rate([p[0] for p in a], [p[1] for p in a], [p[0] for p in b], [p[1] for p in b]) \
-                        if len(a) >= 2 and len(b) >= 2 else None
+                    val = (
+                        bd_rate([p[0] for p in a], [p[1] for p in a], [p[0] for p in b], [p[1] for p in b])
+                        if len(a) >= 2 and len(b) >= 2
+                        else None
+                    )
                     row[metric] = val
                     row[f"{metric}_overlap"] = bd_overlap([p[1] for p in a], [p[1] for p in b])
                     row[f"{metric}_points"] = (len(a), len(b))
-                    row[f"{metric}_ranges"] = tuple((min(p[1] for p in c), max(p[1] for p in c)) if c else (None, None)
-                                                    for c in (a, b))
+                    row[f"{metric}_ranges"] = tuple(
+                        (min(p[1] for p in c), max(p[1] for p in c)) if c else (None, None) for c in (a, b)
+                    )
                     per = []
                     for image in selection["images"]:
                         ca = image_sweep_curve(doc, image, codec, metric)
@@ -159,8 +176,11 @@ def head_to_head(doc: dict, selection: dict, budget: int) -> list[dict]:
     from .. import metrics
 
     images = set(selection["images"])
-    recs = {(r["image"], r["codec"], r["rule"]): r for r in doc["records"]
-            if r["image"] in images and int(r["budget"]) == int(budget) and r.get("bytes") is not None}
+    recs = {
+        (r["image"], r["codec"], r["rule"]): r
+        for r in doc["records"]
+        if r["image"] in images and int(r["budget"]) == int(budget) and r.get("bytes") is not None
+    }
     mets = [m for m in shown_metrics(r for r in doc["records"] if r["image"] in images) if m.score]
     rows = _rows_for(selection)
     out = []
@@ -170,11 +190,26 @@ def head_to_head(doc: dict, selection: dict, budget: int) -> list[dict]:
                 continue
             common = [i for i in selection["images"] if (i, ours, OURS_RULE) in recs and (i, codec, rule) in recs]
             pairs = [(recs[(i, ours, OURS_RULE)], recs[(i, codec, rule)]) for i in common]
-            out.append({"ours": ours, "baseline": label, "codec": codec, "rule": rule, "n": len(common),
-                        "of": len(images), "images": common,
-                        "tallies": {m.key: metrics.tally(m.key, [(a.get(m.key), b.get(m.key)) for a, b in pairs],
-                                                         digits=m.digits, higher_is_better=m.higher_is_better)
-                                     for m in mets}})
+            out.append(
+                {
+                    "ours": ours,
+                    "baseline": label,
+                    "codec": codec,
+                    "rule": rule,
+                    "n": len(common),
+                    "of": len(images),
+                    "images": common,
+                    "tallies": {
+                        m.key: metrics.tally(
+                            m.key,
+                            [(a.get(m.key), b.get(m.key)) for a, b in pairs],
+                            digits=m.digits,
+                            higher_is_better=m.higher_is_better,
+                        )
+                        for m in mets
+                    },
+                }
+            )
     return out
 
 
@@ -197,8 +232,11 @@ def budget_verdict(doc: dict, selection: dict, budget: int) -> str:
 
     h2h = head_to_head(doc, selection, budget)
     fits = any(row["n"] for row in h2h)
-    text = f"At {budget} bytes, " + verdict_text(h2h) if fits else \
-        f"At {budget} bytes, no baseline fits any image that ours fits"
+    text = (
+        f"At {budget} bytes, " + verdict_text(h2h)
+        if fits
+        else f"At {budget} bytes, no baseline fits any image that ours fits"
+    )
     empty = list(dict.fromkeys(row["baseline"] for row in h2h if not row["n"]))
     if empty and fits:
         text += f" ({join_words(empty)} cannot fit any image into {budget} bytes)"

@@ -35,8 +35,9 @@ def bd_overlap(ref_values: Sequence[float], test_values: Sequence[float]) -> tup
     return (lo, hi) if hi > lo else None
 
 
-def bd_rate(ref_rates: Sequence[float], ref_values: Sequence[float],
-            test_rates: Sequence[float], test_values: Sequence[float]) -> float | None:
+def bd_rate(
+    ref_rates: Sequence[float], ref_values: Sequence[float], test_rates: Sequence[float], test_values: Sequence[float]
+) -> float | None:
     """Bjontegaard delta rate of ``test`` against ``ref``, in percent (negative = test needs fewer bits).
 
     Each curve's log-rate is fitted as a polynomial of the quality metric (cubic, as Bjontegaard's VCEG-M33;

@@ -58,6 +58,7 @@ MB = 1e6 / 2**20  # MiB per MB
 # test pictures
 # ------------------------------------------------------------------------------------------
 
+
 def fetch_photos(workdir: Path) -> list[Path]:
     """The four mate-backgrounds photographs, from the Debian package fetched with ``apt-get download``."""
     nature = workdir / "x" / "usr" / "share" / "backgrounds" / "mate" / "nature"
@@ -111,6 +112,7 @@ def timing_images(sizes, tmp: Path, data: Path, kodak: str, photos: Path) -> dic
 # ------------------------------------------------------------------------------------------
 # measuring one child process
 # ------------------------------------------------------------------------------------------
+
 
 def run_measured(cmd: list[str], env: dict | None = None, cwd: Path = ROOT) -> dict:
     """Run ``cmd`` as a child (:func:`helpers.memory.run_child`): wall time (launch to exit), CPU (user + sys),
@@ -176,26 +178,36 @@ def measure(cmd: list[str], tmp: Path, repeat: int, env: dict | None = None) -> 
     for _ in range(repeat):
         r = run_measured(cmd, env=env)
         log = r["log"]
-        runs.append({"wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "peak_rss_MiB": r["peak_rss_MiB"],
-                     "stages": stages_of(r, log), **{k: log[k] for k in ("bytes", "colors", "coder", "backend")
-                                                     if k in log},
-                     "loadavg": round(os.getloadavg()[0], 2)})
+        runs.append(
+            {
+                "wall_s": r["wall_s"],
+                "cpu_s": r["cpu_s"],
+                "peak_rss_MiB": r["peak_rss_MiB"],
+                "stages": stages_of(r, log),
+                **{k: log[k] for k in ("bytes", "colors", "coder", "backend") if k in log},
+                "loadavg": round(os.getloadavg()[0], 2),
+            }
+        )
     return runs
 
 
 def median_of(runs: list[dict]) -> dict:
     med = lambda xs: statistics.median(xs)  # noqa: E731
     stages = sorted({s for r in runs for s in r["stages"]["wall"]}, key=lambda s: STAGE_ORDER.index(s))
-    return {"wall_s": med([r["wall_s"] for r in runs]), "cpu_s": med([r["cpu_s"] for r in runs]),
-            "peak_rss_MiB": med([r["peak_rss_MiB"] for r in runs]),
-            "stage_wall": {s: med([r["stages"]["wall"].get(s, 0.0) for r in runs]) for s in stages},
-            "stage_cpu": {s: med([r["stages"]["cpu"].get(s, 0.0) for r in runs]) for s in stages},
-            "peak_stage": statistics.mode([r["stages"]["peak_stage"] for r in runs])}
+    return {
+        "wall_s": med([r["wall_s"] for r in runs]),
+        "cpu_s": med([r["cpu_s"] for r in runs]),
+        "peak_rss_MiB": med([r["peak_rss_MiB"] for r in runs]),
+        "stage_wall": {s: med([r["stages"]["wall"].get(s, 0.0) for r in runs]) for s in stages},
+        "stage_cpu": {s: med([r["stages"]["cpu"].get(s, 0.0) for r in runs]) for s in stages},
+        "peak_stage": statistics.mode([r["stages"]["peak_stage"] for r in runs]),
+    }
 
 
 # ------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------
+
 
 def run(args) -> dict:
     from PIL import Image
@@ -209,16 +221,44 @@ def run(args) -> dict:
     rows, first = [], None
     if "onnx" in args.runtimes:
         img = images[min(images)][0]
-        r = measure([py, "-m", "helpers", "encode", str(img), str(tmp / "first.sdc"), "--model", args.model,
-                     "--runtime", "onnx", "--colors", str(args.colors), "--coder", args.coder], tmp, 1, env)[0]
-        first = {"size": min(images), "wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "peak_rss_MiB": r["peak_rss_MiB"],
-                 "load_s": r["stages"]["wall"].get("load", 0.0)}
-        print(f"first ONNX run (exports the graphs): {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, "
-              f"{r['peak_rss_MiB']:.0f} MiB, of which load/export {first['load_s']:.1f} s", flush=True)
+        r = measure(
+            [
+                py,
+                "-m",
+                "helpers",
+                "encode",
+                str(img),
+                str(tmp / "first.sdc"),
+                "--model",
+                args.model,
+                "--runtime",
+                "onnx",
+                "--colors",
+                str(args.colors),
+                "--coder",
+                args.coder,
+            ],
+            tmp,
+            1,
+            env,
+        )[0]
+        first = {
+            "size": min(images),
+            "wall_s": r["wall_s"],
+            "cpu_s": r["cpu_s"],
+            "peak_rss_MiB": r["peak_rss_MiB"],
+            "load_s": r["stages"]["wall"].get("load", 0.0),
+        }
+        print(
+            f"first ONNX run (exports the graphs): {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, "
+            f"{r['peak_rss_MiB']:.0f} MiB, of which load/export {first['load_s']:.1f} s",
+            flush=True,
+        )
     configs = [(s, f"K={args.colors}", ["--colors", str(args.colors), "--coder", args.coder]) for s in args.sizes]
     if args.budget and 512 in images:
-        configs.insert(args.sizes.index(512) + 1, (512, f"{args.budget} B", ["--method", "tc", "--target-bytes",
-                                                                              str(args.budget)]))
+        configs.insert(
+            args.sizes.index(512) + 1, (512, f"{args.budget} B", ["--method", "tc", "--target-bytes", str(args.budget)])
+        )
     for size, setting, opts in configs:
         img, what = images[size]
         repeat = args.repeat if size <= 512 else args.repeat_large
@@ -226,13 +266,26 @@ def run(args) -> dict:
         ours_bytes = None
         for rt in args.runtimes:
             sdc, png = tmp / f"{size}_{rt}.sdc", tmp / f"{size}_{rt}.png"
-            enc = measure([py, "-m", "helpers", "encode", str(img), str(sdc), "--model", args.model, "--runtime", rt,
-                           *opts], tmp, repeat, env)
+            enc = measure(
+                [py, "-m", "helpers", "encode", str(img), str(sdc), "--model", args.model, "--runtime", rt, *opts],
+                tmp,
+                repeat,
+                env,
+            )
             dec = measure([py, "-m", "helpers", "decode", str(sdc), str(png), "--runtime", rt], tmp, repeat, env)
             ours_bytes = sdc.stat().st_size
             for op, runs in (("encode", enc), ("decode", dec)):
-                row = {"size": size, "megapixels": mp, "image": what, "setting": setting, "op": op, "runtime": rt,
-                       "bytes": ours_bytes, "runs": runs, "median": median_of(runs)}
+                row = {
+                    "size": size,
+                    "megapixels": mp,
+                    "image": what,
+                    "setting": setting,
+                    "op": op,
+                    "runtime": rt,
+                    "bytes": ours_bytes,
+                    "runs": runs,
+                    "median": median_of(runs),
+                }
                 rows.append(row)
                 print(_line(row), flush=True)
         if args.reference and setting.startswith("K="):
@@ -247,15 +300,33 @@ def run(args) -> dict:
                 f = tmp / f"{size}.{codec}"
                 f.write_bytes(res.data)
                 runs = measure([py, "-c", PILLOW_DECODE, str(f), str(tmp / f"{size}_{codec}.png")], tmp, repeat)
-                row = {"size": size, "megapixels": mp, "image": what, "setting": f"q{res.quality}", "op": "decode",
-                       "runtime": f"Pillow {codec.upper()}", "bytes": res.nbytes, "runs": runs,
-                       "median": median_of(runs)}
+                row = {
+                    "size": size,
+                    "megapixels": mp,
+                    "image": what,
+                    "setting": f"q{res.quality}",
+                    "op": "decode",
+                    "runtime": f"Pillow {codec.upper()}",
+                    "bytes": res.nbytes,
+                    "runs": runs,
+                    "median": median_of(runs),
+                }
                 rows.append(row)
                 print(_line(row), flush=True)
-    doc = {"command": "python -m helpers.bench --cli " + " ".join(args.argv), "model": args.model,
-           "coder": args.coder, "sizes": args.sizes, "peak_rss": "VmHWM", "first_onnx_run": first, "rows": rows,
-           "machine": _machine(), "loadavg_start": round(load_start, 2), "loadavg_end": round(os.getloadavg()[0], 2),
-           "photo_licence": PHOTO_LICENCE, "kodak": args.kodak}
+    doc = {
+        "command": "python -m helpers.bench --cli " + " ".join(args.argv),
+        "model": args.model,
+        "coder": args.coder,
+        "sizes": args.sizes,
+        "peak_rss": "VmHWM",
+        "first_onnx_run": first,
+        "rows": rows,
+        "machine": _machine(),
+        "loadavg_start": round(load_start, 2),
+        "loadavg_end": round(os.getloadavg()[0], 2),
+        "photo_licence": PHOTO_LICENCE,
+        "kodak": args.kodak,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "records.json").write_text(json.dumps(doc, indent=1))
@@ -293,11 +364,14 @@ def _machine() -> dict:
 # report
 # ------------------------------------------------------------------------------------------
 
+
 def _line(row: dict) -> str:
     m = row["median"]
     st = ", ".join(f"{s} {m['stage_wall'][s]:.2f}/{m['stage_cpu'][s]:.2f}" for s in m["stage_wall"])
-    return (f"{row['size']}px {row['setting']} {row['op']} {row['runtime']}: {row['bytes']} B, wall {m['wall_s']:.2f} s, "
-            f"CPU {m['cpu_s']:.2f} s, peak {m['peak_rss_MiB']:.0f} MiB (in {m['peak_stage']}); stages wall/CPU s: {st}")
+    return (
+        f"{row['size']}px {row['setting']} {row['op']} {row['runtime']}: {row['bytes']} B, wall {m['wall_s']:.2f} s, "
+        f"CPU {m['cpu_s']:.2f} s, peak {m['peak_rss_MiB']:.0f} MiB (in {m['peak_stage']}); stages wall/CPU s: {st}"
+    )
 
 
 def _f(x: float, d: int = 2) -> str:
@@ -305,34 +379,44 @@ def _f(x: float, d: int = 2) -> str:
 
 
 #: how a records.json measured peak RSS: ``peak_rss`` in the document (absent: the first runs, ``ru_maxrss``)
-PEAK_RSS_TEXT = {"ru_maxrss": "the child's `ru_maxrss`",
-                 "VmHWM": "the child's own peak (`VmHWM` in its stage log)"}
+PEAK_RSS_TEXT = {"ru_maxrss": "the child's `ru_maxrss`", "VmHWM": "the child's own peak (`VmHWM` in its stage log)"}
 
 
 def summary(doc: dict) -> str:
     rows = doc["rows"]
     mach = doc["machine"]
-    lines = [f"# CLI timing (`{doc['command'].strip()}`)", "",
-             f"Real `python -m helpers encode/decode` subprocesses, model {doc['model']}, coder `{doc['coder']}`; "
-             f"medians of the runs listed in `records.json`. Wall = process launch to exit; CPU = user + sys of the "
-             f"child (all its threads); peak RSS = {PEAK_RSS_TEXT[doc.get('peak_rss', 'ru_maxrss')]} (MiB; MB = 10^6 bytes "
-             f"in the targets). "
-             f"Images: {doc['kodak']} centre crops up to 512 px, above that centre crops of a mosaic of real photos "
-             f"({doc['photo_licence']}). Machine: {mach.get('cpu', '?')}, {mach['cpu_count']} cores, shared with "
-             f"other developers' jobs (load average {doc['loadavg_start']} at the start, {doc['loadavg_end']} at the "
-             f"end): wall times are inflated, CPU times much less. onnxruntime {mach.get('onnxruntime')}, "
-             f"torch {mach.get('torch')}, numpy {mach.get('numpy')}, Pillow {mach.get('pillow')}.", ""]
+    lines = [
+        f"# CLI timing (`{doc['command'].strip()}`)",
+        "",
+        f"Real `python -m helpers encode/decode` subprocesses, model {doc['model']}, coder `{doc['coder']}`; "
+        f"medians of the runs listed in `records.json`. Wall = process launch to exit; CPU = user + sys of the "
+        f"child (all its threads); peak RSS = {PEAK_RSS_TEXT[doc.get('peak_rss', 'ru_maxrss')]} (MiB; MB = 10^6 bytes "
+        f"in the targets). "
+        f"Images: {doc['kodak']} centre crops up to 512 px, above that centre crops of a mosaic of real photos "
+        f"({doc['photo_licence']}). Machine: {mach.get('cpu', '?')}, {mach['cpu_count']} cores, shared with "
+        f"other developers' jobs (load average {doc['loadavg_start']} at the start, {doc['loadavg_end']} at the "
+        f"end): wall times are inflated, CPU times much less. onnxruntime {mach.get('onnxruntime')}, "
+        f"torch {mach.get('torch')}, numpy {mach.get('numpy')}, Pillow {mach.get('pillow')}.",
+        "",
+    ]
     first = doc.get("first_onnx_run")
     if first:
-        lines += [f"First ONNX run for a set of weights ({first['size']}x{first['size']}, exports the ONNX graphs with "
-                  f"torch into the cache): {_f(first['wall_s'], 1)} s wall, {_f(first['cpu_s'], 1)} s CPU, "
-                  f"{first['peak_rss_MiB']:.0f} MiB peak; every later run finds them cached.", ""]
+        lines += [
+            f"First ONNX run for a set of weights ({first['size']}x{first['size']}, exports the ONNX graphs with "
+            f"torch into the cache): {_f(first['wall_s'], 1)} s wall, {_f(first['cpu_s'], 1)} s CPU, "
+            f"{first['peak_rss_MiB']:.0f} MiB peak; every later run finds them cached.",
+            "",
+        ]
     # targets at 512
     tgt = [r for r in rows if r["size"] == 512 and not r["runtime"].startswith("Pillow")]
     if tgt:
-        lines += ["## 512x512 against the targets (process start to output written)", "",
-                  "| op | setting | runtime | wall s | CPU s | peak RSS MB | target | compute CPU s (VAE + palette + "
-                  "entropy) | fixed CPU s (start, imports, load, read, write, exit) |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## 512x512 against the targets (process start to output written)",
+            "",
+            "| op | setting | runtime | wall s | CPU s | peak RSS MB | target | compute CPU s (VAE + palette + "
+            "entropy) | fixed CPU s (start, imports, load, read, write, exit) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in tgt:
             m = r["median"]
             tw, tm = TARGETS_512[r["op"]]
@@ -343,14 +427,19 @@ def summary(doc: dict) -> str:
                 target = f"<= {tw} s, <= {tm} MB: {ok}"
             comp = sum(m["stage_cpu"].get(s, 0.0) for s in ("vae", "palette", "entropy"))
             fixed = sum(m["stage_cpu"].get(s, 0.0) for s in ("start", "imports", "load", "read", "write", "exit"))
-            lines.append(f"| {r['op']} | {r['setting']} | {r['runtime']} | {_f(m['wall_s'])} | {_f(m['cpu_s'])} | "
-                         f"{m['peak_rss_MiB'] / MB:.0f} | {target} | {_f(comp)} | {_f(fixed)} |")
+            lines.append(
+                f"| {r['op']} | {r['setting']} | {r['runtime']} | {_f(m['wall_s'])} | {_f(m['cpu_s'])} | "
+                f"{m['peak_rss_MiB'] / MB:.0f} | {target} | {_f(comp)} | {_f(fixed)} |"
+            )
         lines.append("")
     # scaling table
-    lines += ["## All sizes: totals and per megapixel", "",
-              "| size | setting | op | runtime | bytes | wall s | CPU s | peak RSS MiB | wall s/MP | CPU s/MP | "
-              "VAE wall / CPU s/MP | VAE wall / CPU per MP vs 512 | peak RSS vs 512 |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## All sizes: totals and per megapixel",
+        "",
+        "| size | setting | op | runtime | bytes | wall s | CPU s | peak RSS MiB | wall s/MP | CPU s/MP | "
+        "VAE wall / CPU s/MP | VAE wall / CPU per MP vs 512 | peak RSS vs 512 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     base = {(r["op"], r["runtime"]): r for r in rows if r["size"] == 512 and r["setting"].startswith(("K=", "q"))}
     for r in rows:
         m, mp = r["median"], r["megapixels"]
@@ -362,22 +451,36 @@ def summary(doc: dict) -> str:
             bc = b["median"]["stage_cpu"].get("vae", 0.0) / b["megapixels"]
             rel_vae = f"{vw / bw:.2f}x / {vc / bc:.2f}x" if bw and bc else "-"
             rel_rss = f"{m['peak_rss_MiB'] / b['median']['peak_rss_MiB']:.2f}x"
-        lines.append(f"| {r['size']} | {r['setting']} | {r['op']} | {r['runtime']} | {r['bytes']} | {_f(m['wall_s'])} | "
-                     f"{_f(m['cpu_s'])} | {m['peak_rss_MiB']:.0f} | {_f(m['wall_s'] / mp)} | {_f(m['cpu_s'] / mp)} | "
-                     f"{_f(vw)} / {_f(vc)} | {rel_vae} | {rel_rss} |")
-    lines += ["", "## Stages: wall / CPU seconds (median), and where the peak RSS was reached", "",
-              "| size | setting | op | runtime | " + " | ".join(STAGE_ORDER) + " | peak in |",
-              "|---|---|---|---|" + "---|" * len(STAGE_ORDER) + "---|"]
+        lines.append(
+            f"| {r['size']} | {r['setting']} | {r['op']} | {r['runtime']} | {r['bytes']} | {_f(m['wall_s'])} | "
+            f"{_f(m['cpu_s'])} | {m['peak_rss_MiB']:.0f} | {_f(m['wall_s'] / mp)} | {_f(m['cpu_s'] / mp)} | "
+            f"{_f(vw)} / {_f(vc)} | {rel_vae} | {rel_rss} |"
+        )
+    lines += [
+        "",
+        "## Stages: wall / CPU seconds (median), and where the peak RSS was reached",
+        "",
+        "| size | setting | op | runtime | " + " | ".join(STAGE_ORDER) + " | peak in |",
+        "|---|---|---|---|" + "---|" * len(STAGE_ORDER) + "---|",
+    ]
     for r in rows:
         m = r["median"]
-        cells = [f"{_f(m['stage_wall'][s])} / {_f(m['stage_cpu'][s])}" if s in m["stage_wall"] else "-"
-                 for s in STAGE_ORDER]
-        lines.append(f"| {r['size']} | {r['setting']} | {r['op']} | {r['runtime']} | " + " | ".join(cells) +
-                     f" | {m['peak_stage']} |")
-    lines += ["", "Stages: start = launch until our code runs (interpreter); imports = CLI, codec, numpy/Pillow and "
-              "the runtime (onnxruntime or torch); read = input image or .sdc file; load = weights / ONNX sessions; "
-              "vae = the network (Pillow rows: the JXL/AVIF decode); palette = k-means palette and rate control; "
-              "entropy = entropy coding / decoding; write = output file (decode: PNG encoding); exit = shutdown.", ""]
+        cells = [
+            f"{_f(m['stage_wall'][s])} / {_f(m['stage_cpu'][s])}" if s in m["stage_wall"] else "-" for s in STAGE_ORDER
+        ]
+        lines.append(
+            f"| {r['size']} | {r['setting']} | {r['op']} | {r['runtime']} | "
+            + " | ".join(cells)
+            + f" | {m['peak_stage']} |"
+        )
+    lines += [
+        "",
+        "Stages: start = launch until our code runs (interpreter); imports = CLI, codec, numpy/Pillow and "
+        "the runtime (onnxruntime or torch); read = input image or .sdc file; load = weights / ONNX sessions; "
+        "vae = the network (Pillow rows: the JXL/AVIF decode); palette = k-means palette and rate control; "
+        "entropy = entropy coding / decoding; write = output file (decode: PNG encoding); exit = shutdown.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -385,10 +488,13 @@ def summary(doc: dict) -> str:
 # command line
 # ------------------------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m helpers.bench --cli",
-                                 description="Time the real CLI (encode/decode subprocesses) per stage, size and "
-                                             "runtime, with Pillow's JPEG XL / AVIF decoding as a reference.")
+    ap = argparse.ArgumentParser(
+        prog="python -m helpers.bench --cli",
+        description="Time the real CLI (encode/decode subprocesses) per stage, size and "
+        "runtime, with Pillow's JPEG XL / AVIF decoding as a reference.",
+    )
     ap.add_argument("--sizes", nargs="+", type=int, default=list(DEFAULT_SIZES), help="square sides in pixels")
     ap.add_argument("--runtimes", nargs="+", default=["onnx", "torch"], choices=["onnx", "torch"])
     ap.add_argument("--repeat", type=int, default=3, help="runs per configuration up to 512x512 (median reported)")
@@ -397,12 +503,19 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--budget", type=int, default=5000, help="byte budget of the extra 512x512 run (0: none)")
     ap.add_argument("--coder", default="arith", choices=["zlib", "arith", "lzma"])
     ap.add_argument("--model", default="taef2")
-    ap.add_argument("--no-reference", dest="reference", action="store_false",
-                    help="skip the Pillow JPEG XL / AVIF decoding reference")
+    ap.add_argument(
+        "--no-reference",
+        dest="reference",
+        action="store_false",
+        help="skip the Pillow JPEG XL / AVIF decoding reference",
+    )
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="Kodak folder (default ../shared/data/kodak)")
     ap.add_argument("--kodak", default="kodim23", help="Kodak image for the sizes up to 512")
-    ap.add_argument("--photos", default=str(Path(tempfile.gettempdir()) / "sdcomp-photos"),
-                    help="where the mate-backgrounds package is fetched to (a temporary folder)")
+    ap.add_argument(
+        "--photos",
+        default=str(Path(tempfile.gettempdir()) / "sdcomp-photos"),
+        help="where the mate-backgrounds package is fetched to (a temporary folder)",
+    )
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default results/cli_timing)")
     ap.add_argument("--report-only", action="store_true", help="only rewrite summary.md from --out/records.json")
     return ap

@@ -54,8 +54,9 @@ class Comparison:
         for codec, res in self.baselines.get(rule, {}).items():
             out.append((codec, f"{codec} q{res.quality}", res.image, res.nbytes, psnr.get((codec, rule))))
         ours = self.rows[0]  # compare_image puts our row first
-        out.append(("ours", f"ours ({self.ours.header.model_id})", self.ours_decoded.image, self.ours.nbytes,
-                    ours["psnr"]))
+        out.append(
+            ("ours", f"ours ({self.ours.header.model_id})", self.ours_decoded.image, self.ours.nbytes, ours["psnr"])
+        )
         return out
 
     def sizes(self, rule: str = "ge") -> dict[str, int]:
@@ -72,14 +73,27 @@ class Comparison:
 
 
 def _metrics_row(name, codec, rule, setting, ref, img, nbytes, metric_keys=None) -> dict:
-    return {"image": name, "codec": codec, "rule": rule, "setting": setting,
-            **metrics.measure(ref, img, keys=metric_keys, nbytes=nbytes)}
+    return {
+        "image": name,
+        "codec": codec,
+        "rule": rule,
+        "setting": setting,
+        **metrics.measure(ref, img, keys=metric_keys, nbytes=nbytes),
+    }
 
 
-def compare_image(img, backend, name: str = "image", params: CodecParams | None = None,
-                  target_bytes: int | None = None, codecs: list[str] | None = None,
-                  rules: tuple[str, ...] = ("ge",), with_lpips: bool = True, latents=None,
-                  metric_keys=None) -> Comparison:
+def compare_image(
+    img,
+    backend,
+    name: str = "image",
+    params: CodecParams | None = None,
+    target_bytes: int | None = None,
+    codecs: list[str] | None = None,
+    rules: tuple[str, ...] = ("ge",),
+    with_lpips: bool = True,
+    latents=None,
+    metric_keys=None,
+) -> Comparison:
     """Encode with our codec (under ``target_bytes`` if given), then match each baseline to our file size.
 
     Rows carry every metric available here, or those in ``metric_keys``; ``with_lpips=False`` (quick
@@ -104,19 +118,40 @@ def compare_image(img, backend, name: str = "image", params: CodecParams | None 
             except (BudgetError, UnavailableError):
                 continue  # reported as a missing row: the codec cannot reach this size
     h = enc.header
-    setting = (f"tc step {enc.coded.step:.3g}" + (f" effort {params.effort}" if params.effort else "")
-               if h.method == "tc" else f"{h.method} K={h.colors} {h.coder}") + (" +denoise" if h.denoise else "")
+    setting = (
+        f"tc step {enc.coded.step:.3g}" + (f" effort {params.effort}" if params.effort else "")
+        if h.method == "tc"
+        else f"{h.method} K={h.colors} {h.coder}"
+    ) + (" +denoise" if h.denoise else "")
     rows = [_metrics_row(name, f"ours:{backend.kind}", "-", setting, ref, dec.image, enc.nbytes, metric_keys)]
     for rule, per in results.items():
         for codec, res in per.items():
             rows.append(_metrics_row(name, codec, rule, f"q={res.quality}", ref, res.image, res.nbytes, metric_keys))
-    return Comparison(name=name, reference=ref, ours=enc, ours_decoded=dec, baselines=results, rows=rows,
-                      seconds={"encode": t1 - t0, "decode": t2 - t1, **{f"enc_{k}": v for k, v in enc.timings.items()},
-                               **{f"dec_{k}": v for k, v in dec.timings.items()}})
+    return Comparison(
+        name=name,
+        reference=ref,
+        ours=enc,
+        ours_decoded=dec,
+        baselines=results,
+        rows=rows,
+        seconds={
+            "encode": t1 - t0,
+            "decode": t2 - t1,
+            **{f"enc_{k}": v for k, v in enc.timings.items()},
+            **{f"dec_{k}": v for k, v in dec.timings.items()},
+        },
+    )
 
 
-def compare_files(paths, backend, params: CodecParams | None = None, target_bytes: int | None = None,
-                  codecs=None, rules=("ge",), progress: bool = True) -> list[Comparison]:
+def compare_files(
+    paths,
+    backend,
+    params: CodecParams | None = None,
+    target_bytes: int | None = None,
+    codecs=None,
+    rules=("ge",),
+    progress: bool = True,
+) -> list[Comparison]:
     """:func:`compare_image` over image files, one progress bar, weights loaded once."""
     out = []
     for p in tqdm(list(paths), desc="compare", disable=not progress):
@@ -171,8 +206,13 @@ def as_records(comparisons) -> tuple[dict, dict]:
             codecs.append(r["codec"])
             rules.append(r["rule"])
             records.append({**r, "image": str(i), "budget": 0})
-    selection = {"images": [str(i) for i in range(len(comparisons))], "ours": list(dict.fromkeys(ours)),
-                 "codecs": list(dict.fromkeys(codecs)), "rules": list(dict.fromkeys(rules)), "budgets": [0]}
+    selection = {
+        "images": [str(i) for i in range(len(comparisons))],
+        "ours": list(dict.fromkeys(ours)),
+        "codecs": list(dict.fromkeys(codecs)),
+        "rules": list(dict.fromkeys(rules)),
+        "budgets": [0],
+    }
     return {"records": records}, selection
 
 
@@ -187,8 +227,10 @@ def head_to_head(comparisons: list[Comparison]) -> list[dict]:
     "1/3, 1 tie": equal at the metric's displayed precision, see :mod:`helpers.metrics.wins`); the metrics
     present in the rows."""
     keys = metric_columns([r for c in comparisons for r in c.rows])
-    return [{"rule": r["rule"], "baseline": r["codec"], **{k: r["tallies"][k].cell() for k in keys}}
-            for r in _h2h(comparisons)]
+    return [
+        {"rule": r["rule"], "baseline": r["codec"], **{k: r["tallies"][k].cell() for k in keys}}
+        for r in _h2h(comparisons)
+    ]
 
 
 def verdict_lines(comparisons: list[Comparison]) -> list[str]:
@@ -197,32 +239,47 @@ def verdict_lines(comparisons: list[Comparison]) -> list[str]:
     :mod:`helpers.metrics.wins`)."""
     rows = _h2h(comparisons)
     n = len(comparisons)
-    return [f"Rule `{rule}` ({RULE_TEXT.get(rule, rule)}), {n} image{'s' * (n != 1)}: "
-            f"{verdict_text([dict(r, baseline=r['codec']) for r in rows if r['rule'] == rule])}."
-            for rule in dict.fromkeys(r["rule"] for r in rows)]
+    return [
+        f"Rule `{rule}` ({RULE_TEXT.get(rule, rule)}), {n} image{'s' * (n != 1)}: "
+        f"{verdict_text([dict(r, baseline=r['codec']) for r in rows if r['rule'] == rule])}."
+        for rule in dict.fromkeys(r["rule"] for r in rows)
+    ]
 
 
 def head_to_head_markdown(comparisons: list[Comparison]) -> str:
     """The "does ours win?" block: :func:`head_to_head` as a table (metric columns with ↑/↓) and the
     :func:`verdict_lines` sentences under it."""
     rows = [r for c in comparisons for r in c.rows]
-    return (markdown_table(head_to_head(comparisons), columns=("rule", "baseline", *metric_columns(rows)))
-            + "\n" + "\n\n".join(verdict_lines(comparisons)) + "\n")
+    return (
+        markdown_table(head_to_head(comparisons), columns=("rule", "baseline", *metric_columns(rows)))
+        + "\n"
+        + "\n\n".join(verdict_lines(comparisons))
+        + "\n"
+    )
 
 
 def detail_rows(comparisons: list[Comparison], rule: str = "ge", border: int | None = None) -> list[dict]:
     """:func:`helpers.metrics.detail_summary` of every decoded panel (each baseline under ``rule``, ours) against
     the reference: the share of blocks with invented / lost fine detail (edge ring excluded, see ``border``)."""
     border = metrics.DETAIL_BORDER if border is None else border
-    return [{"image": c.name, "codec": label, **metrics.detail_summary(c.reference, img, border=border)}
-            for c in comparisons for label, img in c.images(rule).items() if label != "original"]
+    return [
+        {"image": c.name, "codec": label, **metrics.detail_summary(c.reference, img, border=border)}
+        for c in comparisons
+        for label, img in c.images(rule).items()
+        if label != "original"
+    ]
 
 
 def metric_status_rows() -> list[dict]:
     """One row per registered metric: key, direction arrow, and ``available: <library>`` or the reason it is not."""
-    return [{"metric": k, "better": d["arrow"], "status": (f"available: {d['library']}" if d["status"] == "available"
-                                                            else f"unavailable: {d['reason']}")}
-            for k, d in metrics.describe().items()]
+    return [
+        {
+            "metric": k,
+            "better": d["arrow"],
+            "status": (f"available: {d['library']}" if d["status"] == "available" else f"unavailable: {d['reason']}"),
+        }
+        for k, d in metrics.describe().items()
+    ]
 
 
 def timing_table(comparisons: list[Comparison]) -> str:
@@ -233,8 +290,9 @@ def timing_table(comparisons: list[Comparison]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(comparisons: list[Comparison], out_dir: str | Path, backend,
-                 title: str = "Matched-size comparison") -> dict:
+def write_report(
+    comparisons: list[Comparison], out_dir: str | Path, backend, title: str = "Matched-size comparison"
+) -> dict:
     """Write metrics.json, metrics.md (metrics with direction arrows, head-to-head wins, per-stage seconds,
     unavailable metrics with their reasons) and comparison.png into ``out_dir``."""
     from ..plots import comparison_figure, save_figure
@@ -244,29 +302,48 @@ def write_report(comparisons: list[Comparison], out_dir: str | Path, backend,
     rows = [r for c in comparisons for r in c.rows]
     described = metrics.describe()
     ok, reason = metrics.lpips_status()
-    meta = {"backend": backend.describe(), "model_id": backend.model_id, "metrics": described,
-            "lpips": "available" if ok else f"unavailable: {reason}"}
-    (out / "metrics.json").write_text(json.dumps({"meta": meta, "rows": rows,
-                                                  "seconds": {c.name: c.seconds for c in comparisons}},
-                                                 indent=2, ensure_ascii=False))
+    meta = {
+        "backend": backend.describe(),
+        "model_id": backend.model_id,
+        "metrics": described,
+        "lpips": "available" if ok else f"unavailable: {reason}",
+    }
+    (out / "metrics.json").write_text(
+        json.dumps(
+            {"meta": meta, "rows": rows, "seconds": {c.name: c.seconds for c in comparisons}},
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
     used = metric_columns(rows)
-    legend = ", ".join(f"`{k}` {d['arrow']} {d['name']}" + (f" ({d['unit']})" if d["unit"] else "")
-                       for k, d in described.items() if k in used)
-    settings = [f"- `{k}`: {d['library']}; " + "; ".join(f"{n}={v}" for n, v in d["settings"].items())
-                for k, d in described.items() if k in used]
-    missing = [f"- `{k}` {d['arrow']} unavailable: {d['reason']}" for k, d in described.items()
-               if d["status"] != "available"]
-    md = [f"# {title}\n", f"Backend: `{meta['backend']}`.\n",
-          "Baselines are matched to our file size; rule `ge` = smallest file >= ours (the 2022 notebook's rule), "
-          "`le` = largest file <= ours; a codec missing under `le` cannot make a file that small. "
-          "Sizes include every header byte; bpp = 8*bytes/pixels.\n",
-          f"Metrics (↑ higher is better, ↓ lower is better): {legend}.\n",
-          markdown_table(rows),
-          "\n## Does ours win?\n",
-          "Images on which ours scores better than the baseline, per metric (ours vs the baseline matched to "
-          "our size under the rule; a tie = equal at the precision shown above).\n",
-          head_to_head_markdown(comparisons),
-          "\n## Metric settings\n", "\n".join(settings) + "\n"]
+    legend = ", ".join(
+        f"`{k}` {d['arrow']} {d['name']}" + (f" ({d['unit']})" if d["unit"] else "")
+        for k, d in described.items()
+        if k in used
+    )
+    settings = [
+        f"- `{k}`: {d['library']}; " + "; ".join(f"{n}={v}" for n, v in d["settings"].items())
+        for k, d in described.items()
+        if k in used
+    ]
+    missing = [
+        f"- `{k}` {d['arrow']} unavailable: {d['reason']}" for k, d in described.items() if d["status"] != "available"
+    ]
+    md = [
+        f"# {title}\n",
+        f"Backend: `{meta['backend']}`.\n",
+        "Baselines are matched to our file size; rule `ge` = smallest file >= ours (the 2022 notebook's rule), "
+        "`le` = largest file <= ours; a codec missing under `le` cannot make a file that small. "
+        "Sizes include every header byte; bpp = 8*bytes/pixels.\n",
+        f"Metrics (↑ higher is better, ↓ lower is better): {legend}.\n",
+        markdown_table(rows),
+        "\n## Does ours win?\n",
+        "Images on which ours scores better than the baseline, per metric (ours vs the baseline matched to "
+        "our size under the rule; a tie = equal at the precision shown above).\n",
+        head_to_head_markdown(comparisons),
+        "\n## Metric settings\n",
+        "\n".join(settings) + "\n",
+    ]
     if missing:
         md += ["\n## Metrics not available here\n", "\n".join(missing) + "\n"]
     md += ["\n## Seconds per image (this machine)\n", timing_table(comparisons)]

@@ -21,25 +21,33 @@ TC_VARIANTS = {"tc": 0, "tc+e1": 1, "tc+e2": 2}
 DEFAULT_RULES = ("le",)
 HIGHLIGHT_BUDGET = 5000
 POLICY = "crop512"
-POLICY_TEXT = ("crop512: center crop to a 512x512 square (Kodak 768x512 / 512x768 -> the central 512x512, "
-               "no resampling); bpp = 8 * bytes / (512 * 512), headers counted")
+POLICY_TEXT = (
+    "crop512: center crop to a 512x512 square (Kodak 768x512 / 512x768 -> the central 512x512, "
+    "no resampling); bpp = 8 * bytes / (512 * 512), headers counted"
+)
 #: --policy: crop512 (the centre 512x512 square, never resampled: smaller images are refused) or full (the whole
 #: image, coded as the CLI codes it: padded to a multiple of 8, the VAE run in tiles; bpp over its own pixels)
-POLICIES = {"crop512": POLICY_TEXT,
-            "full": "full: the whole image, as the CLI codes it (padded to a multiple of 8 for the model, the VAE "
-                    "run in tiles, no resampling); bpp = 8 * bytes / (width * height), headers counted"}
+POLICIES = {
+    "crop512": POLICY_TEXT,
+    "full": "full: the whole image, as the CLI codes it (padded to a multiple of 8 for the model, the VAE "
+    "run in tiles, no resampling); bpp = 8 * bytes / (width * height), headers counted",
+}
 #: the quality sweep of each baseline (--sweep, on by default): every image encoded and measured at these
 #: qualities, cached per image content; the RD plot and the BD-rates use the mean curve over the images at each
 #: quality (the whole curve, not only the budgets every image reached). Chosen to span about 2-40 KB at 512x512.
-SWEEP_QUALITIES = {"jpeg": (1, 3, 6, 10, 15, 20, 30, 40, 55, 70),
-                   "webp": (0, 5, 10, 20, 30, 45, 60, 75, 85),
-                   "avif": (0, 10, 20, 30, 40, 50, 60, 70, 80),
-                   "jxl": (0, 5, 10, 19, 30, 45, 60, 75, 85)}
+SWEEP_QUALITIES = {
+    "jpeg": (1, 3, 6, 10, 15, 20, 30, 40, 55, 70),
+    "webp": (0, 5, 10, 20, 30, 45, 60, 75, 85),
+    "avif": (0, 10, 20, 30, 40, 50, 60, 70, 80),
+    "jxl": (0, 5, 10, 19, 30, 45, 60, 75, 85),
+}
 
 
 def codec_policy(policy: str) -> str:
     """The :func:`helpers.images.apply_policy` policy of a benchmark ``--policy``."""
     return {"crop512": "crop512", "full": "pad8"}[policy]
+
+
 SAVINGS_COLORS = 256
 OURS_RULE = "le"  # our rate control is a hard cap: the largest palette / finest step whose file is <= the budget
 STAGES = ("vae_encode", "refine", "quantize8", "palette", "pack", "unpack", "denoise", "vae_decode")
@@ -52,6 +60,8 @@ def variant(name: str) -> tuple[str, str, int] | None:
     if name in TC_VARIANTS:
         return "tc", "range", TC_VARIANTS[name]
     return None
+
+
 RECORDS_FILE = "records.json"
 PLOT_FILE = "rd_curves.png"
 SUMMARY_FILE = "summary.md"

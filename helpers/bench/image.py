@@ -43,8 +43,9 @@ class QualityCache:
         """The quality :func:`helpers.baselines.match_budget` picks (BudgetError if ``le`` can't reach)."""
         from .. import baselines
 
-        res = baselines.match_budget(self.img, self.codec, int(budget), rule=rule, encodes=self.data,
-                                     seconds=self.seconds)
+        res = baselines.match_budget(
+            self.img, self.codec, int(budget), rule=rule, encodes=self.data, seconds=self.seconds
+        )
         self._images.setdefault(res.quality, res.image)
         return int(res.quality)
 
@@ -108,8 +109,11 @@ class MetricCache:
         return {k: have.get(k) for k in keys}, spent
 
     def stats(self) -> dict:
-        return {"seconds": _round(self.seconds, 3), "pairs": self.pairs,
-                "per_metric": {k: _round(v, 3) for k, v in self.per_metric.items()}}
+        return {
+            "seconds": _round(self.seconds, 3),
+            "pairs": self.pairs,
+            "per_metric": {k: _round(v, 3) for k, v in self.per_metric.items()},
+        }
 
 
 def _sha1(data: bytes) -> str:
@@ -167,16 +171,20 @@ def _variants(setup: Setup, backend) -> list[tuple[str, bool]]:
 def _expected_keys(setup: Setup, image: str) -> list[str]:
     keys = [record_key(image, c, b, r) for c in setup.codecs for r in setup.rules for b in setup.budgets]
     for mlabel, backend in setup.backends:
-        keys += [record_key(image, ours_label(mlabel, coder, dn), b, OURS_RULE)
-                 for coder, dn in _variants(setup, backend) for b in setup.budgets]
+        keys += [
+            record_key(image, ours_label(mlabel, coder, dn), b, OURS_RULE)
+            for coder, dn in _variants(setup, backend)
+            for b in setup.budgets
+        ]
     return keys
 
 
 Fills = dict  # record key -> (old record, metric keys it lacks): records to complete instead of recompute
 
 
-def _baseline_records(name: str, ref, setup: Setup, have: set[str], fills: Fills,
-                      mc: MetricCache) -> list[tuple[str, dict]]:
+def _baseline_records(
+    name: str, ref, setup: Setup, have: set[str], fills: Fills, mc: MetricCache
+) -> list[tuple[str, dict]]:
     """(status, record) per missing baseline record (``new``) and per record to fill: the file re-encoded at
     the recorded quality (a few milliseconds) and, when it is the recorded file, only the missing metrics
     measured (``filled``); otherwise (the codec library changed since) recomputed from scratch (``replaced``)."""
@@ -188,7 +196,7 @@ def _baseline_records(name: str, ref, setup: Setup, have: set[str], fills: Fills
         if not todo and not mine:
             continue
         cache = QualityCache(ref, codec)
-        for key, (old, missing) in mine.items():
+        for _key, (old, missing) in mine.items():
             q = old.get("quality")
             data = cache.encode(int(q)) if q is not None else None
             if data is not None and _same_file(old, data):
@@ -198,27 +206,67 @@ def _baseline_records(name: str, ref, setup: Setup, have: set[str], fills: Fills
                 todo.append((old["rule"], int(old["budget"])))
         for rule, budget in todo:
             status = "replaced" if record_key(name, codec, budget, rule) in fills else "new"
-            base = {"image": name, "codec": codec, "kind": "baseline", "budget": int(budget), "rule": rule,
-                    "width": w, "height": h}
+            base = {
+                "image": name,
+                "codec": codec,
+                "kind": "baseline",
+                "budget": int(budget),
+                "rule": rule,
+                "width": w,
+                "height": h,
+            }
             try:
                 q = cache.match(budget, rule)
             except BudgetError as exc:
                 smallest = min(len(d) for d in cache.data.values()) if cache.data else None
-                out.append((status, {**base, "bytes": None, "bpp": None, "quality": None, "setting": None,
-                                     **{m: None for m in config.LEGACY_KEYS}, "unreachable": str(exc),
-                                     "smallest_bytes": smallest}))
+                out.append(
+                    (
+                        status,
+                        {
+                            **base,
+                            "bytes": None,
+                            "bpp": None,
+                            "quality": None,
+                            "setting": None,
+                            **{m: None for m in config.LEGACY_KEYS},
+                            "unreachable": str(exc),
+                            "smallest_bytes": smallest,
+                        },
+                    )
+                )
                 continue
             data = cache.encode(q)
             m, spent = mc.measure(cache.image(q))
-            out.append((status, {**base, **_metric_fields({**m, "bytes": len(data), "bpp": 8 * len(data) / (w * h)}),
-                                 "quality": int(q), "setting": f"q={q}",
-                                 "encode_seconds": _round(cache.seconds[q], 4), "search_encodes": len(cache.data),
-                                 "file_sha1": _sha1(data), "metrics_seconds": _round(spent, 4)}))
+            out.append(
+                (
+                    status,
+                    {
+                        **base,
+                        **_metric_fields({**m, "bytes": len(data), "bpp": 8 * len(data) / (w * h)}),
+                        "quality": int(q),
+                        "setting": f"q={q}",
+                        "encode_seconds": _round(cache.seconds[q], 4),
+                        "search_encodes": len(cache.data),
+                        "file_sha1": _sha1(data),
+                        "metrics_seconds": _round(spent, 4),
+                    },
+                )
+            )
     return out
 
 
-def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[str], need_savings: bool,
-                  fills: Fills, mc: MetricCache, only_dn: bool | None = None) -> tuple[list[tuple[str, dict]], dict | None]:
+def _ours_records(
+    name: str,
+    img,
+    setup: Setup,
+    mlabel: str,
+    backend,
+    have: set[str],
+    need_savings: bool,
+    fills: Fills,
+    mc: MetricCache,
+    only_dn: bool | None = None,
+) -> tuple[list[tuple[str, dict]], dict | None]:
     """(status, record) per missing record of one backend (``new``) and per record to fill: the file is
     encoded again through the same rate control (latents once per image, palettes memoised) and decoded;
     when it is the recorded file (same SHA-1, or for older records the same bytes and palette size) only the
@@ -229,9 +277,13 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
     from ..images import model_input
 
     variants = [(c, d) for c, d in _variants(setup, backend) if only_dn is None or d == only_dn]
-    todo = [(coder, dn, b) for dn in sorted({d for _, d in variants}) for coder in setup.coders
-            for b in setup.budgets
-            if (k := record_key(name, ours_label(mlabel, coder, dn), b, OURS_RULE)) not in have or k in fills]
+    todo = [
+        (coder, dn, b)
+        for dn in sorted({d for _, d in variants})
+        for coder in setup.coders
+        for b in setup.budgets
+        if (k := record_key(name, ours_label(mlabel, coder, dn), b, OURS_RULE)) not in have or k in fills
+    ]
     if not todo and not need_savings:
         return [], None
     model_img, ref = model_input(img, setup.codec_policy, backend.downsample)
@@ -253,8 +305,9 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
 
     def params(coder: str, dn: bool, colors: int) -> CodecParams:
         method, lossless, effort = variant(coder)
-        return CodecParams(method=method, colors=colors, coder=lossless, policy=setup.codec_policy, denoise=dn,
-                           effort=effort)
+        return CodecParams(
+            method=method, colors=colors, coder=lossless, policy=setup.codec_policy, denoise=dn, effort=effort
+        )
 
     def same_as_zlib(data: bytes, dec, dn: bool, colors: int) -> bool:
         """Does this file decode exactly like the zlib file with the same palette (requested ``colors``)?
@@ -271,8 +324,14 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
     if need_savings:
         # The coder's own saving: every coder on the same 256-colour palette + index map, no budget.
         n_colors = min(SAVINGS_COLORS, setup.max_colors)
-        entry: dict[str, Any] = {"image": name, "model": mlabel, "colors_requested": n_colors,
-                                 "bytes": {}, "payload_bytes": {}, "pack_seconds": {}}
+        entry: dict[str, Any] = {
+            "image": name,
+            "model": mlabel,
+            "colors_requested": n_colors,
+            "bytes": {},
+            "payload_bytes": {},
+            "pack_seconds": {},
+        }
         pixels = {}
         for coder in ["zlib"] + [c for c in setup.coders if c != "zlib" and c in PALETTE_CODERS]:
             enc = encode(img, backend, params(coder, False, n_colors), latents=z, cache=memo)
@@ -286,8 +345,9 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
                 entry["psnr"] = _round(metrics.psnr(ref, pixels[coder]), 4)
         zb = entry["bytes"]["zlib"]
         entry["saved_pct"] = {c: _round(100.0 * (1 - n / zb), 3) for c, n in entry["bytes"].items() if c != "zlib"}
-        entry["identical_to_zlib"] = {c: bool(np.array_equal(p, pixels["zlib"]))
-                                      for c, p in pixels.items() if c != "zlib"}
+        entry["identical_to_zlib"] = {
+            c: bool(np.array_equal(p, pixels["zlib"])) for c, p in pixels.items() if c != "zlib"
+        }
         savings = entry
     for coder, dn, budget in todo:
         label = ours_label(mlabel, coder, dn)
@@ -309,36 +369,76 @@ def _ours_records(name: str, img, setup: Setup, mlabel: str, backend, have: set[
                 records.append(("filled", _filled(old, m, missing, enc.data, spent)))
                 continue
         status = "replaced" if key in fills else "new"
-        base = {"image": name, "codec": label, "kind": "ours", "budget": int(budget), "rule": OURS_RULE,
-                "model": mlabel, "model_id": backend.model_id, "coder": coder, "denoise": dn,
-                "width": size[0], "height": size[1]}
+        base = {
+            "image": name,
+            "codec": label,
+            "kind": "ours",
+            "budget": int(budget),
+            "rule": OURS_RULE,
+            "model": mlabel,
+            "model_id": backend.model_id,
+            "coder": coder,
+            "denoise": dn,
+            "width": size[0],
+            "height": size[1],
+        }
         if enc is None:
-            records.append((status, {**base, "bytes": None, "bpp": None, "colors": None, "setting": None,
-                                     **{m: None for m in config.LEGACY_KEYS}, "unreachable": error}))
+            records.append(
+                (
+                    status,
+                    {
+                        **base,
+                        "bytes": None,
+                        "bpp": None,
+                        "colors": None,
+                        "setting": None,
+                        **{m: None for m in config.LEGACY_KEYS},
+                        "unreachable": error,
+                    },
+                )
+            )
             continue
         tc = enc.header.method == "tc"
         # requested palette size of the kept file (tc: its step index)
         chosen = enc.coded.k if tc else max(c for c, n in enc.trials if n <= budget)
         m, spent = mc.measure(dec.image)
         h = enc.header
-        seconds = {"vae_encode": t_vae, "refine": enc.timings.get("refine", 0.0),
-                   "quantize8": enc.timings.get("quantize8", 0.0),
-                   "palette": enc.timings.get("palette", 0.0), "pack": enc.timings.get("pack", 0.0),
-                   "unpack": dec.timings.get("unpack", 0.0), "denoise": dec.timings.get("denoise", 0.0),
-                   "vae_decode": dec.timings.get("vae_decode", 0.0)}
-        rec = {**base, **_metric_fields({**m, "bytes": enc.nbytes, "bpp": 8 * enc.nbytes / (size[0] * size[1])}),
-               "colors": h.colors, "colors_requested": None if tc else chosen,
-               "setting": (f"tc step {enc.coded.step:.4g}" + (f" effort {p.effort}" if p.effort else "") if tc
-                           else f"{h.method} K={h.colors} {h.coder}") + (" +denoise" if h.denoise else ""),
-               "trials": [list(t) for t in enc.trials],
-               "seconds": {k: _round(v, 4) for k, v in seconds.items()},
-               "seconds_total": _round(sum(seconds.values()), 4),
-               "seconds_wall": _round(t2 - t0, 4),  # this run, with the memoised stages and decodes
-               "peak_mem_mb": _round(max(pm.delta_mb, pm_enc.delta_mb, dec_delta), 1),
-               "peak_process_mb": _round(max(pm.peak_mb, pm_enc.peak_mb, dec_peak), 1), "mem_kind": pm.kind}
+        seconds = {
+            "vae_encode": t_vae,
+            "refine": enc.timings.get("refine", 0.0),
+            "quantize8": enc.timings.get("quantize8", 0.0),
+            "palette": enc.timings.get("palette", 0.0),
+            "pack": enc.timings.get("pack", 0.0),
+            "unpack": dec.timings.get("unpack", 0.0),
+            "denoise": dec.timings.get("denoise", 0.0),
+            "vae_decode": dec.timings.get("vae_decode", 0.0),
+        }
+        rec = {
+            **base,
+            **_metric_fields({**m, "bytes": enc.nbytes, "bpp": 8 * enc.nbytes / (size[0] * size[1])}),
+            "colors": h.colors,
+            "colors_requested": None if tc else chosen,
+            "setting": (
+                f"tc step {enc.coded.step:.4g}" + (f" effort {p.effort}" if p.effort else "")
+                if tc
+                else f"{h.method} K={h.colors} {h.coder}"
+            )
+            + (" +denoise" if h.denoise else ""),
+            "trials": [list(t) for t in enc.trials],
+            "seconds": {k: _round(v, 4) for k, v in seconds.items()},
+            "seconds_total": _round(sum(seconds.values()), 4),
+            "seconds_wall": _round(t2 - t0, 4),  # this run, with the memoised stages and decodes
+            "peak_mem_mb": _round(max(pm.delta_mb, pm_enc.delta_mb, dec_delta), 1),
+            "peak_process_mb": _round(max(pm.peak_mb, pm_enc.peak_mb, dec_peak), 1),
+            "mem_kind": pm.kind,
+        }
         if tc:
-            rec.update(step=_round(enc.coded.step, 6), step_index=int(enc.coded.k), effort=p.effort,
-                       tc_tables=f"{enc.coded.tables.table_id:08x}")
+            rec.update(
+                step=_round(enc.coded.step, 6),
+                step_index=int(enc.coded.k),
+                effort=p.effort,
+                tc_tables=f"{enc.coded.tables.table_id:08x}",
+            )
         elif coder == "zlib":
             rec["identical_to_zlib"] = True
         else:
@@ -380,8 +480,9 @@ def _unpacked_latent(data: bytes) -> np.ndarray:
     return unpack_payload(header, payload)[2]
 
 
-def bench_image(path: str | Path, setup: Setup, have: set[str], savings_needed: Sequence[str],
-                fills: Fills | None = None) -> dict:
+def bench_image(
+    path: str | Path, setup: Setup, have: set[str], savings_needed: Sequence[str], fills: Fills | None = None
+) -> dict:
     """Every missing record of one image, and the records to fill: baselines first, then each backend's variants.
 
     ``have``: keys already recorded (skipped unless in ``fills``); ``savings_needed``: model labels whose
@@ -399,8 +500,7 @@ def bench_image(path: str | Path, setup: Setup, have: set[str], savings_needed: 
     img = load_image(path)
     _, ref = model_input(img, setup.codec_policy)
     mc = MetricCache(ref, setup.metrics)
-    done = _baseline_records(name, ref, setup, have, {k: v for k, v in fills.items() if v[0]["kind"] == "baseline"},
-                             mc)
+    done = _baseline_records(name, ref, setup, have, {k: v for k, v in fills.items() if v[0]["kind"] == "baseline"}, mc)
     savings = []
     for mlabel, backend in setup.backends:
         mine = {k: v for k, v in fills.items() if v[0]["kind"] == "ours" and v[0].get("model") == mlabel}
@@ -409,8 +509,14 @@ def bench_image(path: str | Path, setup: Setup, have: set[str], savings_needed: 
         if sav is not None:
             savings.append(sav)
     counts = {s: sum(st == s for st, _ in done) for s in ("new", "filled", "replaced")}
-    return {"image": name, "records": [r for _, r in done], "counts": counts, "savings": savings,
-            "seconds": time.perf_counter() - t0, "metrics": mc.stats()}
+    return {
+        "image": name,
+        "records": [r for _, r in done],
+        "counts": counts,
+        "savings": savings,
+        "seconds": time.perf_counter() - t0,
+        "metrics": mc.stats(),
+    }
 
 
 def bench_task(path: str | Path, setup: Setup, variant: tuple, have: set[str], fills: Fills | None = None) -> dict:
@@ -451,5 +557,13 @@ def bench_task(path: str | Path, setup: Setup, variant: tuple, have: set[str], f
     else:
         raise SDCError(f"unknown benchmark task {variant!r}")
     counts = {s: sum(st == s for st, _ in done) for s in ("new", "filled", "replaced")}
-    return {"image": name, "task": list(variant), "records": [r for _, r in done], "counts": counts,
-            "savings": savings, "sweeps": sweeps, "seconds": time.perf_counter() - t0, "metrics": mc.stats()}
+    return {
+        "image": name,
+        "task": list(variant),
+        "records": [r for _, r in done],
+        "counts": counts,
+        "savings": savings,
+        "sweeps": sweeps,
+        "seconds": time.perf_counter() - t0,
+        "metrics": mc.stats(),
+    }

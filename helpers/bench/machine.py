@@ -35,12 +35,20 @@ def machine_info(device) -> dict:
     try:
         import psutil
 
-        ram = f"{psutil.virtual_memory().total / 2 ** 30:.1f} GiB"
-    except Exception:  # noqa: BLE001
+        ram = f"{psutil.virtual_memory().total / 2**30:.1f} GiB"
+    except Exception:
         ram = "unknown"
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "ram": ram,
-            "torch": torch.__version__, "pillow": PIL.__version__, "device": str(device)}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "ram": ram,
+        "torch": torch.__version__,
+        "pillow": PIL.__version__,
+        "device": str(device),
+    }
     if getattr(device, "type", "") == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .aggregate import _rows_for, _series, aggregate, baseline_curve, shown_metrics
 from . import config
+from .aggregate import _rows_for, _series, aggregate, baseline_curve, shown_metrics
 from .config import POLICY
 
 
@@ -24,7 +24,7 @@ def write_plot(doc: dict, path: Path, selection: dict) -> Path:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from ..plots import reach_lines, rd_plot, save_figure
+    from ..plots import rd_plot, reach_lines, save_figure
     from .reach import load_reach
 
     reach = load_reach(Path(path).parent)  # the decoder's reach (reach.json beside the records), drawn where present
@@ -51,30 +51,40 @@ def write_plot(doc: dict, path: Path, selection: dict) -> Path:
         rd_plot({k: v for k, v in summary.items() if v}, metric.axis_label, ax=ax)
         if reach:
             reach_lines(ax, reach, metric.key, selection["images"])
-    for ax in axes.ravel()[len(mets):]:
+    for ax in axes.ravel()[len(mets) :]:
         ax.axis("off")
     legend: dict = {}  # one legend for the figure (per-subplot legends hide points)
-    for ax in axes.ravel()[:len(mets)]:
+    for ax in axes.ravel()[: len(mets)]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
         if ax.get_legend() is not None:
             ax.get_legend().remove()
     n = len(selection["images"])
     policy = doc["meta"].get("policy_name", POLICY)
-    what = (f"{policy} 512x512" if policy == POLICY else policy)
+    what = f"{policy} 512x512" if policy == POLICY else policy
     if swept:
-        title = (f"Rate-distortion, mean over {n} image{'s' * (n != 1)} ({what}); baselines: whole quality sweeps "
-                 f"(mean at each quality); ours: budgets {', '.join(str(b) for b in selection['budgets'])} bytes, "
-                 "points only where every image reached the budget")
+        title = (
+            f"Rate-distortion, mean over {n} image{'s' * (n != 1)} ({what}); baselines: whole quality sweeps "
+            f"(mean at each quality); ours: budgets {', '.join(str(b) for b in selection['budgets'])} bytes, "
+            "points only where every image reached the budget"
+        )
     else:
-        title = (f"Rate-distortion, mean over {n} image{'s' * (n != 1)} ({what}), budgets "
-                 f"{', '.join(str(b) for b in selection['budgets'])} bytes; baselines rule "
-                 f"{'/'.join(selection['rules'])}; points only where every image reached the budget")
-    fig.suptitle(title, fontsize=10,
-                 y=1 - 0.08 / height, va="top")
+        title = (
+            f"Rate-distortion, mean over {n} image{'s' * (n != 1)} ({what}), budgets "
+            f"{', '.join(str(b) for b in selection['budgets'])} bytes; baselines rule "
+            f"{'/'.join(selection['rules'])}; points only where every image reached the budget"
+        )
+    fig.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
     if legend:  # none when no curve has a point (e.g. every task of a budget failed)
-        fig.legend(list(legend.values()), list(legend), loc="upper center", ncol=len(legend), fontsize=9,
-                   bbox_to_anchor=(0.5, 1 - 0.3 / height), frameon=False)
+        fig.legend(
+            list(legend.values()),
+            list(legend),
+            loc="upper center",
+            ncol=len(legend),
+            fontsize=9,
+            bbox_to_anchor=(0.5, 1 - 0.3 / height),
+            frameon=False,
+        )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.65 / height))
     save_figure(fig, path)
     plt.close(fig)

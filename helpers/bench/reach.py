@@ -26,8 +26,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -64,8 +65,9 @@ def _measure(ref: np.ndarray, out: np.ndarray, keys: Sequence[str]) -> dict[str,
     return {k: (None if v is None else round(float(v), 6)) for k, v in vals.items()}
 
 
-def optimise_latent(backend, ref: np.ndarray, z: np.ndarray, steps: int, lr: float = DEFAULT_LR,
-                    progress: bool = False) -> tuple[np.ndarray, list[float]]:
+def optimise_latent(
+    backend, ref: np.ndarray, z: np.ndarray, steps: int, lr: float = DEFAULT_LR, progress: bool = False
+) -> tuple[np.ndarray, list[float]]:
     """``steps`` Adam steps on the latent ``z`` (C, h, w) against the pixel MSE of the decoded image (RGB in [0, 1])
     to ``ref`` (H, W, 3 uint8), no quantization. Returns the optimised latent and the PSNR (dB, of the float
     decoder output) before each step and after the last."""
@@ -112,13 +114,26 @@ def encoder_point(backend, ref: np.ndarray, keys: Sequence[str]) -> tuple[np.nda
     enc = decode_pixels(backend, z)
     t2 = time.perf_counter()
     m_enc = _measure(ref, enc, keys)
-    return z, {"pixels_sha1": _digest(ref), "encoder": m_enc,
-               "seconds": {"encode": round(t1 - t0, 3), "decode": round(t2 - t1, 3),
-                           "metrics_encoder": round(time.perf_counter() - t2, 3)}}
+    return z, {
+        "pixels_sha1": _digest(ref),
+        "encoder": m_enc,
+        "seconds": {
+            "encode": round(t1 - t0, 3),
+            "decode": round(t2 - t1, 3),
+            "metrics_encoder": round(time.perf_counter() - t2, 3),
+        },
+    }
 
 
-def reach_image(backend, ref: np.ndarray, steps: int, lr: float = DEFAULT_LR, keys: Sequence[str] | None = None,
-                progress: bool = False, base: dict | None = None) -> dict[str, Any]:
+def reach_image(
+    backend,
+    ref: np.ndarray,
+    steps: int,
+    lr: float = DEFAULT_LR,
+    keys: Sequence[str] | None = None,
+    progress: bool = False,
+    base: dict | None = None,
+) -> dict[str, Any]:
     """Both reference points of one image (``ref``: the policy-applied H x W x 3 uint8 picture, a multiple of 8):
     ``{"encoder": {metric: value}, "optimised": {...}, "psnr_curve": [...], "seconds": {...}}``. ``base``: this
     image's :func:`encoder_point` entry, when already measured (its latent is encoded again, not measured)."""
@@ -134,8 +149,11 @@ def reach_image(backend, ref: np.ndarray, steps: int, lr: float = DEFAULT_LR, ke
     t3 = time.perf_counter()
     entry["optimised"] = _measure(ref, decode_pixels(backend, zs), keys)
     entry["psnr_curve"] = curve
-    entry["seconds"].update(optimise=round(t3 - t2, 3), per_step=round((t3 - t2) / max(steps, 1), 3),
-                            metrics=round(time.perf_counter() - t3, 3))
+    entry["seconds"].update(
+        optimise=round(t3 - t2, 3),
+        per_step=round((t3 - t2) / max(steps, 1), 3),
+        metrics=round(time.perf_counter() - t3, 3),
+    )
     return entry
 
 
@@ -166,9 +184,17 @@ def _read(path: Path) -> dict | None:
         return None
 
 
-def run(data: Path, out: Path, steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR, minutes: float | None = None,
-        threads: int | None = None, model: str = "taef2", progress: bool = True,
-        names: Sequence[str] | None = None) -> dict:
+def run(
+    data: Path,
+    out: Path,
+    steps: int = DEFAULT_STEPS,
+    lr: float = DEFAULT_LR,
+    minutes: float | None = None,
+    threads: int | None = None,
+    model: str = "taef2",
+    progress: bool = True,
+    names: Sequence[str] | None = None,
+) -> dict:
     """Measure every image of ``data``, then write ``out/reach.json``. First ``D(E(x))`` of every image (a few
     seconds each), then ``D(z*)`` image by image; with ``minutes``, no optimisation starts after that many minutes
     (``missing`` lists the images without ``D(z*)``: re-run to finish). Results are cached per image (and an
@@ -177,20 +203,28 @@ def run(data: Path, out: Path, steps: int = DEFAULT_STEPS, lr: float = DEFAULT_L
     from tqdm.auto import tqdm
 
     from .. import metrics
-    from ..images import list_images, load_image, model_input
     from ..backends.load import load_backend
+    from ..images import list_images, load_image, model_input
 
     if threads:
         torch.set_num_threads(threads)
     paths = list_images(data, list(names) if names else None)
     backend = load_backend(model, device="cpu")
     keys = _metric_keys()
-    settings = {"model": backend.model_id, "fingerprint": backend.fingerprint, "steps": steps, "lr": lr,
-                "keys": list(keys), "policy": config.POLICY}
-    token = hashlib.sha1(f"{backend.model_id}|{backend.fingerprint}|{steps}|{lr}|{','.join(keys)}|{config.POLICY}"
-                         .encode()).hexdigest()[:12]
-    enc_token = hashlib.sha1(f"{backend.model_id}|{backend.fingerprint}|{','.join(keys)}|{config.POLICY}"
-                             .encode()).hexdigest()[:12]
+    settings = {
+        "model": backend.model_id,
+        "fingerprint": backend.fingerprint,
+        "steps": steps,
+        "lr": lr,
+        "keys": list(keys),
+        "policy": config.POLICY,
+    }
+    token = hashlib.sha1(
+        f"{backend.model_id}|{backend.fingerprint}|{steps}|{lr}|{','.join(keys)}|{config.POLICY}".encode()
+    ).hexdigest()[:12]
+    enc_token = hashlib.sha1(
+        f"{backend.model_id}|{backend.fingerprint}|{','.join(keys)}|{config.POLICY}".encode()
+    ).hexdigest()[:12]
     previous = _read(Path(out) / REACH_FILE) or {}
     reusable = previous.get("images", {}) if previous.get("settings") == settings else {}
     cache = reach_dir()
@@ -215,20 +249,31 @@ def run(data: Path, out: Path, steps: int = DEFAULT_STEPS, lr: float = DEFAULT_L
 
     def write(missing: list[str]) -> dict:
         done = [e for e in images.values() if "optimised" in e]
-        doc = {"what": "decoder reach: per image, D(E(x)) (the stock encoder's latent decoded, no quantization) and "
-                       f"D(z*) after {steps} Adam steps (lr {lr}) on the latent against pixel MSE, no quantization",
-               "command": f"python -m helpers.bench.reach --data DATA --out OUT --steps {steps} --lr {lr}",
-               "data": str(data), "policy": config.POLICY_TEXT, "model": backend.describe(), "settings": settings,
-               "steps": steps, "lr": lr,
-               "metrics": {k: {"name": d["name"], "direction": d["direction"]}
-                           for k, d in metrics.describe(keys).items()},
-               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-                          f"1-min load average {os.getloadavg()[0]:.1f} when written (a shared machine)",
-               "complete": not missing, "missing": missing, "mean": summarise(images),
-               "seconds_mean": {k: round(float(np.mean([e["seconds"][k] for e in done])), 3)
-                                for k in ("encode", "decode", "optimise", "per_step")} if done else {},
-               "wall_seconds_this_run": round(time.perf_counter() - t_start, 1),
-               "images": images}
+        doc = {
+            "what": "decoder reach: per image, D(E(x)) (the stock encoder's latent decoded, no quantization) and "
+            f"D(z*) after {steps} Adam steps (lr {lr}) on the latent against pixel MSE, no quantization",
+            "command": f"python -m helpers.bench.reach --data DATA --out OUT --steps {steps} --lr {lr}",
+            "data": str(data),
+            "policy": config.POLICY_TEXT,
+            "model": backend.describe(),
+            "settings": settings,
+            "steps": steps,
+            "lr": lr,
+            "metrics": {k: {"name": d["name"], "direction": d["direction"]} for k, d in metrics.describe(keys).items()},
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+            f"1-min load average {os.getloadavg()[0]:.1f} when written (a shared machine)",
+            "complete": not missing,
+            "missing": missing,
+            "mean": summarise(images),
+            "seconds_mean": {
+                k: round(float(np.mean([e["seconds"][k] for e in done])), 3)
+                for k in ("encode", "decode", "optimise", "per_step")
+            }
+            if done
+            else {},
+            "wall_seconds_this_run": round(time.perf_counter() - t_start, 1),
+            "images": images,
+        }
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / REACH_FILE).write_text(json.dumps(doc, indent=1) + "\n")
         return doc
@@ -276,12 +321,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..cli import guarded
 
     def go():
-        doc = run(Path(args.data), Path(args.out), args.steps, args.lr, args.minutes, args.threads,
-                  progress=not args.no_progress, names=args.images)
+        doc = run(
+            Path(args.data),
+            Path(args.out),
+            args.steps,
+            args.lr,
+            args.minutes,
+            args.threads,
+            progress=not args.no_progress,
+            names=args.images,
+        )
         m = doc["mean"]
-        print(f"{m['n']['encoder']} images: D(E(x)) {m['encoder'].get('psnr')} dB; D(z*) after {doc['steps']} steps "
-              f"on {m['n']['optimised']}: {m['optimised'].get('psnr')} dB (D(E(x)) on those "
-              f"{m.get('encoder_same_images', m['encoder']).get('psnr')} dB); wrote {Path(args.out) / REACH_FILE}")
+        print(
+            f"{m['n']['encoder']} images: D(E(x)) {m['encoder'].get('psnr')} dB; D(z*) after {doc['steps']} steps "
+            f"on {m['n']['optimised']}: {m['optimised'].get('psnr')} dB (D(E(x)) on those "
+            f"{m.get('encoder_same_images', m['encoder']).get('psnr')} dB); wrote {Path(args.out) / REACH_FILE}"
+        )
         return 0
 
     return guarded(go)

@@ -41,13 +41,17 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 # ------------------------------------------------------------------------------------------
 
 #: the Kodak table's columns: (title, codec, rule, metric, decimals)
-KODAK_COLUMNS = (("palette `zlib` (2022)", "ours:taef2/zlib", OURS_RULE, "psnr", 2),
-                 ("palette `arith`", "ours:taef2/arith", OURS_RULE, "psnr", 2),
-                 ("`tc`", "ours:taef2/tc", OURS_RULE, "psnr", 2),
-                 ("`tc` MS-SSIM", "ours:taef2/tc", OURS_RULE, "ms_ssim", 3),
-                 ("`tc+e1`", "ours:taef2/tc+e1", OURS_RULE, "psnr", 2),
-                 ("JPEG", "jpeg", "le", "psnr", 2), ("WebP", "webp", "le", "psnr", 2),
-                 ("AVIF", "avif", "le", "psnr", 2), ("JPEG XL", "jxl", "le", "psnr", 2))
+KODAK_COLUMNS = (
+    ("palette `zlib` (2022)", "ours:taef2/zlib", OURS_RULE, "psnr", 2),
+    ("palette `arith`", "ours:taef2/arith", OURS_RULE, "psnr", 2),
+    ("`tc`", "ours:taef2/tc", OURS_RULE, "psnr", 2),
+    ("`tc` MS-SSIM", "ours:taef2/tc", OURS_RULE, "ms_ssim", 3),
+    ("`tc+e1`", "ours:taef2/tc+e1", OURS_RULE, "psnr", 2),
+    ("JPEG", "jpeg", "le", "psnr", 2),
+    ("WebP", "webp", "le", "psnr", 2),
+    ("AVIF", "avif", "le", "psnr", 2),
+    ("JPEG XL", "jxl", "le", "psnr", 2),
+)
 
 
 def kodak_table(results: Path) -> str:
@@ -86,30 +90,44 @@ def cli_timing_512_table(results: Path) -> str:
     med = _cli_rows(doc)
     budget = next(s for (size, s, _, _) in med if size == 512 and s.endswith(" B"))
     palette = next(s for (size, s, _, _) in med if size == 512 and s.startswith("K="))
-    lines = [(f"decode (the {budget[:-2]}-byte `tc` file)", budget, "decode", "1.5 s, 300 MB"),
-             (f"encode `--target-bytes {budget[:-2]}` (`tc`, the default)", budget, "encode", "2.5 s, 400 MB"),
-             (f"encode `--colors {palette[2:]} --coder {doc['coder']}` (palette, no rate control)", palette, "encode",
-              ""),
-             ("decode that palette file", palette, "decode", "")]
+    lines = [
+        (f"decode (the {budget[:-2]}-byte `tc` file)", budget, "decode", "1.5 s, 300 MB"),
+        (f"encode `--target-bytes {budget[:-2]}` (`tc`, the default)", budget, "encode", "2.5 s, 400 MB"),
+        (f"encode `--colors {palette[2:]} --coder {doc['coder']}` (palette, no rate control)", palette, "encode", ""),
+        ("decode that palette file", palette, "decode", ""),
+    ]
 
     def cell(m: dict) -> str:
         return f"{m['wall_s']:.2f} s / {m['cpu_s']:.2f} s / {m['peak_rss_MiB'] / MB:.0f} MB"
 
-    rows = [[what, cell(med[(512, setting, op, "onnx")]), cell(med[(512, setting, op, "torch")]), target]
-            for what, setting, op, target in lines]
-    return _table(["512x512, process start to output written (idle machine)", "ONNX Runtime: wall / CPU / peak RSS",
-                   "PyTorch: wall / CPU / peak RSS", "target"], rows)
+    rows = [
+        [what, cell(med[(512, setting, op, "onnx")]), cell(med[(512, setting, op, "torch")]), target]
+        for what, setting, op, target in lines
+    ]
+    return _table(
+        [
+            "512x512, process start to output written (idle machine)",
+            "ONNX Runtime: wall / CPU / peak RSS",
+            "PyTorch: wall / CPU / peak RSS",
+            "target",
+        ],
+        rows,
+    )
 
 
 def cli_timing_sizes_table(results: Path) -> str:
     """Every size of the shared-machine run (results/cli_timing): wall seconds and peak RSS (MiB) of the
     palette-method encode and decode per runtime, and Pillow's JPEG XL / AVIF decodes of files of the same size."""
     doc = _json(results, "cli_timing", "records.json")
-    cols = (("ONNX encode", "encode", "onnx"), ("ONNX decode", "decode", "onnx"),
-            ("PyTorch encode", "encode", "torch"), ("PyTorch decode", "decode", "torch"),
-            ("Pillow JPEG XL decode", "decode", "Pillow JXL"), ("Pillow AVIF decode", "decode", "Pillow AVIF"))
-    by = {(r["size"], r["op"], r["runtime"]): r["median"] for r in doc["rows"]
-          if not r["setting"].endswith(" B")}
+    cols = (
+        ("ONNX encode", "encode", "onnx"),
+        ("ONNX decode", "decode", "onnx"),
+        ("PyTorch encode", "encode", "torch"),
+        ("PyTorch decode", "decode", "torch"),
+        ("Pillow JPEG XL decode", "decode", "Pillow JXL"),
+        ("Pillow AVIF decode", "decode", "Pillow AVIF"),
+    )
+    by = {(r["size"], r["op"], r["runtime"]): r["median"] for r in doc["rows"] if not r["setting"].endswith(" B")}
     rows = []
     for size in doc["sizes"]:
         row = [f"{size}x{size}"]
@@ -132,10 +150,19 @@ def large_photo_table(results: Path) -> str:
     def rel(r: dict, op: str) -> str:
         return f"{r[op]['cpu_work_s_per_MP'] / base[op]['cpu_work_s_per_MP']:.2f}x"
 
-    rows = [[r["size"], cell(r["encode"]), cell(r["decode"]), f"{rel(r, 'encode')} / {rel(r, 'decode')}"]
-            for r in doc["rows"]]
-    return _table(["size", "encode: wall s / CPU s / peak RSS", "decode: wall s / CPU s / peak RSS",
-                   f"work CPU per MP vs {base['size']} (enc / dec)"], rows)
+    rows = [
+        [r["size"], cell(r["encode"]), cell(r["decode"]), f"{rel(r, 'encode')} / {rel(r, 'decode')}"]
+        for r in doc["rows"]
+    ]
+    return _table(
+        [
+            "size",
+            "encode: wall s / CPU s / peak RSS",
+            "decode: wall s / CPU s / peak RSS",
+            f"work CPU per MP vs {base['size']} (enc / dec)",
+        ],
+        rows,
+    )
 
 
 def decode_memory_table(results: Path) -> str:
@@ -157,8 +184,14 @@ def decode_memory_table(results: Path) -> str:
             row.append(f"{r['wall_s']:.0f} / {r['cpu_s']:.0f} / **{r['peak_rss_MiB']:.0f}**{bound}")
         row.append(f"{size * size * 3 / 2**20:.0f}")
         rows.append(row)
-    return _table(["size", *(f"{names.get(rt, rt)}: wall s / CPU s / peak RSS MiB (bound)" for rt in runtimes),
-                   "8-bit output MiB"], rows)
+    return _table(
+        [
+            "size",
+            *(f"{names.get(rt, rt)}: wall s / CPU s / peak RSS MiB (bound)" for rt in runtimes),
+            "8-bit output MiB",
+        ],
+        rows,
+    )
 
 
 T4_FP16_TFLOPS = 65.0  # NVIDIA's published T4 peak (fp16 tensor cores); 16 GB GDDR6
@@ -177,12 +210,15 @@ def sd_fullsize_table(results: Path) -> str:
     cli_enc = [c for c in d["cli"] if " encode " in c["command"]]
     den = next(c for c in d["cli"] if " decode " in c["command"] and "--no-denoise" not in c["command"])
     plain = next(c for c in d["cli"] if " decode " in c["command"] and "--no-denoise" in c["command"])
-    enc_walls = [enc["wall_s"]] + [c["codec_wall_s"]["vae_encode"] for c in d["cli"]
-                                   if "vae_encode" in c["codec_wall_s"]]
-    dec_walls = [dec["wall_s"]] + [c["codec_wall_s"]["vae_decode"] for c in d["cli"]
-                                   if "vae_decode" in c["codec_wall_s"]]
-    steps = d["denoise"]["unet_step_seconds"] + [t for c in d["cli"] if c["denoise"]
-                                                 for t in c["denoise"]["unet_step_seconds"]]
+    enc_walls = [enc["wall_s"]] + [
+        c["codec_wall_s"]["vae_encode"] for c in d["cli"] if "vae_encode" in c["codec_wall_s"]
+    ]
+    dec_walls = [dec["wall_s"]] + [
+        c["codec_wall_s"]["vae_decode"] for c in d["cli"] if "vae_decode" in c["codec_wall_s"]
+    ]
+    steps = d["denoise"]["unet_step_seconds"] + [
+        t for c in d["cli"] if c["denoise"] for t in c["denoise"]["unet_step_seconds"]
+    ]
 
     def span(xs) -> str:
         lo, hi = f"{min(xs):.0f}", f"{max(xs):.0f}"
@@ -192,38 +228,59 @@ def sd_fullsize_table(results: Path) -> str:
         return f"{flop / (T4_FP16_TFLOPS * 1e12) * 1e3:.0f} ms"
 
     rows = [
-        ["parameters", f"UNet {p['unet'] / 1e6:.1f} M, VAE {p['vae'] / 1e6:.1f} M, CLIP text encoder "
-                       f"{p['text_encoder'] / 1e6:.1f} M: {total / 1e9:.2f} B",
-         "measured on the stand-in; the published architecture (model card: \"an 860M UNet\")"],
-        ["weights to download", f"{total * 4 / 1e9:.1f} GB in fp32, {total * 2 / 1e9:.1f} GB in fp16",
-         "computed from the parameter counts"],
-        ["GPU memory for the weights (fp16, `default_dtype` on CUDA)",
-         f"{total * 2 / 1e9:.1f} GB of a T4's {T4_GB} GB (VAE alone {p['vae'] * 2 / 1e9:.2f} GB)",
-         f"computed; T4: {T4_GB} GB GDDR6, {T4_FP16_TFLOPS:.0f} TFLOPS fp16 tensor / 8.1 fp32 (NVIDIA's announcement, "
-         "e.g. tomshardware.co.uk \"Nvidia Announces Tesla T4 GPUs\")"],
-        ["work per 512x512 image", f"VAE encode {f['vae_encode'] / 1e12:.2f} TFLOP, VAE decode "
-                                   f"{f['vae_decode'] / 1e12:.2f}, one UNet step {f['unet_step'] / 1e12:.2f} (the 2022 "
-                                   f"denoise runs {d['denoise']['steps_run']} of {d['denoise']['schedule_steps']})",
-         "counted (`torch.utils.flop_counter` on the meta device)"],
-        ["T4 time, lower bound", f"VAE encode {ms(f['vae_encode'])}, decode {ms(f['vae_decode'])}, UNet step "
-                                 f"{ms(f['unet_step'])} at the fp16 peak",
-         f"computed from the two rows above; **not measured** (no GPU here): real kernels reach a fraction of the "
-         f"peak, and the first run also downloads {total * 4 / 1e9:.1f} GB"],
-        [f"CPU time ({d['machine']['cpus']} cores, fp32)",
-         f"VAE encode {enc['cpu_s']:.0f} s of CPU ({span(enc_walls)} s wall), VAE decode {dec['cpu_s']:.0f} s of CPU "
-         f"({span(dec_walls)} s wall), UNet {span(steps)} s wall per step (the first one reads the weights)",
-         "measured here"],
-        ["CLI on CPU, 512x512",
-         f"encode {span([c['wall_s'] for c in cli_enc])} s wall, "
-         f"{max(c['peak_rss_MiB'] for c in cli_enc) / 1024:.1f} GiB peak RSS; decode with `--denoise` "
-         f"{den['wall_s']:.0f} s, **{den['peak_rss_MiB'] / 1024:.1f} GiB**; decode without {plain['wall_s']:.0f} s, "
-         f"{plain['peak_rss_MiB'] / 1024:.1f} GiB", "measured here (CLI subprocesses)"],
-        ["file sizes on SD's 4x64x64 latent",
-         f"palette {sz['palette_colors']} colours + zlib (2022): {sz['palette_bytes']} B; `tc` at the same size "
-         f"{sz['tc_same_size_bytes']} B (latent RMSE {sz['latent_rmse_tc_same_size']:.2f} vs "
-         f"{sz['latent_rmse_palette']:.2f}), {sz['tc_inline_tables_bytes']} B of it inline tables; `tc` default rate "
-         f"{sz['tc_default_bytes']} B",
-         "measured here (random VAE: latent errors compare the coders, not image quality)"],
+        [
+            "parameters",
+            f"UNet {p['unet'] / 1e6:.1f} M, VAE {p['vae'] / 1e6:.1f} M, CLIP text encoder "
+            f"{p['text_encoder'] / 1e6:.1f} M: {total / 1e9:.2f} B",
+            'measured on the stand-in; the published architecture (model card: "an 860M UNet")',
+        ],
+        [
+            "weights to download",
+            f"{total * 4 / 1e9:.1f} GB in fp32, {total * 2 / 1e9:.1f} GB in fp16",
+            "computed from the parameter counts",
+        ],
+        [
+            "GPU memory for the weights (fp16, `default_dtype` on CUDA)",
+            f"{total * 2 / 1e9:.1f} GB of a T4's {T4_GB} GB (VAE alone {p['vae'] * 2 / 1e9:.2f} GB)",
+            f"computed; T4: {T4_GB} GB GDDR6, {T4_FP16_TFLOPS:.0f} TFLOPS fp16 tensor / 8.1 fp32 (NVIDIA's announcement, "
+            'e.g. tomshardware.co.uk "Nvidia Announces Tesla T4 GPUs")',
+        ],
+        [
+            "work per 512x512 image",
+            f"VAE encode {f['vae_encode'] / 1e12:.2f} TFLOP, VAE decode "
+            f"{f['vae_decode'] / 1e12:.2f}, one UNet step {f['unet_step'] / 1e12:.2f} (the 2022 "
+            f"denoise runs {d['denoise']['steps_run']} of {d['denoise']['schedule_steps']})",
+            "counted (`torch.utils.flop_counter` on the meta device)",
+        ],
+        [
+            "T4 time, lower bound",
+            f"VAE encode {ms(f['vae_encode'])}, decode {ms(f['vae_decode'])}, UNet step "
+            f"{ms(f['unet_step'])} at the fp16 peak",
+            f"computed from the two rows above; **not measured** (no GPU here): real kernels reach a fraction of the "
+            f"peak, and the first run also downloads {total * 4 / 1e9:.1f} GB",
+        ],
+        [
+            f"CPU time ({d['machine']['cpus']} cores, fp32)",
+            f"VAE encode {enc['cpu_s']:.0f} s of CPU ({span(enc_walls)} s wall), VAE decode {dec['cpu_s']:.0f} s of CPU "
+            f"({span(dec_walls)} s wall), UNet {span(steps)} s wall per step (the first one reads the weights)",
+            "measured here",
+        ],
+        [
+            "CLI on CPU, 512x512",
+            f"encode {span([c['wall_s'] for c in cli_enc])} s wall, "
+            f"{max(c['peak_rss_MiB'] for c in cli_enc) / 1024:.1f} GiB peak RSS; decode with `--denoise` "
+            f"{den['wall_s']:.0f} s, **{den['peak_rss_MiB'] / 1024:.1f} GiB**; decode without {plain['wall_s']:.0f} s, "
+            f"{plain['peak_rss_MiB'] / 1024:.1f} GiB",
+            "measured here (CLI subprocesses)",
+        ],
+        [
+            "file sizes on SD's 4x64x64 latent",
+            f"palette {sz['palette_colors']} colours + zlib (2022): {sz['palette_bytes']} B; `tc` at the same size "
+            f"{sz['tc_same_size_bytes']} B (latent RMSE {sz['latent_rmse_tc_same_size']:.2f} vs "
+            f"{sz['latent_rmse_palette']:.2f}), {sz['tc_inline_tables_bytes']} B of it inline tables; `tc` default rate "
+            f"{sz['tc_default_bytes']} B",
+            "measured here (random VAE: latent errors compare the coders, not image quality)",
+        ],
     ]
     return _table(["what", "figure", "where it comes from"], rows)
 
@@ -241,6 +298,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
 # ------------------------------------------------------------------------------------------
 # README.md
 # ------------------------------------------------------------------------------------------
+
 
 def render(text: str, results: Path = ROOT / "results") -> str:
     """``text`` (a README) with every marked block replaced by its generated table; an unknown block name is a
@@ -262,8 +320,9 @@ def stale_blocks(text: str, results: Path = ROOT / "results") -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m helpers.bench.readme",
-                                 description="Rewrite the README's result tables from results/")
+    ap = argparse.ArgumentParser(
+        prog="python -m helpers.bench.readme", description="Rewrite the README's result tables from results/"
+    )
     ap.add_argument("--readme", default=str(ROOT / "README.md"))
     ap.add_argument("--results", default=str(ROOT / "results"))
     ap.add_argument("--check", action="store_true", help="only compare: exit 1 when a table differs")
@@ -274,8 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = stale_blocks(text, results)
         if stale:
-            print(f"error: README tables out of date: {', '.join(stale)}; run python -m helpers.bench.readme",
-                  file=sys.stderr)
+            print(
+                f"error: README tables out of date: {', '.join(stale)}; run python -m helpers.bench.readme",
+                file=sys.stderr,
+            )
             return 1
         print(f"README tables up to date: {', '.join(found)}")
         return 0

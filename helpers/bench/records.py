@@ -65,8 +65,10 @@ def with_metrics(rec: dict, values: dict) -> dict:
     cut = order.index("bpp") + 1 if "bpp" in order else len(order)
     merged = {**rec, **values}
     mets = [k for k in config.metric_keys() if k in merged]
-    return {k: merged[k] for k in [k for k in order[:cut] if k not in keys] + mets
-            + [k for k in order[cut:] if k not in keys]}
+    return {
+        k: merged[k]
+        for k in [k for k in order[:cut] if k not in keys] + mets + [k for k in order[cut:] if k not in keys]
+    }
 
 
 def load_records(path: Path) -> dict:
@@ -98,10 +100,13 @@ def selection_of(doc: dict) -> dict:
     if meta.get("selection"):
         return meta["selection"]
     images = meta.get("images") or sorted({r["image"] for r in doc["records"]})
-    return {"images": images, "budgets": meta.get("budgets") or sorted({r["budget"] for r in doc["records"]}),
-            "codecs": meta.get("codecs") or sorted({r["codec"] for r in doc["records"] if r["kind"] == "baseline"}),
-            "rules": meta.get("rules") or sorted({r["rule"] for r in doc["records"] if r["kind"] == "baseline"}),
-            "ours": sorted({r["codec"] for r in doc["records"] if r["kind"] == "ours"}, key=_ours_order(meta))}
+    return {
+        "images": images,
+        "budgets": meta.get("budgets") or sorted({r["budget"] for r in doc["records"]}),
+        "codecs": meta.get("codecs") or sorted({r["codec"] for r in doc["records"] if r["kind"] == "baseline"}),
+        "rules": meta.get("rules") or sorted({r["rule"] for r in doc["records"] if r["kind"] == "baseline"}),
+        "ours": sorted({r["codec"] for r in doc["records"] if r["kind"] == "ours"}, key=_ours_order(meta)),
+    }
 
 
 def _ours_order(meta: dict):

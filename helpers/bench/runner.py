@@ -30,12 +30,21 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import SDCError
-from .config import (JOURNAL_FILE, OURS_RULE, PALETTE_CODERS, PLOT_FILE, POLICIES, POLICY, RECORDS_FILE, SAVE_SECONDS,
-                     SUMMARY_FILE)
+from . import config
+from .config import (
+    JOURNAL_FILE,
+    OURS_RULE,
+    PALETTE_CODERS,
+    PLOT_FILE,
+    POLICIES,
+    POLICY,
+    RECORDS_FILE,
+    SAVE_SECONDS,
+    SUMMARY_FILE,
+)
 from .image import Setup, _variants, bench_image
 from .machine import _loadavg, machine_info, torch_threads
 from .plot import write_plot
-from . import config
 from .records import _key_of, _round, load_records, ours_label, record_key, save_records
 from .summary import write_summary
 
@@ -68,8 +77,10 @@ def _resolve_coders(coders: Sequence[str]) -> tuple[list[str], dict[str, str]]:
         else:
             skipped[c] = f"not a palette coder ({', '.join(known)}) nor a tc variant ({', '.join(TC_VARIANTS)})"
     if "zlib" not in ok:
-        raise SDCError("the benchmark needs the zlib coder (the reference for identical_to_zlib and savings); "
-                       "keep zlib in --coders")
+        raise SDCError(
+            "the benchmark needs the zlib coder (the reference for identical_to_zlib and savings); "
+            "keep zlib in --coders"
+        )
     return ok, skipped
 
 
@@ -88,8 +99,9 @@ def _resolve_metrics(wanted: Sequence[str] | None) -> tuple[list[str], dict[str,
         asked = list(dict.fromkeys(spec_keys if "all" in wanted else wanted))
         unknown = [k for k in asked if k not in spec_keys]
         if unknown:
-            raise SDCError(f"unknown metric(s) {', '.join(unknown)} in --metrics; use some of: "
-                           f"{', '.join(spec_keys)} (or all)")
+            raise SDCError(
+                f"unknown metric(s) {', '.join(unknown)} in --metrics; use some of: {', '.join(spec_keys)} (or all)"
+            )
         blocked = [k for k in asked if k in unavailable and "all" not in wanted]
         if blocked:
             raise SDCError(f"--metrics {blocked[0]}: {unavailable[blocked[0]]}")
@@ -115,9 +127,11 @@ def _check_metric_libraries(doc: dict, described: dict, remeasure: Sequence[str]
         if key in config.CLASSIC_KEYS or key in remeasure or not old or old == d["library"]:
             continue
         if any(r.get(key) is not None for r in doc["records"]):
-            raise SDCError(f"the {key} values in records.json were measured with {old}, this run would use "
-                           f"{d['library']}; pass --remeasure {key} to measure every record again with it, or "
-                           f"--metrics without {key} to leave them")
+            raise SDCError(
+                f"the {key} values in records.json were measured with {old}, this run would use "
+                f"{d['library']}; pass --remeasure {key} to measure every record again with it, or "
+                f"--metrics without {key} to leave them"
+            )
 
 
 def _fills(doc: dict, selection: dict, keys: Sequence[str], remeasure: Sequence[str]) -> dict[str, dict]:
@@ -155,9 +169,11 @@ def _check_policy(paths: Sequence[Path], policy: str) -> None:
         if min(w, h) < 512:
             small.append(f"{p.name} {w}x{h}")
     if small:
-        raise SDCError(f"{len(small)} image(s) smaller than 512x512 ({', '.join(small[:3])}"
-                       f"{', ...' if len(small) > 3 else ''}): --policy crop512 never resamples; use --policy full "
-                       "or leave them out with --images")
+        raise SDCError(
+            f"{len(small)} image(s) smaller than 512x512 ({', '.join(small[:3])}"
+            f"{', ...' if len(small) > 3 else ''}): --policy crop512 never resamples; use --policy full "
+            "or leave them out with --images"
+        )
 
 
 def _has_sweep(doc: dict, image: str, codec: str, policy: str, keys: Sequence[str]) -> bool:
@@ -201,9 +217,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from tqdm.auto import tqdm
 
     from .. import baselines, metrics
-    from ..images import list_images
     from ..backends.load import load_labelled
     from ..backends.torch_base import select_device
+    from ..images import list_images
     from .scheduler import Runner, Scheduler, local_size, parse_scheduler, task_label
 
     if any(b <= 0 for b in args.budgets):
@@ -239,11 +255,22 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     t_load = time.perf_counter()
     backends = load_labelled(list(dict.fromkeys(args.model or ["taef2"])), device)
     t_load = time.perf_counter() - t_load
-    setup = Setup(budgets=sorted(set(args.budgets)), codecs=codecs, rules=list(dict.fromkeys(args.rules)),
-                  coders=coders, denoise=args.denoise, max_colors=args.max_colors,
-                  coder_savings=args.coder_savings and len([c for c in coders if c in PALETTE_CODERS]) > 1,
-                  models=list(dict.fromkeys(args.model or ["taef2"])), verify=args.verify, device=args.device,
-                  metrics=metric_keys, backends=backends, policy=policy, sweep=getattr(args, "sweep", True))
+    setup = Setup(
+        budgets=sorted(set(args.budgets)),
+        codecs=codecs,
+        rules=list(dict.fromkeys(args.rules)),
+        coders=coders,
+        denoise=args.denoise,
+        max_colors=args.max_colors,
+        coder_savings=args.coder_savings and len([c for c in coders if c in PALETTE_CODERS]) > 1,
+        models=list(dict.fromkeys(args.model or ["taef2"])),
+        verify=args.verify,
+        device=args.device,
+        metrics=metric_keys,
+        backends=backends,
+        policy=policy,
+        sweep=getattr(args, "sweep", True),
+    )
     if args.denoise and not any(b.has_unet for _, b in backends):
         print("note: --denoise ignored: no backend has a UNet (TAEF2 has none)", file=sys.stderr)
     if sched.kind == "inline":
@@ -255,9 +282,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     else:
         jobs, threads = 0, None  # known once connected
 
-    selection = {"images": [p.stem for p in paths], "budgets": setup.budgets, "codecs": codecs,
-                 "rules": setup.rules, "ours": [ours_label(lbl, c, dn) for lbl, b in backends
-                                                for c, dn in _variants(setup, b)]}
+    selection = {
+        "images": [p.stem for p in paths],
+        "budgets": setup.budgets,
+        "codecs": codecs,
+        "rules": setup.rules,
+        "ours": [ours_label(lbl, c, dn) for lbl, b in backends for c, dn in _variants(setup, b)],
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rec_path = out / RECORDS_FILE
@@ -265,8 +296,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     doc = load_records(rec_path)
     old_policy = doc["meta"].get("policy")
     if doc["records"] and old_policy and old_policy != POLICIES[policy]:
-        raise SDCError(f"the records in {rec_path} were made with another policy ({old_policy.split(':')[0]}); "
-                       f"this run's --policy {policy} would mix them: pass another --out")
+        raise SDCError(
+            f"the records in {rec_path} were made with another policy ({old_policy.split(':')[0]}); "
+            f"this run's --policy {policy} would mix them: pass another --out"
+        )
     failures: list[dict] = list(doc.pop("failures", None) or [])
     index = {_key_of(r): i for i, r in enumerate(doc["records"])}
     meta = doc["meta"]
@@ -290,11 +323,15 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                 index[k] = len(doc["records"])
                 doc["records"].append(rec)
         for sav in res["savings"]:
-            doc["coder_savings"] = [s for s in doc["coder_savings"]
-                                    if not (s["image"] == sav["image"] and s["model"] == sav["model"])] + [sav]
+            doc["coder_savings"] = [
+                s for s in doc["coder_savings"] if not (s["image"] == sav["image"] and s["model"] == sav["model"])
+            ] + [sav]
         for sw in res.get("sweeps") or []:
-            doc["sweeps"] = [x for x in doc.get("sweeps") or [] if not (
-                x["image"] == sw["image"] and x["codec"] == sw["codec"] and x.get("policy") == sw["policy"])] + [sw]
+            doc["sweeps"] = [
+                x
+                for x in doc.get("sweeps") or []
+                if not (x["image"] == sw["image"] and x["codec"] == sw["codec"] and x.get("policy") == sw["policy"])
+            ] + [sw]
         name, label = res["image"], task_label(res["task"]) if res.get("task") else None
         failures[:] = [f for f in failures if not (f["image"] == name and f["task"] == label)]
         meta["image_seconds"][name] = _round(meta["image_seconds"].get(name, 0.0) + res["seconds"], 2)
@@ -335,32 +372,59 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     have = {_key_of(r) for r in doc["records"]}
     lp_ok, lp_reason = metrics.lpips_status()
     command = "python -m helpers.bench" + ("" if not argv else " " + shlex.join(argv))
-    meta.update({
-        "policy": POLICIES[policy], "data": str(args.data), "command": command,
-        "images": [p.stem for p in paths], "budgets": setup.budgets, "codecs": codecs, "rules": setup.rules,
-        "coders": coders, "ours_rule": f"{OURS_RULE}: largest palette (2..{setup.max_colors}) / finest tc step whose "
-                                       f"file <= budget",
-        "max_colors": setup.max_colors, "denoise": setup.denoise, "verify": setup.verify,
-        "backends": {lbl: b.describe() for lbl, b in backends},
-        "lpips": "available" if lp_ok else f"unavailable: {lp_reason}",
-        "metrics": {**(meta.get("metrics") or {}),
-                    **{k: {f: d[f] for f in ("name", "direction", "unit", "library", "settings") if f in d}
-                       for k, d in described.items()}},
-        "metrics_measured": metric_keys, "metrics_unavailable": metrics_unavailable,
-        "unavailable_codecs": unavailable, "skipped_coders": skipped_coders,
-        "baseline_settings": {"jpeg": "libjpeg optimize, 4:2:2, MozJPEG lossless pass",
-                              "webp": "method=6", "avif": f"speed={baselines.AVIF_SPEED}, 4:2:0",
-                              "jxl": f"effort={baselines.JXL_EFFORT}, lossy VarDCT"},
-    })
+    meta.update(
+        {
+            "policy": POLICIES[policy],
+            "data": str(args.data),
+            "command": command,
+            "images": [p.stem for p in paths],
+            "budgets": setup.budgets,
+            "codecs": codecs,
+            "rules": setup.rules,
+            "coders": coders,
+            "ours_rule": f"{OURS_RULE}: largest palette (2..{setup.max_colors}) / finest tc step whose file <= budget",
+            "max_colors": setup.max_colors,
+            "denoise": setup.denoise,
+            "verify": setup.verify,
+            "backends": {lbl: b.describe() for lbl, b in backends},
+            "lpips": "available" if lp_ok else f"unavailable: {lp_reason}",
+            "metrics": {
+                **(meta.get("metrics") or {}),
+                **{
+                    k: {f: d[f] for f in ("name", "direction", "unit", "library", "settings") if f in d}
+                    for k, d in described.items()
+                },
+            },
+            "metrics_measured": metric_keys,
+            "metrics_unavailable": metrics_unavailable,
+            "unavailable_codecs": unavailable,
+            "skipped_coders": skipped_coders,
+            "baseline_settings": {
+                "jpeg": "libjpeg optimize, 4:2:2, MozJPEG lossless pass",
+                "webp": "method=6",
+                "avif": f"speed={baselines.AVIF_SPEED}, 4:2:0",
+                "jxl": f"effort={baselines.JXL_EFFORT}, lossy VarDCT",
+            },
+        }
+    )
     if policy != POLICY:
         meta["policy_name"] = policy
     if setup.sweep:
         meta["sweep_qualities"] = {c: list(config.SWEEP_QUALITIES.get(c, ())) for c in codecs}
     meta["selection"] = selection
     started = time.perf_counter()
-    run_info = {"started": _dt.datetime.now().isoformat(timespec="seconds"), "command": command,
-                "device": str(device), "scheduler": sched.describe(), "jobs": jobs, "new_records": 0,
-                "filled_records": 0, "replaced_records": 0, "metrics": metric_keys, "load_start": _loadavg()}
+    run_info = {
+        "started": _dt.datetime.now().isoformat(timespec="seconds"),
+        "command": command,
+        "device": str(device),
+        "scheduler": sched.describe(),
+        "jobs": jobs,
+        "new_records": 0,
+        "filled_records": 0,
+        "replaced_records": 0,
+        "metrics": metric_keys,
+        "load_start": _loadavg(),
+    }
     meta["runs"] = meta.get("runs", [])[-19:] + [run_info]  # updated in place as the run goes
     fills = _fills(doc, selection, metric_keys, remeasure)
     tasks = _tasks(doc, paths, setup, have, fills)
@@ -376,8 +440,11 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
             run_info["scheduler_start_seconds"] = _round(time.perf_counter() - started, 2)
             if tasks or "machine" not in meta:  # describes the machine that computed the records
                 meta["machine"] = machine_info(device)
-                meta["parallel"] = {"jobs": jobs, "torch_threads_per_job": threads or "the cluster's own",
-                                    "scheduler": sched.describe()}
+                meta["parallel"] = {
+                    "jobs": jobs,
+                    "torch_threads_per_job": threads or "the cluster's own",
+                    "scheduler": sched.describe(),
+                }
                 meta["backend_load_seconds"] = _round(t_load, 3)
             with open(journal, "a") as jf:
                 for task, res, fail in runner.run(tasks):
@@ -418,8 +485,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     run_info["load_end"] = _loadavg()
     if tasks:
         meta["wall_seconds_total"] = _round(meta.get("wall_seconds_total", 0.0) + run_info["wall_seconds"], 2)
-    doc["records"].sort(key=lambda r: (r["image"], not r["codec"].startswith("ours"), r["codec"], r["rule"],
-                                       int(r["budget"])))
+    doc["records"].sort(
+        key=lambda r: (r["image"], not r["codec"].startswith("ours"), r["codec"], r["rule"], int(r["budget"]))
+    )
     doc["coder_savings"].sort(key=lambda s: (s["image"], s["model"]))
     if doc.get("sweeps"):
         doc["sweeps"].sort(key=lambda s: (s["image"], s["codec"]))
@@ -429,15 +497,28 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         doc["failures"] = failures
     write_plot(doc, out / PLOT_FILE, selection)
     write_summary(doc, out / SUMMARY_FILE, selection)
-    return {"records": rec_path, "plot": out / PLOT_FILE, "summary": out / SUMMARY_FILE,
-            "new_records": run_info["new_records"], "filled_records": run_info["filled_records"],
-            "replaced_records": run_info["replaced_records"], "wall_seconds": run_info["wall_seconds"],
-            "failed_tasks": run_info["failed_tasks"]}
+    return {
+        "records": rec_path,
+        "plot": out / PLOT_FILE,
+        "summary": out / SUMMARY_FILE,
+        "new_records": run_info["new_records"],
+        "filled_records": run_info["filled_records"],
+        "replaced_records": run_info["replaced_records"],
+        "wall_seconds": run_info["wall_seconds"],
+        "failed_tasks": run_info["failed_tasks"],
+    }
 
 
-def run_in_memory(paths: Sequence[str | Path], backend, budgets: Sequence[int], coders: Sequence[str],
-                  codecs: Sequence[str] | None = None, metrics: Sequence[str] | None = None,
-                  label: str | None = None, progress: bool = True) -> tuple[dict, dict]:
+def run_in_memory(
+    paths: Sequence[str | Path],
+    backend,
+    budgets: Sequence[int],
+    coders: Sequence[str],
+    codecs: Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+    label: str | None = None,
+    progress: bool = True,
+) -> tuple[dict, dict]:
     """The benchmark for a few images in this process, with an already loaded backend (notebooks):
     returns ``(doc, selection)`` shaped like ``records.json`` and its selection, for
     :func:`helpers.bench.write_plot`, :func:`helpers.bench.aggregate` and :func:`helpers.bench.head_to_head`.
@@ -447,18 +528,41 @@ def run_in_memory(paths: Sequence[str | Path], backend, budgets: Sequence[int], 
     from .. import baselines
 
     coders, skipped = _resolve_coders(list(dict.fromkeys(coders)))
-    codecs = [c for c in (baselines.available_codecs() if codecs is None else codecs)
-              if baselines.codec_status().get(c) is None]
+    codecs = [
+        c
+        for c in (baselines.available_codecs() if codecs is None else codecs)
+        if baselines.codec_status().get(c) is None
+    ]
     metric_keys, _ = _resolve_metrics(metrics)
     label = label or backend.kind
-    setup = Setup(budgets=sorted(set(int(b) for b in budgets)), codecs=list(codecs), rules=["le"], coders=coders,
-                  denoise=False, max_colors=1024, coder_savings=False, models=[backend.model_id], verify="latents",
-                  device=backend.device_name, metrics=metric_keys, backends=[(label, backend)])
+    setup = Setup(
+        budgets=sorted(set(int(b) for b in budgets)),
+        codecs=list(codecs),
+        rules=["le"],
+        coders=coders,
+        denoise=False,
+        max_colors=1024,
+        coder_savings=False,
+        models=[backend.model_id],
+        verify="latents",
+        device=backend.device_name,
+        metrics=metric_keys,
+        backends=[(label, backend)],
+    )
     records: list[dict] = []
     for p in tqdm(list(paths), desc="RD sweep", unit="img", disable=not progress):
         records += bench_image(p, setup, set(), [])["records"]
-    selection = {"images": [Path(p).stem for p in paths], "budgets": setup.budgets, "codecs": setup.codecs,
-                 "rules": setup.rules, "ours": [ours_label(label, c, dn) for c, dn in _variants(setup, backend)]}
-    doc = {"format": config.FORMAT_VERSION, "records": records, "coder_savings": [],
-           "meta": {"selection": selection, "coders": coders, "skipped_coders": skipped}}
+    selection = {
+        "images": [Path(p).stem for p in paths],
+        "budgets": setup.budgets,
+        "codecs": setup.codecs,
+        "rules": setup.rules,
+        "ours": [ours_label(label, c, dn) for c, dn in _variants(setup, backend)],
+    }
+    doc = {
+        "format": config.FORMAT_VERSION,
+        "records": records,
+        "coder_savings": [],
+        "meta": {"selection": selection, "coders": coders, "skipped_coders": skipped},
+    }
     return doc, selection

@@ -16,6 +16,7 @@ in ``SDCOMP_BENCH_FAULT_DIR`` remembers it); TASK is the task label (``jpeg``, `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -87,8 +88,8 @@ def local_size(device_type: str, kinds: Sequence[str], total_threads: int) -> tu
         try:
             import psutil
 
-            mem_cap = max(1, int(psutil.virtual_memory().available / 2 ** 30 // 3))
-        except Exception:  # noqa: BLE001
+            mem_cap = max(1, int(psutil.virtual_memory().available / 2**30 // 3))
+        except Exception:
             mem_cap = cores
         n = max(1, min(cores, mem_cap))
     return n, max(1, total_threads // n)
@@ -134,7 +135,7 @@ class BenchPlugin(_WorkerPluginBase):
     def __init__(self, setup, threads: int | None):
         self.setup_, self.threads = setup, threads
 
-    def setup(self, worker=None):  # noqa: D401 - the WorkerPlugin hook
+    def setup(self, worker=None):
         worker_setup(self.setup_, self.threads)
 
 
@@ -173,12 +174,15 @@ def run_one(path: str, variant: tuple, have: set[str], fills: dict, setup, threa
 # client side
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def failure(image: str, variant: Sequence, exc: BaseException) -> dict:
     """The failure entry of a task: its one-line error; ``kind`` "worker died" when Dask gave up on it."""
     died = type(exc).__name__ == "KilledWorker"
     if died:
-        error = (f"its worker process died {ALLOWED_FAILURES + 1} times while it ran or waited for it "
-                 "(out of memory or killed); re-run to try again")
+        error = (
+            f"its worker process died {ALLOWED_FAILURES + 1} times while it ran or waited for it "
+            "(out of memory or killed); re-run to try again"
+        )
     elif isinstance(exc, SDCError):
         error = one_line(exc)
     else:
@@ -202,37 +206,49 @@ class Runner:
         self._closers: list = []
         self.dashboard: str | None = None
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         if self.sched.kind == "inline":
             return self
         try:
             import dask
             from distributed import Client, LocalCluster
         except ImportError as exc:  # pragma: no cover - a dependency
-            raise SDCError(f"--scheduler {self.sched.describe()} needs dask.distributed ({exc}); "
-                           "pip install 'dask[distributed]' or use --scheduler inline") from None
+            raise SDCError(
+                f"--scheduler {self.sched.describe()} needs dask.distributed ({exc}); "
+                "pip install 'dask[distributed]' or use --scheduler inline"
+            ) from None
         if self.sched.kind == "local":
             # worker-saturation 1.0 keeps fewer tasks waiting on a busy worker, but Dask still assigns some ahead
             # (it queues only root-ish task groups; each of ours is a group of one), and a worker's death counts
             # against every task assigned to it: a task that waited twice behind one that kills its worker is
             # recorded as failed ("worker died") too, and the next run retries it (tests/test_bench_dask.py).
-            cfg = dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
-                                   "distributed.scheduler.worker-saturation": 1.0,
-                                   "distributed.worker.daemon": False})
+            cfg = dask.config.set(
+                {
+                    "distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+                    "distributed.scheduler.worker-saturation": 1.0,
+                    "distributed.worker.daemon": False,
+                }
+            )
             cfg.__enter__()
             self._closers.append(lambda: cfg.__exit__(None, None, None))
             env = {k: str(self.threads) for k in _ENV_THREADS}
-            cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", env=env)
+            cluster = LocalCluster(
+                n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=":0", env=env
+            )
             self._closers.append(cluster.close)
             self.client = Client(cluster)
         else:
             try:
-                self.client = (Client(self.sched.target, timeout="30s") if self.sched.kind == "address"
-                               else Client(scheduler_file=self.sched.target, timeout="30s"))
+                self.client = (
+                    Client(self.sched.target, timeout="30s")
+                    if self.sched.kind == "address"
+                    else Client(scheduler_file=self.sched.target, timeout="30s")
+                )
             except (OSError, TimeoutError) as exc:
-                raise SDCError(f"cannot reach the Dask scheduler {self.sched.target} ({one_line(exc)}); start it "
-                               "first or use --scheduler local") from None
+                raise SDCError(
+                    f"cannot reach the Dask scheduler {self.sched.target} ({one_line(exc)}); start it "
+                    "first or use --scheduler local"
+                ) from None
             self.threads = None
             self.workers = len(self.client.scheduler_info().get("workers", {}))
         self._closers.insert(0, self.client.close)
@@ -244,16 +260,16 @@ class Runner:
             served = ""
         except ImportError:
             served = " (served only where bokeh is installed: pip install bokeh)"
-        self.log(f"dask: {self.sched.describe()}, {self.workers} worker process(es), "
-                 f"{self.threads or '?'} torch thread(s) each; dashboard {self.dashboard}{served}")
+        self.log(
+            f"dask: {self.sched.describe()}, {self.workers} worker process(es), "
+            f"{self.threads or '?'} torch thread(s) each; dashboard {self.dashboard}{served}"
+        )
         return self
 
     def __exit__(self, *exc) -> None:
         for close in self._closers:
-            try:
+            with contextlib.suppress(Exception):
                 close()
-            except Exception:  # noqa: BLE001 - best effort while shutting down
-                pass
 
     def run(self, tasks: Sequence[tuple]) -> Iterator[tuple[tuple, dict | None, dict | None]]:
         """Yield ``(task, result, None)`` or ``(task, None, failure)`` per task, in the order they finish."""
@@ -262,7 +278,7 @@ class Runner:
                 path, variant, have, fills = t
                 try:
                     res = run_one(path, variant, have, fills, self.setup)
-                except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+                except Exception as exc:
                     yield t, None, failure(Path(path).stem, variant, exc)
                     continue
                 yield t, res, None
@@ -273,10 +289,22 @@ class Runner:
         futures = {}
         for t in tasks:
             path, variant, have, fills = t
-            key = f"bench-{Path(path).stem}-{task_label(variant)}-{hashlib.sha1(repr(t[:2]).encode()).hexdigest()[:8]}" \
-                  f"-{time.time_ns()}"
-            fut = self.client.submit(run_one, path, variant, have, fills, portable, self.threads, key=key,
-                                     pure=False, priority=_priority(variant))
+            key = (
+                f"bench-{Path(path).stem}-{task_label(variant)}-{hashlib.sha1(repr(t[:2]).encode()).hexdigest()[:8]}"
+                f"-{time.time_ns()}"
+            )
+            fut = self.client.submit(
+                run_one,
+                path,
+                variant,
+                have,
+                fills,
+                portable,
+                self.threads,
+                key=key,
+                pure=False,
+                priority=_priority(variant),
+            )
             futures[fut] = t
         try:
             for fut in as_completed(list(futures)):
@@ -286,7 +314,7 @@ class Runner:
                     # was held by a worker that died before it came over is computed again by Dask (this client
                     # still wants it), and result() waits for that: nothing finished is lost.
                     res = fut.result()
-                except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+                except Exception as exc:
                     fut.release()
                     yield t, None, failure(Path(t[0]).stem, t[1], exc)
                     continue

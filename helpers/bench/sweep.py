@@ -60,18 +60,35 @@ def quality_sweep(name: str, ref, codec: str, keys, mc, policy: str) -> dict:
             continue
         data = baselines.CODECS[codec].encode(ref, q)
         m, _ = mc.measure(baselines.decode_bytes(data), missing)
-        p = {**(p or {}), "quality": q, "bytes": len(data), "bpp": _round(8 * len(data) / (w * h), 6),
-             **_metric_values(m, keys=set(missing))}
+        p = {
+            **(p or {}),
+            "quality": q,
+            "bytes": len(data),
+            "bpp": _round(8 * len(data) / (w * h), 6),
+            **_metric_values(m, keys=set(missing)),
+        }
         points[q] = p
         changed = True
     if changed or stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"codec": codec, "pixels_sha1": digest,
-                                   "libraries": {**(cached.get("libraries") or {}), **libs},
-                                   "points": [points[q] for q in sorted(points)]}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "codec": codec,
+                    "pixels_sha1": digest,
+                    "libraries": {**(cached.get("libraries") or {}), **libs},
+                    "points": [points[q] for q in sorted(points)],
+                }
+            )
+        )
         os.replace(tmp, path)
     wanted = config.SWEEP_QUALITIES.get(codec, ())
     order = ["quality", "bytes", "bpp", *[k for k in config.metric_keys() if k in keys]]
-    return {"image": name, "codec": codec, "policy": policy, "pixels_sha1": digest,
-            "points": [{k: points[q].get(k) for k in order} for q in wanted]}
+    return {
+        "image": name,
+        "codec": codec,
+        "policy": policy,
+        "pixels_sha1": digest,
+        "points": [{k: points[q].get(k) for k in order} for q in wanted],
+    }

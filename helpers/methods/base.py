@@ -108,8 +108,9 @@ class EncodeJob:
     image: Any = None  # the model input image (tc's refinement compares against it)
 
 
-def fit_budget(attempt: Callable[[int], tuple[Any, int]], fits_at: int, fails_at: int, budget: int,
-               best: Any = None) -> Any:
+def fit_budget(
+    attempt: Callable[[int], tuple[Any, int]], fits_at: int, fails_at: int, budget: int, best: Any = None
+) -> Any:
     """The rate-control search every method uses: bisection between a setting known (or assumed) to fit the
     budget and one known (or assumed) not to, moving towards ``fails_at`` (the better quality). ``attempt(s)``
     codes at setting ``s`` and returns ``(result, file bytes)``; ``best`` is the result at ``fits_at`` when it

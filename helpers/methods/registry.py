@@ -21,8 +21,10 @@ SHIPPED: tuple[LatentMethod, ...] = (LIQ, KMEANS, RAW, TC)
 DEFAULT = "tc"
 #: names that pick a method by the latent's channel count: the 2022 palette method is libimagequant for SD's
 #: 4 channels and latent k-means otherwise ('auto' is its older name, kept for the CLI)
-ALIASES = {"palette": lambda channels: "liq" if channels == 4 else "kmeans",
-           "auto": lambda channels: "liq" if channels == 4 else "kmeans"}
+ALIASES = {
+    "palette": lambda channels: "liq" if channels == 4 else "kmeans",
+    "auto": lambda channels: "liq" if channels == 4 else "kmeans",
+}
 
 
 def register(method: LatentMethod) -> LatentMethod:

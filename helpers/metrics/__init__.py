@@ -16,27 +16,96 @@ one sentence. ``python -m helpers.metrics --status | --time``.
 
 from __future__ import annotations
 
-from .classic import (DETAIL_BORDER, MS_SSIM_MIN_SIDE, MS_SSIM_WEIGHTS, ImageLike, bpp, detail_change,
-                      detail_summary, interior_blocks, ms_ssim, psnr, ssim, ssim_ms_ssim)
-from .deep import (DISTSMetric, LPIPSMetric, checkpoint_path, dists_distance, dists_status, downloads_allowed,
-                   lpips_distance, lpips_status)
+from .classic import (
+    DETAIL_BORDER,
+    MS_SSIM_MIN_SIDE,
+    MS_SSIM_WEIGHTS,
+    ImageLike,
+    bpp,
+    detail_change,
+    detail_summary,
+    interior_blocks,
+    ms_ssim,
+    psnr,
+    ssim,
+    ssim_ms_ssim,
+)
+from .deep import (
+    DISTSMetric,
+    LPIPSMetric,
+    checkpoint_path,
+    dists_distance,
+    dists_status,
+    downloads_allowed,
+    lpips_distance,
+    lpips_status,
+)
 from .perceptual import DISPLAY, PPD, cvvdp_score, flip_error, ssimulacra2_port_score, ssimulacra2_score
-from .registry import (CLASSIC_KEYS, METRICS, Metric, arrow, available, clear_cache, default_keys, describe, get,
-                       measure, metric_status, time_metrics)
+from .registry import (
+    CLASSIC_KEYS,
+    METRICS,
+    Metric,
+    arrow,
+    available,
+    clear_cache,
+    default_keys,
+    describe,
+    get,
+    measure,
+    metric_status,
+    time_metrics,
+)
 from .wins import Tally, outcome, tally, verdict
 
 __all__ = [
-    "CLASSIC_KEYS", "DETAIL_BORDER", "DISPLAY", "DISTSMetric", "LPIPSMetric", "METRICS", "MS_SSIM_MIN_SIDE", "MS_SSIM_WEIGHTS", "Metric", "PPD",
-    "all_metrics", "arrow", "available", "bpp", "checkpoint_path", "clear_cache", "cvvdp_score", "default_keys",
-    "describe", "detail_change", "detail_summary", "dists_distance", "dists_status", "downloads_allowed",
-    "flip_error", "get", "interior_blocks", "lpips_distance", "lpips_status", "measure", "metric_status", "ms_ssim", "psnr", "ssim",
-    "ssim_ms_ssim", "ssimulacra2_port_score", "ssimulacra2_score", "Tally", "outcome", "tally", "time_metrics",
+    "CLASSIC_KEYS",
+    "DETAIL_BORDER",
+    "DISPLAY",
+    "DISTSMetric",
+    "LPIPSMetric",
+    "METRICS",
+    "MS_SSIM_MIN_SIDE",
+    "MS_SSIM_WEIGHTS",
+    "Metric",
+    "PPD",
+    "all_metrics",
+    "arrow",
+    "available",
+    "bpp",
+    "checkpoint_path",
+    "clear_cache",
+    "cvvdp_score",
+    "default_keys",
+    "describe",
+    "detail_change",
+    "detail_summary",
+    "dists_distance",
+    "dists_status",
+    "downloads_allowed",
+    "flip_error",
+    "get",
+    "interior_blocks",
+    "lpips_distance",
+    "lpips_status",
+    "measure",
+    "metric_status",
+    "ms_ssim",
+    "psnr",
+    "ssim",
+    "ssim_ms_ssim",
+    "ssimulacra2_port_score",
+    "ssimulacra2_score",
+    "Tally",
+    "outcome",
+    "tally",
+    "time_metrics",
     "verdict",
 ]
 
 
-def all_metrics(ref: ImageLike, test: ImageLike, nbytes: int | None = None,
-                lpips: bool = True) -> dict[str, float | int | None]:
+def all_metrics(
+    ref: ImageLike, test: ImageLike, nbytes: int | None = None, lpips: bool = True
+) -> dict[str, float | int | None]:
     """The classic set through :func:`measure`: ``psnr``, ``ssim``, ``ms_ssim`` and ``lpips`` (plus ``bytes`` and
     ``bpp`` if ``nbytes``).
 

@@ -40,17 +40,21 @@ def _time(args) -> int:
     a, b = _pair(args.image, args.quality, args.size)
     t = time_metrics(a, b, repeat=args.repeat)
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{args.size}x{args.size} crop of {Path(args.image).name}, JPEG q={args.quality}; minimum of "
-          f"{args.repeat} runs; load average {load1:.2f} on {os.cpu_count()} CPUs")
+    print(
+        f"{args.size}x{args.size} crop of {Path(args.image).name}, JPEG q={args.quality}; minimum of "
+        f"{args.repeat} runs; load average {load1:.2f} on {os.cpu_count()} CPUs"
+    )
     print(f"{'metric':15s} {'first load s':>12s} {'wall s':>8s} {'cpu s':>8s}")
     for key, row in t.items():
         label = "all (default)" if key == "all" else f"{key} {METRICS[key].arrow}"
         if key == "all":
             print("-" * 46)
         print(f"{label:15s} {row['load']:12.3f} {row['wall']:8.3f} {row['cpu']:8.3f}")
-    print("wall: each metric alone (ssim and ms_ssim share one pass inside 'all'); cpu: this process only "
-          "(a command-line tool's own CPU time is not counted); all: helpers.metrics.measure of the default set "
-          "(lpips_vgg and dists only with CUDA), tools in parallel")
+    print(
+        "wall: each metric alone (ssim and ms_ssim share one pass inside 'all'); cpu: this process only "
+        "(a command-line tool's own CPU time is not counted); all: helpers.metrics.measure of the default set "
+        "(lpips_vgg and dists only with CUDA), tools in parallel"
+    )
     return 0
 
 

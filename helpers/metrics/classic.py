@@ -192,8 +192,9 @@ def interior_blocks(shape: tuple[int, int], border: int = DETAIL_BORDER) -> np.n
     return mask
 
 
-def detail_change(ref: ImageLike, test: ImageLike, window: int = 16, eps: float = 4.0,
-                  border: int = DETAIL_BORDER) -> np.ndarray:
+def detail_change(
+    ref: ImageLike, test: ImageLike, window: int = 16, eps: float = 4.0, border: int = DETAIL_BORDER
+) -> np.ndarray:
     """Where a decoder invented or lost fine detail: per ``window`` x ``window`` block,
     ``log2((E_test + eps) / (E_ref + eps))`` with E the mean squared Laplacian of the luma (high-frequency
     energy). > 0: more fine structure than the original (invented texture, ringing, block edges);
@@ -210,7 +211,7 @@ def detail_change(ref: ImageLike, test: ImageLike, window: int = 16, eps: float 
     def energy(x: np.ndarray) -> np.ndarray:
         y = x.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
         lap = np.zeros_like(y)
-        lap[1:-1, 1:-1] = (y[:-2, 1:-1] + y[2:, 1:-1] + y[1:-1, :-2] + y[1:-1, 2:] - 4 * y[1:-1, 1:-1])
+        lap[1:-1, 1:-1] = y[:-2, 1:-1] + y[2:, 1:-1] + y[1:-1, :-2] + y[1:-1, 2:] - 4 * y[1:-1, 1:-1]
         h, w = (y.shape[0] // window) * window, (y.shape[1] // window) * window
         return (lap[:h, :w] ** 2).reshape(h // window, window, w // window, window).mean((1, 3))
 
@@ -219,15 +220,19 @@ def detail_change(ref: ImageLike, test: ImageLike, window: int = 16, eps: float 
     return d
 
 
-def detail_summary(ref: ImageLike, test: ImageLike, window: int = 16, threshold: float = 1.0,
-                   border: int = DETAIL_BORDER) -> dict[str, float]:
+def detail_summary(
+    ref: ImageLike, test: ImageLike, window: int = 16, threshold: float = 1.0, border: int = DETAIL_BORDER
+) -> dict[str, float]:
     """Share of the measured blocks (:func:`detail_change`, edge ring excluded unless ``border=0``) where the
     test image has at least 2**threshold times more (``invented``) or less (``lost``) high-frequency energy
     than the reference, and the mean log2 ratio (``mean_log2``)."""
     d = detail_change(ref, test, window, border=border)
     d = d[np.isfinite(d)]
-    return {"invented": float((d >= threshold).mean()), "lost": float((d <= -threshold).mean()),
-            "mean_log2": float(d.mean())}
+    return {
+        "invented": float((d >= threshold).mean()),
+        "lost": float((d <= -threshold).mean()),
+        "mean_log2": float(d.mean()),
+    }
 
 
 def bpp(nbytes: int, width: int, height: int) -> float:

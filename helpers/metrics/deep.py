@@ -16,6 +16,7 @@ reported unavailable with the reason and the fix (:func:`lpips_status`, :func:`d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -82,10 +83,8 @@ def checkpoint_path(net: str) -> Path:
     import torch.hub
 
     filename = _BACKBONES[net][1]
-    try:
+    with contextlib.suppress(Exception):  # else keep the published file name
         filename = Path(_weights_enum(net).url).name
-    except Exception:  # keep the published file name
-        pass
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
@@ -129,12 +128,13 @@ def _backbone_file(net: str, who: str) -> Path:
         match = re.search(r"-([a-f0-9]+)\.", path.name)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None,
-                                           progress=True)
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None, progress=True)
         except Exception as exc:
             raise UnavailableError(
-                _one_line(f"{who} is unavailable: downloading {url} failed ({type(exc).__name__}: {exc}); "
-                          f"copy {path.name} into {path.parent} by hand")
+                _one_line(
+                    f"{who} is unavailable: downloading {url} failed ({type(exc).__name__}: {exc}); "
+                    f"copy {path.name} into {path.parent} by hand"
+                )
             ) from None
     try:
         _verify_checkpoint(path)
@@ -200,8 +200,10 @@ def _load_lpips(net: str) -> Any:
         raise UnavailableError(f"{who} is unavailable: {exc}") from None
     except Exception as exc:
         raise UnavailableError(
-            _one_line(f"{who} is unavailable: loading {path} failed ({type(exc).__name__}: {exc}); "
-                      "replace the checkpoint with torchvision's original file")
+            _one_line(
+                f"{who} is unavailable: loading {path} failed ({type(exc).__name__}: {exc}); "
+                "replace the checkpoint with torchvision's original file"
+            )
         ) from None
     _MODELS[key] = _freeze(model)
     return model
@@ -240,8 +242,11 @@ class LPIPSMetric:
 
         a, b = _pair(ref, test)
         with torch.no_grad():  # lpips expects [-1, 1]
-            return float(self.model(_to_tensor(a, 1 / 127.5, -1.0, self.model),
-                                    _to_tensor(b, 1 / 127.5, -1.0, self.model)).item())
+            return float(
+                self.model(
+                    _to_tensor(a, 1 / 127.5, -1.0, self.model), _to_tensor(b, 1 / 127.5, -1.0, self.model)
+                ).item()
+            )
 
 
 def lpips_distance(ref: ImageLike, test: ImageLike, net: str = "alex") -> float:
@@ -290,8 +295,10 @@ def _load_dists() -> Any:
             param.data = learned[name].to(param.dtype)
     except Exception as exc:
         raise UnavailableError(
-            _one_line(f"{who} is unavailable: loading {path} / {weights_file} failed "
-                      f"({type(exc).__name__}: {exc}); replace the checkpoint with torchvision's original file")
+            _one_line(
+                f"{who} is unavailable: loading {path} / {weights_file} failed "
+                f"({type(exc).__name__}: {exc}); replace the checkpoint with torchvision's original file"
+            )
         ) from None
     _MODELS[key] = _freeze(model)
     return model
@@ -317,8 +324,9 @@ class DISTSMetric:
 
         a, b = _pair(ref, test)
         with torch.no_grad():  # DISTS expects [0, 1]
-            return float(self.model(_to_tensor(a, 1 / 255.0, 0.0, self.model),
-                                    _to_tensor(b, 1 / 255.0, 0.0, self.model)).item())
+            return float(
+                self.model(_to_tensor(a, 1 / 255.0, 0.0, self.model), _to_tensor(b, 1 / 255.0, 0.0, self.model)).item()
+            )
 
 
 def dists_distance(ref: ImageLike, test: ImageLike) -> float:

@@ -80,8 +80,11 @@ def _ppd(resolution: tuple[int, int], diagonal_inches: float, distance_m: float)
     return 1.0 / pixel_deg
 
 
-PPD = _ppd(DISPLAY_GEOMETRY["resolution"], DISPLAY_GEOMETRY["diagonal_size_inches"],
-           DISPLAY_GEOMETRY["viewing_distance_meters"])
+PPD = _ppd(
+    DISPLAY_GEOMETRY["resolution"],
+    DISPLAY_GEOMETRY["diagonal_size_inches"],
+    DISPLAY_GEOMETRY["viewing_distance_meters"],
+)
 """37.84 pixels per degree: the standard_fhd display seen from 0.6 m."""
 
 CVVDP_THREADS = 1
@@ -124,8 +127,10 @@ def _cvvdp() -> Any:
             return pycvvdp.cvvdp(display_name=DISPLAY, quiet=True, device=torch.device("cpu"))
     except Exception as exc:
         raise UnavailableError(
-            _one_line(f"ColorVideoVDP is unavailable: building display model {DISPLAY!r} failed "
-                      f"({type(exc).__name__}: {exc}); reinstall cvvdp==0.5.7")
+            _one_line(
+                f"ColorVideoVDP is unavailable: building display model {DISPLAY!r} failed "
+                f"({type(exc).__name__}: {exc}); reinstall cvvdp==0.5.7"
+            )
         ) from None
 
 
@@ -137,15 +142,23 @@ def cvvdp_score(ref: ImageLike, test: ImageLike) -> float:
     model = _cvvdp()
     with _torch_threads(CVVDP_THREADS), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        jod, _ = model.predict(torch.from_numpy(np.ascontiguousarray(b)), torch.from_numpy(np.ascontiguousarray(a)),
-                               dim_order="HWC")
+        jod, _ = model.predict(
+            torch.from_numpy(np.ascontiguousarray(b)), torch.from_numpy(np.ascontiguousarray(a)), dim_order="HWC"
+        )
     return float(jod)
 
 
 def cvvdp_settings() -> dict[str, Any]:
-    return {"display": DISPLAY, "display_description": "24-inch 1920x1080 monitor, 200 cd/m^2 peak, 1000:1, "
-            "250 lux office light, seen from 0.6 m", "ppd": round(PPD, 3), "mode": "image (one frame)",
-            "input": "8-bit sRGB, display-encoded", "device": "cpu", "torch_threads": CVVDP_THREADS}
+    return {
+        "display": DISPLAY,
+        "display_description": "24-inch 1920x1080 monitor, 200 cd/m^2 peak, 1000:1, "
+        "250 lux office light, seen from 0.6 m",
+        "ppd": round(PPD, 3),
+        "mode": "image (one frame)",
+        "input": "8-bit sRGB, display-encoded",
+        "device": "cpu",
+        "torch_threads": CVVDP_THREADS,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,14 +177,20 @@ def flip_error(ref: ImageLike, test: ImageLike) -> float:
     flip = _flip()
     fa = np.ascontiguousarray(a, dtype=np.float32) / np.float32(255)
     fb = np.ascontiguousarray(b, dtype=np.float32) / np.float32(255)
-    _, mean, _ = flip.evaluate(fa, fb, "LDR", inputsRGB=True, applyMagma=False, computeMeanError=True,
-                               parameters={"ppd": float(PPD)})
+    _, mean, _ = flip.evaluate(
+        fa, fb, "LDR", inputsRGB=True, applyMagma=False, computeMeanError=True, parameters={"ppd": float(PPD)}
+    )
     return float(mean)
 
 
 def flip_settings() -> dict[str, Any]:
-    return {"mode": "LDR", "input": "sRGB", "ppd": round(PPD, 3), "ppd_from": f"cvvdp display {DISPLAY}",
-            "pooling": "mean of the error map"}
+    return {
+        "mode": "LDR",
+        "input": "sRGB",
+        "ppd": round(PPD, 3),
+        "ppd_from": f"cvvdp display {DISPLAY}",
+        "pooling": "mean of the error map",
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,7 +202,7 @@ BUTTERAUGLI_ENV = "SDCOMP_BUTTERAUGLI"
 TOOL_TIMEOUT_S = 120
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _find_tool(env: str, name: str) -> str | None:
     path = os.environ.get(env) or shutil.which(name)
     if path and Path(path).is_file() and os.access(path, os.X_OK):
@@ -191,15 +210,16 @@ def _find_tool(env: str, name: str) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tool_version(path: str) -> str:
     """The Debian package and version that installed ``path``, else the path itself."""
     try:
         owner = subprocess.run(["dpkg-query", "-S", path], capture_output=True, text=True, timeout=10)
         pkg = owner.stdout.split(":", 1)[0].strip() if owner.returncode == 0 else ""
         if pkg:
-            ver = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True, text=True,
-                                 timeout=10).stdout.strip()
+            ver = subprocess.run(
+                ["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
             return f"{pkg} {ver}"
     except (OSError, subprocess.SubprocessError):
         pass
@@ -226,8 +246,9 @@ class ToolRun:
 
     def start(self, key: str, exe: str) -> None:
         if key not in self._procs:
-            self._procs[key] = subprocess.Popen([exe, str(self.ref), str(self.test)], stdout=subprocess.PIPE,
-                                                stderr=subprocess.PIPE, text=True)
+            self._procs[key] = subprocess.Popen(
+                [exe, str(self.ref), str(self.test)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
 
     def output(self, key: str, what: str) -> str:
         if key not in self._out:
@@ -237,7 +258,9 @@ class ToolRun:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()
-                raise UnavailableError(f"{what} ran past {TOOL_TIMEOUT_S} s on {self.ref.parent}; check the tool")
+                raise UnavailableError(
+                    f"{what} ran past {TOOL_TIMEOUT_S} s on {self.ref.parent}; check the tool"
+                ) from None
             if proc.returncode != 0:
                 raise UnavailableError(_one_line(f"{what} failed (exit {proc.returncode}): {err.strip()[-300:]}"))
             self._out[key] = out
@@ -295,9 +318,11 @@ def _ssimulacra2_port() -> Any:
         from ssimulacra2 import ssimulacra2 as port
     except Exception as exc:
         raise UnavailableError(
-            _one_line(f"SSIMULACRA 2 is unavailable: no libjxl ssimulacra2 tool (set ${SSIMULACRA2_ENV} or put it "
-                      f"on PATH) and the PyPI port cannot be imported ({type(exc).__name__}: {exc}); "
-                      "pip install ssimulacra2==0.3.0")
+            _one_line(
+                f"SSIMULACRA 2 is unavailable: no libjxl ssimulacra2 tool (set ${SSIMULACRA2_ENV} or put it "
+                f"on PATH) and the PyPI port cannot be imported ({type(exc).__name__}: {exc}); "
+                "pip install ssimulacra2==0.3.0"
+            )
         ) from None
     return port
 
@@ -328,9 +353,12 @@ def ssimulacra2_settings() -> dict[str, Any]:
     if impl == "libjxl":
         exe = _find_tool(SSIMULACRA2_ENV, "ssimulacra2")
         return {"implementation": "libjxl (official)", "tool": exe, "version": _tool_version(exe)}
-    return {"implementation": "port (unofficial PyPI ssimulacra2, numpy)", "version": "SSIMULACRA 2.1",
-            "agreement": "vs libjxl 0.11.2 on 24 Kodak crops at ~5 KB (JPEG/WebP/AVIF/JXL): 2.5 points lower on "
-                         "average (0.0-8.2), same codec order in 143 of 144 pairs; JPEG q90: within 0.8"}
+    return {
+        "implementation": "port (unofficial PyPI ssimulacra2, numpy)",
+        "version": "SSIMULACRA 2.1",
+        "agreement": "vs libjxl 0.11.2 on 24 Kodak crops at ~5 KB (JPEG/WebP/AVIF/JXL): 2.5 points lower on "
+        "average (0.0-8.2), same codec order in 143 of 144 pairs; JPEG q90: within 0.8",
+    }
 
 
 def ssimulacra2_library() -> str:
@@ -375,7 +403,10 @@ def butteraugli_scores(ref: ImageLike, test: ImageLike, run: ToolRun | None = No
 
 def butteraugli_settings() -> dict[str, Any]:
     exe = butteraugli_tool()
-    return {"tool": exe, "version": _tool_version(exe) if exe else None, "intensity_target_nits": 80,
-            "scale": "modern libjxl butteraugli (not the 2017 'butteraugli' package)",
-            "norms": "butteraugli = max-norm distance, butteraugli_3n = 3-norm"}
-
+    return {
+        "tool": exe,
+        "version": _tool_version(exe) if exe else None,
+        "intensity_target_nits": 80,
+        "scale": "modern libjxl butteraugli (not the 2017 'butteraugli' package)",
+        "norms": "butteraugli = max-norm distance, butteraugli_3n = 3-norm",
+    }

@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +26,19 @@ from ..errors import SDCError
 from . import classic, deep, perceptual, retention
 from .classic import ImageLike, _pair
 
-__all__ = ["CLASSIC_KEYS", "METRICS", "Metric", "arrow", "clear_cache", "default_keys", "describe", "get", "measure",
-           "metric_status", "time_metrics"]
+__all__ = [
+    "CLASSIC_KEYS",
+    "METRICS",
+    "Metric",
+    "arrow",
+    "clear_cache",
+    "default_keys",
+    "describe",
+    "get",
+    "measure",
+    "metric_status",
+    "time_metrics",
+]
 
 
 def _version(dist: str) -> str:
@@ -77,6 +89,7 @@ class Metric:
             object.__setattr__(self, "short", self.name)
         if not self.label:
             object.__setattr__(self, "label", self.short)
+
     score: bool = True  # False: a reported measure, not a quality score (no direction, never counted as a win)
 
     @property
@@ -134,6 +147,7 @@ def _ssim_pair(a, b):
 def _butteraugli(index):
     def compute(a, b, run):
         return perceptual.butteraugli_scores(a, b, run)[index]
+
     return compute
 
 
@@ -141,65 +155,213 @@ def _lpips_metric(net):
     return lambda a, b, run: deep.LPIPSMetric(net)(a, b)
 
 
-_CLASSIC_SSIM = {"window": "11x11 Gaussian, sigma 1.5", "K1": 0.01, "K2": 0.03, "data_range": 255,
-                 "channels": "per RGB channel, averaged", "region": "valid (window inside the image)"}
+_CLASSIC_SSIM = {
+    "window": "11x11 Gaussian, sigma 1.5",
+    "K1": 0.01,
+    "K2": 0.03,
+    "data_range": 255,
+    "channels": "per RGB channel, averaged",
+    "region": "valid (window inside the image)",
+}
 
 # The one list of metrics. Its order is the order of the fields in every benchmark record and of the columns in
 # every table (PSNR, SSIM, MS-SSIM and LPIPS first, as in the records written before the perceptual metrics
 # existed); the RD plots follow ``plot_rank``. A new metric is one entry here: its record field, table column,
 # RD subplot, head-to-head column and BD-rate rows derive from it (helpers.bench.config.METRIC_SPECS).
-METRICS: dict[str, Metric] = {m.key: m for m in [
-    Metric("psnr", "PSNR", True, "dB", math.inf, lambda: f"numpy {np.__version__}",
-           lambda: {"peak": 255, "over": "all RGB values"}, _ok, _psnr, digits=2, label="PSNR (dB)", record_digits=4,
-           plot_rank=0, optional=False),
-    Metric("ssim", "SSIM", True, "", 1.0, lambda: f"helpers (scipy {_version('scipy')})",
-           lambda: dict(_CLASSIC_SSIM), _ok, lambda a, b, run: _ssim_pair(a, b)[0],
-           note="checked against scikit-image", plot_rank=2, optional=False),
-    Metric("ms_ssim", "MS-SSIM", True, "", 1.0, lambda: f"helpers (scipy {_version('scipy')})",
-           lambda: {**_CLASSIC_SSIM, "scales": 5, "weights": list(classic.MS_SSIM_WEIGHTS),
-                    "min_side": classic.MS_SSIM_MIN_SIDE},
-           _ok, lambda a, b, run: _ssim_pair(a, b)[1], note="checked against pytorch_msssim; None under 176 px",
-           plot_rank=1, optional=False),
-    Metric("lpips", "LPIPS (AlexNet)", False, "distance", 0.0,
-           lambda: f"lpips {_version('lpips')} (v0.1 weights), torchvision AlexNet ImageNet backbone",
-           lambda: {"net": "alex", "input": "[-1, 1], full resolution", "backbone": str(deep.checkpoint_path("alex"))},
-           lambda: deep._load_lpips("alex"), _lpips_metric("alex"), uses_torch=True, short="LPIPS", plot_rank=8),
-    Metric("cvvdp", "ColorVideoVDP", True, "JOD", 10.0, lambda: f"cvvdp {_version('cvvdp')}",
-           perceptual.cvvdp_settings, perceptual._cvvdp, lambda a, b, run: perceptual.cvvdp_score(a, b),
-           uses_torch=True, digits=3, label="ColorVideoVDP (JOD)", plot_rank=3),
-    Metric("flip", "FLIP", False, "mean error", 0.0, lambda: f"flip-evaluator {_version('flip-evaluator')}",
-           perceptual.flip_settings, perceptual._flip, lambda a, b, run: perceptual.flip_error(a, b), plot_rank=5),
-    Metric("ssimulacra2", "SSIMULACRA 2", True, "score", 100.0, perceptual.ssimulacra2_library,
-           perceptual.ssimulacra2_settings, perceptual.ssimulacra2_implementation,
-           lambda a, b, run: perceptual.ssimulacra2_score(a, b, run), uses_tool=True, digits=2, plot_rank=4),
-    Metric("butteraugli", "Butteraugli", False, "distance (max-norm)", 0.0,
-           lambda: "libjxl butteraugli_main (" + perceptual._tool_version(perceptual._butteraugli_required()) + ")",
-           perceptual.butteraugli_settings, perceptual._butteraugli_required, _butteraugli(0), uses_tool=True,
-           digits=3, plot_rank=6),
-    Metric("butteraugli_3n", "Butteraugli 3-norm", False, "3-norm", 0.0,
-           lambda: "libjxl butteraugli_main (" + perceptual._tool_version(perceptual._butteraugli_required()) + ")",
-           perceptual.butteraugli_settings, perceptual._butteraugli_required, _butteraugli(1), uses_tool=True,
-           digits=3, plot_rank=7),
-    Metric("lpips_vgg", "LPIPS (VGG16)", False, "distance", 0.0,
-           lambda: f"lpips {_version('lpips')} (v0.1 weights), torchvision VGG16 ImageNet backbone",
-           lambda: {"net": "vgg", "input": "[-1, 1], full resolution", "backbone": str(deep.checkpoint_path("vgg"))},
-           lambda: deep._load_lpips("vgg"), _lpips_metric("vgg"), uses_torch=True, slow_on_cpu=True,
-           short="LPIPS-VGG", plot_rank=9),
-    Metric("dists", "DISTS", False, "distance", 0.0,
-           lambda: f"DISTS_pytorch {_version('DISTS_pytorch')} (authors' alpha/beta), "
-                   "torchvision VGG16 ImageNet backbone",
-           lambda: {"input": "[0, 1], full resolution (no resize)", "backbone": str(deep.checkpoint_path("vgg"))},
-           deep._load_dists, lambda a, b, run: deep.DISTSMetric()(a, b), uses_torch=True, slow_on_cpu=True,
-           plot_rank=10),
-    Metric("detail_retention", "Detail retention", True, "ratio", 1.0, lambda: f"helpers (numpy {np.__version__})",
-           lambda: {"luma": "BT.601 0.299 R + 0.587 G + 0.114 B", "high-pass": "luma - Gaussian blur",
-                    "sigma_px": retention.HF_SIGMA, "truncate": retention.TRUNCATE, "border": "mirrored",
-                    "value": "variance of the decoded high-pass / variance of the original's"},
-           _ok, lambda a, b, run: retention.detail_retention(a, b), digits=3, score=False, label="Detail retention",
-           record_digits=4, plot_rank=None, bd_rate=False,
-           note="not a quality score: 1 = the original's fine detail, < 1 smoothed away, > 1 added (noise scores "
-                "high); shown beside fidelity, never ranked; checked against scipy.ndimage.gaussian_filter"),
-]}
+METRICS: dict[str, Metric] = {
+    m.key: m
+    for m in [
+        Metric(
+            "psnr",
+            "PSNR",
+            True,
+            "dB",
+            math.inf,
+            lambda: f"numpy {np.__version__}",
+            lambda: {"peak": 255, "over": "all RGB values"},
+            _ok,
+            _psnr,
+            digits=2,
+            label="PSNR (dB)",
+            record_digits=4,
+            plot_rank=0,
+            optional=False,
+        ),
+        Metric(
+            "ssim",
+            "SSIM",
+            True,
+            "",
+            1.0,
+            lambda: f"helpers (scipy {_version('scipy')})",
+            lambda: dict(_CLASSIC_SSIM),
+            _ok,
+            lambda a, b, run: _ssim_pair(a, b)[0],
+            note="checked against scikit-image",
+            plot_rank=2,
+            optional=False,
+        ),
+        Metric(
+            "ms_ssim",
+            "MS-SSIM",
+            True,
+            "",
+            1.0,
+            lambda: f"helpers (scipy {_version('scipy')})",
+            lambda: {
+                **_CLASSIC_SSIM,
+                "scales": 5,
+                "weights": list(classic.MS_SSIM_WEIGHTS),
+                "min_side": classic.MS_SSIM_MIN_SIDE,
+            },
+            _ok,
+            lambda a, b, run: _ssim_pair(a, b)[1],
+            note="checked against pytorch_msssim; None under 176 px",
+            plot_rank=1,
+            optional=False,
+        ),
+        Metric(
+            "lpips",
+            "LPIPS (AlexNet)",
+            False,
+            "distance",
+            0.0,
+            lambda: f"lpips {_version('lpips')} (v0.1 weights), torchvision AlexNet ImageNet backbone",
+            lambda: {"net": "alex", "input": "[-1, 1], full resolution", "backbone": str(deep.checkpoint_path("alex"))},
+            lambda: deep._load_lpips("alex"),
+            _lpips_metric("alex"),
+            uses_torch=True,
+            short="LPIPS",
+            plot_rank=8,
+        ),
+        Metric(
+            "cvvdp",
+            "ColorVideoVDP",
+            True,
+            "JOD",
+            10.0,
+            lambda: f"cvvdp {_version('cvvdp')}",
+            perceptual.cvvdp_settings,
+            perceptual._cvvdp,
+            lambda a, b, run: perceptual.cvvdp_score(a, b),
+            uses_torch=True,
+            digits=3,
+            label="ColorVideoVDP (JOD)",
+            plot_rank=3,
+        ),
+        Metric(
+            "flip",
+            "FLIP",
+            False,
+            "mean error",
+            0.0,
+            lambda: f"flip-evaluator {_version('flip-evaluator')}",
+            perceptual.flip_settings,
+            perceptual._flip,
+            lambda a, b, run: perceptual.flip_error(a, b),
+            plot_rank=5,
+        ),
+        Metric(
+            "ssimulacra2",
+            "SSIMULACRA 2",
+            True,
+            "score",
+            100.0,
+            perceptual.ssimulacra2_library,
+            perceptual.ssimulacra2_settings,
+            perceptual.ssimulacra2_implementation,
+            lambda a, b, run: perceptual.ssimulacra2_score(a, b, run),
+            uses_tool=True,
+            digits=2,
+            plot_rank=4,
+        ),
+        Metric(
+            "butteraugli",
+            "Butteraugli",
+            False,
+            "distance (max-norm)",
+            0.0,
+            lambda: "libjxl butteraugli_main (" + perceptual._tool_version(perceptual._butteraugli_required()) + ")",
+            perceptual.butteraugli_settings,
+            perceptual._butteraugli_required,
+            _butteraugli(0),
+            uses_tool=True,
+            digits=3,
+            plot_rank=6,
+        ),
+        Metric(
+            "butteraugli_3n",
+            "Butteraugli 3-norm",
+            False,
+            "3-norm",
+            0.0,
+            lambda: "libjxl butteraugli_main (" + perceptual._tool_version(perceptual._butteraugli_required()) + ")",
+            perceptual.butteraugli_settings,
+            perceptual._butteraugli_required,
+            _butteraugli(1),
+            uses_tool=True,
+            digits=3,
+            plot_rank=7,
+        ),
+        Metric(
+            "lpips_vgg",
+            "LPIPS (VGG16)",
+            False,
+            "distance",
+            0.0,
+            lambda: f"lpips {_version('lpips')} (v0.1 weights), torchvision VGG16 ImageNet backbone",
+            lambda: {"net": "vgg", "input": "[-1, 1], full resolution", "backbone": str(deep.checkpoint_path("vgg"))},
+            lambda: deep._load_lpips("vgg"),
+            _lpips_metric("vgg"),
+            uses_torch=True,
+            slow_on_cpu=True,
+            short="LPIPS-VGG",
+            plot_rank=9,
+        ),
+        Metric(
+            "dists",
+            "DISTS",
+            False,
+            "distance",
+            0.0,
+            lambda: (
+                f"DISTS_pytorch {_version('DISTS_pytorch')} (authors' alpha/beta), torchvision VGG16 ImageNet backbone"
+            ),
+            lambda: {"input": "[0, 1], full resolution (no resize)", "backbone": str(deep.checkpoint_path("vgg"))},
+            deep._load_dists,
+            lambda a, b, run: deep.DISTSMetric()(a, b),
+            uses_torch=True,
+            slow_on_cpu=True,
+            plot_rank=10,
+        ),
+        Metric(
+            "detail_retention",
+            "Detail retention",
+            True,
+            "ratio",
+            1.0,
+            lambda: f"helpers (numpy {np.__version__})",
+            lambda: {
+                "luma": "BT.601 0.299 R + 0.587 G + 0.114 B",
+                "high-pass": "luma - Gaussian blur",
+                "sigma_px": retention.HF_SIGMA,
+                "truncate": retention.TRUNCATE,
+                "border": "mirrored",
+                "value": "variance of the decoded high-pass / variance of the original's",
+            },
+            _ok,
+            lambda a, b, run: retention.detail_retention(a, b),
+            digits=3,
+            score=False,
+            label="Detail retention",
+            record_digits=4,
+            plot_rank=None,
+            bd_rate=False,
+            note="not a quality score: 1 = the original's fine detail, < 1 smoothed away, > 1 added (noise scores "
+            "high); shown beside fidelity, never ranked; checked against scipy.ndimage.gaussian_filter",
+        ),
+    ]
+}
 
 
 #: always measured (cheap, and every benchmark record since the first format has them); the quick tables' set
@@ -229,8 +391,13 @@ def arrow(key: str) -> str:
 def clear_cache() -> None:
     """Forget loaded models, found tools and availability (e.g. after installing a backbone or a tool)."""
     deep._MODELS.clear()
-    for fn in (perceptual._cvvdp, perceptual._flip, perceptual._ssimulacra2_port, perceptual._find_tool,
-               perceptual._tool_version):
+    for fn in (
+        perceptual._cvvdp,
+        perceptual._flip,
+        perceptual._ssimulacra2_port,
+        perceptual._find_tool,
+        perceptual._tool_version,
+    ):
         fn.cache_clear()
     _SSIM_CACHE.clear()
     _STATUS.clear()
@@ -261,10 +428,14 @@ def describe(keys=None) -> dict[str, dict[str, Any]]:
     out = {}
     for key, (ok, reason) in metric_status(keys).items():
         m = METRICS[key]
-        entry: dict[str, Any] = {"name": m.name, "arrow": m.arrow,
-                                 "direction": f"{m.direction} is better" if m.score else "not a score (1 = original)",
-                                 "unit": m.unit, "perfect": None if math.isinf(m.perfect) else m.perfect,
-                                 "in_default_set": key in default_keys()}
+        entry: dict[str, Any] = {
+            "name": m.name,
+            "arrow": m.arrow,
+            "direction": f"{m.direction} is better" if m.score else "not a score (1 = original)",
+            "unit": m.unit,
+            "perfect": None if math.isinf(m.perfect) else m.perfect,
+            "in_default_set": key in default_keys(),
+        }
         if ok:
             entry.update(status="available", library=m.library(), settings=m.settings())
         else:
@@ -286,8 +457,9 @@ def _lane(key: str) -> str:
     return "thread" if m.uses_torch else "main"
 
 
-def measure(ref: ImageLike, test: ImageLike, keys=None, nbytes: int | None = None,
-            seconds: dict[str, float] | None = None) -> dict[str, float | int | None]:
+def measure(
+    ref: ImageLike, test: ImageLike, keys=None, nbytes: int | None = None, seconds: dict[str, float] | None = None
+) -> dict[str, float | int | None]:
     """Every available metric of :func:`default_keys` (or those in ``keys``; ``"all"`` for every one) for one
     pair: ``key -> value`` in registry order,
     plus ``bytes`` and ``bpp`` when ``nbytes`` is given.  Unavailable metrics are left out (see
@@ -346,7 +518,7 @@ def time_metrics(ref: ImageLike, test: ImageLike, repeat: int = 5, keys=None) ->
         status[k] = get(k).status()
         load[k] = time.perf_counter() - t
     out: dict[str, dict[str, float]] = {}
-    for k, (ok, reason) in status.items():
+    for k, (ok, _reason) in status.items():
         if not ok:
             continue
         m = METRICS[k]

@@ -22,8 +22,9 @@ from .registry import METRICS, get
 __all__ = ["Tally", "join_words", "outcome", "tally", "verdict"]
 
 
-def outcome(key: str, ours: float | None, theirs: float | None, digits: int | None = None,
-            higher_is_better: bool | None = None) -> str | None:
+def outcome(
+    key: str, ours: float | None, theirs: float | None, digits: int | None = None, higher_is_better: bool | None = None
+) -> str | None:
     """``"win"``, ``"tie"`` or ``"loss"`` for ours against theirs on metric ``key``; None when a value is missing.
 
     Tie: equal after rounding both to ``digits`` decimals (default: the metric's displayed precision).
@@ -72,8 +73,12 @@ class Tally:
         return f"{self.wins}/{self.n}" + (f", {self.ties} tie{'s' * (self.ties != 1)}" if self.ties else "")
 
 
-def tally(key: str, pairs: Iterable[tuple[float | None, float | None]], digits: int | None = None,
-          higher_is_better: bool | None = None) -> Tally:
+def tally(
+    key: str,
+    pairs: Iterable[tuple[float | None, float | None]],
+    digits: int | None = None,
+    higher_is_better: bool | None = None,
+) -> Tally:
     """Count :func:`outcome` over (ours, theirs) pairs; pairs with a missing value are skipped."""
     w = t = lo = 0
     for ours, theirs in pairs:
@@ -123,8 +128,9 @@ def _clause(results: Mapping[str, Mapping[str, Tally]], names: Mapping[str, str]
                 n = max(results[b][k].n for k in ks)
                 parts.append(f"{b} on every metric ({n} image{'s' * (n != 1)})")
             else:
-                parts.append(f"{b} on " + join_words([f"{n} ({results[b][k].cell()})"
-                                                  for k, n in zip(ks, _names(ks, names))]))
+                parts.append(
+                    f"{b} on " + join_words([f"{n} ({results[b][k].cell()})" for k, n in zip(ks, _names(ks, names))])
+                )
         return join_words(parts)
 
     if not wins and not level:
@@ -141,8 +147,9 @@ def _clause(results: Mapping[str, Mapping[str, Tally]], names: Mapping[str, str]
     return (", ".join(single) + f" and loses {tail}", ", ".join(plural) + f" and lose {tail}")
 
 
-def verdict(results: Mapping[str, Mapping[str, Mapping[str, Tally]]], metric_names: Mapping[str, str] | None = None
-            ) -> str:
+def verdict(
+    results: Mapping[str, Mapping[str, Mapping[str, Tally]]], metric_names: Mapping[str, str] | None = None
+) -> str:
     """One plain sentence (without a lead-in or full stop) for ``results[ours][baseline][metric] = Tally``:
     against which baselines, on which metrics, each ours variant wins, is level or loses (majority of the
     images both fit, see the module docstring); variants with the same outcome share a clause.
@@ -154,5 +161,7 @@ def verdict(results: Mapping[str, Mapping[str, Mapping[str, Tally]]], metric_nam
     clauses: dict[tuple[str, str], list[str]] = {}
     for ours, per in results.items():
         clauses.setdefault(_clause(per, metric_names), []).append(ours)
-    return "; ".join(f"{join_words(variants)} {plural if len(variants) > 1 else single}"
-                     for (single, plural), variants in clauses.items())
+    return "; ".join(
+        f"{join_words(variants)} {plural if len(variants) > 1 else single}"
+        for (single, plural), variants in clauses.items()
+    )

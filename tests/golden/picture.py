@@ -1,4 +1,5 @@
 """The procedural test picture of the golden files (no third-party image in the repository)."""
+
 import numpy as np
 from PIL import Image
 

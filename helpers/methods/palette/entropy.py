@@ -46,6 +46,7 @@ Measured on Kodak-derived dithered 64x64 maps (``scripts/measure_entropy.py``, 2
 arith saves 33.8 % vs zlib at C=4/K=256 (RGBA palette), 24.4 % at C=4/K=256 (4-channel patch
 projection), 26.1 % at C=32/K=64; encode ~50-80 ms, decode ~150-250 ms per map in CPython.
 """
+
 from __future__ import annotations
 
 import lzma
@@ -544,7 +545,7 @@ def _index_symbols(pal: np.ndarray, idx: np.ndarray):
         rows = np.arange(e - s)
         kt = key[rows, t[s:e]]
         rank[s:e] = (key < kt[:, None]).sum(1)
-        dens[s:e] = (D <= act[s:e, None]).sum(1)
+        dens[s:e] = (act[s:e, None] >= D).sum(1)
         for nj, vj in zip(nbs, valid):
             v = vj[s:e]
             kn = key[rows, np.maximum(nj[s:e], 0)]
@@ -738,8 +739,7 @@ def _unseal(data, K, C, H, W, name: str) -> bytes:
     payload = data[4:]
     if zlib.crc32(payload, zlib.crc32(_dims_bytes(K, C, H, W))) != int.from_bytes(data[:4], "big"):
         raise BitstreamError(
-            f"{name} palette/index stream is corrupted or truncated, or K/C/H/W do not match "
-            f"(CRC mismatch)"
+            f"{name} palette/index stream is corrupted or truncated, or K/C/H/W do not match (CRC mismatch)"
         )
     return payload
 
@@ -793,9 +793,7 @@ def unpack_arith(data: bytes, K: int, C: int, H: int, W: int):
         raise BitstreamError(f"arith palette/index stream is corrupted ({type(e).__name__})") from None
     # the coder's last 3 bytes are always zero and dropped by the encoder (see _Encoder.finish)
     if len(payload) + 3 > dec.pos:
-        raise BitstreamError(
-            f"arith palette/index stream has {len(payload) + 3 - dec.pos} unexpected trailing bytes"
-        )
+        raise BitstreamError(f"arith palette/index stream has {len(payload) + 3 - dec.pos} unexpected trailing bytes")
     if not dec.finished_cleanly():
         raise BitstreamError("arith palette/index stream does not end where the coder ends (truncated or corrupted)")
     return palette, indices

@@ -26,8 +26,10 @@ MIN_PAYLOAD = {"zlib": 8, "arith": 4, "lzma": 5}
 # stages (the notebooks show them one by one)
 # ------------------------------------------------------------------------------------------
 
-def quantize_latents(q8: np.ndarray, method: str, colors: int, dither: float, seed: int = 0,
-                     kmeans_iters: int = 25) -> tuple[np.ndarray, np.ndarray]:
+
+def quantize_latents(
+    q8: np.ndarray, method: str, colors: int, dither: float, seed: int = 0, kmeans_iters: int = 25
+) -> tuple[np.ndarray, np.ndarray]:
     """8-bit latent -> (palette, indices) with libimagequant ('liq') or latent k-means ('kmeans')."""
     if method == "liq":
         return palette_libimagequant(q8, colors=colors, dither=dither)
@@ -36,8 +38,9 @@ def quantize_latents(q8: np.ndarray, method: str, colors: int, dither: float, se
     raise SDCError(f"quantize_latents: unknown palette method '{method}'")
 
 
-def pack_payload(palette: np.ndarray | None, indices: np.ndarray | None, coder: str,
-                 q8: np.ndarray | None = None) -> bytes:
+def pack_payload(
+    palette: np.ndarray | None, indices: np.ndarray | None, coder: str, q8: np.ndarray | None = None
+) -> bytes:
     """Lossless stage. Raw 8-bit latents (no palette) are always zlib level 9."""
     if palette is None:
         return zlib.compress(np.ascontiguousarray(q8).tobytes(), 9)
@@ -54,8 +57,10 @@ def bounded_zlib(payload: bytes, want: int, what: str) -> bytes:
     except zlib.error as e:
         raise BitstreamError(f"corrupted {what} (zlib stream invalid: {e}): re-copy the file") from None
     if len(raw) != want or not dec.eof or dec.unused_data or dec.unconsumed_tail:
-        raise BitstreamError(f"corrupted {what}: expected {want} bytes from a complete zlib stream, got "
-                             f"{len(raw)}{'+' if len(raw) > want else ''}; re-copy the file")
+        raise BitstreamError(
+            f"corrupted {what}: expected {want} bytes from a complete zlib stream, got "
+            f"{len(raw)}{'+' if len(raw) > want else ''}; re-copy the file"
+        )
     return raw
 
 
@@ -80,8 +85,11 @@ class PaletteCoded:
         return unquantize_8bit(self.q_palette, self.quant_span)
 
     def header_fields(self) -> dict:
-        return {"coder": self.coder, "colors": 0 if self.palette is None else len(self.palette),
-                "dithered": self.dithered}
+        return {
+            "coder": self.coder,
+            "colors": 0 if self.palette is None else len(self.palette),
+            "dithered": self.dithered,
+        }
 
 
 class _EightBit(LatentMethod):
@@ -107,25 +115,32 @@ class PaletteMethod(_EightBit):
 
     def check_channels(self, channels: int) -> None:
         if self.name == "liq" and channels != 4:
-            raise SDCError(f"method 'liq' treats the latent as RGBA and needs 4 channels; this model has {channels}: "
-                           f"use --method kmeans")
+            raise SDCError(
+                f"method 'liq' treats the latent as RGBA and needs 4 channels; this model has {channels}: "
+                f"use --method kmeans"
+            )
 
     def check(self, h: Header, payload_len: int, limits: Limits) -> None:
         kmax = min(limits.max_colors, h.latent_positions)
         if self.name == "liq":
             if h.channels != 4:
-                raise BitstreamError(f"corrupted .sdc header: libimagequant palettes are RGBA (4 channels), this "
-                                     f"file says {h.channels}; re-encode the image")
+                raise BitstreamError(
+                    f"corrupted .sdc header: libimagequant palettes are RGBA (4 channels), this "
+                    f"file says {h.channels}; re-encode the image"
+                )
             kmax = min(kmax, 256)
         if not 1 <= h.colors <= kmax:
-            raise BitstreamError(f"corrupted .sdc header: palette size K={h.colors} outside 1..{kmax} (at most "
-                                 f"{limits.max_colors} colours and one per latent position, "
-                                 f"{h.latent_height}x{h.latent_width}); re-encode or re-copy the file")
+            raise BitstreamError(
+                f"corrupted .sdc header: palette size K={h.colors} outside 1..{kmax} (at most "
+                f"{limits.max_colors} colours and one per latent position, "
+                f"{h.latent_height}x{h.latent_width}); re-encode or re-copy the file"
+            )
         if h.coder not in MIN_PAYLOAD:
             raise BitstreamError(f"unsupported coder '{h.coder}' for the palette method: upgrade sdcomp-notebooks")
         if payload_len < MIN_PAYLOAD[h.coder]:
-            raise BitstreamError(f"truncated .sdc payload: {payload_len} bytes cannot hold a {h.coder} stream; "
-                                 f"re-copy the file")
+            raise BitstreamError(
+                f"truncated .sdc payload: {payload_len} bytes cannot hold a {h.coder} stream; re-copy the file"
+            )
 
     def unpack(self, h: Header, payload: bytes, limits: Limits):
         palette, indices = entropy.CODERS[h.coder][1](payload, h.colors, h.channels, h.latent_height, h.latent_width)
@@ -146,10 +161,16 @@ class PaletteMethod(_EightBit):
 
         def attempt(colors: int) -> tuple[PaletteCoded, int]:
             pkey = (qkey, "palette", int(colors), dither, params.seed, params.kmeans_iters)
-            palette, indices = st.cached(pkey if qkey else None, "palette", lambda: quantize_latents(
-                q8, self.name, colors, dither, params.seed, params.kmeans_iters))
-            payload = st.cached((pkey, "pack", params.coder) if qkey else None, "pack",
-                                lambda: pack_payload(palette, indices, params.coder))
+            palette, indices = st.cached(
+                pkey if qkey else None,
+                "palette",
+                lambda: quantize_latents(q8, self.name, colors, dither, params.seed, params.kmeans_iters),
+            )
+            payload = st.cached(
+                (pkey, "pack", params.coder) if qkey else None,
+                "pack",
+                lambda: pack_payload(palette, indices, params.coder),
+            )
             coded = PaletteCoded(payload, q8, palette, indices, params.coder, dither > 0, job.quant_span)
             trials.append((colors, job.overhead + len(payload)))
             return coded, trials[-1][1]
@@ -161,8 +182,10 @@ class PaletteMethod(_EightBit):
         best = fit_budget(attempt, 1, hi + 1, job.target_bytes)  # the largest palette size 2..hi that fits
         if best is None:
             smallest = min(n for _, n in trials)
-            raise BudgetError(f"cannot meet {job.target_bytes} bytes: the smallest file (2 colours) is {smallest} "
-                              f"bytes; raise --target-bytes or use a model with fewer latent channels")
+            raise BudgetError(
+                f"cannot meet {job.target_bytes} bytes: the smallest file (2 colours) is {smallest} "
+                f"bytes; raise --target-bytes or use a model with fewer latent channels"
+            )
         return Output(best, trials, latent)
 
 
@@ -174,11 +197,14 @@ class RawMethod(_EightBit):
 
     def check(self, h: Header, payload_len: int, limits: Limits) -> None:
         if h.colors != 0 or h.coder != "zlib":
-            raise BitstreamError(f"corrupted .sdc header: raw latents are zlib-coded without a palette, this file "
-                                 f"says coder {h.coder}, K={h.colors}; re-encode the image")
+            raise BitstreamError(
+                f"corrupted .sdc header: raw latents are zlib-coded without a palette, this file "
+                f"says coder {h.coder}, K={h.colors}; re-encode the image"
+            )
         if payload_len < MIN_PAYLOAD["zlib"]:
-            raise BitstreamError(f"truncated .sdc payload: {payload_len} bytes cannot hold a zlib stream; "
-                                 f"re-copy the file")
+            raise BitstreamError(
+                f"truncated .sdc payload: {payload_len} bytes cannot hold a zlib stream; re-copy the file"
+            )
 
     def unpack(self, h: Header, payload: bytes, limits: Limits):
         c, lh, lw = h.channels, h.latent_height, h.latent_width
@@ -189,15 +215,20 @@ class RawMethod(_EightBit):
         st = job.stages
         with st.timed("quantize8"):
             q8 = quantize_8bit(latent, job.quant_span)
-        key = (zlib.crc32(np.ascontiguousarray(q8).tobytes()), q8.shape, self.name, "raw") if st.cache is not None \
+        key = (
+            (zlib.crc32(np.ascontiguousarray(q8).tobytes()), q8.shape, self.name, "raw")
+            if st.cache is not None
             else None
+        )
         payload = st.cached(key, "pack", lambda: pack_payload(None, None, "zlib", q8))
         nbytes = job.overhead + len(payload)
         if job.target_bytes is not None and nbytes > job.target_bytes:
-            raise BudgetError(f"raw 8-bit latents need {nbytes} bytes > budget {job.target_bytes}: use a palette "
-                              f"method")
-        return Output(PaletteCoded(payload, q8, None, None, "zlib", False, job.quant_span),
-                      [(job.params.colors, nbytes)], latent)
+            raise BudgetError(
+                f"raw 8-bit latents need {nbytes} bytes > budget {job.target_bytes}: use a palette method"
+            )
+        return Output(
+            PaletteCoded(payload, q8, None, None, "zlib", False, job.quant_span), [(job.params.colors, nbytes)], latent
+        )
 
 
 LIQ = PaletteMethod("liq", 0)

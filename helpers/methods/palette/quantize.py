@@ -37,8 +37,10 @@ def _index_dtype(k: int):
 # libimagequant on RGBA, exactly as the 2022 notebook did it
 # ------------------------------------------------------------------------------------------
 
-def palette_libimagequant(q: np.ndarray, colors: int = 256, dither: float = 1.0,
-                          speed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+
+def palette_libimagequant(
+    q: np.ndarray, colors: int = 256, dither: float = 1.0, speed: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Treat a (4, H, W) uint8 latent as an RGBA image and reduce it to ``colors`` with libimagequant.
 
     ``dither`` is libimagequant's dithering level (0 = none, 1.0 = full Floyd-Steinberg-style error
@@ -49,8 +51,10 @@ def palette_libimagequant(q: np.ndarray, colors: int = 256, dither: float = 1.0,
 
     q = np.asarray(q)
     if q.ndim != 3 or q.shape[0] != 4 or q.dtype != np.uint8:
-        raise SDCError(f"libimagequant needs a (4, H, W) uint8 latent (RGBA), got {q.shape} {q.dtype}; "
-                       f"use method 'kmeans' for {q.shape[0] if q.ndim == 3 else '?'} channels")
+        raise SDCError(
+            f"libimagequant needs a (4, H, W) uint8 latent (RGBA), got {q.shape} {q.dtype}; "
+            f"use method 'kmeans' for {q.shape[0] if q.ndim == 3 else '?'} channels"
+        )
     if not 2 <= colors <= 256:
         raise SDCError(f"libimagequant palettes hold 2..256 colours, got {colors}")
     _, h, w = q.shape
@@ -70,6 +74,7 @@ def palette_libimagequant(q: np.ndarray, colors: int = 256, dither: float = 1.0,
 # Our latent-space alternative: k-means over C-dim latent vectors + error-diffusion dithering
 # ------------------------------------------------------------------------------------------
 
+
 def kmeans(points: np.ndarray, k: int, iters: int = 25, seed: int = 0) -> np.ndarray:
     """Deterministic k-means (k-means++ init, Lloyd iterations) on (N, C) float32 points -> (k', C) centroids.
 
@@ -80,7 +85,7 @@ def kmeans(points: np.ndarray, k: int, iters: int = 25, seed: int = 0) -> np.nda
     if len(uniq) <= k:
         return uniq
     rng = np.random.default_rng(seed)
-    sq = (pts ** 2).sum(1)
+    sq = (pts**2).sum(1)
     centers = np.empty((k, pts.shape[1]), np.float32)
     centers[0] = pts[rng.integers(len(pts))]
     d2 = ((pts - centers[0]) ** 2).sum(1)
@@ -89,12 +94,13 @@ def kmeans(points: np.ndarray, k: int, iters: int = 25, seed: int = 0) -> np.nda
         centers[i] = pts[rng.choice(len(pts), p=p)]
         d2 = np.minimum(d2, ((pts - centers[i]) ** 2).sum(1))
     for _ in range(iters):
-        dist = sq[:, None] - 2 * pts @ centers.T + (centers ** 2).sum(1)[None]
+        dist = sq[:, None] - 2 * pts @ centers.T + (centers**2).sum(1)[None]
         assign = dist.argmin(1)
         counts = np.bincount(assign, minlength=k)
         # per-cluster sums as a sparse one-hot product (np.add.at is ~10x slower)
-        sums = np.stack([np.bincount(assign, weights=pts[:, j], minlength=k) for j in range(pts.shape[1])],
-                        1).astype(np.float32)
+        sums = np.stack([np.bincount(assign, weights=pts[:, j], minlength=k) for j in range(pts.shape[1])], 1).astype(
+            np.float32
+        )
         new = centers.copy()
         nz = counts > 0
         new[nz] = sums[nz] / counts[nz, None]
@@ -118,10 +124,10 @@ def error_diffusion(values: np.ndarray, palette: np.ndarray, strength: float = 1
     pal = palette.astype(np.float32)
     if strength == 0:
         flat = values.reshape(c, -1).T
-        d = (flat ** 2).sum(1)[:, None] - 2 * flat @ pal.T + (pal ** 2).sum(1)[None]
+        d = (flat**2).sum(1)[:, None] - 2 * flat @ pal.T + (pal**2).sum(1)[None]
         return d.argmin(1).reshape(h, w).astype(_index_dtype(len(pal)))
     work = np.ascontiguousarray(values.transpose(1, 2, 0), dtype=np.float32).copy()
-    pal_sq = (pal ** 2).sum(1)
+    pal_sq = (pal**2).sum(1)
     out = np.empty((h, w), dtype=_index_dtype(len(pal)))
     s = np.float32(strength)
     # Clamp to the palette's bounding box: k-means centroids sit inside the data, so without this the error
@@ -148,8 +154,9 @@ def error_diffusion(values: np.ndarray, palette: np.ndarray, strength: float = 1
     return out
 
 
-def palette_kmeans(q: np.ndarray, colors: int = 256, dither: float = 1.0, iters: int = 25,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def palette_kmeans(
+    q: np.ndarray, colors: int = 256, dither: float = 1.0, iters: int = 25, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Palette over C-dim latent vectors of a (C, H, W) uint8 latent, any C (4 for SD, 32 for TAEF2).
 
     k-means in the 8-bit latent space, centroids rounded to uint8, then Floyd-Steinberg error diffusion

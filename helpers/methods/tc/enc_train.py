@@ -49,8 +49,9 @@ def _photos(short_sides=(512, 768)) -> list[np.ndarray]:
             im = im.convert("RGB")
             for s in short_sides:
                 f = s / min(im.size)
-                out.append(np.asarray(im.resize((round(im.size[0] * f), round(im.size[1] * f)),
-                                                Image.Resampling.LANCZOS)))
+                out.append(
+                    np.asarray(im.resize((round(im.size[0] * f), round(im.size[1] * f)), Image.Resampling.LANCZOS))
+                )
     return out
 
 
@@ -61,7 +62,7 @@ def _batch(images: list[np.ndarray], n: int, crop: int, rng: random.Random):
     for _ in range(n):
         a = images[rng.randrange(len(images))]
         y, x = rng.randrange(a.shape[0] - crop + 1), rng.randrange(a.shape[1] - crop + 1)
-        c = a[y:y + crop, x:x + crop]
+        c = a[y : y + crop, x : x + crop]
         if rng.random() < 0.5:
             c = c[:, ::-1]
         xs.append(np.ascontiguousarray(c))
@@ -76,7 +77,7 @@ def hf_energy(x):
 
     y = (x * torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).reshape(1, 3, 1, 1)).sum(1, keepdim=True)
     r = torch.arange(-6, 7, dtype=x.dtype)
-    g = torch.exp(-r ** 2 / (2 * 2.0 ** 2))
+    g = torch.exp(-(r**2) / (2 * 2.0**2))
     g = g / g.sum()
     b = F.conv2d(F.pad(y, (6, 6, 0, 0), mode="reflect"), g.reshape(1, 1, 1, -1))
     b = F.conv2d(F.pad(b, (0, 0, 6, 6), mode="reflect"), g.reshape(1, 1, -1, 1))
@@ -102,7 +103,7 @@ def rd_loss(encoder, decoder, x, tables, ks: list[int], alpha: float = ALPHA, be
     xh = decoder(zq)
     sse = ((xh - x) ** 2).flatten(1).sum(1)
     bits = R.rate_bits(coeffs, tables, LEVELS, ks, mode="ste")
-    lam = alpha * math.log(2) / 6 * R.G_PIXEL * delta ** 2
+    lam = alpha * math.log(2) / 6 * R.G_PIXEL * delta**2
     loss = ((sse + lam * bits) / x[0].numel()).mean()
     if beta:
         loss = loss + beta * (torch.log(hf_energy(x) + 1e-6) - torch.log(hf_energy(xh) + 1e-6)).abs().mean()
@@ -117,10 +118,20 @@ def _save(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
-def train(out: Path, budget_minutes: float, batch: int = 4, crop: int = 192, lr: float = 3e-5, alpha: float = ALPHA,
-          beta: float = BETA,
-          checkpoint_minutes: float = 5.0, threads: int = 2, seed: int = 0, weights_dir: Path | None = None,
-          progress: bool = True) -> Path:
+def train(
+    out: Path,
+    budget_minutes: float,
+    batch: int = 4,
+    crop: int = 192,
+    lr: float = 3e-5,
+    alpha: float = ALPHA,
+    beta: float = BETA,
+    checkpoint_minutes: float = 5.0,
+    threads: int = 2,
+    seed: int = 0,
+    weights_dir: Path | None = None,
+    progress: bool = True,
+) -> Path:
     """Train (or resume from ``out/ckpt.pt``) for ``budget_minutes`` of wall time; returns the checkpoint path."""
     import torch
     from tqdm.auto import tqdm
@@ -155,10 +166,23 @@ def train(out: Path, budget_minutes: float, batch: int = 4, crop: int = 192, lr:
     bar = tqdm(total=int(budget), desc=f"enc_train (step {step})", unit="s", disable=not progress)
 
     def save():
-        _save(ckpt, {"encoder": encoder.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                     "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "fingerprint": backend.fingerprint,
-                     "table_id": tables.table_id, "crop": crop, "batch": batch, "lr": lr, "alpha": alpha,
-                     "beta": beta})
+        _save(
+            ckpt,
+            {
+                "encoder": encoder.state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "rng": rng.getstate(),
+                "torch_rng": torch.get_rng_state(),
+                "fingerprint": backend.fingerprint,
+                "table_id": tables.table_id,
+                "crop": crop,
+                "batch": batch,
+                "lr": lr,
+                "alpha": alpha,
+                "beta": beta,
+            },
+        )
 
     with open(log, "a", newline="") as fh:
         w = csv.writer(fh)
@@ -175,8 +199,16 @@ def train(out: Path, budget_minutes: float, batch: int = 4, crop: int = 192, lr:
             step += 1
             psnr = float((-10 * torch.log10(mse.clamp_min(1e-10))).mean())
             bpp = float(bits.mean()) / (crop * crop)
-            w.writerow([step, round(time.monotonic() - t0, 1), f"{loss.item():.6g}", f"{psnr:.3f}", f"{bpp:.4f}",
-                        f"{float(np.mean([T.step_of(k) for k in ks])):.1f}"])
+            w.writerow(
+                [
+                    step,
+                    round(time.monotonic() - t0, 1),
+                    f"{loss.item():.6g}",
+                    f"{psnr:.3f}",
+                    f"{bpp:.4f}",
+                    f"{float(np.mean([T.step_of(k) for k in ks])):.1f}",
+                ]
+            )
             fh.flush()
             bar.n = min(int(time.monotonic() - t0), int(budget))
             bar.set_description(f"enc_train (step {step})")
@@ -198,12 +230,20 @@ def export(ckpt: Path, dest: Path = WEIGHTS) -> Path:
     st = torch.load(ckpt, map_location="cpu", weights_only=False)
     dest.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.half() for k, v in st["encoder"].items()}, dest)
-    lines = [f"# {dest.name}: TAEF2's encoder fine-tuned for the tc coder (python -m helpers.methods.tc.enc_train)", "",
-             (f"Started from TAEF2's encoder weights (madebyollin/taesd, MIT licence); {st['step']} steps of batch "
-              f"{st['batch']}, {st['crop']}x{st['crop']} crops, against the frozen TAEF2 decoder "
-              f"(weights {st['fingerprint']:08x}) and tc tables {st['table_id']:08x}."), "",
-             "Training photos (Debian packages; never Kodak, never the holdout photos):", "",
-             "| file | package | licence | author |", "|---|---|---|---|"]
+    lines = [
+        f"# {dest.name}: TAEF2's encoder fine-tuned for the tc coder (python -m helpers.methods.tc.enc_train)",
+        "",
+        (
+            f"Started from TAEF2's encoder weights (madebyollin/taesd, MIT licence); {st['step']} steps of batch "
+            f"{st['batch']}, {st['crop']}x{st['crop']} crops, against the frozen TAEF2 decoder "
+            f"(weights {st['fingerprint']:08x}) and tc tables {st['table_id']:08x}."
+        ),
+        "",
+        "Training photos (Debian packages; never Kodak, never the holdout photos):",
+        "",
+        "| file | package | licence | author |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {p.name} | {p.package} | {p.licence} | {p.author} |" for p in PHOTOS if p.name not in HOLDOUT]
     dest.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return dest
@@ -219,7 +259,9 @@ def load_trained_encoder(path: str | Path | None = None, dtype=None):
 
     path = Path(path) if path is not None else WEIGHTS
     if not path.is_file():
-        raise SDCError(f"{path} is missing: train it with python -m helpers.methods.tc.enc_train or use the stock TAEF2 encoder")
+        raise SDCError(
+            f"{path} is missing: train it with python -m helpers.methods.tc.enc_train or use the stock TAEF2 encoder"
+        )
     st = torch.load(path, map_location="cpu", weights_only=path.suffix == ".pth")
     st = st.get("encoder", st)
     enc = make_encoder()
@@ -259,8 +301,16 @@ def compare(images: dict, backends: dict, budgets=(5000, 12000)) -> list[dict]:
             for b in budgets:
                 enc = encode(img, be, CodecParams(method="tc", policy="none"), target_bytes=b)
                 dec = decode(enc.data, be).image
-                rows.append({"image": name, "encoder": bname, "budget": b, "bytes": enc.nbytes,
-                             "psnr": psnr(img, dec), "detail": detail_ratio(img, dec)})
+                rows.append(
+                    {
+                        "image": name,
+                        "encoder": bname,
+                        "budget": b,
+                        "bytes": enc.nbytes,
+                        "psnr": psnr(img, dec),
+                        "detail": detail_ratio(img, dec),
+                    }
+                )
     return rows
 
 
@@ -285,8 +335,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.out:
             ap.error("--out is required for training")
-        print(train(Path(args.out), args.budget_minutes, args.batch, args.crop, args.lr, args.alpha, args.beta,
-                    args.checkpoint_minutes, args.threads))
+        print(
+            train(
+                Path(args.out),
+                args.budget_minutes,
+                args.batch,
+                args.crop,
+                args.lr,
+                args.alpha,
+                args.beta,
+                args.checkpoint_minutes,
+                args.threads,
+            )
+        )
         return 0
 
     return guarded(run)

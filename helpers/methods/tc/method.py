@@ -20,11 +20,14 @@ class TcMethod(LatentMethod):
 
     def check(self, h: Header, payload_len: int, limits: Limits) -> None:
         if h.coder != "range" or h.colors != 0:
-            raise BitstreamError(f"corrupted .sdc header: transform-coded latents use the range coder and no "
-                                 f"palette, this file says coder {h.coder}, K={h.colors}; re-encode the image")
+            raise BitstreamError(
+                f"corrupted .sdc header: transform-coded latents use the range coder and no "
+                f"palette, this file says coder {h.coder}, K={h.colors}; re-encode the image"
+            )
         if payload_len < 9:
-            raise BitstreamError(f"truncated .sdc payload: {payload_len} bytes cannot hold a tc stream; re-copy "
-                                 f"the file")
+            raise BitstreamError(
+                f"truncated .sdc payload: {payload_len} bytes cannot hold a tc stream; re-copy the file"
+            )
 
     def unpack(self, h: Header, payload: bytes, limits: Limits):
         return None, None, tcoder.decode_payload(payload, h.channels, h.latent_height, h.latent_width, h.fingerprint)
@@ -47,13 +50,27 @@ class TcMethod(LatentMethod):
 
             def quantizer_for(zz):
                 c, _ = code(zz)
-                return lambda x: tcoder.synthesize(tcoder.dequantize(tcoder.quantize(
-                    tcoder.analyze(x, c.tables, c.levels), c.k), c.k), c.tables, c.levels)
+                return lambda x: tcoder.synthesize(
+                    tcoder.dequantize(tcoder.quantize(tcoder.analyze(x, c.tables, c.levels), c.k), c.k),
+                    c.tables,
+                    c.levels,
+                )
 
-            key = ("refine", params.effort, target, params.step,
-                   zlib.crc32(np.ascontiguousarray(latent).tobytes()), latent.shape) if st.cache is not None else None
-            z = st.cached(key, "refine", lambda: refine_latents(job.backend, job.image, latent, params.effort,
-                                                                quantizer_for))
+            key = (
+                (
+                    "refine",
+                    params.effort,
+                    target,
+                    params.step,
+                    zlib.crc32(np.ascontiguousarray(latent).tobytes()),
+                    latent.shape,
+                )
+                if st.cache is not None
+                else None
+            )
+            z = st.cached(
+                key, "refine", lambda: refine_latents(job.backend, job.image, latent, params.effort, quantizer_for)
+            )
         with st.timed("pack"):
             coded, trials = code(z)
         return Output(coded, trials, z)

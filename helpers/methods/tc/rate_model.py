@@ -40,6 +40,7 @@ _LOG2 = math.log(2.0)
 # transform
 # ----------------------------------------------------------------------------------------------
 
+
 def _nbr(n_out: int, n_src: int, shift: int, device) -> torch.Tensor:
     return torch.clamp(torch.arange(n_out, device=device) + shift, 0, n_src - 1)
 
@@ -91,7 +92,7 @@ def dwt2(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
 def idwt2(bands: list[torch.Tensor]) -> torch.Tensor:
     ll = bands[0]
     for i in range(1, len(bands), 3):
-        hl, lh, hh = bands[i:i + 3]
+        hl, lh, hh = bands[i : i + 3]
         ll = _unlift(_unlift(ll, lh, -2), _unlift(hl, hh, -2), -1)
     return ll
 
@@ -118,6 +119,7 @@ def synthesize(coeffs: list[torch.Tensor], tables: T.Tables, levels: int) -> tor
 # ----------------------------------------------------------------------------------------------
 # quantizer and code lengths
 # ----------------------------------------------------------------------------------------------
+
 
 def quantize(coeffs: list[torch.Tensor], delta: torch.Tensor | float, mode: str = "ste") -> list[torch.Tensor]:
     """Coefficients -> relaxed quantized values in units of the step (``q``, not ``q * delta``).
@@ -168,8 +170,9 @@ def classes(coeffs: list[torch.Tensor], tables: T.Tables, levels: int, ks: list[
     return [torch.from_numpy(np.stack([p[b] for p in per])).to(coeffs[0].device) for b in range(len(coeffs))]
 
 
-def rate_bits(coeffs: list[torch.Tensor], tables: T.Tables, levels: int, ks: list[int] | int,
-              mode: str = "ste") -> torch.Tensor:
+def rate_bits(
+    coeffs: list[torch.Tensor], tables: T.Tables, levels: int, ks: list[int] | int, mode: str = "ste"
+) -> torch.Tensor:
     """Estimated bits of each batch item's tc payload coefficients (N,), differentiable in ``coeffs``.
 
     ``ks``: the tc step index per batch item (or one for all); the step is ``delta = 2 ** ((k - 32768) / 1024)``

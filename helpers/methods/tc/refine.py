@@ -34,8 +34,12 @@ import numpy as np
 from ...errors import SDCError
 
 #: effort -> stages of (steps, Adam learning rate); the rate control runs before each stage
-SCHEDULES: dict[int, tuple[tuple[int, float], ...]] = {0: (), 1: ((3, 0.05),), 2: ((4, 0.05), (4, 0.03)),
-                                                        3: ((10, 0.05), (10, 0.03), (10, 0.02))}
+SCHEDULES: dict[int, tuple[tuple[int, float], ...]] = {
+    0: (),
+    1: ((3, 0.05),),
+    2: ((4, 0.05), (4, 0.03)),
+    3: ((10, 0.05), (10, 0.03), (10, 0.02)),
+}
 #: rate weight relative to the high-rate slope (0 = rate-blind refinement, as before)
 RATE_ALPHA = 1.0
 MAX_PIXELS = 1024 * 1024
@@ -44,8 +48,10 @@ MAX_PIXELS = 1024 * 1024
 def _pixels(backend):
     """Differentiable decoder: (1, C, h, w) latent -> (1, 3, H, W) RGB in [0, 1]."""
     if getattr(backend, "runtime", "torch") != "torch":
-        raise SDCError(f"--effort needs a PyTorch decoder; this backend runs on {backend.runtime}: "
-                       f"use --runtime torch, or --effort 0")
+        raise SDCError(
+            f"--effort needs a PyTorch decoder; this backend runs on {backend.runtime}: "
+            f"use --runtime torch, or --effort 0"
+        )
     if backend.kind == "taef2":
         return backend.decoder
     if backend.kind == "sd":
@@ -83,9 +89,15 @@ def rate_weight(k: int, alpha: float = RATE_ALPHA) -> float:
     return alpha * math.log(2) / 6 * G_PIXEL * T.step_of(k) ** 2
 
 
-def refine_latents(backend, image, z: np.ndarray, effort: int,
-                   quantizer_for: Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]],
-                   progress: bool = False, alpha: float | None = None) -> np.ndarray:
+def refine_latents(
+    backend,
+    image,
+    z: np.ndarray,
+    effort: int,
+    quantizer_for: Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]],
+    progress: bool = False,
+    alpha: float | None = None,
+) -> np.ndarray:
     """Return a latent (C, h, w) whose quantized version decodes closer to ``image`` (the policy-applied model
     input) for fewer bits. ``quantizer_for(z)`` runs the rate control for ``z`` and returns ``Q``: latent ->
     quantized latent at the step it chose. ``alpha``: the rate weight (default :data:`RATE_ALPHA`; 0 = rate-blind;
@@ -104,8 +116,10 @@ def refine_latents(backend, image, z: np.ndarray, effort: int,
 
     w, h = image.size
     if w * h > MAX_PIXELS:
-        raise SDCError(f"--effort {effort} back-propagates through the decoder and is limited to "
-                       f"{MAX_PIXELS:,} pixels; this image has {w * h:,}: use --effort 0")
+        raise SDCError(
+            f"--effort {effort} back-propagates through the decoder and is limited to "
+            f"{MAX_PIXELS:,} pixels; this image has {w * h:,}: use --effort 0"
+        )
     dec = _pixels(backend)
     params = [p for m in backend.components().values() for p in m.parameters()]
     dtype = params[0].dtype if params else torch.float32
@@ -115,8 +129,9 @@ def refine_latents(backend, image, z: np.ndarray, effort: int,
         p.requires_grad_(False)
     zt = torch.from_numpy(np.array(z, np.float32))  # a copy: Adam must not move the caller's latent
     zt = zt[None].to(backend.device).requires_grad_(True)
-    bar = tqdm(total=sum(n for n, _ in stages), desc=f"refine latent (effort {effort})", disable=not progress,
-               leave=False)
+    bar = tqdm(
+        total=sum(n for n, _ in stages), desc=f"refine latent (effort {effort})", disable=not progress, leave=False
+    )
     try:
         with torch.enable_grad():
             for n, lr in stages:

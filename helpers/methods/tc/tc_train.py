@@ -50,8 +50,9 @@ def _crops(paths, seed: int = 0, extra: int = 2):
             for _ in range(extra):
                 short = int(rng.integers(640, 1281))
                 s = short / min(im.size)
-                big = im.resize((max(512, round(im.width * s)), max(512, round(im.height * s))),
-                                Image.Resampling.LANCZOS)
+                big = im.resize(
+                    (max(512, round(im.width * s)), max(512, round(im.height * s))), Image.Resampling.LANCZOS
+                )
                 x, y = int(rng.integers(0, big.width - 511)), int(rng.integers(0, big.height - 511))
                 yield big.crop((x, y, x + 512, y + 512))
 
@@ -80,7 +81,7 @@ def synthesis_matrix(levels: int, side: int = SIDE) -> tuple[np.ndarray, list[tu
             sel = (idx >= off[b]) & (idx < off[b + 1])
             x[np.flatnonzero(sel), idx[sel] - off[b]] = 1.0
             bands.append(x.reshape(len(idx), h, w))
-        S[:, s0:s0 + len(idx)] = T.idwt2(bands).reshape(len(idx), -1).T
+        S[:, s0 : s0 + len(idx)] = T.idwt2(bands).reshape(len(idx), -1).T
     return S, shapes
 
 
@@ -97,8 +98,9 @@ def _code_length(freq_bits: np.ndarray, shift: np.ndarray, cls: np.ndarray, v: n
     return float((bits + r).sum())
 
 
-def fit_offsets(latents: list[np.ndarray], tables: T.Tables, levels: int, steps: list[float],
-                progress: bool = True) -> np.ndarray:
+def fit_offsets(
+    latents: list[np.ndarray], tables: T.Tables, levels: int, steps: list[float], progress: bool = True
+) -> np.ndarray:
     """Per (band kind, group, pass, bucket): the integer class offset with the shortest training code."""
     freq, shift = T.class_tables()
     fb = -np.log2(freq / freq.sum(1, keepdims=True))
@@ -120,28 +122,37 @@ def fit_offsets(latents: list[np.ndarray], tables: T.Tables, levels: int, steps:
                     for u in np.unique(bk):
                         sel = bk == u
                         cells.setdefault((0 if b == 0 else 1, g, t, int(u)), []).append(
-                            (np.broadcast_to(base, sel.shape)[sel], vals[sel]))
+                            (np.broadcast_to(base, sel.shape)[sel], vals[sel])
+                        )
     offsets = np.zeros((2, 2, 2, T.N_BUCKETS), np.int64)
     for (kind, g, t, u), parts in cells.items():
         base = np.concatenate([p[0] for p in parts])
         vals = np.concatenate([p[1] for p in parts])
         if len(vals) < MIN_CELL:  # too few symbols to fit a shift: keep the band's own scale
             continue
-        best = min(range(-12, 13), key=lambda o: _code_length(
-            fb, shift, np.clip(base + o, 0, T.N_CLASSES - 1), vals))
+        best = min(range(-12, 13), key=lambda o: _code_length(fb, shift, np.clip(base + o, 0, T.N_CLASSES - 1), vals))
         offsets[kind, g, t, u] = best
     return offsets
 
 
-def train(backend, photos: list[Path], probes: int = 3, extra_crops: int = 2, max_minutes: float = 30.0,
-          seed: int = 0, progress: bool = True) -> tuple[T.Tables, dict]:
+def train(
+    backend,
+    photos: list[Path],
+    probes: int = 3,
+    extra_crops: int = 2,
+    max_minutes: float = 30.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[T.Tables, dict]:
     import torch
 
     from ...codec import encode_latents
 
     t_start = time.perf_counter()
-    latents = [encode_latents(backend, im, seed) for im in
-               tqdm(list(_crops(photos, seed, extra_crops)), desc="latents", disable=not progress)]
+    latents = [
+        encode_latents(backend, im, seed)
+        for im in tqdm(list(_crops(photos, seed, extra_crops)), desc="latents", disable=not progress)
+    ]
     latents = [z.astype(np.float64) for z in latents if z.shape[1:] == (SIDE, SIDE)]
     if len(latents) < 4:
         raise SDCError(f"need 512x512 crops with a {SIDE}x{SIDE} latent (an 8x autoencoder); got {len(latents)}")
@@ -164,8 +175,16 @@ def train(backend, photos: list[Path], probes: int = 3, extra_crops: int = 2, ma
         if time.perf_counter() > deadline:
             break
     P = np.stack(grads).reshape(len(grads), C, -1)
-    tables = T.Tables(channels=C, mu=mu, A={}, Ai={}, base={}, offsets=np.zeros((2, 2, 2, T.N_BUCKETS), np.int64),
-                      fingerprint=backend.fingerprint, name=backend.model_id)
+    tables = T.Tables(
+        channels=C,
+        mu=mu,
+        A={},
+        Ai={},
+        base={},
+        offsets=np.zeros((2, 2, 2, T.N_BUCKETS), np.int64),
+        fingerprint=backend.fingerprint,
+        name=backend.model_id,
+    )
     report = {"photos": len(photos), "crops": len(latents), "probes": len(grads), "band_metric_trace": {}}
     for L in tqdm(range(T.MAX_LEVELS + 1), desc="band transforms", disable=not progress):
         S, shapes = synthesis_matrix(L)
@@ -174,7 +193,7 @@ def train(backend, photos: list[Path], probes: int = 3, extra_crops: int = 2, ma
         coeffs = [T.dwt2(z - mu[:, None, None], L) for z in latents]
         A, Ai, base = [], [], []
         for b in range(len(shapes)):
-            gb = gc[:, :, off[b]:off[b + 1]]
+            gb = gc[:, :, off[b] : off[b + 1]]
             G = np.einsum("nci,ndi->cd", gb, gb) / (gb.shape[0] * gb.shape[2])
             G = (G + G.T) / 2 + 1e-6 * np.trace(G) / C * np.eye(C)
             Lc = np.linalg.cholesky(G)
@@ -226,8 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m helpers.methods.tc.tc_train", description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="taef2", help="taef2 (default), an SD1.x hub id or folder, a TAEF2 folder")
     ap.add_argument("--photos", default=None, help="photo cache folder (default: fetched by helpers.photos)")
-    ap.add_argument("--out", default=None,
-                    help="output file or folder (default: helpers/data/ for TAEF2, ~/.cache/sdcomp/tc/ otherwise)")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="output file or folder (default: helpers/data/ for TAEF2, ~/.cache/sdcomp/tc/ otherwise)",
+    )
     ap.add_argument("--probes", type=int, default=3, help="random probes per photo (decoder backward passes)")
     ap.add_argument("--extra-crops", type=int, default=2, help="random extra 512x512 crops per photo")
     ap.add_argument("--max-minutes", type=float, default=30.0, help="time budget of the probe stage")
@@ -256,8 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             out = (T.DATA_DIR if backend.kind == "taef2" else T.tables_path(backend.fingerprint)[1].parent) / name
         tid = T.save_tables(out, tables)
-        print(f"wrote {out} (table id {tid:08x}; {report['crops']} crops, {report['probes']} probes, "
-              f"{report['seconds']:.0f} s; steps for offsets {['%.1f' % s for s in report['steps']]})")
+        print(
+            f"wrote {out} (table id {tid:08x}; {report['crops']} crops, {report['probes']} probes, "
+            f"{report['seconds']:.0f} s; steps for offsets {[f'{s:.1f}' for s in report['steps']]})"
+        )
         return 0
 
     return guarded(run)

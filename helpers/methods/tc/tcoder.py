@@ -87,6 +87,7 @@ _K = 1.230174104914001
 # CDF 9/7 wavelet on numpy arrays, any length, symmetric extension
 # ----------------------------------------------------------------------------------------------
 
+
 def _nbr(n_out: int, n_src: int, shift: int) -> np.ndarray:
     """Indices i + shift clamped to [0, n_src) for i in range(n_out) (whole-sample symmetric extension
     of the interleaved signal: the missing neighbour of a border sample is its other neighbour)."""
@@ -148,7 +149,7 @@ def dwt2(x: np.ndarray, levels: int) -> list[np.ndarray]:
 def idwt2(bands: list[np.ndarray]) -> np.ndarray:
     ll = bands[0]
     for i in range(1, len(bands), 3):
-        hl, lh, hh = bands[i:i + 3]
+        hl, lh, hh = bands[i : i + 3]
         ll = _unlift(_unlift(ll, lh, -2), _unlift(hl, hh, -2), -1)
     return ll
 
@@ -177,12 +178,15 @@ def parent_of(b: int) -> int | None:
 # tables
 # ----------------------------------------------------------------------------------------------
 
+
 @functools.cache
 def class_tables() -> tuple[np.ndarray, np.ndarray]:
     """(frequencies (N_CLASSES, 2M+2) uint32, low-bit counts r (N_CLASSES,) int) shipped in data/tc_classes.npz."""
     if not CLASS_TABLES.is_file():
-        raise SDCError(f"{CLASS_TABLES} is missing: reinstall sdcomp-notebooks (or run "
-                       f"python -m helpers.methods.tc.tc_train --classes-only)")
+        raise SDCError(
+            f"{CLASS_TABLES} is missing: reinstall sdcomp-notebooks (or run "
+            f"python -m helpers.methods.tc.tc_train --classes-only)"
+        )
     with np.load(CLASS_TABLES) as d:
         return d["freq"].astype(np.uint32), d["shift"].astype(np.int64)
 
@@ -198,7 +202,7 @@ def make_class_tables() -> tuple[np.ndarray, np.ndarray]:
         r = max(0, int(np.ceil(np.log2(sigma / 16.0)))) if sigma > 16 else 0
         shift[s] = r
         # P(hi = h) for hi = floor(q / 2^r), q ~ discretized Laplace(0, sigma)
-        edges = (np.arange(-M, M + 2, dtype=np.float64) * 2.0 ** r) - 0.5  # q in [h*2^r, (h+1)*2^r - 1]
+        edges = (np.arange(-M, M + 2, dtype=np.float64) * 2.0**r) - 0.5  # q in [h*2^r, (h+1)*2^r - 1]
         with np.errstate(over="ignore"):
             cdf = np.where(edges < 0, 0.5 * np.exp(edges / sigma), 1 - 0.5 * np.exp(-edges / sigma))
         p = np.diff(cdf)
@@ -253,16 +257,31 @@ def _load_tables_file(path: str) -> Tables:
     A, Ai, base = {}, {}, {}
     for L in range(MAX_LEVELS + 1):
         if f"A{L}" in d:
-            A[L], Ai[L], base[L] = d[f"A{L}"].astype(np.float64), d[f"Ai{L}"].astype(np.float64), d[f"base{L}"].astype(np.int64)
-    return Tables(channels=C, mu=d["mu"].astype(np.float64), A=A, Ai=Ai, base=base,
-                  offsets=d["offsets"].astype(np.int64), table_id=_tables_crc(d), name=Path(path).name,
-                  fingerprint=int(d["fingerprint"]))
+            A[L], Ai[L], base[L] = (
+                d[f"A{L}"].astype(np.float64),
+                d[f"Ai{L}"].astype(np.float64),
+                d[f"base{L}"].astype(np.int64),
+            )
+    return Tables(
+        channels=C,
+        mu=d["mu"].astype(np.float64),
+        A=A,
+        Ai=Ai,
+        base=base,
+        offsets=d["offsets"].astype(np.int64),
+        table_id=_tables_crc(d),
+        name=Path(path).name,
+        fingerprint=int(d["fingerprint"]),
+    )
 
 
 def save_tables(path: Path, tables: Tables, extra: dict | None = None) -> int:
     """Write trained tables (npz); returns their table id (CRC-32 of the arrays)."""
-    d = {"mu": tables.mu.astype(np.float32), "offsets": tables.offsets.astype(np.int8),
-         "fingerprint": np.int64(tables.fingerprint or 0)}
+    d = {
+        "mu": tables.mu.astype(np.float32),
+        "offsets": tables.offsets.astype(np.int8),
+        "fingerprint": np.int64(tables.fingerprint or 0),
+    }
     for L in tables.A:
         d[f"A{L}"] = tables.A[L].astype(np.float32)
         d[f"Ai{L}"] = tables.Ai[L].astype(np.float32)
@@ -299,6 +318,7 @@ def trained_tables(fingerprint: int, table_id: int | None = None) -> Tables | No
 # ----------------------------------------------------------------------------------------------
 # transform
 # ----------------------------------------------------------------------------------------------
+
 
 def analyze(z: np.ndarray, tables: Tables, levels: int) -> list[np.ndarray]:
     """Latent (C, h, w) -> coefficient bands [(C, hb, wb), ...] (decoder-metric KLT per band)."""
@@ -341,6 +361,7 @@ def dequantize(q: list[np.ndarray], k: int) -> list[np.ndarray]:
 # contexts: everything a decoder can compute before a pass, in integers
 # ----------------------------------------------------------------------------------------------
 
+
 def bucket(a: np.ndarray) -> np.ndarray:
     """Integer activity -> bucket min(bit_length(a), N_BUCKETS - 1)."""
     b = np.zeros(a.shape, np.int64)
@@ -357,7 +378,7 @@ def bucket(a: np.ndarray) -> np.ndarray:
 def passes(C: int, shape: tuple[int, int]):
     """(group channels, parity) of each pass of one band, in coding order."""
     groups = [range(0, min(C, G1))] + ([range(G1, C)] if C > G1 else [])
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     par = (yy + xx) % 2
     for g, chans in enumerate(groups):
         for t in (0, 1):
@@ -388,8 +409,7 @@ def activity(absq: list[np.ndarray], b: int, g: int, t: int, chans: range, mask:
     return a
 
 
-def _classes(tables: Tables, levels: int, b: int, g: int, t: int, chans: range, act: np.ndarray,
-             k: int) -> np.ndarray:
+def _classes(tables: Tables, levels: int, b: int, g: int, t: int, chans: range, act: np.ndarray, k: int) -> np.ndarray:
     base = tables.base[levels][b][np.asarray(chans)][:, None]
     off = tables.offsets[0 if b == 0 else 1, g, t][bucket(act)]
     return np.clip(base - class_shift(k) + off, 0, N_CLASSES - 1)
@@ -398,6 +418,7 @@ def _classes(tables: Tables, levels: int, b: int, g: int, t: int, chans: range, 
 # ----------------------------------------------------------------------------------------------
 # entropy coding with constriction
 # ----------------------------------------------------------------------------------------------
+
 
 @functools.cache
 def _models():
@@ -465,8 +486,18 @@ def _decode_group(dec, n: int, s: int) -> np.ndarray:
     return v
 
 
-def _code_passes(q: list[np.ndarray] | None, shapes, C: int, tables: Tables, levels: int, k: int, dec=None,
-                 enc=None, crc: int = 0, only_band: int | None = None) -> list[np.ndarray]:
+def _code_passes(
+    q: list[np.ndarray] | None,
+    shapes,
+    C: int,
+    tables: Tables,
+    levels: int,
+    k: int,
+    dec=None,
+    enc=None,
+    crc: int = 0,
+    only_band: int | None = None,
+) -> list[np.ndarray]:
     """Run the coding order once: encode ``q`` (enc given) or decode into fresh arrays (dec given). The check
     value at the end is a CRC-32 of every value, started from ``crc`` (the payload's head and inline tables)."""
     out = [np.zeros((C,) + s, np.int64) for s in shapes] if dec is not None else q
@@ -507,8 +538,9 @@ def _code_passes(q: list[np.ndarray] | None, shapes, C: int, tables: Tables, lev
     else:
         got = np.asarray(dec.decode(_uniform(1 << 16), 2), np.int64)
         if (int(got[0]) << 16 | int(got[1])) != crc:
-            raise BitstreamError("corrupted or truncated tc payload: the check value after the coefficients "
-                                 "does not match")
+            raise BitstreamError(
+                "corrupted or truncated tc payload: the check value after the coefficients does not match"
+            )
         if not dec.maybe_exhausted():
             raise BitstreamError("corrupted tc payload: data after the end of the coefficient stream")
     return out
@@ -518,6 +550,7 @@ def _code_passes(q: list[np.ndarray] | None, shapes, C: int, tables: Tables, lev
 # inline tables (models without trained tables)
 # ----------------------------------------------------------------------------------------------
 
+
 def inline_tables(z: np.ndarray, levels: int) -> Tables:
     """Per-image tables: channel KLT of the latent (float16-rounded, as sent) and per-band scales."""
     C = z.shape[0]
@@ -526,13 +559,19 @@ def inline_tables(z: np.ndarray, levels: int) -> Tables:
     ev, R = np.linalg.eigh(x @ x.T / max(1, x.shape[1]) + 1e-9 * np.eye(C))
     A = R[:, np.argsort(ev)[::-1]].T.astype(np.float16).astype(np.float64)
     nb = 3 * levels + 1
-    t = Tables(channels=C, mu=mu, A={levels: np.repeat(A[None], nb, 0)},
-               Ai={levels: np.repeat(_safe_inv(A)[None], nb, 0)}, base={levels: np.zeros((nb, C), np.int64)},
-               offsets=np.zeros((2, 2, 2, N_BUCKETS), np.int64))
+    t = Tables(
+        channels=C,
+        mu=mu,
+        A={levels: np.repeat(A[None], nb, 0)},
+        Ai={levels: np.repeat(_safe_inv(A)[None], nb, 0)},
+        base={levels: np.zeros((nb, C), np.int64)},
+        offsets=np.zeros((2, 2, 2, N_BUCKETS), np.int64),
+    )
     coeffs = analyze(z, t, levels)
     scale = np.array([[np.abs(c[j]).mean() for j in range(C)] for c in coeffs])
-    t.base[levels] = np.clip(np.round(CLASS_PER_OCTAVE * np.log2(np.maximum(scale, 1e-12))) + CLASS_ZERO,
-                             -128, 127).astype(np.int64)
+    t.base[levels] = np.clip(
+        np.round(CLASS_PER_OCTAVE * np.log2(np.maximum(scale, 1e-12))) + CLASS_ZERO, -128, 127
+    ).astype(np.int64)
     return t
 
 
@@ -543,8 +582,9 @@ def _safe_inv(A: np.ndarray) -> np.ndarray:
 
 
 def _inline_bytes(t: Tables, levels: int) -> bytes:
-    return (t.mu.astype("<f2").tobytes() + t.A[levels][0].astype("<f2").tobytes()
-            + t.base[levels].astype(np.int8).tobytes())
+    return (
+        t.mu.astype("<f2").tobytes() + t.A[levels][0].astype("<f2").tobytes() + t.base[levels].astype(np.int8).tobytes()
+    )
 
 
 def _parse_inline(buf: bytes, C: int, levels: int) -> tuple[Tables, int]:
@@ -557,15 +597,21 @@ def _parse_inline(buf: bytes, C: int, levels: int) -> tuple[Tables, int]:
     base = np.frombuffer(buf, np.int8, nb * C, 2 * C + 2 * C * C).reshape(nb, C).astype(np.int64)
     if not np.all(np.isfinite(mu)):
         raise BitstreamError("corrupted tc payload: the inline channel means are not finite")
-    t = Tables(channels=C, mu=mu, A={levels: np.repeat(A[None], nb, 0)},
-               Ai={levels: np.repeat(_safe_inv(A)[None], nb, 0)}, base={levels: base},
-               offsets=np.zeros((2, 2, 2, N_BUCKETS), np.int64))
+    t = Tables(
+        channels=C,
+        mu=mu,
+        A={levels: np.repeat(A[None], nb, 0)},
+        Ai={levels: np.repeat(_safe_inv(A)[None], nb, 0)},
+        base={levels: base},
+        offsets=np.zeros((2, 2, 2, N_BUCKETS), np.int64),
+    )
     return t, need
 
 
 # ----------------------------------------------------------------------------------------------
 # payloads
 # ----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Coded:
@@ -602,7 +648,7 @@ def encode_coeffs(coeffs: list[np.ndarray], tables: Tables, levels: int, k: int)
     return Coded(prefix + _varint(len(words) // 4) + words, k, levels, q, tables)
 
 
-def band_bytes(coded: "Coded") -> list[float]:
+def band_bytes(coded: Coded) -> list[float]:
     """Bytes each wavelet band costs in ``coded`` (LL first, then detail bands coarse to fine): each band range
     coded alone with the same contexts (the sum is within a few bytes of the payload's range coder part)."""
     import constriction
@@ -611,8 +657,7 @@ def band_bytes(coded: "Coded") -> list[float]:
     out = []
     for b in range(len(shapes)):
         enc = constriction.stream.queue.RangeEncoder()
-        _code_passes(coded.q, shapes, coded.tables.channels, coded.tables, coded.levels, coded.k, enc=enc,
-                     only_band=b)
+        _code_passes(coded.q, shapes, coded.tables.channels, coded.tables, coded.levels, coded.k, enc=enc, only_band=b)
         out.append(enc.num_bits() / 8)
     return out
 
@@ -647,8 +692,9 @@ def decode_payload(payload: bytes, channels: int, h: int, w: int, fingerprint: i
     return synthesize(dequantize(q, k), tables, levels)
 
 
-def decode_symbols(payload: bytes, channels: int, h: int, w: int, fingerprint: int | None
-                   ) -> tuple[list[np.ndarray], int, Tables, int]:
+def decode_symbols(
+    payload: bytes, channels: int, h: int, w: int, fingerprint: int | None
+) -> tuple[list[np.ndarray], int, Tables, int]:
     """Payload -> (quantized coefficients per band, step index k, tables, wavelet levels): the entropy decoder's
     exact integer output, before the float synthesis. Raises BitstreamError (one line) on anything malformed."""
     import constriction
@@ -657,11 +703,13 @@ def decode_symbols(payload: bytes, channels: int, h: int, w: int, fingerprint: i
         raise BitstreamError(f"truncated tc payload ({len(payload)} bytes)")
     version, table_id, levels, k = struct.unpack_from("<BIBH", payload, 0)
     if version != PAYLOAD_VERSION:
-        raise BitstreamError(f"tc payload version {version} is not supported (knows {PAYLOAD_VERSION}): upgrade "
-                             f"sdcomp-notebooks")
+        raise BitstreamError(
+            f"tc payload version {version} is not supported (knows {PAYLOAD_VERSION}): upgrade sdcomp-notebooks"
+        )
     if levels != levels_for(h, w):
-        raise BitstreamError(f"corrupted tc payload: {levels} wavelet levels for a {h}x{w} latent "
-                             f"(expected {levels_for(h, w)})")
+        raise BitstreamError(
+            f"corrupted tc payload: {levels} wavelet levels for a {h}x{w} latent (expected {levels_for(h, w)})"
+        )
     pos = 8
     if table_id == 0:
         tables, n = _parse_inline(payload[pos:], channels, levels)
@@ -671,10 +719,12 @@ def decode_symbols(payload: bytes, channels: int, h: int, w: int, fingerprint: i
         if tables is None:
             current = trained_tables(fingerprint) if fingerprint is not None else None
             have = f"{current.table_id:08x}" if current is not None else "none"
-            raise BitstreamError(f"this tc file needs transform tables {table_id:08x} for these decoder weights, "
-                                 f"but this installation has {have}: put tc_{fingerprint:08x}_{table_id:08x}.npz (kept by "
-                                 f"the retraining that replaced them) in helpers/data or $SDCOMP_CACHE/tc, or decode "
-                                 f"with the sdcomp-notebooks version that wrote the file")
+            raise BitstreamError(
+                f"this tc file needs transform tables {table_id:08x} for these decoder weights, "
+                f"but this installation has {have}: put tc_{fingerprint:08x}_{table_id:08x}.npz (kept by "
+                f"the retraining that replaced them) in helpers/data or $SDCOMP_CACHE/tc, or decode "
+                f"with the sdcomp-notebooks version that wrote the file"
+            )
         if tables.channels != channels:
             raise BitstreamError(f"corrupted tc payload: tables for {tables.channels} channels, header says {channels}")
         tables.check(levels)
@@ -682,14 +732,15 @@ def decode_symbols(payload: bytes, channels: int, h: int, w: int, fingerprint: i
     nwords, pos = _read_varint(payload, pos)
     words = payload[pos:]
     if len(words) != 4 * nwords:
-        raise BitstreamError(f"truncated or corrupted tc payload: {nwords} range coder words announced, "
-                             f"{len(words)} bytes follow")
+        raise BitstreamError(
+            f"truncated or corrupted tc payload: {nwords} range coder words announced, {len(words)} bytes follow"
+        )
     dec = constriction.stream.queue.RangeDecoder(np.frombuffer(words, "<u4").astype(np.uint32))
     try:
         q = _code_passes(None, band_shapes(h, w, levels), channels, tables, levels, k, dec=dec, crc=prefix_crc)
     except BitstreamError:
         raise
-    except Exception as exc:  # noqa: BLE001 - constriction errors on garbage become one line
+    except Exception as exc:
         raise BitstreamError(f"corrupted tc payload ({type(exc).__name__})") from None
     return q, k, tables, levels
 
@@ -697,6 +748,7 @@ def decode_symbols(payload: bytes, channels: int, h: int, w: int, fingerprint: i
 # ----------------------------------------------------------------------------------------------
 # the encoder: tables, rate control
 # ----------------------------------------------------------------------------------------------
+
 
 def tables_for(z: np.ndarray, fingerprint: int | None, levels: int) -> Tables:
     t = trained_tables(fingerprint) if fingerprint is not None else None
@@ -719,8 +771,14 @@ def default_budget(z: np.ndarray, fingerprint: int | None, overhead: int = 0) ->
     return overhead + inline + 16 + int(np.ceil(DEFAULT_BITS_PER_VALUE * z.size / 8))
 
 
-def encode_latent(z: np.ndarray, fingerprint: int | None, k: int | None = None, step: float | None = None,
-                  budget: int | None = None, overhead: int = 0) -> tuple[Coded, list[tuple[int, int]]]:
+def encode_latent(
+    z: np.ndarray,
+    fingerprint: int | None,
+    k: int | None = None,
+    step: float | None = None,
+    budget: int | None = None,
+    overhead: int = 0,
+) -> tuple[Coded, list[tuple[int, int]]]:
     """Code a latent (C, h, w): at step index ``k`` (or ``step``), or the finest step whose payload plus
     ``overhead`` (the container's bytes) fits ``budget``. Returns (coded, trials [(k, total bytes)])."""
     z = np.asarray(z, np.float32)
@@ -742,14 +800,17 @@ def encode_latent(z: np.ndarray, fingerprint: int | None, k: int | None = None, 
     # the file size falls as the step grows: the coarsest step must fit, then bisect for the finest that does
     coarse = attempt(65535)
     if len(coarse.payload) + overhead > budget:
-        raise BudgetError(f"cannot meet {budget} bytes: even the coarsest tc file is {len(coarse.payload) + overhead} "
-                          f"bytes; raise --target-bytes")
+        raise BudgetError(
+            f"cannot meet {budget} bytes: even the coarsest tc file is {len(coarse.payload) + overhead} "
+            f"bytes; raise --target-bytes"
+        )
     return fit_budget(lambda kk: (c := attempt(kk), len(c.payload) + overhead), 65535, 0, budget, coarse), trials
 
 
 # ----------------------------------------------------------------------------------------------
 # public wrappers for the differentiable rate model (helpers.methods.tc.rate_model)
 # ----------------------------------------------------------------------------------------------
+
 
 def coefficient_classes(q: list[np.ndarray], tables: Tables, levels: int, k: int) -> list[np.ndarray]:
     """The scale class the range coder gives each quantized coefficient of ``q`` (bands of (C, hb, wb) ints) at
