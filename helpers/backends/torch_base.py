@@ -107,15 +107,14 @@ class TorchBackend(Backend):
 
 
 def memory_usage(device: torch.device | None = None) -> dict[str, float]:
-    """Resident memory of this process (MiB, psutil) or its peak (ru_maxrss), plus CUDA tensors on a GPU."""
-    try:
-        import psutil
+    """This process's resident memory (MiB) and its peak, from the one memory probe
+    (:func:`helpers.memory.process_memory`), plus CUDA tensors on a GPU."""
+    from ..memory import process_memory
 
-        out = {"rss_MiB": psutil.Process().memory_info().rss / 2**20}
-    except ImportError:  # pragma: no cover - psutil ships with jupyter
-        import resource
-
-        out = {"peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10}
+    mem = process_memory()
+    out = {"peak_rss_MiB": mem["hwm_MiB"]}
+    if mem["rss_MiB"] is not None:
+        out["rss_MiB"] = mem["rss_MiB"]
     if device is not None and device.type == "cuda":
         out["cuda_MiB"] = torch.cuda.memory_allocated(device) / 2**20
     return out
