@@ -257,6 +257,8 @@ def _committed_copy(tmp_path, committed: Path = COMMITTED) -> Path:
     out = tmp_path / committed.name
     out.mkdir()
     shutil.copy(committed / bench.RECORDS_FILE, out / bench.RECORDS_FILE)
+    if (committed / "reach.json").is_file():  # the decoder's reach, drawn on the RD plot (helpers.bench.reach)
+        shutil.copy(committed / "reach.json", out / "reach.json")
     return out
 
 
