@@ -182,6 +182,11 @@ def metric_columns(rows: list[dict]) -> list[str]:
     return [k for k in metrics.METRICS if k in present]
 
 
+def score_columns(rows: list[dict]) -> list[str]:
+    """:func:`metric_columns` without the measures that are no score (detail retention): the head-to-head's."""
+    return [k for k in metric_columns(rows) if metrics.METRICS[k].score]
+
+
 def markdown_table(rows: list[dict], columns=None) -> str:
     """Rows of dicts -> a GitHub markdown table; metric columns get direction arrows, missing values 'n/a'.
     ``columns`` defaults to image/codec/rule/setting/bytes/bpp and every metric present in the rows."""
@@ -226,7 +231,7 @@ def head_to_head(comparisons: list[Comparison]) -> list[dict]:
     """Per rule and baseline: on how many images ours scores better, per metric ("3/3" = ours wins on all;
     "1/3, 1 tie": equal at the metric's displayed precision, see :mod:`helpers.metrics.wins`); the metrics
     present in the rows."""
-    keys = metric_columns([r for c in comparisons for r in c.rows])
+    keys = score_columns([r for c in comparisons for r in c.rows])
     return [
         {"rule": r["rule"], "baseline": r["codec"], **{k: r["tallies"][k].cell() for k in keys}}
         for r in _h2h(comparisons)
@@ -251,7 +256,7 @@ def head_to_head_markdown(comparisons: list[Comparison]) -> str:
     :func:`verdict_lines` sentences under it."""
     rows = [r for c in comparisons for r in c.rows]
     return (
-        markdown_table(head_to_head(comparisons), columns=("rule", "baseline", *metric_columns(rows)))
+        markdown_table(head_to_head(comparisons), columns=("rule", "baseline", *score_columns(rows)))
         + "\n"
         + "\n\n".join(verdict_lines(comparisons))
         + "\n"
