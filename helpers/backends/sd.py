@@ -226,3 +226,19 @@ def _model_id_of_dir(path: Path) -> str:
     except (OSError, ValueError):
         name = None
     return name or path.resolve().name
+
+
+def write_model_index(directory: Path, name_or_path: str) -> None:
+    """``model_index.json`` of an SD1.x diffusers folder (VAE, UNet, CLIP text encoder and tokenizer, PNDM), naming
+    the model ``name_or_path`` (what :func:`load_sd` reads back as the model id) - for the folders we build."""
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.42.1",
+        "_name_or_path": name_or_path,
+        "vae": ["diffusers", "AutoencoderKL"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "PNDMScheduler"],
+    }
+    (Path(directory) / "model_index.json").write_text(json.dumps(index, indent=2))

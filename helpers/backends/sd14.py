@@ -256,6 +256,8 @@ def build(
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from .sd import write_model_index
+
     target = Path(directory) if directory is not None else default_dir(seed, dtype)
     if is_complete(target, seed, dtype) and not force:
         return target
@@ -291,21 +293,7 @@ def build(
             )
         _write_tokenizer(tmp / "tokenizer")
         PNDMScheduler.from_config(cfg["scheduler"]).save_pretrained(tmp / "scheduler")
-        (tmp / "model_index.json").write_text(
-            json.dumps(
-                {
-                    "_class_name": "StableDiffusionPipeline",
-                    "_diffusers_version": "0.42.1",
-                    "_name_or_path": STANDIN_MODEL_ID,
-                    "vae": ["diffusers", "AutoencoderKL"],
-                    "unet": ["diffusers", "UNet2DConditionModel"],
-                    "text_encoder": ["transformers", "CLIPTextModel"],
-                    "tokenizer": ["transformers", "CLIPTokenizer"],
-                    "scheduler": ["diffusers", "PNDMScheduler"],
-                },
-                indent=2,
-            )
-        )
+        write_model_index(tmp, STANDIN_MODEL_ID)
         (tmp / "standin.json").write_text(
             json.dumps(
                 {

@@ -38,6 +38,8 @@ def make_tiny_sd(directory: str | Path, seed: int = 0) -> Path:
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    from .sd import write_model_index
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -100,19 +102,5 @@ def make_tiny_sd(directory: str | Path, seed: int = 0) -> Path:
         steps_offset=1,
         set_alpha_to_one=False,
     ).save_pretrained(directory / "scheduler")
-    (directory / "model_index.json").write_text(
-        json.dumps(
-            {
-                "_class_name": "StableDiffusionPipeline",
-                "_diffusers_version": "0.42.1",
-                "_name_or_path": TINY_MODEL_ID,
-                "vae": ["diffusers", "AutoencoderKL"],
-                "unet": ["diffusers", "UNet2DConditionModel"],
-                "text_encoder": ["transformers", "CLIPTextModel"],
-                "tokenizer": ["transformers", "CLIPTokenizer"],
-                "scheduler": ["diffusers", "PNDMScheduler"],
-            },
-            indent=2,
-        )
-    )
+    write_model_index(directory, TINY_MODEL_ID)
     return directory
