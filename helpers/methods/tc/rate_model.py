@@ -76,25 +76,12 @@ def _unlift(s: torch.Tensor, d: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def dwt2(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
-    """(..., h, w) -> bands [LL, HL_L, LH_L, HH_L, ..., HH_1], as :func:`helpers.tcoder.dwt2`."""
-    details, ll = [], x
-    for _ in range(levels):
-        lo, hi = _lift(ll, -1)
-        ll, lh = _lift(lo, -2)
-        hl, hh = _lift(hi, -2)
-        details.append((hl, lh, hh))
-    out = [ll]
-    for trio in details[::-1]:
-        out += list(trio)
-    return out
+    """(..., h, w) -> bands [LL, HL_L, LH_L, HH_L, ..., HH_1], as :func:`helpers.methods.tc.tcoder.dwt2`."""
+    return T.dwt_bands(x, levels, _lift)
 
 
 def idwt2(bands: list[torch.Tensor]) -> torch.Tensor:
-    ll = bands[0]
-    for i in range(1, len(bands), 3):
-        hl, lh, hh = bands[i : i + 3]
-        ll = _unlift(_unlift(ll, lh, -2), _unlift(hl, hh, -2), -1)
-    return ll
+    return T.idwt_bands(bands, _unlift)
 
 
 def _mats(tables: T.Tables, levels: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -130,15 +130,14 @@ def levels_for(h: int, w: int) -> int:
     return int(np.clip(int(np.floor(np.log2(max(1, min(h, w))))) - 2, 0, MAX_LEVELS))
 
 
-def dwt2(x: np.ndarray, levels: int) -> list[np.ndarray]:
-    """(..., h, w) -> bands [LL, HL_L, LH_L, HH_L, ..., HL_1, LH_1, HH_1] (coarsest detail level first;
-    HL = high-pass along the width)."""
+def dwt_bands(ll, levels: int, lift) -> list:
+    """The multilevel 2-D lifting recursion, for any array type with its own ``lift(x, axis) -> (s, d)``: this
+    module's numpy one, :mod:`helpers.methods.tc.rate_model`'s torch one."""
     details = []
-    ll = np.asarray(x, dtype=np.float64)
     for _ in range(levels):
-        lo, hi = _lift(ll, -1)
-        ll, lh = _lift(lo, -2)
-        hl, hh = _lift(hi, -2)
+        lo, hi = lift(ll, -1)
+        ll, lh = lift(lo, -2)
+        hl, hh = lift(hi, -2)
         details.append((hl, lh, hh))
     out = [ll]
     for trio in details[::-1]:
@@ -146,12 +145,23 @@ def dwt2(x: np.ndarray, levels: int) -> list[np.ndarray]:
     return out
 
 
-def idwt2(bands: list[np.ndarray]) -> np.ndarray:
+def idwt_bands(bands: list, unlift):
+    """The inverse of :func:`dwt_bands` with ``unlift(s, d, axis) -> x``."""
     ll = bands[0]
     for i in range(1, len(bands), 3):
         hl, lh, hh = bands[i : i + 3]
-        ll = _unlift(_unlift(ll, lh, -2), _unlift(hl, hh, -2), -1)
+        ll = unlift(unlift(ll, lh, -2), unlift(hl, hh, -2), -1)
     return ll
+
+
+def dwt2(x: np.ndarray, levels: int) -> list[np.ndarray]:
+    """(..., h, w) -> bands [LL, HL_L, LH_L, HH_L, ..., HL_1, LH_1, HH_1] (coarsest detail level first;
+    HL = high-pass along the width)."""
+    return dwt_bands(np.asarray(x, dtype=np.float64), levels, _lift)
+
+
+def idwt2(bands: list[np.ndarray]) -> np.ndarray:
+    return idwt_bands(bands, _unlift)
 
 
 def band_shapes(h: int, w: int, levels: int) -> list[tuple[int, int]]:
