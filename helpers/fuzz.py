@@ -36,7 +36,7 @@ import sys
 import time
 import tracemalloc
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -507,21 +507,7 @@ def cap_seeds() -> dict[str, bytes]:
             )
             out[f"{name}_k1_{coder}"] = bitstream.pack(header, payload)
         raw = zlib.compress(bytes(32 * lh * lw), 9)
-        header = bitstream.Header(
-            method="raw",
-            coder="zlib",
-            model_id="taef2",
-            fingerprint=1,
-            width=w,
-            height=h,
-            channels=32,
-            latent_height=lh,
-            latent_width=lw,
-            quant_span=8.0,
-            colors=0,
-            policy="pad8",
-            dithered=False,
-        )
+        header = replace(header, method="raw", coder="zlib", colors=0)  # the same geometry as raw 8-bit latents
         out[f"{name}_raw"] = bitstream.pack(header, raw)
     return out
 
