@@ -238,6 +238,22 @@ def test_issue_46_byte_file_decodes_under_2_5_gib_address_space(tmp_path):
     assert res["peak_rss_MiB"] < 1024  # measured 452 MiB: 192 MiB of output, 128 MiB of float latents
 
 
+def _decode_under_limit(src: Path, out: Path, limit: int, timeout: int, **env: str) -> subprocess.CompletedProcess:
+    """``python -m helpers decode src out --runtime onnx`` in a child whose address space is capped at ``limit``."""
+    code = (
+        f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
+        f"from helpers.cli import main; sys.exit(main(['decode', {str(src)!r}, {str(out)!r}, '--runtime', 'onnx']))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+    )
+
+
 def test_issue_46_byte_file_real_decoder_ends_in_one_line_when_memory_is_short(tmp_path):
     """The real ONNX decoder under an address-space limit too small for an 8192x8192 image: one `error:` line
     naming the size and the fix, exit status 2, no output file (the full decode fits 2.5 GiB:
@@ -250,19 +266,7 @@ def test_issue_46_byte_file_real_decoder_ends_in_one_line_when_memory_is_short(t
     ensure_graphs(taef2_weight_files(TAEF2_DIR))  # export first: torch does not import under the limit below
     src, out = tmp_path / "f.sdc", tmp_path / "o.png"
     src.write_bytes(ISSUE_FILE)
-    limit = 900 * 2**20
-    code = (
-        f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
-        f"from helpers.cli import main; sys.exit(main(['decode', {str(src)!r}, {str(out)!r}, '--runtime', 'onnx']))"
-    )
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "SDCOMP_ORT_THREADS": "2"},
-    )
+    r = _decode_under_limit(src, out, 900 * 2**20, 600, SDCOMP_ORT_THREADS="2")
     lines = [ln for ln in r.stderr.splitlines() if not ln.startswith(("note:", "model:"))]
     assert r.returncode == 2 and lines == [
         "error: out of memory while decoding a 8192x8192 image (67.1 megapixels): run it where more memory is "
@@ -277,19 +281,7 @@ def test_issue_46_byte_file_real_decoder_under_2_5_gib(tmp_path):
     need_shared()
     src, out = tmp_path / "f.sdc", tmp_path / "o.png"
     src.write_bytes(ISSUE_FILE)
-    limit = fuzz.CAP_AS_LIMIT
-    code = (
-        f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
-        f"from helpers.cli import main; sys.exit(main(['decode', {str(src)!r}, {str(out)!r}, '--runtime', 'onnx']))"
-    )
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    r = _decode_under_limit(src, out, fuzz.CAP_AS_LIMIT, 3600)
     assert r.returncode == 0, r.stderr
     with Image.open(out) as im:
         assert im.size == (8192, 8192)

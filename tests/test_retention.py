@@ -4,7 +4,6 @@ pixels and the real TAEF2 weights; the blur is checked against scipy.ndimage.gau
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,19 +12,7 @@ from scipy.ndimage import gaussian_filter
 
 from helpers import bench, metrics
 from helpers.metrics import retention
-
-KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
-
-
-def _crop(name: str = "kodim23", size: int = 256) -> np.ndarray:
-    path = KODAK / f"{name}.png"
-    if not path.is_file():
-        pytest.skip(f"Kodak test image {path} is absent (expected ../shared/data/kodak beside the project)")
-    with Image.open(path) as im:
-        img = im.convert("RGB")
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return np.asarray(img.crop((left, top, left + size, top + size)))
+from tests.test_metrics_registry import _crop  # a centre crop of a Kodak image (skips without ../shared)
 
 
 def _reference_retention(ref: np.ndarray, test: np.ndarray) -> float:
@@ -46,7 +33,7 @@ def test_blur_matches_scipy_on_odd_and_tiny_shapes():
 
 
 def test_retention_identity_blur_noise_against_the_reference():
-    a = _crop()
+    a = _crop(size=256)
     assert retention.detail_retention(a, a.copy()) == 1.0  # exactly: the same computation on both
     blurred = np.asarray(Image.fromarray(a).filter(__import__("PIL.ImageFilter").ImageFilter.GaussianBlur(1.5)))
     rng = np.random.default_rng(1)
@@ -63,7 +50,7 @@ def test_registry_marks_it_as_no_score_and_never_a_win():
     m = metrics.get("detail_retention")
     assert not m.score and m.arrow == "" and m.direction == "neither" and m.perfect == 1.0
     assert "detail_retention" in metrics.default_keys()
-    a = _crop()
+    a = _crop(size=256)
     assert metrics.measure(a, a.copy(), ["psnr", "detail_retention"])["detail_retention"] == 1.0
     assert metrics.outcome("detail_retention", 1.2, 0.8) is None
     t = metrics.tally("detail_retention", [(1.2, 0.8), (0.5, 0.9)])
