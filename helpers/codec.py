@@ -47,7 +47,7 @@ __all__ = [
 @dataclass
 class CodecParams:
     """Knobs of the codec. Each method reads its own: the palette ones ``colors``, ``dither``, ``coder``,
-    ``seed``, ``kmeans_iters``; tc ``effort`` and ``step``."""
+    ``seed``, ``kmeans_iters``; tc ``effort``, ``detail`` and ``step``."""
 
     #: a registered method or alias (helpers.methods.registry): tc (transform coding, the default: the best);
     #: palette = auto (the 2022 method: liq for 4 channels, kmeans otherwise), liq, kmeans, raw
@@ -65,8 +65,12 @@ class CodecParams:
     kmeans_iters: int = 25
     #: pixel cap for the input image (None: bitstream.Limits.default(), i.e. SDCOMP_MAX_PIXELS or 8192 x 8192)
     max_pixels: int | None = None
-    #: tc only: encoder-side refinement against decoded pixels (helpers.methods.tc.refine: 0 = none, 1 = 3 steps, 2 = 10)
+    #: tc only: encoder-side refinement against decoded pixels (helpers.methods.tc.refine.SCHEDULES: 0 = none,
+    #: 1 = 3 steps, 2 = 8, 3 = 30)
     effort: int = 0
+    #: tc with effort only: weight of the refinement's per-tile detail term (None: helpers.methods.tc.refine's
+    #: DETAIL_BETA; 0 = pixel error and rate only, which smooths texture away)
+    detail: float | None = None
     #: tc only, without a byte budget: the quantization step (None: the tables' default)
     step: float | None = None
 

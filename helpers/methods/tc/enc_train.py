@@ -69,25 +69,11 @@ def _batch(images: list[np.ndarray], n: int, crop: int, rng: random.Random):
     return torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 255
 
 
-def hf_energy(x):
-    """High-frequency energy per image of a batch (N, 3, H, W) in [0, 1]: mean square of the luma minus its
-    Gaussian blur (sigma 2 px), as the benchmark's detail retention measures it."""
-    import torch
-    import torch.nn.functional as F
-
-    y = (x * torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).reshape(1, 3, 1, 1)).sum(1, keepdim=True)
-    r = torch.arange(-6, 7, dtype=x.dtype)
-    g = torch.exp(-(r**2) / (2 * 2.0**2))
-    g = g / g.sum()
-    b = F.conv2d(F.pad(y, (6, 6, 0, 0), mode="reflect"), g.reshape(1, 1, 1, -1))
-    b = F.conv2d(F.pad(b, (0, 0, 6, 6), mode="reflect"), g.reshape(1, 1, -1, 1))
-    return ((y - b) ** 2).flatten(1).mean(1)
-
-
 def rd_loss(encoder, decoder, x, tables, ks: list[int], alpha: float = ALPHA, beta: float = BETA):
     """(loss, per-crop pixel MSE, per-crop bits) of a batch x (N, 3, H, W) in [0, 1] at tc step indices ``ks``.
 
-    ``beta`` weighs a detail term, ``|log HF(x) - log HF(decoded)|``: without it the rate term teaches the encoder
+    ``beta`` weighs a detail term, ``|log HF(x) - log HF(decoded)|`` over whole crops
+    (:func:`helpers.methods.tc.detail_loss.detail_loss` with ``tile=None``): without it the rate term teaches the encoder
     to blur (measured at 5000 B on 4 holdout photos: alpha 1, beta 0, 38 steps: detail ratio 0.18-0.55, against
     0.88-1.01 for the stock encoder); one-sided (only lost energy penalised) with beta 4e-3 it invents texture
     instead (15 steps: ratio 1.1-1.7, PSNR -1.3 to -2.8 dB)."""
@@ -106,7 +92,9 @@ def rd_loss(encoder, decoder, x, tables, ks: list[int], alpha: float = ALPHA, be
     lam = alpha * math.log(2) / 6 * R.G_PIXEL * delta**2
     loss = ((sse + lam * bits) / x[0].numel()).mean()
     if beta:
-        loss = loss + beta * (torch.log(hf_energy(x) + 1e-6) - torch.log(hf_energy(xh) + 1e-6)).abs().mean()
+        from .detail_loss import detail_loss
+
+        loss = loss + beta * detail_loss(x, xh, tile=None)
     return loss, (sse / x[0].numel()).detach(), bits.detach()
 
 
@@ -278,22 +266,12 @@ def trained_backend(path: str | Path | None = None, weights_dir: Path | None = N
     return TAEF2Backend(load_trained_encoder(path), stock.decoder, stock.device, stock.dtype, stock.model_id)
 
 
-def detail_ratio(ref, test, sigma: float = 2.0) -> float:
-    """High-frequency energy of ``test`` over ``ref``: variance of the luma minus its Gaussian blur (sigma 2 px)."""
-    from scipy.ndimage import gaussian_filter
-
-    def hf(img) -> float:
-        y = np.asarray(img.convert("L"), np.float64)
-        return float(np.var(y - gaussian_filter(y, sigma)))
-
-    return hf(test) / max(hf(ref), 1e-12)
-
-
 def compare(images: dict, backends: dict, budgets=(5000, 12000)) -> list[dict]:
     """Code every image (name -> PIL image, sides multiples of 8) with every backend (name -> backend) through the
     tc coder at each budget; records of bytes, PSNR and detail ratio of the decoded picture."""
     from ...codec import CodecParams, decode, encode
     from ...metrics import psnr
+    from ...metrics.retention import detail_retention
 
     rows = []
     for name, img in images.items():
@@ -308,7 +286,7 @@ def compare(images: dict, backends: dict, budgets=(5000, 12000)) -> list[dict]:
                         "budget": b,
                         "bytes": enc.nbytes,
                         "psnr": psnr(img, dec),
-                        "detail": detail_ratio(img, dec),
+                        "detail": detail_retention(img, dec),
                     }
                 )
     return rows

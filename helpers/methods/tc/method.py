@@ -60,6 +60,7 @@ class TcMethod(LatentMethod):
                 (
                     "refine",
                     params.effort,
+                    params.detail,
                     target,
                     params.step,
                     zlib.crc32(np.ascontiguousarray(latent).tobytes()),
@@ -69,7 +70,11 @@ class TcMethod(LatentMethod):
                 else None
             )
             z = st.cached(
-                key, "refine", lambda: refine_latents(job.backend, job.image, latent, params.effort, quantizer_for)
+                key,
+                "refine",
+                lambda: refine_latents(
+                    job.backend, job.image, latent, params.effort, quantizer_for, beta=params.detail
+                ),
             )
         with st.timed("pack"):
             coded, trials = code(z)

@@ -21,6 +21,15 @@ high-rate slope of a uniform quantizer at that step (``g``: pixel squared error 
 error, :data:`helpers.methods.tc.rate_model.G_PIXEL`). The step, and with it lambda, is re-fitted by the rate control
 before every stage. Effort 3 (three stages, 30 steps) is the highest effort.
 
+Detail: pixel error rewards blur, and the rate term makes it worse (at 5000 B, effort 1 kept 0.60 of the
+original's high-frequency energy on 7 training photos and 0.60 on the 8 holdout photos, against about 0.9 for
+the stock encoder's latent). Each step therefore adds ``DETAIL_BETA`` times a per-tile detail term
+(:func:`helpers.methods.tc.detail_loss.detail_loss`: the two-sided log ratio of decoded to original HF energy in
+32x32 tiles). Measured at 5000 B, effort 1, beta 0 -> 1e-3 -> 4e-3: training photos PSNR 30.43 -> 30.13 -> 29.64
+dB, ColorVideoVDP 8.311 -> 8.314 -> 8.261 JOD, SSIMULACRA 2 17.1 -> 16.2 -> 12.8, detail retention 0.61 -> 0.81 ->
+0.95; holdout (beta 0 -> 1e-3) 28.43 -> 28.12 dB, 7.983 -> 7.978 JOD, retention 0.60 -> 0.76. The perceptual
+metrics barely move, PSNR gives up 0.3 dB, and the picture keeps its texture: beta 1e-3 is the default.
+
 Each step is one decoder forward + backward pass (about 2.5 s for 512x512 TAEF2 on 2 CPU cores), so effort
 needs PyTorch and an image of at most :data:`MAX_PIXELS` (autograd through the whole decoder).
 """
@@ -42,6 +51,8 @@ SCHEDULES: dict[int, tuple[tuple[int, float], ...]] = {
 }
 #: rate weight relative to the high-rate slope (0 = rate-blind refinement, as before)
 RATE_ALPHA = 1.0
+#: weight of the per-tile detail term (:func:`helpers.methods.tc.detail_loss.detail_loss`; 0 = pixel error only)
+DETAIL_BETA = 1e-3
 MAX_PIXELS = 1024 * 1024
 
 
@@ -97,12 +108,14 @@ def refine_latents(
     quantizer_for: Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]],
     progress: bool = False,
     alpha: float | None = None,
+    beta: float | None = None,
 ) -> np.ndarray:
     """Return a latent (C, h, w) whose quantized version decodes closer to ``image`` (the policy-applied model
     input) for fewer bits. ``quantizer_for(z)`` runs the rate control for ``z`` and returns ``Q``: latent ->
     quantized latent at the step it chose. ``alpha``: the rate weight (default :data:`RATE_ALPHA`; 0 = rate-blind;
     ignored where ``Q`` is no tc quantizer)."""
     alpha = RATE_ALPHA if alpha is None else alpha
+    beta = DETAIL_BETA if beta is None else beta
     if effort not in SCHEDULES:
         raise SDCError(f"--effort must be one of {sorted(SCHEDULES)}, got {effort}")
     stages = SCHEDULES[effort]
@@ -113,6 +126,7 @@ def refine_latents(
 
     from ...images import to_tensor
     from . import rate_model as R
+    from .detail_loss import detail_loss
 
     w, h = image.size
     if w * h > MAX_PIXELS:
@@ -149,6 +163,8 @@ def refine_latents(
                         tables, levels, k = state
                         loss = loss + lam * R.rate_bits(R.analyze(zt.float(), tables, levels), tables, levels, k)[0]
                     loss = loss / target.numel()
+                    if beta:
+                        loss = loss + beta * detail_loss(target, out[..., :h, :w])
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
