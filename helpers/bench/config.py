@@ -14,10 +14,10 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "kodak"
 DEFAULT_OUT = Path("results") / "kodak"
 DEFAULT_BUDGETS = (2000, 3000, 5000, 8000, 12000, 20000, 30000)
 #: our variants: palette coders (zlib = the 2022 packing, arith, lzma) and the transform coder, plain ("tc") or with
-#: encoder-side refinement ("tc+e1", "tc+e2": --effort 1 / 2, see helpers.methods.tc.refine)
+#: encoder-side refinement ("tc+e1" .. "tc+e3": --effort 1 .. 3, see helpers.methods.tc.refine)
 DEFAULT_CODERS = ("zlib", "arith", "tc", "tc+e1")
 PALETTE_CODERS = ("zlib", "arith", "lzma")
-TC_VARIANTS = {"tc": 0, "tc+e1": 1, "tc+e2": 2}
+TC_VARIANTS = {"tc": 0, "tc+e1": 1, "tc+e2": 2, "tc+e3": 3}
 DEFAULT_RULES = ("le",)
 HIGHLIGHT_BUDGET = 5000
 POLICY = "crop512"
