@@ -33,6 +33,8 @@ def effort_study(
     weights are missing)."""
     from tqdm.auto import tqdm
 
+    from ..methods.tc.refine import DETAIL_BETA
+
     _, ref = model_input(img, policy, backend.downsample)
     variants: list[tuple[str, CodecParams, object]] = [
         (f"effort {e}", CodecParams(method="tc", policy=policy, effort=e), backend) for e in efforts
@@ -57,8 +59,6 @@ def effort_study(
         enc = encode(img, be, params, target_bytes=budget)
         seconds = time.perf_counter() - t0
         pictures[label] = decode(enc.data, backend).image  # files always decode with the stock decoder
-        from ..methods.tc.refine import DETAIL_BETA
-
         rows.append(
             {
                 "image": name,
