@@ -16,7 +16,7 @@ import numpy as np
 
 from .classic import ImageLike, _pair
 
-__all__ = ["HF_SIGMA", "LUMA", "detail_retention", "gaussian_blur", "hf_energy", "luma"]
+__all__ = ["HF_SIGMA", "LUMA", "detail_retention", "gaussian_blur", "gaussian_kernel", "hf_energy", "luma"]
 
 HF_SIGMA = 2.0
 TRUNCATE = 4.0
@@ -29,7 +29,8 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return x[..., 0] * LUMA[0] + x[..., 1] * LUMA[1] + x[..., 2] * LUMA[2]
 
 
-def _kernel(sigma: float) -> np.ndarray:
+def gaussian_kernel(sigma: float) -> np.ndarray:
+    """The normalised 1-D Gaussian of the blur, truncated at ``TRUNCATE`` sigma (``2 * radius + 1`` taps)."""
     radius = int(TRUNCATE * sigma + 0.5)
     t = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-0.5 * (t / sigma) ** 2)
@@ -39,7 +40,7 @@ def _kernel(sigma: float) -> np.ndarray:
 def gaussian_blur(x: np.ndarray, sigma: float = HF_SIGMA) -> np.ndarray:
     """2-D Gaussian blur of an H x W float array: separable, truncated at 4 sigma, borders mirrored (d c b a | a b c d)
     as scipy.ndimage.gaussian_filter does."""
-    k = _kernel(sigma)
+    k = gaussian_kernel(sigma)
     r = len(k) // 2
     out = np.asarray(x, dtype=np.float64)
     for axis in (0, 1):

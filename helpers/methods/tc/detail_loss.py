@@ -23,13 +23,11 @@ def hf_map(x, tile: int | None = TILE, sigma: float = HF_SIGMA):
     import torch
     import torch.nn.functional as F
 
-    from ...metrics.retention import LUMA
+    from ...metrics.retention import LUMA, gaussian_kernel
 
     y = (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device).reshape(1, 3, 1, 1)).sum(1, keepdim=True)
-    r = int(4 * sigma + 0.5)
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    g = torch.exp(-0.5 * (t / sigma) ** 2)
-    g = g / g.sum()
+    g = torch.as_tensor(gaussian_kernel(sigma), dtype=x.dtype, device=x.device)
+    r = len(g) // 2
     b = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), g.reshape(1, 1, 1, -1))
     b = F.conv2d(F.pad(b, (0, 0, r, r), mode="reflect"), g.reshape(1, 1, -1, 1))
     e = (y - b) ** 2
