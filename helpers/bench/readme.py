@@ -311,6 +311,7 @@ def effort_table(results: Path) -> str:
     metrics and of detail retention over the images each fits, the refinement's seconds per image, and on how
     many of the images both fit a variant of ours beats AVIF, per metric (records of ``results/SET`` and of
     ``results/SET_effort3``, where the highest effort ran at this budget only)."""
+    from ..metrics import tally
     from ..metrics.registry import METRICS
     from .aggregate import aggregate
     from .records import load_records, selection_of
@@ -337,15 +338,12 @@ def effort_table(results: Path) -> str:
             row.append(f"{sum(refine) / len(refine):.0f}" if refine and sum(refine) > 0 else "")
             wins = []
             if codec.startswith("ours"):
-                for k, _, _ in EFFORT_METRICS:
-                    pairs = [
-                        (recs[(codec, i)].get(k), recs[("avif", i)].get(k))
-                        for i in images
-                        if (codec, i) in recs and ("avif", i) in recs and recs[("avif", i)].get("bytes") is not None
-                    ]
-                    pairs = [(o, b) for o, b in pairs if o is not None and b is not None]
-                    better = sum(1 for o, b in pairs if (o > b) == METRICS[k].higher_is_better and o != b)
-                    wins.append(f"{better}/{len(pairs)}")
+                both = [i for i in images if (codec, i) in recs and recs.get(("avif", i), {}).get("bytes") is not None]
+                for k, _, _ in EFFORT_METRICS:  # the summary's head-to-head rule: a tie at its decimals is no win
+                    m = METRICS[k]
+                    pairs = [(recs[(codec, i)].get(k), recs[("avif", i)].get(k)) for i in both]
+                    t = tally(k, pairs, digits=m.digits, higher_is_better=m.higher_is_better)
+                    wins.append(f"{t.wins}/{t.n}")
             row.append(", ".join(wins))
             rows.append(row)
     return _table(
