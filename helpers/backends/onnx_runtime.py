@@ -564,20 +564,10 @@ class OnnxTAEF2Backend(Backend):
 
     def decode_array(self, z: np.ndarray) -> np.ndarray:
         """Latents (N, 32, h, w) -> (N, 3, 8h, 8w) float32 in about [-1, 1]."""
-
-        def local(t: np.ndarray) -> np.ndarray:
-            return tiled_apply(
-                self._run("dec_mid", t),
-                lambda u: self._run("dec_last", u),
-                scale=2,
-                tile=self.inner_tile // 2,
-                halo=self.dec_inner_halo,
-            )
-
         feats = self._run("dec_global", z)
         y = tiled_apply(
             feats,
-            local,
+            self._local_decoder(),
             scale=8,
             tile=self.tile // 8,
             halo=self.dec_halo,
