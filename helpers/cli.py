@@ -470,8 +470,14 @@ def cmd_demo(args) -> int:
     return _run_compare(paths, args, "sdcomp demo: latent codec vs JPEG / WebP / AVIF / JPEG XL")
 
 
+def _prog() -> str:
+    """The command as the user typed it: ``python -m helpers`` or the installed script's name (``sdcomp``)."""
+    name = Path(sys.argv[0]).stem
+    return name if name == "sdcomp" else "python -m helpers"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m helpers", description="Stable Diffusion latents as an image codec")
+    ap = argparse.ArgumentParser(prog=_prog(), description="Stable Diffusion latents as an image codec")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("encode", help="image -> .sdc")

@@ -224,3 +224,13 @@ def test_installed_sdcomp_command_matches_pyproject():
         pytest.skip("sdcomp is installed but not on PATH")
     r = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0 and "encode" in r.stdout and "decode" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "argv0, prog", [("/usr/local/bin/sdcomp", "sdcomp"), ("/x/helpers/__main__.py", "python -m helpers")]
+)
+def test_usage_names_the_command_the_user_typed(monkeypatch, capsys, argv0, prog):
+    monkeypatch.setattr(sys, "argv", [argv0])
+    with pytest.raises(SystemExit):
+        main(["encode"])  # missing arguments: argparse prints the usage line
+    assert capsys.readouterr().err.startswith(f"usage: {prog} encode")

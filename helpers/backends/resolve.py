@@ -52,7 +52,8 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return False
 
 
-def _expand(spec: str) -> Path:
+def expand_path(spec: str) -> Path:
+    """``spec`` as a path with ``~`` expanded; an unknown ``~user`` is a one-line :class:`ModelNotFoundError`."""
     try:
         return Path(spec).expanduser()
     except RuntimeError:  # "~nosuchuser": Python cannot determine that home directory
@@ -89,7 +90,7 @@ def check_model_spec(spec, from_file: bool = False) -> str:
                 f"with the folder of the weights it was made with"
             )
     else:
-        path = _expand(spec)
+        path = expand_path(spec)
         try:
             if path.exists():
                 return spec
@@ -136,7 +137,7 @@ def taef2_dir_of(spec: str | None) -> Path | None:
     spec = check_model_spec(spec)
     if spec == TAEF2_MODEL_ID:
         return default_taef2_dir()
-    path = _expand(spec)
+    path = expand_path(spec)
     if path.is_dir() and (path / TAEF2_ENCODER).exists():
         return path
     return None

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelNotFoundError
-from .resolve import DEFAULT_SD_MODEL, _expand, hub_reachable
+from .resolve import DEFAULT_SD_MODEL, expand_path, hub_reachable
 from .taef2_spec import TAEF2_ENCODER
 from .torch_base import TorchBackend, default_dtype, select_device, weights_fingerprint
 
@@ -190,7 +190,7 @@ def load_sd(
     dev = device if isinstance(device, torch.device) else select_device(device)
     dtype = dtype or default_dtype(dev)
     t0 = time.perf_counter()
-    path = _expand(source)
+    path = expand_path(source)
     if path.exists():
         if not path.is_dir() or not ((path / "vae").is_dir() or (path / "model_index.json").is_file()):
             raise ModelNotFoundError(
