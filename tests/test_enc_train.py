@@ -52,3 +52,24 @@ def test_export_and_load_round_trip(taef2, tmp_path):
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(enc(x), taef2.encoder(x), atol=2e-2, rtol=0)
+
+
+def test_compare_table_counts_images_against_the_stock_encoder():
+    from helpers.methods.tc.enc_train import compare_table
+
+    def row(image, enc, budget, p, d):
+        return {"image": image, "encoder": enc, "budget": budget, "psnr": p, "detail": d}
+
+    rows = [
+        row("kodim01", "stock", 5000, 24.0, 0.80),
+        row("kodim01", "new", 5000, 25.0, 0.70),  # better PSNR, detail lost
+        row("kodim02", "stock", 5000, 26.0, 0.90),
+        row("kodim02", "new", 5000, 25.5, 0.88),  # worse PSNR, detail kept (within 0.02)
+        row("photo", "stock", 5000, 30.0, 1.00),
+        row("photo", "new", 5000, 31.0, 1.10),
+    ]
+    lines = compare_table(rows).splitlines()
+    assert "| Kodak | 5000 | new | 2 | 25.25 | 0.79 | 1/2 | 1/2 |" in lines
+    assert "| Kodak | 5000 | stock | 2 | 25.00 | 0.85 | 0/2 | 2/2 |" in lines
+    assert "| holdout | 5000 | new | 1 | 31.00 | 1.10 | 1/1 | 1/1 |" in lines
+    assert len(lines) == 2 + 4

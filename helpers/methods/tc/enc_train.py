@@ -269,12 +269,14 @@ def trained_backend(path: str | Path | None = None, weights_dir: Path | None = N
 def compare(images: dict, backends: dict, budgets=(5000, 12000)) -> list[dict]:
     """Code every image (name -> PIL image, sides multiples of 8) with every backend (name -> backend) through the
     tc coder at each budget; records of bytes, PSNR and detail ratio of the decoded picture."""
+    from tqdm.auto import tqdm
+
     from ...codec import CodecParams, decode, encode
     from ...metrics import psnr
     from ...metrics.retention import detail_retention
 
     rows = []
-    for name, img in images.items():
+    for name, img in tqdm(images.items(), desc="encoder comparison"):
         for bname, be in backends.items():
             for b in budgets:
                 enc = encode(img, be, CodecParams(method="tc", policy="none"), target_bytes=b)
@@ -292,6 +294,46 @@ def compare(images: dict, backends: dict, budgets=(5000, 12000)) -> list[dict]:
     return rows
 
 
+def compare_table(rows: list[dict], reference: str = "stock") -> str:
+    """Markdown table of :func:`compare` records: per image set (Kodak crops / others), budget and encoder, the
+    mean PSNR and detail ratio, and on how many images PSNR is higher and detail kept (within 0.02) against
+    ``reference``."""
+    ref = {(r["image"], r["budget"]): r for r in rows if r["encoder"] == reference}
+    lines = [
+        "| set | budget | encoder | images | PSNR dB | detail | PSNR above stock on | detail kept on |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    sets = {"Kodak": lambda n: n.startswith("kodim"), "holdout": lambda n: not n.startswith("kodim")}
+    for sname, member in sets.items():
+        for budget in sorted({r["budget"] for r in rows}):
+            for enc in dict.fromkeys(r["encoder"] for r in rows):
+                rs = [r for r in rows if r["encoder"] == enc and r["budget"] == budget and member(r["image"])]
+                if not rs:
+                    continue
+                better = sum(r["psnr"] > ref[r["image"], budget]["psnr"] for r in rs)
+                kept = sum(r["detail"] >= ref[r["image"], budget]["detail"] - 0.02 for r in rs)
+                lines.append(
+                    f"| {sname} | {budget} | {enc} | {len(rs)} | {np.mean([r['psnr'] for r in rs]):.2f} | "
+                    f"{np.mean([r['detail'] for r in rs]):.2f} | {better}/{len(rs)} | {kept}/{len(rs)} |"
+                )
+    return "\n".join(lines)
+
+
+def compare_checkpoints(ckpts: list[str], kodak: Path, budgets=(5000, 12000)) -> str:
+    """The stock encoder against trained checkpoints (or exported weights) on the Kodak crops in ``kodak`` and the
+    licensed holdout photos (512x512 centre crops), tc at each budget: :func:`compare_table`."""
+    from PIL import Image
+
+    from ...backends.taef2 import load_taef2
+    from ...photos import crop512, holdout_photos
+
+    paths = sorted(Path(kodak).glob("kodim*.png")) + holdout_photos()
+    images = {p.stem: crop512(Image.open(p).convert("RGB")) for p in paths}
+    backends = {"stock": load_taef2(None, device="cpu")}
+    backends.update({str(c): trained_backend(c) for c in ckpts})
+    return compare_table(compare(images, backends, budgets))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m helpers.methods.tc.enc_train", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="checkpoint folder (ckpt.pt, log.csv); training resumes from it")
@@ -304,10 +346,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("SDCOMP_TRAIN_THREADS", "2")))
     ap.add_argument("--export", default=None, metavar="CKPT", help=f"write CKPT's encoder to {WEIGHTS.name} and stop")
+    ap.add_argument("--compare", nargs="+", default=None, metavar="CKPT", help="compare these with the stock encoder")
+    ap.add_argument("--kodak", default=None, help="Kodak folder for --compare (default: ../shared/data/kodak)")
     args = ap.parse_args(argv)
     from ...errors import guarded
 
     def run():
+        if args.compare:
+            import torch
+
+            torch.set_num_threads(args.threads)
+            from ...bench.config import DEFAULT_DATA
+
+            print(compare_checkpoints(args.compare, Path(args.kodak or DEFAULT_DATA)))
+            return 0
         if args.export:
             print(export(Path(args.export)))
             return 0
