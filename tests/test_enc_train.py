@@ -73,3 +73,11 @@ def test_compare_table_counts_images_against_the_stock_encoder():
     assert "| Kodak | 5000 | stock | 2 | 25.00 | 0.85 | 0/2 | 2/2 |" in lines
     assert "| holdout | 5000 | new | 1 | 31.00 | 1.10 | 1/1 | 1/1 |" in lines
     assert len(lines) == 2 + 4
+
+
+def test_compare_without_kodak_images_is_one_line(tmp_path, capsys):
+    assert enc_train.main(["--compare", "ckpt.pt", "--kodak", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: no kodim*.png in {tmp_path}: pass the Kodak folder with --kodak (e.g. ../shared/data/kodak)"
+    ]

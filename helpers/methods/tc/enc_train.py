@@ -325,9 +325,13 @@ def compare_checkpoints(ckpts: list[str], kodak: Path, budgets=(5000, 12000)) ->
     from PIL import Image
 
     from ...backends.taef2 import load_taef2
+    from ...errors import SDCError
     from ...photos import crop512, holdout_photos
 
-    paths = sorted(Path(kodak).glob("kodim*.png")) + holdout_photos()
+    kodak_paths = sorted(Path(kodak).glob("kodim*.png"))
+    if not kodak_paths:
+        raise SDCError(f"no kodim*.png in {kodak}: pass the Kodak folder with --kodak (e.g. ../shared/data/kodak)")
+    paths = kodak_paths + holdout_photos()
     images = {p.stem: crop512(Image.open(p).convert("RGB")) for p in paths}
     backends = {"stock": load_taef2(None, device="cpu")}
     backends.update({str(c): trained_backend(c) for c in ckpts})
