@@ -26,21 +26,6 @@ LEVELS = 4
 OFFSETS = np.arange(-16, 17)
 
 
-def code_bits(v: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Ideal code length of every value ``v`` under class ``s`` (as :func:`helpers.methods.tc.tcoder.coefficient_bits`,
-    per value)."""
-    freq, shift = T.class_tables()
-    f = freq.astype(np.float64)
-    logp = np.log2(f) - np.log2(f.sum(1, keepdims=True))
-    r = shift[s]
-    hi = v >> r
-    sym = np.where(np.abs(hi) <= T.M, hi + T.M, T.ESC)
-    out = -logp[s, sym] + r
-    esc = sym == T.ESC
-    out[esc] += 6 + np.floor(np.log2(np.abs(hi[esc]) - T.M))
-    return out
-
-
 def features(q: list[np.ndarray], tables, k: int):
     """Per coefficient in coding order: value, base class, shipped cell (0..63), extra activity bucket (0..7)."""
     C = q[0].shape[0]
@@ -84,13 +69,13 @@ def collect(z: np.ndarray, tables, steps) -> list[np.ndarray]:
 
 def fit(v, base, cell, n) -> np.ndarray:
     tot = np.stack(
-        [np.bincount(cell, code_bits(v, np.clip(base + o, 0, T.N_CLASSES - 1)), minlength=n) for o in OFFSETS]
+        [np.bincount(cell, T.value_bits(v, np.clip(base + o, 0, T.N_CLASSES - 1)), minlength=n) for o in OFFSETS]
     )
     return OFFSETS[tot.argmin(0)]
 
 
 def nbytes(v, base, cell, off) -> float:
-    return float(code_bits(v, np.clip(base + off[cell], 0, T.N_CLASSES - 1)).sum() / 8)
+    return float(T.value_bits(v, np.clip(base + off[cell], 0, T.N_CLASSES - 1)).sum() / 8)
 
 
 def main(argv: list[str] | None = None) -> int:

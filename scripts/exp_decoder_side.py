@@ -33,7 +33,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from helpers.backends.taef2 import load_taef2
-from helpers.codec import CodecParams, decode_pixels, encode
+from helpers.bench.config import DEFAULT_DATA
+from helpers.codec import CodecParams, decode_pixels, encode, encode_latents
 from helpers.methods.tc import rate_model as R
 from helpers.methods.tc import tcoder as T
 from helpers.metrics import psnr
@@ -41,7 +42,6 @@ from helpers.metrics.retention import detail_retention
 from helpers.photos import crop512, holdout_photos, train_photos
 
 ROOT = Path(__file__).resolve().parents[1]
-KODAK = ROOT.parent / "shared" / "data" / "kodak"
 LEVELS = 4  # a 64x64 latent (512x512 picture)
 STEPS = (40.0, 300.0)
 
@@ -77,15 +77,6 @@ class PostFilter(nn.Module):
         return zq + self.out(self.fine(h))
 
 
-def _to_unit(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 127.5 - 1
-
-
-def _pixels(backend, z: torch.Tensor) -> np.ndarray:
-    x = backend.decode(z)[0].permute(1, 2, 0).numpy()
-    return ((x + 1) * 127.5).clip(0, 255).round().astype(np.uint8)
-
-
 def training_latents(backend, cache: Path) -> torch.Tensor:
     if cache.is_file():
         return torch.from_numpy(np.load(cache))
@@ -98,7 +89,7 @@ def training_latents(backend, cache: Path) -> torch.Tensor:
                 a = np.asarray(im.resize((round(im.size[0] * f), round(im.size[1] * f)), Image.Resampling.LANCZOS))
                 for _ in range(n):
                     y, x = rng.randrange(a.shape[0] - 511), rng.randrange(a.shape[1] - 511)
-                    out.append(backend.encode(_to_unit(a[y : y + 512, x : x + 512]))[0].numpy())
+                    out.append(encode_latents(backend, Image.fromarray(a[y : y + 512, x : x + 512])))
     z = np.stack(out).astype(np.float32)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, z)
@@ -150,7 +141,7 @@ def train_filter(
 
 
 def eval_images() -> dict[str, np.ndarray]:
-    imgs = {p.stem: np.asarray(crop512(Image.open(p)).convert("RGB")) for p in sorted(KODAK.glob("kodim*.png"))}
+    imgs = {p.stem: np.asarray(crop512(Image.open(p)).convert("RGB")) for p in sorted(DEFAULT_DATA.glob("kodim*.png"))}
     imgs.update({p.stem: np.asarray(crop512(Image.open(p)).convert("RGB")) for p in holdout_photos()})
     return imgs
 

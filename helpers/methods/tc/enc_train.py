@@ -300,7 +300,7 @@ def compare_table(rows: list[dict], reference: str = "stock") -> str:
     ``reference``."""
     ref = {(r["image"], r["budget"]): r for r in rows if r["encoder"] == reference}
     lines = [
-        "| set | budget | encoder | images | PSNR dB | detail | PSNR above stock on | detail kept on |",
+        f"| set | budget | encoder | images | PSNR dB | detail | PSNR above {reference} on | detail kept on |",
         "|---|---|---|---|---|---|---|---|",
     ]
     sets = {"Kodak": lambda n: n.startswith("kodim"), "holdout": lambda n: not n.startswith("kodim")}

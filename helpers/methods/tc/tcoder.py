@@ -843,20 +843,21 @@ def coefficient_classes(q: list[np.ndarray], tables: Tables, levels: int, k: int
     return out
 
 
-def coefficient_bits(q: list[np.ndarray], classes: list[np.ndarray]) -> float:
-    """Bits the range coder's models spend on ``q`` with ``classes`` (ideal code lengths from the shipped integer
-    tables, escapes and low bits included; without the payload's head, word padding and check value)."""
+def value_bits(v: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Ideal code length in bits of every quantized value ``v`` under its class ``s`` (same shapes), from the
+    shipped integer tables: the high part's symbol, the uniform low bits and an escape's Elias-gamma tail."""
     freq, shift = class_tables()
     logp = np.log2(freq.astype(np.float64)) - np.log2(freq.astype(np.float64).sum(1, keepdims=True))
-    total = 0.0
-    for v, s in zip(q, classes):
-        v, s = v.ravel(), s.ravel()
-        r = shift[s]
-        hi = v >> r
-        sym = np.where(np.abs(hi) <= M, hi + M, ESC)
-        total += float(-logp[s, sym].sum() + r.sum())
-        esc = hi[sym == ESC]
-        if esc.size:
-            mag = np.abs(esc) - M - 1
-            total += float(esc.size * 6 + np.floor(np.log2(mag + 1)).sum())
-    return total
+    r = shift[s]
+    hi = v >> r
+    sym = np.where(np.abs(hi) <= M, hi + M, ESC)
+    out = -logp[s, sym] + r
+    esc = sym == ESC
+    out[esc] += 6 + np.floor(np.log2(np.abs(hi[esc]) - M))
+    return out
+
+
+def coefficient_bits(q: list[np.ndarray], classes: list[np.ndarray]) -> float:
+    """Bits the range coder's models spend on ``q`` with ``classes`` (:func:`value_bits` summed; without the
+    payload's head, word padding and check value)."""
+    return float(sum(value_bits(v, s).sum() for v, s in zip(q, classes)))
