@@ -54,6 +54,25 @@ def test_export_and_load_round_trip(taef2, tmp_path):
         torch.testing.assert_close(enc(x), taef2.encoder(x), atol=2e-2, rtol=0)
 
 
+def test_interpolate_mixes_two_checkpoints_weights(taef2, tmp_path):
+    a = {k: v.clone() for k, v in taef2.encoder.state_dict().items()}
+    b = {k: v + 1.0 if v.is_floating_point() else v for k, v in a.items()}
+    torch.save({"encoder": a, "step": 10, "optimizer": {}}, tmp_path / "a.pt")
+    torch.save({"encoder": b, "step": 20}, tmp_path / "b.pt")
+    dest = enc_train.interpolate(tmp_path / "a.pt", tmp_path / "b.pt", 0.25, tmp_path / "mix.pt")
+    st = torch.load(dest, weights_only=False)
+    assert st["step"] == "10/20 mixed 0.25" and "optimizer" not in st
+    for k, v in a.items():
+        torch.testing.assert_close(st["encoder"][k], v + 0.25 if v.is_floating_point() else v, rtol=0, atol=1e-6)
+    enc_train.load_trained_encoder(dest)  # loads as a checkpoint
+
+
+def test_interpolate_refuses_t_outside_0_1_in_one_line(tmp_path, capsys):
+    assert enc_train.main(["--interpolate", "a.pt", "b.pt", "1.5", str(tmp_path / "m.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "t must be in [0, 1], got 1.5" in err[0]
+
+
 def test_compare_table_counts_images_against_the_stock_encoder():
     from helpers.methods.tc.enc_train import compare_table
 
@@ -73,6 +92,27 @@ def test_compare_table_counts_images_against_the_stock_encoder():
     assert "| Kodak | 5000 | stock | 2 | 25.00 | 0.85 | 0/2 | 2/2 |" in lines
     assert "| holdout | 5000 | new | 1 | 31.00 | 1.10 | 1/1 | 1/1 |" in lines
     assert len(lines) == 2 + 4
+
+
+def test_compare_table_shows_the_perceptual_metrics_and_counts_jod():
+    from helpers.methods.tc.enc_train import compare_table
+
+    def row(image, enc, p, jod, ba, d):
+        return {"image": image, "encoder": enc, "budget": 5000, "psnr": p, "cvvdp": jod, "butteraugli": ba, "detail": d}
+
+    rows = [
+        row("kodim01", "stock", 24.0, 7.30, 20.0, 0.80),
+        row("kodim01", "new", 25.0, 7.10, 24.0, 0.80),  # PSNR up, JOD down
+        row("kodim02", "stock", 26.0, 7.50, 18.0, 0.90),
+        row("kodim02", "new", 25.0, 7.60, 16.0, 0.90),  # PSNR down, JOD up
+    ]
+    lines = compare_table(rows).splitlines()
+    assert lines[0] == (
+        "| set | budget | encoder | images | PSNR dB | CVVDP JOD | Butteraugli | detail | PSNR above stock on "
+        "| CVVDP above stock on | detail kept on |"
+    )
+    assert "| Kodak | 5000 | new | 2 | 25.00 | 7.350 | 20.00 | 0.85 | 1/2 | 1/2 | 2/2 |" in lines
+    assert "| Kodak | 5000 | stock | 2 | 25.00 | 7.400 | 19.00 | 0.85 | 0/2 | 0/2 | 2/2 |" in lines
 
 
 def test_compare_without_kodak_images_is_one_line(tmp_path, capsys):

@@ -237,6 +237,30 @@ def export(ckpt: Path, dest: Path = WEIGHTS) -> Path:
     return dest
 
 
+def interpolate(a: Path, b: Path, t: float, dest: Path) -> Path:
+    """Write ``(1 - t) * A + t * B`` of two checkpoints' encoder weights (same network, e.g. one run continued
+    with another detail weight) as a checkpoint :func:`load_trained_encoder` and :func:`export` read: a cheap way to
+    trade the runs' PSNR against detail without training in between."""
+    import torch
+
+    from ...errors import SDCError
+
+    if not 0.0 <= t <= 1.0:
+        raise SDCError(f"--interpolate: t must be in [0, 1], got {t}")
+    sa, sb = (torch.load(p, map_location="cpu", weights_only=False) for p in (a, b))
+    ea, eb = sa.get("encoder", sa), sb.get("encoder", sb)
+    if ea.keys() != eb.keys():
+        raise SDCError(f"--interpolate: {a} and {b} hold different networks; pass two checkpoints of enc_train")
+    mixed = {
+        k: ea[k].float().lerp(eb[k].float(), t).to(ea[k].dtype) if ea[k].is_floating_point() else ea[k] for k in ea
+    }
+    meta = {k: v for k, v in sa.items() if k not in ("encoder", "optimizer")}
+    meta["step"] = f"{sa.get('step', '?')}/{sb.get('step', '?')} mixed {t:g}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _save(dest, {**meta, "encoder": mixed, "mixed_from": [str(a), str(b), t]})
+    return dest
+
+
 def load_trained_encoder(path: str | Path | None = None, dtype=None):
     """TAEF2 encoder module (``helpers.taef2.make_encoder``) with the trained weights (default: the shipped
     ``helpers/data/taef2_tc_encoder.pth``; a training checkpoint ``ckpt.pt`` works too), in eval mode."""
@@ -266,13 +290,27 @@ def trained_backend(path: str | Path | None = None, weights_dir: Path | None = N
     return TAEF2Backend(load_trained_encoder(path), stock.decoder, stock.device, stock.dtype, stock.model_id)
 
 
-def compare(images: dict, backends: dict, budgets=(5000, 12000)) -> list[dict]:
+#: what :func:`compare` measures besides PSNR and the detail ratio: the benchmark's perceptual metrics, because a
+#: PSNR gain of the trained encoder can cost what they see (measured: see the README, "A compression encoder")
+COMPARE_METRICS = ("ms_ssim", "cvvdp", "ssimulacra2", "butteraugli")
+#: table columns of the metrics: (record key, header, decimals, higher is better)
+_COLUMNS = {
+    "psnr": ("PSNR dB", 2, True),
+    "ms_ssim": ("MS-SSIM", 3, True),
+    "cvvdp": ("CVVDP JOD", 3, True),
+    "ssimulacra2": ("SSIMULACRA 2", 1, True),
+    "butteraugli": ("Butteraugli", 2, False),
+}
+
+
+def compare(images: dict, backends: dict, budgets=(5000, 12000), metrics=COMPARE_METRICS) -> list[dict]:
     """Code every image (name -> PIL image, sides multiples of 8) with every backend (name -> backend) through the
-    tc coder at each budget; records of bytes, PSNR and detail ratio of the decoded picture."""
+    tc coder at each budget; records of bytes, PSNR, the detail ratio and ``metrics`` (keys of
+    :func:`helpers.metrics.measure`; the unavailable ones are left out) of the decoded picture."""
     from tqdm.auto import tqdm
 
     from ...codec import CodecParams, decode, encode
-    from ...metrics import psnr
+    from ...metrics import measure, psnr
     from ...metrics.retention import detail_retention
 
     rows = []
@@ -289,6 +327,7 @@ def compare(images: dict, backends: dict, budgets=(5000, 12000)) -> list[dict]:
                         "bytes": enc.nbytes,
                         "psnr": psnr(img, dec),
                         "detail": detail_retention(img, dec),
+                        **(measure(img, dec, keys=[k for k in metrics if k != "psnr"]) if metrics else {}),
                     }
                 )
     return rows
@@ -296,30 +335,41 @@ def compare(images: dict, backends: dict, budgets=(5000, 12000)) -> list[dict]:
 
 def compare_table(rows: list[dict], reference: str = "stock") -> str:
     """Markdown table of :func:`compare` records: per image set (Kodak crops / others), budget and encoder, the
-    mean PSNR and detail ratio, and on how many images PSNR is higher and detail kept (within 0.02) against
+    mean PSNR, every other metric the records carry (MS-SSIM, ColorVideoVDP, ...), the detail ratio, and on how
+    many images PSNR (and ColorVideoVDP, where measured) is better and detail kept (within 0.02) against
     ``reference``."""
     ref = {(r["image"], r["budget"]): r for r in rows if r["encoder"] == reference}
-    lines = [
-        f"| set | budget | encoder | images | PSNR dB | detail | PSNR above {reference} on | detail kept on |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    keys = [k for k in _COLUMNS if any(r.get(k) is not None for r in rows)]
+    counted = [k for k in ("psnr", "cvvdp") if k in keys]
+    head = [_COLUMNS[k][0] for k in keys] + ["detail"]
+    head += [f"{_COLUMNS[k][0].split()[0]} above {reference} on" for k in counted] + ["detail kept on"]
+    lines = ["| set | budget | encoder | images | " + " | ".join(head) + " |", "|---" * (4 + len(head)) + "|"]
     sets = {"Kodak": lambda n: n.startswith("kodim"), "holdout": lambda n: not n.startswith("kodim")}
+
+    def mean(rs, k):
+        v = [r[k] for r in rs if r.get(k) is not None]
+        return f"{np.mean(v):.{_COLUMNS[k][1]}f}" if v else ""
+
     for sname, member in sets.items():
         for budget in sorted({r["budget"] for r in rows}):
             for enc in dict.fromkeys(r["encoder"] for r in rows):
                 rs = [r for r in rows if r["encoder"] == enc and r["budget"] == budget and member(r["image"])]
                 if not rs:
                     continue
-                better = sum(r["psnr"] > ref[r["image"], budget]["psnr"] for r in rs)
+                cells = [mean(rs, k) for k in keys] + [f"{np.mean([r['detail'] for r in rs]):.2f}"]
+                for k in counted:
+                    better = sum(
+                        r.get(k) is not None and (r[k] - ref[r["image"], budget][k]) * (1 if _COLUMNS[k][2] else -1) > 0
+                        for r in rs
+                    )
+                    cells.append(f"{better}/{len(rs)}")
                 kept = sum(r["detail"] >= ref[r["image"], budget]["detail"] - 0.02 for r in rs)
-                lines.append(
-                    f"| {sname} | {budget} | {enc} | {len(rs)} | {np.mean([r['psnr'] for r in rs]):.2f} | "
-                    f"{np.mean([r['detail'] for r in rs]):.2f} | {better}/{len(rs)} | {kept}/{len(rs)} |"
-                )
+                cells.append(f"{kept}/{len(rs)}")
+                lines.append(f"| {sname} | {budget} | {enc} | {len(rs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def compare_checkpoints(ckpts: list[str], kodak: Path, budgets=(5000, 12000)) -> str:
+def compare_checkpoints(ckpts: list[str], kodak: Path, budgets=(5000, 12000), metrics=COMPARE_METRICS) -> str:
     """The stock encoder against trained checkpoints (or exported weights) on the Kodak crops in ``kodak`` and the
     licensed holdout photos (512x512 centre crops), tc at each budget: :func:`compare_table`."""
     from PIL import Image
@@ -335,7 +385,7 @@ def compare_checkpoints(ckpts: list[str], kodak: Path, budgets=(5000, 12000)) ->
     images = {p.stem: crop512(Image.open(p).convert("RGB")) for p in paths}
     backends = {"stock": load_taef2(None, device="cpu")}
     backends.update({str(c): trained_backend(c) for c in ckpts})
-    return compare_table(compare(images, backends, budgets))
+    return compare_table(compare(images, backends, budgets, metrics))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,7 +401,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("SDCOMP_TRAIN_THREADS", "2")))
     ap.add_argument("--export", default=None, metavar="CKPT", help=f"write CKPT's encoder to {WEIGHTS.name} and stop")
     ap.add_argument("--compare", nargs="+", default=None, metavar="CKPT", help="compare these with the stock encoder")
+    ap.add_argument(
+        "--interpolate",
+        nargs=4,
+        default=None,
+        metavar=("A", "B", "T", "DEST"),
+        help="write (1-T)*A + T*B of two checkpoints' encoders to DEST and stop",
+    )
     ap.add_argument("--kodak", default=None, help="Kodak folder for --compare (default: ../shared/data/kodak)")
+    ap.add_argument(
+        "--metrics",
+        nargs="*",
+        default=list(COMPARE_METRICS),
+        metavar="KEY",
+        help="--compare: metrics besides PSNR and detail (default: %(default)s; none: PSNR and detail only)",
+    )
     args = ap.parse_args(argv)
     from ...errors import guarded
 
@@ -362,10 +426,14 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
             from ...bench.config import DEFAULT_DATA
 
-            print(compare_checkpoints(args.compare, Path(args.kodak or DEFAULT_DATA)))
+            print(compare_checkpoints(args.compare, Path(args.kodak or DEFAULT_DATA), metrics=tuple(args.metrics)))
             return 0
         if args.export:
             print(export(Path(args.export)))
+            return 0
+        if args.interpolate:
+            a, b, t, dest = args.interpolate
+            print(interpolate(Path(a), Path(b), float(t), Path(dest)))
             return 0
         if not args.out:
             ap.error("--out is required for training")
