@@ -66,3 +66,30 @@ def test_detail_term_keeps_the_detail_that_pixel_error_smooths(taef2, crop):
         img = decode_latents(taef2, T.decode_payload(c.payload, *z.shape, taef2.fingerprint))
         kept[beta] = detail_retention(crop, img)
     assert kept[4e-3] > kept[0.0] + 0.05, kept
+
+
+def test_extra_loss_is_added_to_every_step(taef2, crop):
+    # the experiments' hook: called once per step with the decoded crop and the target, both (1, 3, H, W) in [0, 1];
+    # a term that pulls the decoded picture towards black moves the result, one of weight 0 leaves it as without
+    import torch
+
+    z = encode_latents(taef2, crop)
+    seen = []
+
+    def darker(out, target):
+        seen.append((tuple(out.shape), tuple(target.shape), float(target.min()), float(target.max())))
+        return 10.0 * out.mean()
+
+    plain = refine.refine_latents(taef2, crop, z, 1, _quantizer_for(taef2.fingerprint, 1500))
+    zero = refine.refine_latents(
+        taef2, crop, z, 1, _quantizer_for(taef2.fingerprint, 1500), extra_loss=lambda o, t: 0.0 * o.sum()
+    )
+    dark = refine.refine_latents(taef2, crop, z, 1, _quantizer_for(taef2.fingerprint, 1500), extra_loss=darker)
+    assert len(seen) == sum(n for n, _ in refine.SCHEDULES[1])
+    assert all(s[0] == s[1] == (1, 3, 256, 256) and s[2] >= 0.0 and s[3] <= 1.0 for s in seen)
+    np.testing.assert_allclose(zero, plain, rtol=0, atol=1e-6)
+    mean = {}
+    for name, zz in (("plain", plain), ("dark", dark)):
+        with torch.no_grad():
+            mean[name] = float(np.asarray(decode_latents(taef2, zz)).mean())
+    assert mean["dark"] < mean["plain"] - 1.0, mean

@@ -38,7 +38,9 @@ ALPHA = 0.3  # rate weight relative to the high-rate slope
 BETA = 1e-3  # weight of the detail term (see rd_loss)
 
 
-def _photos(short_sides=(512, 768)) -> list[np.ndarray]:
+def training_images(short_sides=(512, 768)) -> list[np.ndarray]:
+    """The training photos (never Kodak, never the holdout), each resized to every short side in ``short_sides``
+    (HxWx3 uint8 arrays to crop from)."""
     from PIL import Image
 
     from ...photos import train_photos
@@ -55,7 +57,8 @@ def _photos(short_sides=(512, 768)) -> list[np.ndarray]:
     return out
 
 
-def _batch(images: list[np.ndarray], n: int, crop: int, rng: random.Random):
+def random_crops(images: list[np.ndarray], n: int, crop: int, rng: random.Random):
+    """A batch (n, 3, crop, crop) in [0, 1] of random crops of ``images``, each mirrored with probability 1/2."""
     import torch
 
     xs = []
@@ -98,7 +101,8 @@ def rd_loss(encoder, decoder, x, tables, ks: list[int], alpha: float = ALPHA, be
     return loss, (sse / x[0].numel()).detach(), bits.detach()
 
 
-def _save(path: Path, state: dict) -> None:
+def save_checkpoint(path: Path, state: dict) -> None:
+    """``torch.save`` to a temporary file renamed over ``path``: a run killed while saving keeps the last one."""
     import torch
 
     tmp = path.with_name(path.name + ".tmp")
@@ -146,7 +150,7 @@ def train(
         step = st["step"]
         rng.setstate(st["rng"])
         torch.set_rng_state(st["torch_rng"])
-    images = _photos()
+    images = training_images()
     log = out / "log.csv"
     new_log = not log.is_file()
     t0 = last_ck = time.monotonic()
@@ -154,7 +158,7 @@ def train(
     bar = tqdm(total=int(budget), desc=f"enc_train (step {step})", unit="s", disable=not progress)
 
     def save():
-        _save(
+        save_checkpoint(
             ckpt,
             {
                 "encoder": encoder.state_dict(),
@@ -177,7 +181,7 @@ def train(
         if new_log:
             w.writerow(["step", "wall_s", "loss", "psnr", "bpp", "step_delta"])
         while time.monotonic() - t0 < budget:
-            x = _batch(images, batch, crop, rng)
+            x = random_crops(images, batch, crop, rng)
             ks = [T.k_of(math.exp(rng.uniform(*map(math.log, STEP_RANGE)))) for _ in range(batch)]
             loss, mse, bits = rd_loss(encoder, decoder, x, tables, ks, alpha, beta)
             opt.zero_grad()
@@ -257,7 +261,7 @@ def interpolate(a: Path, b: Path, t: float, dest: Path) -> Path:
     meta = {k: v for k, v in sa.items() if k not in ("encoder", "optimizer")}
     meta["step"] = f"{sa.get('step', '?')}/{sb.get('step', '?')} mixed {t:g}"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _save(dest, {**meta, "encoder": mixed, "mixed_from": [str(a), str(b), t]})
+    save_checkpoint(dest, {**meta, "encoder": mixed, "mixed_from": [str(a), str(b), t]})
     return dest
 
 
@@ -333,17 +337,18 @@ def compare(images: dict, backends: dict, budgets=(5000, 12000), metrics=COMPARE
     return rows
 
 
-def compare_table(rows: list[dict], reference: str = "stock") -> str:
+def compare_table(rows: list[dict], reference: str = "stock", column: str = "encoder") -> str:
     """Markdown table of :func:`compare` records: per image set (Kodak crops / others), budget and encoder, the
     mean PSNR, every other metric the records carry (MS-SSIM, ColorVideoVDP, ...), the detail ratio, and on how
     many images PSNR (and ColorVideoVDP, where measured) is better and detail kept (within 0.02) against
-    ``reference``."""
-    ref = {(r["image"], r["budget"]): r for r in rows if r["encoder"] == reference}
+    ``reference`` (a value of the records' ``column``: ``encoder``, or ``decoder`` for
+    :func:`helpers.methods.tc.dec_train.compare`)."""
+    ref = {(r["image"], r["budget"]): r for r in rows if r[column] == reference}
     keys = [k for k in _COLUMNS if any(r.get(k) is not None for r in rows)]
     counted = [k for k in ("psnr", "cvvdp") if k in keys]
     head = [_COLUMNS[k][0] for k in keys] + ["detail"]
     head += [f"{_COLUMNS[k][0].split()[0]} above {reference} on" for k in counted] + ["detail kept on"]
-    lines = ["| set | budget | encoder | images | " + " | ".join(head) + " |", "|---" * (4 + len(head)) + "|"]
+    lines = [f"| set | budget | {column} | images | " + " | ".join(head) + " |", "|---" * (4 + len(head)) + "|"]
     sets = {"Kodak": lambda n: n.startswith("kodim"), "holdout": lambda n: not n.startswith("kodim")}
 
     def mean(rs, k):
@@ -352,8 +357,8 @@ def compare_table(rows: list[dict], reference: str = "stock") -> str:
 
     for sname, member in sets.items():
         for budget in sorted({r["budget"] for r in rows}):
-            for enc in dict.fromkeys(r["encoder"] for r in rows):
-                rs = [r for r in rows if r["encoder"] == enc and r["budget"] == budget and member(r["image"])]
+            for enc in dict.fromkeys(r[column] for r in rows):
+                rs = [r for r in rows if r[column] == enc and r["budget"] == budget and member(r["image"])]
                 if not rs:
                     continue
                 cells = [mean(rs, k) for k in keys] + [f"{np.mean([r['detail'] for r in rs]):.2f}"]

@@ -109,11 +109,13 @@ def refine_latents(
     progress: bool = False,
     alpha: float | None = None,
     beta: float | None = None,
+    extra_loss: Callable | None = None,
 ) -> np.ndarray:
     """Return a latent (C, h, w) whose quantized version decodes closer to ``image`` (the policy-applied model
     input) for fewer bits. ``quantizer_for(z)`` runs the rate control for ``z`` and returns ``Q``: latent ->
     quantized latent at the step it chose. ``alpha``: the rate weight (default :data:`RATE_ALPHA`; 0 = rate-blind;
-    ignored where ``Q`` is no tc quantizer)."""
+    ignored where ``Q`` is no tc quantizer). ``extra_loss(decoded, target)``, if given, is added to every step's loss
+    (both (1, 3, H, W) in [0, 1]; for experiments, e.g. ``scripts/exp_cvvdp_refine.py``)."""
     alpha = RATE_ALPHA if alpha is None else alpha
     beta = DETAIL_BETA if beta is None else beta
     if effort not in SCHEDULES:
@@ -165,6 +167,8 @@ def refine_latents(
                     loss = loss / target.numel()
                     if beta:
                         loss = loss + beta * detail_loss(target, out[..., :h, :w])
+                    if extra_loss is not None:
+                        loss = loss + extra_loss(out[..., :h, :w], target)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()

@@ -1,0 +1,354 @@
+"""A decoder for tc files: TAEF2's decoder fine-tuned on the tc-quantized latents of the stock encoder, on the
+licensed training photos (never Kodak, never the holdout photos)::
+
+    python -m helpers.methods.tc.dec_train --budget-minutes 60 --out DIR [--beta B]    # DIR/ckpt.pt, DIR/log.csv; resumes
+    python -m helpers.methods.tc.dec_train --compare DIR/ckpt.pt [...]                # same files, stock vs trained decoder
+    python -m helpers.methods.tc.dec_train --export DIR/ckpt.pt                        # -> helpers/data/taef2_tc_decoder.pth
+
+Each step takes a batch of random crops, encodes them with the frozen stock encoder, quantizes the tc coefficients
+(4 wavelet levels, the coder's tables) at a step drawn per crop (log-uniform over the steps the rate control picks
+for 2-20 KB at 512x512; plain rounding, as the coder does), and trains the decoder on ``MSE(pixels) + beta *
+detail``, the per-tile two-sided detail term of :mod:`helpers.methods.tc.detail_loss` (pixel error alone teaches
+the decoder to blur what the quantizer left ambiguous), optionally ``+ gamma * (10 - ColorVideoVDP JOD)``.
+
+The encoder, the tables and the ``.sdc`` format do not change: a file is the same bytes, only its pictures differ.
+A trained decoder has other weights and so another fingerprint; it is an experiment here, not a model the CLI
+offers (see the README, "A decoder for tc files").
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .enc_train import (
+    COMPARE_METRICS,
+    DATA_DIR,
+    LEVELS,
+    STEP_RANGE,
+    compare_table,
+    random_crops,
+    save_checkpoint,
+    training_images,
+)
+
+WEIGHTS = DATA_DIR / "taef2_tc_decoder.pth"
+BETA = 5e-3  # weight of the per-tile detail term
+LR = 2e-5
+
+
+def quantized_latents(encoder, x, tables, ks: list[int]):
+    """The stock encoder's latents of ``x`` (N, 3, H, W) in [0, 1], tc-quantized at step indices ``ks`` (one per
+    crop) and synthesized back: what the decoder gets from a file. No gradient."""
+    import torch
+
+    from . import rate_model as R
+    from . import tcoder as T
+
+    with torch.no_grad():
+        c = R.analyze(encoder(x), tables, LEVELS)
+        delta = torch.tensor([T.step_of(k) for k in ks], dtype=c[0].dtype)
+        return R.synthesize([y * delta.reshape(-1, 1, 1, 1) for y in R.quantize(c, delta, "hard")], tables, LEVELS)
+
+
+def dec_loss(decoder, x, zq, beta: float = BETA, gamma: float = 0.0):
+    """(loss, per-crop pixel MSE) of the decoder on quantized latents ``zq`` against the crops ``x`` in [0, 1]."""
+    from .detail_loss import detail_loss
+
+    xh = decoder(zq)
+    mse = ((xh - x) ** 2).flatten(1).mean(1)
+    loss = mse.mean()
+    if beta:
+        loss = loss + beta * detail_loss(x, xh)
+    if gamma:
+        import warnings
+
+        from ...metrics.perceptual import _cvvdp
+
+        vdp = _cvvdp()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            jod = sum(vdp.loss(xh[i].clamp(0, 1), x[i], dim_order="CHW") for i in range(len(x)))
+        loss = loss + gamma * jod / len(x)
+    return loss, mse.detach()
+
+
+def train(
+    out: Path,
+    budget_minutes: float,
+    batch: int = 4,
+    crop: int = 192,
+    lr: float = LR,
+    beta: float = BETA,
+    gamma: float = 0.0,
+    checkpoint_minutes: float = 5.0,
+    threads: int = 2,
+    seed: int = 1,
+    weights_dir: Path | None = None,
+    images: list[np.ndarray] | None = None,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> Path:
+    """Train (or resume from ``out/ckpt.pt``) for ``budget_minutes`` of wall time (or ``max_steps`` steps in all);
+    returns the checkpoint path. ``images``: HxWx3 uint8 arrays to crop from (default: the training photos)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from ...backends.taef2 import load_taef2
+    from . import tcoder as T
+
+    torch.set_num_threads(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "ckpt.pt"
+    backend = load_taef2(weights_dir, device="cpu", dtype=torch.float32)
+    encoder, decoder = backend.encoder.eval(), backend.decoder.train()
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    tables = T.trained_tables(backend.fingerprint)
+    if tables is None or LEVELS not in tables.A:
+        raise RuntimeError("no trained tc tables for these TAEF2 weights: run python -m helpers.tc_train first")
+    opt = torch.optim.Adam(decoder.parameters(), lr=lr)
+    step, rng = 0, random.Random(seed)
+    if ckpt.is_file():
+        st = torch.load(ckpt, map_location="cpu", weights_only=False)
+        decoder.load_state_dict(st["decoder"])
+        opt.load_state_dict(st["optimizer"])
+        step = st["step"]
+        rng.setstate(st["rng"])
+    images = training_images() if images is None else images
+    log = out / "log.csv"
+    new_log = not log.is_file()
+    t0 = last_ck = time.monotonic()
+    budget = budget_minutes * 60
+    bar = tqdm(total=int(budget), desc=f"dec_train (step {step})", unit="s", disable=not progress)
+
+    def save():
+        save_checkpoint(
+            ckpt,
+            {
+                "decoder": decoder.state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "rng": rng.getstate(),
+                "fingerprint": backend.fingerprint,
+                "table_id": tables.table_id,
+                "crop": crop,
+                "batch": batch,
+                "lr": lr,
+                "beta": beta,
+                "gamma": gamma,
+            },
+        )
+
+    with open(log, "a", newline="") as fh:
+        w = csv.writer(fh)
+        if new_log:
+            w.writerow(["step", "wall_s", "loss", "psnr", "step_delta"])
+        while time.monotonic() - t0 < budget and (max_steps is None or step < max_steps):
+            x = random_crops(images, batch, crop, rng)
+            ks = [T.k_of(math.exp(rng.uniform(*map(math.log, STEP_RANGE)))) for _ in range(batch)]
+            loss, mse = dec_loss(decoder, x, quantized_latents(encoder, x, tables, ks), beta, gamma)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
+            opt.step()
+            step += 1
+            psnr = float((-10 * torch.log10(mse.clamp_min(1e-10))).mean())
+            w.writerow(
+                [
+                    step,
+                    round(time.monotonic() - t0, 1),
+                    f"{loss.item():.6g}",
+                    f"{psnr:.3f}",
+                    f"{float(np.mean([T.step_of(k) for k in ks])):.1f}",
+                ]
+            )
+            fh.flush()
+            bar.n = min(int(time.monotonic() - t0), int(budget))
+            bar.set_description(f"dec_train (step {step})")
+            bar.set_postfix(loss=f"{loss.item():.4g}", psnr=f"{psnr:.2f}")
+            if time.monotonic() - last_ck > checkpoint_minutes * 60:
+                save()
+                last_ck = time.monotonic()
+    save()
+    bar.close()
+    return ckpt
+
+
+def export(ckpt: Path, dest: Path = WEIGHTS) -> Path:
+    """Write a checkpoint's decoder as a float16 state dict (TAEF2 decoder keys) and the training photos' licences."""
+    import torch
+
+    from ...photos import HOLDOUT, PHOTOS
+
+    st = torch.load(ckpt, map_location="cpu", weights_only=False)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.half() for k, v in st["decoder"].items()}, dest)
+    lines = [
+        f"# {dest.name}: TAEF2's decoder fine-tuned on tc-quantized latents (python -m helpers.methods.tc.dec_train)",
+        "",
+        (
+            f"Started from TAEF2's decoder weights (madebyollin/taesd, MIT licence); {st['step']} steps of batch "
+            f"{st['batch']}, {st['crop']}x{st['crop']} crops, latents of the stock TAEF2 encoder (decoder weights "
+            f"{st['fingerprint']:08x}) quantized with tc tables {st['table_id']:08x}; beta {st['beta']:g}, "
+            f"gamma {st['gamma']:g}, learning rate {st['lr']:g}."
+        ),
+        "",
+        "Training photos (Debian packages; never Kodak, never the holdout photos):",
+        "",
+        "| file | package | licence | author |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {p.name} | {p.package} | {p.licence} | {p.author} |" for p in PHOTOS if p.name not in HOLDOUT]
+    dest.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return dest
+
+
+def load_trained_decoder(path: str | Path | None = None, dtype=None):
+    """TAEF2 decoder module with trained weights (default: ``helpers/data/taef2_tc_decoder.pth``; a training
+    checkpoint works too), in eval mode."""
+    import torch
+
+    from ...backends.taef2 import make_decoder
+    from ...errors import SDCError
+
+    path = Path(path) if path is not None else WEIGHTS
+    if not path.is_file():
+        raise SDCError(
+            f"{path} is missing: train it with python -m helpers.methods.tc.dec_train or use TAEF2's decoder"
+        )
+    st = torch.load(path, map_location="cpu", weights_only=path.suffix == ".pth")
+    st = st.get("decoder", st) if isinstance(st, dict) else st
+    dec = make_decoder()
+    try:
+        if not isinstance(st, dict) or not all(torch.is_tensor(v) for v in st.values()):
+            raise RuntimeError("not a state dict of tensors")
+        dec.load_state_dict({k: v.float() for k, v in st.items()})
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise SDCError(f"{path} holds no TAEF2 decoder ({first}); pass a dec_train checkpoint") from None
+    return dec.to(dtype or torch.float32).eval()
+
+
+def compare(images: dict, decoders: dict, budgets=(5000, 12000), metrics=COMPARE_METRICS, weights_dir=None):
+    """Code every image (name -> PIL image, sides multiples of 16) with the stock TAEF2 encoder and tc at each
+    budget, and decode each file's latent with every decoder (name -> module; ``"stock"`` is added): records of
+    bytes, PSNR, the detail ratio and ``metrics`` (keys of :func:`helpers.metrics.measure`)."""
+    import torch
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from ... import bitstream
+    from ...backends.taef2 import TAEF2Backend, load_taef2
+    from ...codec import CodecParams, decode_pixels, encode
+    from ...metrics import measure, psnr
+    from ...metrics.retention import detail_retention
+    from . import tcoder as T
+
+    stock = load_taef2(weights_dir, device="cpu")
+    backends = {"stock": stock}
+    backends.update({n: TAEF2Backend(stock.encoder, d, stock.device, stock.dtype) for n, d in decoders.items()})
+    rows = []
+    for name, img in tqdm(images.items(), desc="decoder comparison"):
+        for b in budgets:
+            enc = encode(img, stock, CodecParams(method="tc", policy="none"), target_bytes=b)
+            h, payload = bitstream.unpack(enc.data)
+            z = T.decode_payload(payload, h.channels, h.latent_height, h.latent_width, h.fingerprint)
+            for bname, be in backends.items():
+                with torch.no_grad():
+                    dec = Image.fromarray(decode_pixels(be, z))
+                rows.append(
+                    {
+                        "image": name,
+                        "decoder": bname,
+                        "budget": b,
+                        "bytes": enc.nbytes,
+                        "psnr": psnr(img, dec),
+                        "detail": detail_retention(img, dec),
+                        **(measure(img, dec, keys=[k for k in metrics if k != "psnr"]) if metrics else {}),
+                    }
+                )
+    return rows
+
+
+def compare_checkpoints(ckpts: list[str], kodak: Path, budgets=(5000, 12000), metrics=COMPARE_METRICS) -> str:
+    """The stock decoder against trained checkpoints (or exported weights) on the same files: the Kodak crops in
+    ``kodak`` and the licensed holdout photos (512x512 centre crops), tc at each budget."""
+    from PIL import Image
+
+    from ...errors import SDCError
+    from ...photos import crop512, holdout_photos
+
+    kodak_paths = sorted(Path(kodak).glob("kodim*.png"))
+    if not kodak_paths:
+        raise SDCError(f"no kodim*.png in {kodak}: pass the Kodak folder with --kodak (e.g. ../shared/data/kodak)")
+    images = {p.stem: crop512(Image.open(p).convert("RGB")) for p in kodak_paths + holdout_photos()}
+    decoders = {str(c): load_trained_decoder(c) for c in ckpts}
+    return compare_table(compare(images, decoders, budgets, metrics), column="decoder")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m helpers.methods.tc.dec_train", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=None, help="checkpoint folder (ckpt.pt, log.csv); training resumes from it")
+    ap.add_argument("--budget-minutes", type=float, default=60.0, help="wall-time budget of this run")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--crop", type=int, default=192)
+    ap.add_argument("--lr", type=float, default=LR)
+    ap.add_argument("--beta", type=float, default=BETA, help="weight of the per-tile detail term")
+    ap.add_argument("--gamma", type=float, default=0.0, help="weight of a ColorVideoVDP term (10 - JOD)")
+    ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("SDCOMP_TRAIN_THREADS", "2")))
+    ap.add_argument("--export", default=None, metavar="CKPT", help=f"write CKPT's decoder to {WEIGHTS.name} and stop")
+    ap.add_argument("--compare", nargs="+", default=None, metavar="CKPT", help="compare these with the stock decoder")
+    ap.add_argument("--kodak", default=None, help="Kodak folder for --compare (default: ../shared/data/kodak)")
+    ap.add_argument(
+        "--metrics",
+        nargs="*",
+        default=list(COMPARE_METRICS),
+        metavar="KEY",
+        help="--compare: metrics besides PSNR and detail (default: %(default)s; none: PSNR and detail only)",
+    )
+    args = ap.parse_args(argv)
+    from ...errors import guarded
+
+    def run():
+        if args.compare:
+            import torch
+
+            torch.set_num_threads(args.threads)
+            from ...bench.config import DEFAULT_DATA
+
+            print(compare_checkpoints(args.compare, Path(args.kodak or DEFAULT_DATA), metrics=tuple(args.metrics)))
+            return 0
+        if args.export:
+            print(export(Path(args.export)))
+            return 0
+        if not args.out:
+            ap.error("--out is required for training")
+        print(
+            train(
+                Path(args.out),
+                args.budget_minutes,
+                args.batch,
+                args.crop,
+                args.lr,
+                args.beta,
+                args.gamma,
+                args.checkpoint_minutes,
+                args.threads,
+            )
+        )
+        return 0
+
+    return guarded(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
