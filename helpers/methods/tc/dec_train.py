@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -33,10 +32,14 @@ from .enc_train import (
     DATA_DIR,
     LEVELS,
     STEP_RANGE,
+    add_training_args,
     compare_table,
+    comparison_images,
     random_crops,
     save_checkpoint,
+    save_half,
     training_images,
+    write_licence_record,
 )
 
 WEIGHTS = DATA_DIR / "taef2_tc_decoder.pth"
@@ -184,30 +187,15 @@ def train(
 
 def export(ckpt: Path, dest: Path = WEIGHTS) -> Path:
     """Write a checkpoint's decoder as a float16 state dict (TAEF2 decoder keys) and the training photos' licences."""
-    import torch
-
-    from ...photos import HOLDOUT, PHOTOS
-
-    st = torch.load(ckpt, map_location="cpu", weights_only=False)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.half() for k, v in st["decoder"].items()}, dest)
-    lines = [
-        f"# {dest.name}: TAEF2's decoder fine-tuned on tc-quantized latents (python -m helpers.methods.tc.dec_train)",
-        "",
-        (
-            f"Started from TAEF2's decoder weights (madebyollin/taesd, MIT licence); {st['step']} steps of batch "
-            f"{st['batch']}, {st['crop']}x{st['crop']} crops, latents of the stock TAEF2 encoder (decoder weights "
-            f"{st['fingerprint']:08x}) quantized with tc tables {st['table_id']:08x}; beta {st['beta']:g}, "
-            f"gamma {st['gamma']:g}, learning rate {st['lr']:g}."
-        ),
-        "",
-        "Training photos (Debian packages; never Kodak, never the holdout photos):",
-        "",
-        "| file | package | licence | author |",
-        "|---|---|---|---|",
-    ]
-    lines += [f"| {p.name} | {p.package} | {p.licence} | {p.author} |" for p in PHOTOS if p.name not in HOLDOUT]
-    dest.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    st = save_half(ckpt, "decoder", dest)
+    write_licence_record(
+        dest,
+        "TAEF2's decoder fine-tuned on tc-quantized latents (python -m helpers.methods.tc.dec_train)",
+        f"Started from TAEF2's decoder weights (madebyollin/taesd, MIT licence); {st['step']} steps of batch "
+        f"{st['batch']}, {st['crop']}x{st['crop']} crops, latents of the stock TAEF2 encoder (decoder weights "
+        f"{st['fingerprint']:08x}) quantized with tc tables {st['table_id']:08x}; beta {st['beta']:g}, "
+        f"gamma {st['gamma']:g}, learning rate {st['lr']:g}.",
+    )
     return dest
 
 
@@ -281,40 +269,16 @@ def compare(images: dict, decoders: dict, budgets=(5000, 12000), metrics=COMPARE
 def compare_checkpoints(ckpts: list[str], kodak: Path, budgets=(5000, 12000), metrics=COMPARE_METRICS) -> str:
     """The stock decoder against trained checkpoints (or exported weights) on the same files: the Kodak crops in
     ``kodak`` and the licensed holdout photos (512x512 centre crops), tc at each budget."""
-    from PIL import Image
-
-    from ...errors import SDCError
-    from ...photos import crop512, holdout_photos
-
-    kodak_paths = sorted(Path(kodak).glob("kodim*.png"))
-    if not kodak_paths:
-        raise SDCError(f"no kodim*.png in {kodak}: pass the Kodak folder with --kodak (e.g. ../shared/data/kodak)")
-    images = {p.stem: crop512(Image.open(p).convert("RGB")) for p in kodak_paths + holdout_photos()}
+    images = comparison_images(kodak)
     decoders = {str(c): load_trained_decoder(c) for c in ckpts}
     return compare_table(compare(images, decoders, budgets, metrics), column="decoder")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m helpers.methods.tc.dec_train", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=None, help="checkpoint folder (ckpt.pt, log.csv); training resumes from it")
-    ap.add_argument("--budget-minutes", type=float, default=60.0, help="wall-time budget of this run")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--crop", type=int, default=192)
-    ap.add_argument("--lr", type=float, default=LR)
+    add_training_args(ap, part="decoder", lr=LR)
     ap.add_argument("--beta", type=float, default=BETA, help="weight of the per-tile detail term")
     ap.add_argument("--gamma", type=float, default=0.0, help="weight of a ColorVideoVDP term (10 - JOD)")
-    ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("SDCOMP_TRAIN_THREADS", "2")))
-    ap.add_argument("--export", default=None, metavar="CKPT", help=f"write CKPT's decoder to {WEIGHTS.name} and stop")
-    ap.add_argument("--compare", nargs="+", default=None, metavar="CKPT", help="compare these with the stock decoder")
-    ap.add_argument("--kodak", default=None, help="Kodak folder for --compare (default: ../shared/data/kodak)")
-    ap.add_argument(
-        "--metrics",
-        nargs="*",
-        default=list(COMPARE_METRICS),
-        metavar="KEY",
-        help="--compare: metrics besides PSNR and detail (default: %(default)s; none: PSNR and detail only)",
-    )
     args = ap.parse_args(argv)
     from ...errors import guarded
 

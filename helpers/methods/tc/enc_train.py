@@ -215,21 +215,37 @@ def train(
 
 def export(ckpt: Path, dest: Path = WEIGHTS) -> Path:
     """Write a checkpoint's encoder as a float16 state dict (TAEF2 encoder keys) and the training photos' licences."""
-    import torch
+    st = save_half(ckpt, "encoder", dest)
+    write_licence_record(
+        dest,
+        "TAEF2's encoder fine-tuned for the tc coder (python -m helpers.methods.tc.enc_train)",
+        f"Started from TAEF2's encoder weights (madebyollin/taesd, MIT licence); {st['step']} steps of batch "
+        f"{st['batch']}, {st['crop']}x{st['crop']} crops, against the frozen TAEF2 decoder "
+        f"(weights {st['fingerprint']:08x}) and tc tables {st['table_id']:08x}.",
+    )
+    return dest
 
-    from ...photos import HOLDOUT, PHOTOS
+
+def save_half(ckpt: Path, part: str, dest: Path) -> dict:
+    """Write checkpoint ``ckpt``'s ``part`` (``encoder`` / ``decoder``) to ``dest`` as a float16 state dict; returns
+    the checkpoint (its step, batch, crop, ... for the licence record)."""
+    import torch
 
     st = torch.load(ckpt, map_location="cpu", weights_only=False)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.half() for k, v in st["encoder"].items()}, dest)
+    torch.save({k: v.half() for k, v in st[part].items()}, dest)
+    return st
+
+
+def write_licence_record(dest: Path, title: str, origin: str) -> Path:
+    """``dest`` with suffix ``.md``: what the exported weights are (``title``), what they were trained from
+    (``origin``) and the training photos' packages, licences and authors."""
+    from ...photos import HOLDOUT, PHOTOS
+
     lines = [
-        f"# {dest.name}: TAEF2's encoder fine-tuned for the tc coder (python -m helpers.methods.tc.enc_train)",
+        f"# {dest.name}: {title}",
         "",
-        (
-            f"Started from TAEF2's encoder weights (madebyollin/taesd, MIT licence); {st['step']} steps of batch "
-            f"{st['batch']}, {st['crop']}x{st['crop']} crops, against the frozen TAEF2 decoder "
-            f"(weights {st['fingerprint']:08x}) and tc tables {st['table_id']:08x}."
-        ),
+        origin,
         "",
         "Training photos (Debian packages; never Kodak, never the holdout photos):",
         "",
@@ -237,8 +253,9 @@ def export(ckpt: Path, dest: Path = WEIGHTS) -> Path:
         "|---|---|---|---|",
     ]
     lines += [f"| {p.name} | {p.package} | {p.licence} | {p.author} |" for p in PHOTOS if p.name not in HOLDOUT]
-    dest.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    return dest
+    record = dest.with_suffix(".md")
+    record.write_text("\n".join(lines) + "\n")
+    return record
 
 
 def interpolate(a: Path, b: Path, t: float, dest: Path) -> Path:
@@ -374,45 +391,45 @@ def compare_table(rows: list[dict], reference: str = "stock", column: str = "enc
     return "\n".join(lines)
 
 
-def compare_checkpoints(ckpts: list[str], kodak: Path, budgets=(5000, 12000), metrics=COMPARE_METRICS) -> str:
-    """The stock encoder against trained checkpoints (or exported weights) on the Kodak crops in ``kodak`` and the
-    licensed holdout photos (512x512 centre crops), tc at each budget: :func:`compare_table`."""
+def comparison_images(kodak: Path) -> dict:
+    """Stem -> 512x512 centre crop of the Kodak images in ``kodak`` and of the licensed holdout photos; a folder
+    without ``kodim*.png`` is a one-line error (the tables split the sets by the Kodak names)."""
     from PIL import Image
 
-    from ...backends.taef2 import load_taef2
     from ...errors import SDCError
     from ...photos import crop512, holdout_photos
 
     kodak_paths = sorted(Path(kodak).glob("kodim*.png"))
     if not kodak_paths:
         raise SDCError(f"no kodim*.png in {kodak}: pass the Kodak folder with --kodak (e.g. ../shared/data/kodak)")
-    paths = kodak_paths + holdout_photos()
-    images = {p.stem: crop512(Image.open(p).convert("RGB")) for p in paths}
+    return {p.stem: crop512(Image.open(p).convert("RGB")) for p in kodak_paths + holdout_photos()}
+
+
+def compare_checkpoints(ckpts: list[str], kodak: Path, budgets=(5000, 12000), metrics=COMPARE_METRICS) -> str:
+    """The stock encoder against trained checkpoints (or exported weights) on the Kodak crops in ``kodak`` and the
+    licensed holdout photos (512x512 centre crops), tc at each budget: :func:`compare_table`."""
+    from ...backends.taef2 import load_taef2
+
+    images = comparison_images(kodak)
     backends = {"stock": load_taef2(None, device="cpu")}
     backends.update({str(c): trained_backend(c) for c in ckpts})
     return compare_table(compare(images, backends, budgets, metrics))
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m helpers.methods.tc.enc_train", description=__doc__.splitlines()[0])
+def add_training_args(ap: argparse.ArgumentParser, part: str, lr: float) -> None:
+    """The options enc_train and dec_train share: the run (--out, --budget-minutes, --batch, --crop, --lr,
+    --checkpoint-minutes, --threads), --export, and --compare with --kodak and --metrics; ``part``: ``encoder`` or
+    ``decoder``."""
     ap.add_argument("--out", default=None, help="checkpoint folder (ckpt.pt, log.csv); training resumes from it")
     ap.add_argument("--budget-minutes", type=float, default=60.0, help="wall-time budget of this run")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", type=int, default=192)
-    ap.add_argument("--lr", type=float, default=3e-5)
-    ap.add_argument("--alpha", type=float, default=ALPHA, help="rate weight relative to the high-rate slope")
-    ap.add_argument("--beta", type=float, default=BETA, help="weight of the detail term")
+    ap.add_argument("--lr", type=float, default=lr)
     ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("SDCOMP_TRAIN_THREADS", "2")))
-    ap.add_argument("--export", default=None, metavar="CKPT", help=f"write CKPT's encoder to {WEIGHTS.name} and stop")
-    ap.add_argument("--compare", nargs="+", default=None, metavar="CKPT", help="compare these with the stock encoder")
-    ap.add_argument(
-        "--interpolate",
-        nargs=4,
-        default=None,
-        metavar=("A", "B", "T", "DEST"),
-        help="write (1-T)*A + T*B of two checkpoints' encoders to DEST and stop",
-    )
+    name = (WEIGHTS if part == "encoder" else DATA_DIR / "taef2_tc_decoder.pth").name
+    ap.add_argument("--export", default=None, metavar="CKPT", help=f"write CKPT's {part} to {name} and stop")
+    ap.add_argument("--compare", nargs="+", default=None, metavar="CKPT", help=f"compare these with the stock {part}")
     ap.add_argument("--kodak", default=None, help="Kodak folder for --compare (default: ../shared/data/kodak)")
     ap.add_argument(
         "--metrics",
@@ -420,6 +437,20 @@ def main(argv: list[str] | None = None) -> int:
         default=list(COMPARE_METRICS),
         metavar="KEY",
         help="--compare: metrics besides PSNR and detail (default: %(default)s; none: PSNR and detail only)",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m helpers.methods.tc.enc_train", description=__doc__.splitlines()[0])
+    add_training_args(ap, part="encoder", lr=3e-5)
+    ap.add_argument("--alpha", type=float, default=ALPHA, help="rate weight relative to the high-rate slope")
+    ap.add_argument("--beta", type=float, default=BETA, help="weight of the detail term")
+    ap.add_argument(
+        "--interpolate",
+        nargs=4,
+        default=None,
+        metavar=("A", "B", "T", "DEST"),
+        help="write (1-T)*A + T*B of two checkpoints' encoders to DEST and stop",
     )
     args = ap.parse_args(argv)
     from ...errors import guarded
