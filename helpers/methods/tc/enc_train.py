@@ -312,9 +312,9 @@ def trained_backend(path: str | Path | None = None, weights_dir: Path | None = N
 
 
 #: what :func:`compare` measures besides PSNR and the detail ratio: the benchmark's perceptual metrics, because a
-#: PSNR gain of the trained encoder can cost what they see (measured: see the README, "A compression encoder")
+#: PSNR gain of the trained encoder can cost what they see (measured: the README, "The perceptual metrics say no")
 COMPARE_METRICS = ("ms_ssim", "cvvdp", "ssimulacra2", "butteraugli")
-#: table columns of the metrics: (record key, header, decimals, higher is better)
+#: table columns of the metrics: record key -> (header, decimals, higher is better)
 _COLUMNS = {
     "psnr": ("PSNR dB", 2, True),
     "ms_ssim": ("MS-SSIM", 3, True),
