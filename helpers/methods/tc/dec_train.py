@@ -35,9 +35,11 @@ from .enc_train import (
     add_training_args,
     compare_table,
     comparison_images,
+    load_part,
     random_crops,
     save_checkpoint,
     save_half,
+    scores,
     training_images,
     write_licence_record,
 )
@@ -202,27 +204,9 @@ def export(ckpt: Path, dest: Path = WEIGHTS) -> Path:
 def load_trained_decoder(path: str | Path | None = None, dtype=None):
     """TAEF2 decoder module with trained weights (default: ``helpers/data/taef2_tc_decoder.pth``; a training
     checkpoint works too), in eval mode."""
-    import torch
-
     from ...backends.taef2 import make_decoder
-    from ...errors import SDCError
 
-    path = Path(path) if path is not None else WEIGHTS
-    if not path.is_file():
-        raise SDCError(
-            f"{path} is missing: train it with python -m helpers.methods.tc.dec_train or use TAEF2's decoder"
-        )
-    st = torch.load(path, map_location="cpu", weights_only=path.suffix == ".pth")
-    st = st.get("decoder", st) if isinstance(st, dict) else st
-    dec = make_decoder()
-    try:
-        if not isinstance(st, dict) or not all(torch.is_tensor(v) for v in st.values()):
-            raise RuntimeError("not a state dict of tensors")
-        dec.load_state_dict({k: v.float() for k, v in st.items()})
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0][:160]
-        raise SDCError(f"{path} holds no TAEF2 decoder ({first}); pass a dec_train checkpoint") from None
-    return dec.to(dtype or torch.float32).eval()
+    return load_part(Path(path) if path is not None else WEIGHTS, "decoder", make_decoder, "dec_train", dtype)
 
 
 def compare(images: dict, decoders: dict, budgets=(5000, 12000), metrics=COMPARE_METRICS, weights_dir=None):
@@ -236,8 +220,6 @@ def compare(images: dict, decoders: dict, budgets=(5000, 12000), metrics=COMPARE
     from ... import bitstream
     from ...backends.taef2 import TAEF2Backend, load_taef2
     from ...codec import CodecParams, decode_pixels, encode
-    from ...metrics import measure, psnr
-    from ...metrics.retention import detail_retention
     from . import tcoder as T
 
     stock = load_taef2(weights_dir, device="cpu")
@@ -258,9 +240,7 @@ def compare(images: dict, decoders: dict, budgets=(5000, 12000), metrics=COMPARE
                         "decoder": bname,
                         "budget": b,
                         "bytes": enc.nbytes,
-                        "psnr": psnr(img, dec),
-                        "detail": detail_retention(img, dec),
-                        **(measure(img, dec, keys=[k for k in metrics if k != "psnr"]) if metrics else {}),
+                        **scores(img, dec, metrics),
                     }
                 )
     return rows
@@ -276,7 +256,7 @@ def compare_checkpoints(ckpts: list[str], kodak: Path, budgets=(5000, 12000), me
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m helpers.methods.tc.dec_train", description=__doc__.splitlines()[0])
-    add_training_args(ap, part="decoder", lr=LR)
+    add_training_args(ap, part="decoder", weights=WEIGHTS, lr=LR)
     ap.add_argument("--beta", type=float, default=BETA, help="weight of the per-tile detail term")
     ap.add_argument("--gamma", type=float, default=0.0, help="weight of a ColorVideoVDP term (10 - JOD)")
     args = ap.parse_args(argv)

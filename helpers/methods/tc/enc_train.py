@@ -285,21 +285,34 @@ def interpolate(a: Path, b: Path, t: float, dest: Path) -> Path:
 def load_trained_encoder(path: str | Path | None = None, dtype=None):
     """TAEF2 encoder module (``helpers.taef2.make_encoder``) with the trained weights (default: the shipped
     ``helpers/data/taef2_tc_encoder.pth``; a training checkpoint ``ckpt.pt`` works too), in eval mode."""
+    from ...backends.taef2 import make_encoder
+
+    return load_part(Path(path) if path is not None else WEIGHTS, "encoder", make_encoder, "enc_train", dtype)
+
+
+def load_part(path: Path, part: str, make, tool: str, dtype=None):
+    """``make()`` (a TAEF2 ``part``: ``encoder`` / ``decoder``) with the weights in ``path``: exported float16
+    weights or a training checkpoint of ``helpers.methods.tc.<tool>``, in eval mode; a missing file or one that holds
+    no such network is a one-line error."""
     import torch
 
-    from ...backends.taef2 import make_encoder
     from ...errors import SDCError
 
-    path = Path(path) if path is not None else WEIGHTS
     if not path.is_file():
         raise SDCError(
-            f"{path} is missing: train it with python -m helpers.methods.tc.enc_train or use the stock TAEF2 encoder"
+            f"{path} is missing: train it with python -m helpers.methods.tc.{tool} or use the stock TAEF2 {part}"
         )
     st = torch.load(path, map_location="cpu", weights_only=path.suffix == ".pth")
-    st = st.get("encoder", st)
-    enc = make_encoder()
-    enc.load_state_dict({k: v.float() for k, v in st.items()})
-    return enc.to(dtype or torch.float32).eval()
+    st = st.get(part, st) if isinstance(st, dict) else st
+    module = make()
+    try:
+        if not isinstance(st, dict) or not all(torch.is_tensor(v) for v in st.values()):
+            raise RuntimeError("not a state dict of tensors")
+        module.load_state_dict({k: v.float() for k, v in st.items()})
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise SDCError(f"{path} holds no TAEF2 {part} ({first}); pass a {tool} checkpoint") from None
+    return module.to(dtype or torch.float32).eval()
 
 
 def trained_backend(path: str | Path | None = None, weights_dir: Path | None = None):
@@ -331,8 +344,6 @@ def compare(images: dict, backends: dict, budgets=(5000, 12000), metrics=COMPARE
     from tqdm.auto import tqdm
 
     from ...codec import CodecParams, decode, encode
-    from ...metrics import measure, psnr
-    from ...metrics.retention import detail_retention
 
     rows = []
     for name, img in tqdm(images.items(), desc="encoder comparison"):
@@ -346,12 +357,22 @@ def compare(images: dict, backends: dict, budgets=(5000, 12000), metrics=COMPARE
                         "encoder": bname,
                         "budget": b,
                         "bytes": enc.nbytes,
-                        "psnr": psnr(img, dec),
-                        "detail": detail_retention(img, dec),
-                        **(measure(img, dec, keys=[k for k in metrics if k != "psnr"]) if metrics else {}),
+                        **scores(img, dec, metrics),
                     }
                 )
     return rows
+
+
+def scores(img, dec, metrics=COMPARE_METRICS) -> dict:
+    """What :func:`compare` records of a decoded picture ``dec`` against ``img``: ``psnr``, ``detail`` (the detail
+    ratio) and ``metrics`` (keys of :func:`helpers.metrics.measure`; the unavailable ones are left out)."""
+    from ...metrics import measure, psnr
+    from ...metrics.retention import detail_retention
+
+    out = {"psnr": psnr(img, dec), "detail": detail_retention(img, dec)}
+    if metrics:
+        out.update(measure(img, dec, keys=[k for k in metrics if k != "psnr"]))
+    return out
 
 
 def compare_table(rows: list[dict], reference: str = "stock", column: str = "encoder") -> str:
@@ -416,10 +437,10 @@ def compare_checkpoints(ckpts: list[str], kodak: Path, budgets=(5000, 12000), me
     return compare_table(compare(images, backends, budgets, metrics))
 
 
-def add_training_args(ap: argparse.ArgumentParser, part: str, lr: float) -> None:
+def add_training_args(ap: argparse.ArgumentParser, part: str, weights: Path, lr: float) -> None:
     """The options enc_train and dec_train share: the run (--out, --budget-minutes, --batch, --crop, --lr,
-    --checkpoint-minutes, --threads), --export, and --compare with --kodak and --metrics; ``part``: ``encoder`` or
-    ``decoder``."""
+    --checkpoint-minutes, --threads), --export (to ``weights``), and --compare with --kodak and --metrics; ``part``:
+    ``encoder`` or ``decoder``."""
     ap.add_argument("--out", default=None, help="checkpoint folder (ckpt.pt, log.csv); training resumes from it")
     ap.add_argument("--budget-minutes", type=float, default=60.0, help="wall-time budget of this run")
     ap.add_argument("--batch", type=int, default=4)
@@ -427,8 +448,7 @@ def add_training_args(ap: argparse.ArgumentParser, part: str, lr: float) -> None
     ap.add_argument("--lr", type=float, default=lr)
     ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("SDCOMP_TRAIN_THREADS", "2")))
-    name = (WEIGHTS if part == "encoder" else DATA_DIR / "taef2_tc_decoder.pth").name
-    ap.add_argument("--export", default=None, metavar="CKPT", help=f"write CKPT's {part} to {name} and stop")
+    ap.add_argument("--export", default=None, metavar="CKPT", help=f"write CKPT's {part} to {weights.name} and stop")
     ap.add_argument("--compare", nargs="+", default=None, metavar="CKPT", help=f"compare these with the stock {part}")
     ap.add_argument("--kodak", default=None, help="Kodak folder for --compare (default: ../shared/data/kodak)")
     ap.add_argument(
@@ -442,7 +462,7 @@ def add_training_args(ap: argparse.ArgumentParser, part: str, lr: float) -> None
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m helpers.methods.tc.enc_train", description=__doc__.splitlines()[0])
-    add_training_args(ap, part="encoder", lr=3e-5)
+    add_training_args(ap, part="encoder", weights=WEIGHTS, lr=3e-5)
     ap.add_argument("--alpha", type=float, default=ALPHA, help="rate weight relative to the high-rate slope")
     ap.add_argument("--beta", type=float, default=BETA, help="weight of the detail term")
     ap.add_argument(
