@@ -121,3 +121,36 @@ def test_compare_without_kodak_images_is_one_line(tmp_path, capsys):
     assert err == [
         f"error: no kodim*.png in {tmp_path}: pass the Kodak folder with --kodak (e.g. ../shared/data/kodak)"
     ]
+
+
+def test_train_checkpoints_and_resumes_with_the_perceptual_term(tmp_path):
+    # the loop enc_train shares with dec_train (enc_train.fit): two steps, then one more from the checkpoint; the
+    # step count, the log (with the bits column) and the encoder carry on; synthetic pictures (never Kodak)
+    import csv
+
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:160, 0:160]
+    images = [
+        np.clip(np.stack([yy, xx, (xx + yy) // 2], -1) + rng.integers(0, 40, (160, 160, 3)), 0, 255).astype(np.uint8)
+    ]
+    out = tmp_path / "run"
+    kw = dict(batch=1, crop=128, threads=1, images=images, progress=False, gamma=1e-3)
+    ck = enc_train.train(out, 5.0, max_steps=2, **kw)
+    first = torch.load(ck, weights_only=False)
+    assert first["step"] == 2 and first["gamma"] == 1e-3 and first["alpha"] == enc_train.ALPHA
+    enc_train.train(out, 5.0, max_steps=3, **kw)
+    st = torch.load(ck, weights_only=False)
+    assert st["step"] == 3
+    with open(out / "log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["step"] for r in rows] == ["1", "2", "3"] and all(float(r["bpp"]) > 0 for r in rows)
+    assert any(not torch.equal(st["encoder"][k], first["encoder"][k]) for k in st["encoder"])
+
+
+def test_cvvdp_term_is_zero_for_identical_pictures_and_grows_with_error():
+    x = torch.rand(1, 3, 64, 64)
+    same = float(enc_train.cvvdp_term(x, x))
+    noisy = float(enc_train.cvvdp_term((x + 0.2 * torch.randn_like(x)).clamp(0, 1), x))
+    assert abs(same) < 1e-3 and noisy > same + 0.5

@@ -19,10 +19,7 @@ offers (see the README, "A decoder for tc files").
 from __future__ import annotations
 
 import argparse
-import csv
 import math
-import random
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +32,10 @@ from .enc_train import (
     add_training_args,
     compare_table,
     comparison_images,
+    cvvdp_term,
+    fit,
     load_part,
     random_crops,
-    save_checkpoint,
     save_half,
     scores,
     training_images,
@@ -73,15 +71,7 @@ def dec_loss(decoder, x, zq, beta: float = BETA, gamma: float = 0.0):
     if beta:
         loss = loss + beta * detail_loss(x, xh)
     if gamma:
-        import warnings
-
-        from ...metrics.perceptual import _cvvdp
-
-        vdp = _cvvdp()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            jod = sum(vdp.loss(xh[i].clamp(0, 1), x[i], dim_order="CHW") for i in range(len(x)))
-        loss = loss + gamma * jod / len(x)
+        loss = loss + gamma * cvvdp_term(xh, x)
     return loss, mse.detach()
 
 
@@ -104,14 +94,11 @@ def train(
     """Train (or resume from ``out/ckpt.pt``) for ``budget_minutes`` of wall time (or ``max_steps`` steps in all);
     returns the checkpoint path. ``images``: HxWx3 uint8 arrays to crop from (default: the training photos)."""
     import torch
-    from tqdm.auto import tqdm
 
     from ...backends.taef2 import load_taef2
     from . import tcoder as T
 
     torch.set_num_threads(threads)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / "ckpt.pt"
     backend = load_taef2(weights_dir, device="cpu", dtype=torch.float32)
     encoder, decoder = backend.encoder.eval(), backend.decoder.train()
     for p in encoder.parameters():
@@ -119,72 +106,29 @@ def train(
     tables = T.trained_tables(backend.fingerprint)
     if tables is None or LEVELS not in tables.A:
         raise RuntimeError("no trained tc tables for these TAEF2 weights: run python -m helpers.tc_train first")
-    opt = torch.optim.Adam(decoder.parameters(), lr=lr)
-    step, rng = 0, random.Random(seed)
-    if ckpt.is_file():
-        st = torch.load(ckpt, map_location="cpu", weights_only=False)
-        decoder.load_state_dict(st["decoder"])
-        opt.load_state_dict(st["optimizer"])
-        step = st["step"]
-        rng.setstate(st["rng"])
     images = training_images() if images is None else images
-    log = out / "log.csv"
-    new_log = not log.is_file()
-    t0 = last_ck = time.monotonic()
-    budget = budget_minutes * 60
-    bar = tqdm(total=int(budget), desc=f"dec_train (step {step})", unit="s", disable=not progress)
 
-    def save():
-        save_checkpoint(
-            ckpt,
-            {
-                "decoder": decoder.state_dict(),
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "rng": rng.getstate(),
-                "fingerprint": backend.fingerprint,
-                "table_id": tables.table_id,
-                "crop": crop,
-                "batch": batch,
-                "lr": lr,
-                "beta": beta,
-                "gamma": gamma,
-            },
-        )
+    def batch_loss(rng):
+        x = random_crops(images, batch, crop, rng)
+        ks = [T.k_of(math.exp(rng.uniform(*map(math.log, STEP_RANGE)))) for _ in range(batch)]
+        loss, mse = dec_loss(decoder, x, quantized_latents(encoder, x, tables, ks), beta, gamma)
+        return loss, {
+            "loss": f"{loss.item():.6g}",
+            "psnr": f"{float((-10 * torch.log10(mse.clamp_min(1e-10))).mean()):.3f}",
+            "step_delta": f"{float(np.mean([T.step_of(k) for k in ks])):.1f}",
+        }
 
-    with open(log, "a", newline="") as fh:
-        w = csv.writer(fh)
-        if new_log:
-            w.writerow(["step", "wall_s", "loss", "psnr", "step_delta"])
-        while time.monotonic() - t0 < budget and (max_steps is None or step < max_steps):
-            x = random_crops(images, batch, crop, rng)
-            ks = [T.k_of(math.exp(rng.uniform(*map(math.log, STEP_RANGE)))) for _ in range(batch)]
-            loss, mse = dec_loss(decoder, x, quantized_latents(encoder, x, tables, ks), beta, gamma)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
-            opt.step()
-            step += 1
-            psnr = float((-10 * torch.log10(mse.clamp_min(1e-10))).mean())
-            w.writerow(
-                [
-                    step,
-                    round(time.monotonic() - t0, 1),
-                    f"{loss.item():.6g}",
-                    f"{psnr:.3f}",
-                    f"{float(np.mean([T.step_of(k) for k in ks])):.1f}",
-                ]
-            )
-            fh.flush()
-            bar.n = min(int(time.monotonic() - t0), int(budget))
-            bar.set_description(f"dec_train (step {step})")
-            bar.set_postfix(loss=f"{loss.item():.4g}", psnr=f"{psnr:.2f}")
-            if time.monotonic() - last_ck > checkpoint_minutes * 60:
-                save()
-                last_ck = time.monotonic()
-    save()
-    bar.close()
-    return ckpt
+    meta = {
+        "fingerprint": backend.fingerprint,
+        "table_id": tables.table_id,
+        "crop": crop,
+        "batch": batch,
+        "beta": beta,
+        "gamma": gamma,
+    }
+    return fit(
+        out, "decoder", decoder, batch_loss, meta, budget_minutes, lr, checkpoint_minutes, seed, max_steps, progress
+    )
 
 
 def export(ckpt: Path, dest: Path = WEIGHTS) -> Path:

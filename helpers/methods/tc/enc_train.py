@@ -36,6 +36,7 @@ LEVELS = 4
 STEP_RANGE = (40.0, 300.0)  # tc steps the rate control picks for about 20 KB .. 2 KB at 512x512
 ALPHA = 0.3  # rate weight relative to the high-rate slope
 BETA = 1e-3  # weight of the detail term (see rd_loss)
+GAMMA = 0.0  # weight of the ColorVideoVDP term (see cvvdp_term)
 
 
 def training_images(short_sides=(512, 768)) -> list[np.ndarray]:
@@ -72,14 +73,27 @@ def random_crops(images: list[np.ndarray], n: int, crop: int, rng: random.Random
     return torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 255
 
 
-def rd_loss(encoder, decoder, x, tables, ks: list[int], alpha: float = ALPHA, beta: float = BETA):
+def cvvdp_term(xh, x):
+    """Mean over a batch of ColorVideoVDP's ``10 - JOD`` (display ``standard_fhd``, as the benchmark) of decoded crops
+    ``xh`` against ``x``, both (N, 3, H, W) in [0, 1]: a differentiable perceptual term for the training losses."""
+    import warnings
+
+    from ...metrics.perceptual import _cvvdp
+
+    vdp = _cvvdp()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sum(vdp.loss(xh[i].clamp(0, 1), x[i], dim_order="CHW") for i in range(len(x))) / len(x)
+
+
+def rd_loss(encoder, decoder, x, tables, ks: list[int], alpha: float = ALPHA, beta: float = BETA, gamma: float = GAMMA):
     """(loss, per-crop pixel MSE, per-crop bits) of a batch x (N, 3, H, W) in [0, 1] at tc step indices ``ks``.
 
     ``beta`` weighs a detail term, ``|log HF(x) - log HF(decoded)|`` over whole crops
     (:func:`helpers.methods.tc.detail_loss.detail_loss` with ``tile=None``): without it the rate term teaches the encoder
     to blur (measured at 5000 B on 4 holdout photos: alpha 1, beta 0, 38 steps: detail ratio 0.18-0.55, against
     0.88-1.01 for the stock encoder); one-sided (only lost energy penalised) with beta 4e-3 it invents texture
-    instead (15 steps: ratio 1.1-1.7, PSNR -1.3 to -2.8 dB)."""
+    instead (15 steps: ratio 1.1-1.7, PSNR -1.3 to -2.8 dB). ``gamma`` weighs :func:`cvvdp_term`."""
     import torch
 
     from . import rate_model as R
@@ -98,6 +112,8 @@ def rd_loss(encoder, decoder, x, tables, ks: list[int], alpha: float = ALPHA, be
         from .detail_loss import detail_loss
 
         loss = loss + beta * detail_loss(x, xh, tile=None)
+    if gamma:
+        loss = loss + gamma * cvvdp_term(xh, x)
     return loss, (sse / x[0].numel()).detach(), bits.detach()
 
 
@@ -108,6 +124,75 @@ def save_checkpoint(path: Path, state: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
+
+
+def fit(
+    out: Path,
+    part: str,
+    module,
+    batch_loss,
+    meta: dict,
+    budget_minutes: float,
+    lr: float,
+    checkpoint_minutes: float = 5.0,
+    seed: int = 0,
+    max_steps: int | None = None,
+    progress: bool = True,
+    columns: tuple[str, ...] = ("loss", "psnr", "step_delta"),
+) -> Path:
+    """The training loop enc_train and dec_train share: Adam on ``module`` (the TAEF2 ``part`` being trained),
+    resuming from ``out/ckpt.pt`` (weights, optimizer, step count, Python and torch random states), for
+    ``budget_minutes`` of wall time or until ``max_steps`` steps in all; one ``log.csv`` row per step, a progress bar,
+    a checkpoint every ``checkpoint_minutes`` and at the end (with ``meta``: the run's settings). ``batch_loss(rng)``
+    draws a batch with ``rng`` (a :class:`random.Random`) and returns (loss tensor, {column: value}) for ``columns``."""
+    import torch
+    from tqdm.auto import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "ckpt.pt"
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    step, rng = 0, random.Random(seed)
+    if ckpt.is_file():
+        st = torch.load(ckpt, map_location="cpu", weights_only=False)
+        module.load_state_dict(st[part])
+        opt.load_state_dict(st["optimizer"])
+        step = st["step"]
+        rng.setstate(st["rng"])
+        if "torch_rng" in st:
+            torch.set_rng_state(st["torch_rng"])
+    log = out / "log.csv"
+    new_log = not log.is_file()
+    t0 = last_ck = time.monotonic()
+    budget = budget_minutes * 60
+    name = {"encoder": "enc_train", "decoder": "dec_train"}.get(part, part)
+    bar = tqdm(total=int(budget), desc=f"{name} (step {step})", unit="s", disable=not progress)
+
+    def save():
+        state = {part: module.state_dict(), "optimizer": opt.state_dict(), "step": step, "rng": rng.getstate()}
+        save_checkpoint(ckpt, {**state, "torch_rng": torch.get_rng_state(), **meta, "lr": lr})
+
+    with open(log, "a", newline="") as fh:
+        w = csv.writer(fh)
+        if new_log:
+            w.writerow(["step", "wall_s", *columns])
+        while time.monotonic() - t0 < budget and (max_steps is None or step < max_steps):
+            loss, logged = batch_loss(rng)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+            opt.step()
+            step += 1
+            w.writerow([step, round(time.monotonic() - t0, 1), *(logged[c] for c in columns)])
+            fh.flush()
+            bar.n = min(int(time.monotonic() - t0), int(budget))
+            bar.set_description(f"{name} (step {step})")
+            bar.set_postfix({c: logged[c] for c in columns if c != "step_delta"})
+            if time.monotonic() - last_ck > checkpoint_minutes * 60:
+                save()
+                last_ck = time.monotonic()
+    save()
+    bar.close()
+    return ckpt
 
 
 def train(
@@ -123,17 +208,18 @@ def train(
     seed: int = 0,
     weights_dir: Path | None = None,
     progress: bool = True,
+    gamma: float = GAMMA,
+    images: list[np.ndarray] | None = None,
+    max_steps: int | None = None,
 ) -> Path:
-    """Train (or resume from ``out/ckpt.pt``) for ``budget_minutes`` of wall time; returns the checkpoint path."""
+    """Train (or resume from ``out/ckpt.pt``) for ``budget_minutes`` of wall time (or ``max_steps`` steps in all);
+    returns the checkpoint path. ``images``: HxWx3 uint8 arrays to crop from (default: the training photos)."""
     import torch
-    from tqdm.auto import tqdm
 
     from ...backends.taef2 import load_taef2
     from . import tcoder as T
 
     torch.set_num_threads(threads)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / "ckpt.pt"
     backend = load_taef2(weights_dir, device="cpu", dtype=torch.float32)
     encoder, decoder = backend.encoder.train(), backend.decoder.eval()
     for p in decoder.parameters():
@@ -141,76 +227,43 @@ def train(
     tables = T.trained_tables(backend.fingerprint)
     if tables is None or LEVELS not in tables.A:
         raise RuntimeError("no trained tc tables for these TAEF2 weights: run python -m helpers.tc_train first")
-    opt = torch.optim.Adam(encoder.parameters(), lr=lr)
-    step, rng = 0, random.Random(seed)
-    if ckpt.is_file():
-        st = torch.load(ckpt, map_location="cpu", weights_only=False)
-        encoder.load_state_dict(st["encoder"])
-        opt.load_state_dict(st["optimizer"])
-        step = st["step"]
-        rng.setstate(st["rng"])
-        torch.set_rng_state(st["torch_rng"])
-    images = training_images()
-    log = out / "log.csv"
-    new_log = not log.is_file()
-    t0 = last_ck = time.monotonic()
-    budget = budget_minutes * 60
-    bar = tqdm(total=int(budget), desc=f"enc_train (step {step})", unit="s", disable=not progress)
+    images = training_images() if images is None else images
 
-    def save():
-        save_checkpoint(
-            ckpt,
-            {
-                "encoder": encoder.state_dict(),
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "rng": rng.getstate(),
-                "torch_rng": torch.get_rng_state(),
-                "fingerprint": backend.fingerprint,
-                "table_id": tables.table_id,
-                "crop": crop,
-                "batch": batch,
-                "lr": lr,
-                "alpha": alpha,
-                "beta": beta,
-            },
-        )
+    def batch_loss(rng):
+        x = random_crops(images, batch, crop, rng)
+        ks = [T.k_of(math.exp(rng.uniform(*map(math.log, STEP_RANGE)))) for _ in range(batch)]
+        loss, mse, bits = rd_loss(encoder, decoder, x, tables, ks, alpha, beta, gamma)
+        return loss, {
+            "loss": f"{loss.item():.6g}",
+            "psnr": f"{float((-10 * torch.log10(mse.clamp_min(1e-10))).mean()):.3f}",
+            "bpp": f"{float(bits.mean()) / (crop * crop):.4f}",
+            "step_delta": f"{float(np.mean([T.step_of(k) for k in ks])):.1f}",
+        }
 
-    with open(log, "a", newline="") as fh:
-        w = csv.writer(fh)
-        if new_log:
-            w.writerow(["step", "wall_s", "loss", "psnr", "bpp", "step_delta"])
-        while time.monotonic() - t0 < budget:
-            x = random_crops(images, batch, crop, rng)
-            ks = [T.k_of(math.exp(rng.uniform(*map(math.log, STEP_RANGE)))) for _ in range(batch)]
-            loss, mse, bits = rd_loss(encoder, decoder, x, tables, ks, alpha, beta)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
-            opt.step()
-            step += 1
-            psnr = float((-10 * torch.log10(mse.clamp_min(1e-10))).mean())
-            bpp = float(bits.mean()) / (crop * crop)
-            w.writerow(
-                [
-                    step,
-                    round(time.monotonic() - t0, 1),
-                    f"{loss.item():.6g}",
-                    f"{psnr:.3f}",
-                    f"{bpp:.4f}",
-                    f"{float(np.mean([T.step_of(k) for k in ks])):.1f}",
-                ]
-            )
-            fh.flush()
-            bar.n = min(int(time.monotonic() - t0), int(budget))
-            bar.set_description(f"enc_train (step {step})")
-            bar.set_postfix(loss=f"{loss.item():.4g}", psnr=f"{psnr:.2f}", bpp=f"{bpp:.3f}")
-            if time.monotonic() - last_ck > checkpoint_minutes * 60:
-                save()
-                last_ck = time.monotonic()
-    save()
-    bar.close()
-    return ckpt
+    meta = {
+        "fingerprint": backend.fingerprint,
+        "table_id": tables.table_id,
+        "crop": crop,
+        "batch": batch,
+        "alpha": alpha,
+        "beta": beta,
+        "gamma": gamma,
+    }
+    columns = ("loss", "psnr", "bpp", "step_delta")
+    return fit(
+        out,
+        "encoder",
+        encoder,
+        batch_loss,
+        meta,
+        budget_minutes,
+        lr,
+        checkpoint_minutes,
+        seed,
+        max_steps,
+        progress,
+        columns,
+    )
 
 
 def export(ckpt: Path, dest: Path = WEIGHTS) -> Path:
@@ -465,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     add_training_args(ap, part="encoder", weights=WEIGHTS, lr=3e-5)
     ap.add_argument("--alpha", type=float, default=ALPHA, help="rate weight relative to the high-rate slope")
     ap.add_argument("--beta", type=float, default=BETA, help="weight of the detail term")
+    ap.add_argument("--gamma", type=float, default=GAMMA, help="weight of a ColorVideoVDP term (10 - JOD)")
     ap.add_argument(
         "--interpolate",
         nargs=4,
@@ -504,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.beta,
                 args.checkpoint_minutes,
                 args.threads,
+                gamma=args.gamma,
             )
         )
         return 0
