@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -166,7 +167,9 @@ def main() -> None:
         overhead = bitstream.header_size(bitstream.unpack(enc.data)[0])
     print(f"{len(zs)} photos ({args.photos}), {args.budget} B, container overhead {overhead} B", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(args.jobs, initializer=_init, initargs=(max(1, 2 // args.jobs),)) as pool:
+    # spawned workers: a forked child of a process whose torch already started its thread pool can hang
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.jobs, ctx, initializer=_init, initargs=(max(1, 2 // args.jobs),)) as pool:
         if args.mode == "eval":
             t0 = time.perf_counter()
             means, rows = evaluate(pool, zs, refs, args.weights, args.budget, overhead)
