@@ -35,6 +35,17 @@ def kodak_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_training_images():
+    """One 160x160 synthetic picture (gradients and noise) for training-loop tests: never Kodak, crops in seconds."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:160, 0:160]
+    noise = rng.integers(0, 40, (160, 160, 3))
+    return [np.clip(np.stack([xx, yy, (xx + yy) // 2], -1) + noise, 0, 255).astype(np.uint8)]
+
+
+@pytest.fixture(scope="session")
 def taef2():
     need_shared()
     from helpers.backends.taef2 import load_taef2

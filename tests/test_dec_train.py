@@ -48,14 +48,10 @@ def test_dec_loss_trains_the_decoder_only(taef2, crop):
         taef2.decoder.zero_grad(set_to_none=True)
 
 
-def test_train_checkpoints_resumes_and_exports(tmp_path):
+def test_train_checkpoints_resumes_and_exports(tmp_path, synthetic_training_images):
     # two steps, then one more from the checkpoint: the step count, the log and the decoder carry on; synthetic
     # pictures (never Kodak), small crops, so that it runs in seconds
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:160, 0:160]
-    images = [
-        np.clip(np.stack([xx, yy, (xx + yy) // 2], -1) + rng.integers(0, 40, (160, 160, 3)), 0, 255).astype(np.uint8)
-    ]
+    images = synthetic_training_images
     out = tmp_path / "run"
     kw = dict(batch=1, crop=128, threads=1, images=images, progress=False)
     ck = dec_train.train(out, 5.0, max_steps=2, **kw)

@@ -123,18 +123,12 @@ def test_compare_without_kodak_images_is_one_line(tmp_path, capsys):
     ]
 
 
-def test_train_checkpoints_and_resumes_with_the_perceptual_term(tmp_path):
+def test_train_checkpoints_and_resumes_with_the_perceptual_term(tmp_path, synthetic_training_images):
     # the loop enc_train shares with dec_train (enc_train.fit): two steps, then one more from the checkpoint; the
     # step count, the log (with the bits column) and the encoder carry on; synthetic pictures (never Kodak)
     import csv
 
-    import numpy as np
-
-    rng = np.random.default_rng(1)
-    yy, xx = np.mgrid[0:160, 0:160]
-    images = [
-        np.clip(np.stack([yy, xx, (xx + yy) // 2], -1) + rng.integers(0, 40, (160, 160, 3)), 0, 255).astype(np.uint8)
-    ]
+    images = synthetic_training_images
     out = tmp_path / "run"
     kw = dict(batch=1, crop=128, threads=1, images=images, progress=False, gamma=1e-3)
     ck = enc_train.train(out, 5.0, max_steps=2, **kw)

@@ -19,7 +19,6 @@ offers (see the README, "A decoder for tc files").
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +27,19 @@ from .enc_train import (
     COMPARE_METRICS,
     DATA_DIR,
     LEVELS,
-    STEP_RANGE,
     add_training_args,
     compare_table,
     comparison_images,
     cvvdp_term,
+    draw_batch,
     fit,
     load_part,
-    random_crops,
+    run_meta,
     save_half,
     scores,
+    step_log,
     training_images,
+    training_setup,
     write_licence_record,
 )
 
@@ -93,39 +94,16 @@ def train(
 ) -> Path:
     """Train (or resume from ``out/ckpt.pt``) for ``budget_minutes`` of wall time (or ``max_steps`` steps in all);
     returns the checkpoint path. ``images``: HxWx3 uint8 arrays to crop from (default: the training photos)."""
-    import torch
-
-    from ...backends.taef2 import load_taef2
-    from . import tcoder as T
-
-    torch.set_num_threads(threads)
-    backend = load_taef2(weights_dir, device="cpu", dtype=torch.float32)
-    encoder, decoder = backend.encoder.eval(), backend.decoder.train()
-    for p in encoder.parameters():
-        p.requires_grad_(False)
-    tables = T.trained_tables(backend.fingerprint)
-    if tables is None or LEVELS not in tables.A:
-        raise RuntimeError("no trained tc tables for these TAEF2 weights: run python -m helpers.tc_train first")
+    backend, tables = training_setup("decoder", threads, weights_dir)
+    encoder, decoder = backend.encoder, backend.decoder
     images = training_images() if images is None else images
 
     def batch_loss(rng):
-        x = random_crops(images, batch, crop, rng)
-        ks = [T.k_of(math.exp(rng.uniform(*map(math.log, STEP_RANGE)))) for _ in range(batch)]
+        x, ks = draw_batch(images, batch, crop, rng)
         loss, mse = dec_loss(decoder, x, quantized_latents(encoder, x, tables, ks), beta, gamma)
-        return loss, {
-            "loss": f"{loss.item():.6g}",
-            "psnr": f"{float((-10 * torch.log10(mse.clamp_min(1e-10))).mean()):.3f}",
-            "step_delta": f"{float(np.mean([T.step_of(k) for k in ks])):.1f}",
-        }
+        return loss, step_log(loss, mse, ks)
 
-    meta = {
-        "fingerprint": backend.fingerprint,
-        "table_id": tables.table_id,
-        "crop": crop,
-        "batch": batch,
-        "beta": beta,
-        "gamma": gamma,
-    }
+    meta = run_meta(backend, tables, crop, batch, beta=beta, gamma=gamma)
     return fit(
         out, "decoder", decoder, batch_loss, meta, budget_minutes, lr, checkpoint_minutes, seed, max_steps, progress
     )

@@ -195,6 +195,56 @@ def fit(
     return ckpt
 
 
+def training_setup(part: str, threads: int, weights_dir: Path | None = None):
+    """(backend, tc tables) for training TAEF2's ``part`` (``encoder`` / ``decoder``) against the other half, frozen:
+    torch threads set, ``part`` in train mode, the other half in eval mode without gradients; an error where these
+    weights have no trained tc tables."""
+    import torch
+
+    from ...backends.taef2 import load_taef2
+    from . import tcoder as T
+
+    torch.set_num_threads(threads)
+    backend = load_taef2(weights_dir, device="cpu", dtype=torch.float32)
+    halves = {"encoder": backend.encoder, "decoder": backend.decoder}
+    trained, frozen = halves.pop(part), next(iter(halves.values()))
+    trained.train()
+    frozen.eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    tables = T.trained_tables(backend.fingerprint)
+    if tables is None or LEVELS not in tables.A:
+        raise RuntimeError("no trained tc tables for these TAEF2 weights: run python -m helpers.tc_train first")
+    return backend, tables
+
+
+def draw_batch(images: list[np.ndarray], batch: int, crop: int, rng: random.Random):
+    """(crops (batch, 3, crop, crop) in [0, 1], a tc step index per crop drawn log-uniform over :data:`STEP_RANGE`)."""
+    from . import tcoder as T
+
+    x = random_crops(images, batch, crop, rng)
+    return x, [T.k_of(math.exp(rng.uniform(*map(math.log, STEP_RANGE)))) for _ in range(batch)]
+
+
+def step_log(loss, mse, ks: list[int]) -> dict:
+    """The log columns both trainers write for a step: loss, mean PSNR of the crops, mean tc step."""
+    import torch
+
+    from . import tcoder as T
+
+    return {
+        "loss": f"{loss.item():.6g}",
+        "psnr": f"{float((-10 * torch.log10(mse.clamp_min(1e-10))).mean()):.3f}",
+        "step_delta": f"{float(np.mean([T.step_of(k) for k in ks])):.1f}",
+    }
+
+
+def run_meta(backend, tables, crop: int, batch: int, **weights) -> dict:
+    """What a checkpoint records of its run besides the weights: decoder fingerprint, tc table id, crop, batch and
+    the loss weights."""
+    return {"fingerprint": backend.fingerprint, "table_id": tables.table_id, "crop": crop, "batch": batch, **weights}
+
+
 def train(
     out: Path,
     budget_minutes: float,
@@ -214,41 +264,16 @@ def train(
 ) -> Path:
     """Train (or resume from ``out/ckpt.pt``) for ``budget_minutes`` of wall time (or ``max_steps`` steps in all);
     returns the checkpoint path. ``images``: HxWx3 uint8 arrays to crop from (default: the training photos)."""
-    import torch
-
-    from ...backends.taef2 import load_taef2
-    from . import tcoder as T
-
-    torch.set_num_threads(threads)
-    backend = load_taef2(weights_dir, device="cpu", dtype=torch.float32)
-    encoder, decoder = backend.encoder.train(), backend.decoder.eval()
-    for p in decoder.parameters():
-        p.requires_grad_(False)
-    tables = T.trained_tables(backend.fingerprint)
-    if tables is None or LEVELS not in tables.A:
-        raise RuntimeError("no trained tc tables for these TAEF2 weights: run python -m helpers.tc_train first")
+    backend, tables = training_setup("encoder", threads, weights_dir)
+    encoder, decoder = backend.encoder, backend.decoder
     images = training_images() if images is None else images
 
     def batch_loss(rng):
-        x = random_crops(images, batch, crop, rng)
-        ks = [T.k_of(math.exp(rng.uniform(*map(math.log, STEP_RANGE)))) for _ in range(batch)]
+        x, ks = draw_batch(images, batch, crop, rng)
         loss, mse, bits = rd_loss(encoder, decoder, x, tables, ks, alpha, beta, gamma)
-        return loss, {
-            "loss": f"{loss.item():.6g}",
-            "psnr": f"{float((-10 * torch.log10(mse.clamp_min(1e-10))).mean()):.3f}",
-            "bpp": f"{float(bits.mean()) / (crop * crop):.4f}",
-            "step_delta": f"{float(np.mean([T.step_of(k) for k in ks])):.1f}",
-        }
+        return loss, {**step_log(loss, mse, ks), "bpp": f"{float(bits.mean()) / (crop * crop):.4f}"}
 
-    meta = {
-        "fingerprint": backend.fingerprint,
-        "table_id": tables.table_id,
-        "crop": crop,
-        "batch": batch,
-        "alpha": alpha,
-        "beta": beta,
-        "gamma": gamma,
-    }
+    meta = run_meta(backend, tables, crop, batch, alpha=alpha, beta=beta, gamma=gamma)
     columns = ("loss", "psnr", "bpp", "step_delta")
     return fit(
         out,
