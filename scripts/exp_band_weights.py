@@ -35,7 +35,7 @@ COMP_GROUPS = ((0, 4), (4, 8), (8, 16), (16, 32))
 N_WEIGHTS = 5 + len(COMP_GROUPS)
 
 
-def band_level(b: int, levels: int) -> int:
+def band_level(b: int) -> int:
     """0 for LL, 1 for the coarsest detail level ... levels for the finest."""
     return 0 if b == 0 else (b - 1) // 3 + 1
 
@@ -53,7 +53,7 @@ def weighted_tables(tables, weights):
         nb, C = tables.base[L].shape
         n = np.zeros((nb, C), int)
         for b in range(nb):
-            n[b] += w[min(band_level(b, L), 4)]
+            n[b] += w[min(band_level(b), 4)]
             for g, (lo, hi) in enumerate(COMP_GROUPS):
                 n[b, lo:hi] += w[5 + g]
         s = 2.0 ** (n / T.CLASS_PER_OCTAVE)
@@ -116,14 +116,10 @@ def _score(args):
     from helpers.metrics import measure
 
     backend = _STATE["backend"]
-    base = T.trained_tables(backend.fingerprint)
-    tables = weighted_tables(base, weights)
-    plain = T.tables_for
-    T.tables_for = lambda zz, fp, levels: tables
-    try:
-        coded, _ = T.encode_latent(z, backend.fingerprint, budget=budget, overhead=overhead)
-    finally:
-        T.tables_for = plain
+    key = tuple(weights)
+    if key not in _STATE:  # one set of weighted tables per weight vector and worker
+        _STATE[key] = weighted_tables(T.trained_tables(backend.fingerprint), weights)
+    coded, _ = T.encode_latent(z, backend.fingerprint, budget=budget, overhead=overhead, tables=_STATE[key])
     out = decode_pixels(backend, coded.latent())
     row = measure(ref, out, keys=list(KEYS))
     row["bytes"] = len(coded.payload) + overhead

@@ -788,13 +788,16 @@ def encode_latent(
     step: float | None = None,
     budget: int | None = None,
     overhead: int = 0,
+    tables: Tables | None = None,
 ) -> tuple[Coded, list[tuple[int, int]]]:
     """Code a latent (C, h, w): at step index ``k`` (or ``step``), or the finest step whose payload plus
-    ``overhead`` (the container's bytes) fits ``budget``. Returns (coded, trials [(k, total bytes)])."""
+    ``overhead`` (the container's bytes) fits ``budget``. Returns (coded, trials [(k, total bytes)]). ``tables``:
+    code with these instead of the trained (or inline) tables for ``fingerprint``, for experiments with modified
+    tables; a decoder finds only registered tables, so use :meth:`Coded.latent` to see what such a payload holds."""
     z = np.asarray(z, np.float32)
     C, h, w = z.shape
     levels = levels_for(h, w)
-    tables = tables_for(z, fingerprint, levels)
+    tables = tables if tables is not None else tables_for(z, fingerprint, levels)
     coeffs = analyze(z, tables, levels)
     trials: list[tuple[int, int]] = []
 
