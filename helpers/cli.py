@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .backends.taef2_spec import encoder_names
 from .bitstream import DEFAULT_MAX_PIXELS, MAX_COLORS, MAX_DENOISE_STEPS
 from .errors import SDCError, guarded, is_out_of_memory, out_of_memory
 from .memory import process_memory
@@ -122,6 +123,13 @@ def _add_codec(p: argparse.ArgumentParser):
         "passes, 2 = 8, 3 = 30; the decoder and the file format are unchanged)",
     )
     p.add_argument(
+        "--encoder",
+        default=None,
+        choices=encoder_names(),
+        help="TAEF2's encoder: stock, or tc (trained for the tc coder, the default for tc on the stock TAEF2 "
+        "decoder); files decode with the stock decoder either way",
+    )
+    p.add_argument(
         "--dither",
         type=_ranged(float, 0, 1),
         default=None,
@@ -177,6 +185,7 @@ def _params(args):
         max_pixels=args.max_pixels,
         effort=args.effort,
         step=args.step,
+        encoder=args.encoder,
     )
 
 
@@ -228,17 +237,29 @@ def _resolve_runtime(spec, args) -> tuple[str, Path | None]:
     return runtime, taef2_dir
 
 
-def _load(spec, device, runtime: str = "torch", taef2_dir: Path | None = None, purpose: str | None = None):
+def _load(spec, device, runtime: str = "torch", taef2_dir: Path | None = None, purpose: str | None = None, params=None):
+    """The backend; with ``params`` (encode) the encoder they pick (:func:`helpers.codec.encoder_name`), on ONNX
+    Runtime loaded directly (no sessions of an encoder that will not run)."""
     if runtime == "onnx":
         from .backends.onnx_runtime import load_taef2_onnx, release_freed_memory_early
+        from .backends.taef2_spec import TAEF2_LATENT_CHANNELS
 
         release_freed_memory_early()  # a process-wide allocator setting: the CLI's choice, not the library's
-        backend = load_taef2_onnx(taef2_dir, purpose=purpose)
+        encoder, fallback = "stock", False
+        if params is not None:
+            encoder = params.encoder or registry.resolve(params.method, TAEF2_LATENT_CHANNELS).encoder
+            fallback = params.encoder is None
+        backend = load_taef2_onnx(taef2_dir, purpose=purpose, encoder=encoder, fallback=fallback)
     else:
         from .backends.load import load_backend
 
         backend = load_backend(spec, device=device)
-    print(f"model: {backend.describe()} (loaded in {backend.load_seconds:.1f}s)", file=sys.stderr)
+    if params is not None:
+        from .codec import encoder_backend
+
+        backend = encoder_backend(backend, params)
+    enc = f", encoder {backend.encoder_name}" if backend.encoder_name != "stock" else ""
+    print(f"model: {backend.describe()}{enc} (loaded in {backend.load_seconds:.1f}s)", file=sys.stderr)
     return backend
 
 
@@ -326,7 +347,7 @@ def cmd_encode(args) -> int:
     with memory_guard("reading", _image_size(args.input)):
         img = load_image(args.input, background=args.background, max_pixels=args.max_pixels)
     log.mark("read")
-    backend = _load(args.model, args.device, runtime, taef2_dir, purpose="encode")
+    backend = _load(args.model, args.device, runtime, taef2_dir, purpose="encode", params=params)
     log.mark("load")
     check_params(params, backend)  # before the network runs
     t0 = time.perf_counter()

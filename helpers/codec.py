@@ -73,6 +73,9 @@ class CodecParams:
     detail: float | None = None
     #: tc only, without a byte budget: the quantization step (None: the tables' default)
     step: float | None = None
+    #: the encoder (``stock`` or a variant the model offers, e.g. ``tc``); None: the method's preference where the
+    #: model offers it (tc: the trained ``tc`` encoder on the stock TAEF2), else the model's own
+    encoder: str | None = None
 
     def limits(self) -> bitstream.Limits:
         return bitstream.Limits.default(self.max_pixels)
@@ -177,6 +180,27 @@ def check_params(params: CodecParams, backend) -> None:
         raise SDCError(f"palette size must be 1..{bitstream.MAX_COLORS} (libimagequant: 2..256), got {params.colors}")
 
 
+def encoder_name(params: CodecParams, backend) -> str:
+    """The encoder that codes for ``params`` on ``backend``: ``params.encoder``; else a backend made with another
+    encoder than the stock one (a variant, a training checkpoint) keeps it; else the method's preference where the
+    backend offers it (tc on the stock TAEF2: ``tc``), else ``stock``. An explicit encoder the backend lacks is a
+    one-line error."""
+    if params.encoder is not None:
+        if params.encoder != backend.encoder_name and params.encoder not in backend.encoder_names():
+            backend.with_encoder(params.encoder)  # raises the one-line reason (unknown, other decoder, missing file)
+            raise SDCError(f"--encoder {params.encoder} is not offered by '{backend.model_id}': pass --encoder stock")
+        return params.encoder
+    if backend.encoder_name != "stock":
+        return backend.encoder_name
+    preferred = registry.resolve(params.method, backend.latent_channels).encoder
+    return preferred if preferred in backend.encoder_names() else "stock"
+
+
+def encoder_backend(backend, params: CodecParams):
+    """``backend`` with the encoder :func:`encoder_name` picks (the same decoder and fingerprint)."""
+    return backend.with_encoder(encoder_name(params, backend))
+
+
 def encode(
     img,
     backend,
@@ -191,7 +215,7 @@ def encode(
     included) fits the budget; the file never exceeds it (palette methods: the largest palette size in
     2..``params.colors``, at most 256 for libimagequant: pass e.g. ``colors=1024`` to let larger budgets buy
     larger k-means palettes; tc: the finest quantization step). ``latents`` lets callers reuse a cached VAE
-    encoding of the same (policy-applied) image; ``cache`` (a dict the caller keeps, e.g. one per image)
+    encoding of the same (policy-applied) image (by :func:`encoder_backend`'s encoder); ``cache`` (a dict the caller keeps, e.g. one per image)
     memoises a method's intermediate results across calls, so several budgets and coders share their work.
     Results are identical with or without it, and ``timings`` report each stage's standalone cost either way.
     """
@@ -201,7 +225,7 @@ def encode(
     model_img, size = apply_policy(img, params.policy, backend.downsample, params.max_pixels)
     if latents is None:
         with stages.timed("vae_encode", backend):
-            latents = encode_latents(backend, model_img, params.seed)
+            latents = encode_latents(encoder_backend(backend, params), model_img, params.seed)
     method = registry.resolve(params.method, latents.shape[0])
     c, h, w = latents.shape
     header = bitstream.Header(

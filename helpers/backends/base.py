@@ -19,6 +19,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
+from ..errors import SDCError
+
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     import numpy as np
 
@@ -45,6 +47,22 @@ class Backend(ABC):
     quant_span: float
     fingerprint: int
     load_seconds: float
+    #: the encoder this backend encodes with: ``stock`` (the model's own) or a shipped variant
+    #: (:data:`helpers.backends.taef2_spec.ENCODER_VARIANTS`); decoding never depends on it
+    encoder_name: str = "stock"
+
+    def encoder_names(self) -> tuple[str, ...]:
+        """The encoders :meth:`with_encoder` can switch to (``stock`` only, unless the model has variants)."""
+        return ("stock",)
+
+    def with_encoder(self, name: str) -> Backend:
+        """This model with encoder ``name`` (one of :meth:`encoder_names`): the same decoder, fingerprint and
+        files; only the latents an image encodes to differ. Returns ``self`` when it already encodes so."""
+        if name == self.encoder_name:
+            return self
+        raise SDCError(
+            f"--encoder {name}: '{self.model_id}' has only its own encoder; pass --encoder stock or a TAEF2 --model"
+        )
 
     @property
     def device_type(self) -> str:

@@ -65,7 +65,18 @@ from ..errors import SDCError
 from . import taef2_spec as spec
 from .base import Backend
 from .resolve import cache_root
-from .taef2_spec import BLOCK_HALO, HEAD_HALO, TAEF2_MODEL_ID, default_taef2_dir, taef2_weight_files, tile_side
+from .taef2_spec import (
+    BLOCK_HALO,
+    HEAD_HALO,
+    STOCK_ENCODER,
+    TAEF2_MODEL_ID,
+    default_taef2_dir,
+    encoder_names,
+    encoder_of_file,
+    encoder_variant_file,
+    taef2_weight_files,
+    tile_side,
+)
 from .tiling import streamed_global, tiled_apply
 
 #: bump when the exported graphs change (split points, opset, input conventions): older caches become stale
@@ -272,9 +283,7 @@ def export_graphs(weight_files, out_dir: Path, digest: str) -> dict:
     from .torch_base import weights_fingerprint
 
     enc_file, dec_file = weight_files
-    backend = load_taef2(Path(enc_file).parent, device="cpu", dtype=torch.float32)
-    if Path(dec_file).parent != Path(enc_file).parent:  # pragma: no cover - taef2_weight_files keeps one folder
-        raise SDCError("TAEF2 encoder and decoder weights must sit in one folder")
+    backend = load_taef2(Path(dec_file).parent, device="cpu", dtype=torch.float32, encoder=encoder_of_file(enc_file))
     _, enc_global = split_encoder(backend.encoder)
     dec_global, _ = split_decoder(backend.decoder)
     enc_first, enc_mid, dec_mid, dec_last = split_fullres(backend.encoder, backend.decoder)
@@ -497,6 +506,19 @@ class OnnxTAEF2Backend(Backend):
         self.progress: bool | None = None  # tile progress bar: None = on a terminal only
         self.load_seconds = 0.0
         self._sessions: dict = {}
+        self._encoders: dict[str, OnnxTAEF2Backend] = {}  # shared by this model's encoder variants
+
+    def encoder_names(self) -> tuple[str, ...]:
+        return encoder_names(self.fingerprint)
+
+    def with_encoder(self, name: str) -> OnnxTAEF2Backend:
+        """This TAEF2 with encoder ``name`` (its graphs exported and cached on first use), kept once loaded."""
+        self._encoders.setdefault(self.encoder_name, self)
+        if name not in self._encoders:
+            other = load_taef2_onnx(self.weight_files[1].parent, "encode", self.settings, encoder=name)
+            other._encoders = self._encoders
+            self._encoders[name] = other
+        return self._encoders[name]
 
     def describe(self) -> str:
         return (
@@ -648,18 +670,32 @@ class OnnxTAEF2Backend(Backend):
 
 
 def load_taef2_onnx(
-    directory: str | Path | None = None, purpose: str | None = None, settings: OrtSettings | None = None, log=None
+    directory: str | Path | None = None,
+    purpose: str | None = None,
+    settings: OrtSettings | None = None,
+    log=None,
+    encoder: str = STOCK_ENCODER,
+    fallback: bool = False,
 ) -> OnnxTAEF2Backend:
     """TAEF2 from a folder holding taef2_encoder.pth / taef2_decoder.pth, on ONNX Runtime.
 
     ``purpose``: ``"encode"``, ``"decode"`` or None (both): the sessions opened now (others open on first
-    use). Exports the graphs on first use (needs torch), re-exports stale or corrupt ones.
+    use). ``encoder``: ``stock`` (the folder's) or a shipped variant (its graphs are cached under their own
+    digest); a variant trained for another decoder than the folder's is a one-line error, or with ``fallback``
+    the stock encoder. Exports the graphs on first use (needs torch), re-exports stale or corrupt ones.
     """
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be encode, decode or None, got {purpose!r}")
     t0 = time.perf_counter()
     import_onnxruntime()
-    files = taef2_weight_files(directory if directory is not None else default_taef2_dir())
+    directory = directory if directory is not None else default_taef2_dir()
+    if encoder != STOCK_ENCODER:  # the folder's decoder (its stock graphs' manifest) must be the variant's
+        _, stock = ensure_graphs(taef2_weight_files(directory), (), log)
+        if fallback and encoder not in encoder_names(int(stock["fingerprint"])):
+            encoder = STOCK_ENCODER
+        else:
+            encoder_variant_file(encoder, int(stock["fingerprint"]))
+    files = taef2_weight_files(directory, encoder)
     parts = PURPOSES[purpose]
     folder, manifest = ensure_graphs(files, REQUIRED[purpose], log)
     backend = OnnxTAEF2Backend(folder, manifest, files, settings)
@@ -671,6 +707,7 @@ def load_taef2_onnx(
         backend = OnnxTAEF2Backend(folder, manifest, files, settings)
         for name in parts:
             backend.session(name)
+    backend.encoder_name = encoder
     backend.load_seconds = time.perf_counter() - t0
     return backend
 

@@ -267,9 +267,24 @@ class TAEF2Backend(TorchBackend):
         self.enc_halo, self.dec_halo = halos()
         self.tile = tile_side()  # core tile side in pixels (a multiple of 64)
         self.progress: bool | None = None  # tile progress bar: None = on a terminal only
+        self._encoders: dict[str, TAEF2Backend] = {self.encoder_name: self}  # shared by this model's variants
 
     def components(self) -> dict[str, torch.nn.Module]:
         return {"TAEF2 encoder": self.encoder, "TAEF2 decoder": self.decoder}
+
+    def encoder_names(self) -> tuple[str, ...]:
+        return spec.encoder_names(self.fingerprint)
+
+    def with_encoder(self, name: str) -> TAEF2Backend:
+        """This TAEF2 with encoder ``name``: a backend sharing the decoder module (and its fingerprint), loaded once
+        per model and kept."""
+        if name not in self._encoders:
+            enc = make_encoder()
+            _load_state(enc, spec.encoder_variant_file(name, self.fingerprint))
+            other = TAEF2Backend(enc, self.decoder, self.device, self.dtype, self.model_id)
+            other.encoder_name, other._encoders = name, self._encoders
+            self._encoders[name] = other
+        return self._encoders[name]
 
     def _run(self, module, to_unit: bool = False):
         def fn(t: np.ndarray) -> np.ndarray:
@@ -374,24 +389,34 @@ class TAEF2Backend(TorchBackend):
         return out
 
 
+def _load_state(module: nn.Module, f: Path) -> None:
+    """Load a TAEF2 weight file (a float16 or float32 state dict) into ``module``, or a one-line error."""
+    try:
+        state = torch.load(f, map_location="cpu", weights_only=True)
+        module.load_state_dict({k: v.float() for k, v in state.items()})
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFoundError(f"{f} is not a TAEF2 state dict ({first}); fix: re-download {f.name}") from None
+
+
 def load_taef2(
-    directory: str | Path | None = None, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    directory: str | Path | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    encoder: str = spec.STOCK_ENCODER,
 ) -> TAEF2Backend:
-    """Load TAEF2 from a directory holding taef2_encoder.pth and taef2_decoder.pth."""
+    """Load TAEF2 from a directory holding taef2_encoder.pth and taef2_decoder.pth; ``encoder``: ``stock`` (the
+    folder's) or a shipped variant (:data:`helpers.backends.taef2_spec.ENCODER_VARIANTS`)."""
     directory = Path(directory) if directory is not None else default_taef2_dir()
     dev = device if isinstance(device, torch.device) else select_device(device)
     # TAEF2 is tiny: fp32 everywhere except CUDA, where fp16 is safe and fast.
     dtype = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
     t0 = time.perf_counter()
+    enc_file, dec_file = taef2_weight_files(directory)
     enc, dec = make_encoder(), make_decoder()
-    for module, f in zip((enc, dec), taef2_weight_files(directory)):
-        fname = f.name
-        try:
-            state = torch.load(f, map_location="cpu", weights_only=True)
-            module.load_state_dict(state)
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise ModelNotFoundError(f"{f} is not a TAEF2 state dict ({first}); fix: re-download {fname}") from None
+    _load_state(enc, enc_file)
+    _load_state(dec, dec_file)
     backend = TAEF2Backend(enc, dec, dev, dtype)
+    backend = backend.with_encoder(encoder)
     backend.load_seconds = time.perf_counter() - t0
     return backend

@@ -14,6 +14,16 @@ from ..errors import ModelNotFoundError, SDCError
 
 TAEF2_ENCODER = "taef2_encoder.pth"
 TAEF2_DECODER = "taef2_decoder.pth"
+#: the encoder of the TAEF2 folder itself (``--encoder stock``)
+STOCK_ENCODER = "stock"
+#: encoders for the stock TAEF2 decoder shipped in ``helpers/data`` (name -> file: a float16 TAEF2 encoder state
+#: dict with its licence record beside it). Files they write decode with the stock decoder and carry its
+#: fingerprint: the encoder is no part of the format. A coding method names the encoder it prefers
+#: (``helpers.methods.base.LatentMethod.encoder``); ``--encoder`` overrides it. ``tc``: trained for the transform
+#: coder (``python -m helpers.methods.tc.enc_train``). Each was trained against one decoder (its fingerprint, see
+#: :func:`helpers.backends.torch_base.weights_fingerprint`) and is offered only with that decoder.
+ENCODER_VARIANTS = {"tc": ("taef2_tc_encoder.pth", 0xF75BBA2B)}
+ENCODER_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 TAEF2_MODEL_ID = "taef2"
 TAEF2_LATENT_CHANNELS = 32
 #: TAEF2 latents sit within about +-3 (rare peaks to +-5): [-4, 4] maps to [0, 1]; measured on kodim23,
@@ -54,8 +64,41 @@ def tile_side() -> int:
     return v
 
 
-def taef2_weight_files(directory: str | Path | None = None) -> tuple[Path, Path]:
-    """(encoder, decoder) weight files of a TAEF2 folder, or a one-line ModelNotFoundError naming the fix."""
+def encoder_names(fingerprint: int | None = None) -> tuple[str, ...]:
+    """The TAEF2 encoders ``--encoder`` may name: ``stock`` and the shipped variants (with ``fingerprint``: those
+    trained for that decoder)."""
+    return (STOCK_ENCODER, *(k for k, (_, fp) in ENCODER_VARIANTS.items() if fingerprint in (None, fp)))
+
+
+def encoder_variant_file(name: str, fingerprint: int | None = None) -> Path:
+    """The weight file of a shipped encoder variant, or a one-line error: unknown name, missing file, or (with the
+    decoder's ``fingerprint``) a variant trained for another decoder."""
+    if name not in ENCODER_VARIANTS:
+        raise SDCError(f"unknown TAEF2 encoder '{name}': choose one of {', '.join(encoder_names())}")
+    file, trained_for = ENCODER_VARIANTS[name]
+    if fingerprint is not None and fingerprint != trained_for:
+        raise SDCError(
+            f"the '{name}' TAEF2 encoder was trained for the stock TAEF2 decoder ({trained_for:08x}), this model's "
+            f"decoder is {fingerprint:08x}: pass --encoder stock"
+        )
+    path = ENCODER_DATA_DIR / file
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"the '{name}' TAEF2 encoder {path} is missing: reinstall sdcomp-notebooks (the file ships in "
+            f"helpers/data), or pass --encoder stock"
+        )
+    return path
+
+
+def encoder_of_file(path: str | Path) -> str:
+    """The encoder name of an encoder weight file (:func:`taef2_weight_files`' first entry)."""
+    name = Path(path).name
+    return next((k for k, (f, _) in ENCODER_VARIANTS.items() if f == name), STOCK_ENCODER)
+
+
+def taef2_weight_files(directory: str | Path | None = None, encoder: str = STOCK_ENCODER) -> tuple[Path, Path]:
+    """(encoder, decoder) weight files of a TAEF2 folder, or a one-line ModelNotFoundError naming the fix;
+    ``encoder``: ``stock`` (the folder's) or a shipped variant (:data:`ENCODER_VARIANTS`) for the folder's decoder."""
     directory = Path(directory) if directory is not None else default_taef2_dir()
     files = (directory / TAEF2_ENCODER, directory / TAEF2_DECODER)
     for f in files:
@@ -64,4 +107,6 @@ def taef2_weight_files(directory: str | Path | None = None) -> tuple[Path, Path]
                 f"TAEF2 weights not found: looked for {f}; fix: download {f.name} from "
                 f"https://github.com/madebyollin/taesd into that folder, set SDCOMP_TAEF2_DIR, or pass --model DIR"
             )
+    if encoder != STOCK_ENCODER:
+        files = (encoder_variant_file(encoder), files[1])
     return files

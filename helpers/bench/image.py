@@ -273,7 +273,7 @@ def _ours_records(
     missing metrics are added (``filled``; timings and everything else kept), else the record is replaced
     by the new one (``replaced``: the codec changed since). Also the coder-savings entry if needed."""
     from .. import bitstream, metrics
-    from ..codec import CodecParams, decode, encode
+    from ..codec import CodecParams, decode, encode, encoder_name
     from ..images import model_input
 
     variants = [(c, d) for c, d in _variants(setup, backend) if only_dn is None or d == only_dn]
@@ -289,8 +289,16 @@ def _ours_records(
     model_img, ref = model_input(img, setup.codec_policy, backend.downsample)
     size = ref.size
     dev = backend.device_type
-    with PeakMemory(dev) as pm_enc:
-        z, t_vae = _latents(backend, model_img)
+    encoded: dict[str, tuple] = {}  # encoder name -> (latents, encode seconds, its PeakMemory): once per encoder
+
+    def latents_for(p: CodecParams) -> tuple:
+        """(encoder name, latents, seconds, PeakMemory) of the encoder that codes for ``p`` (e.g. tc's own)."""
+        name = encoder_name(p, backend)
+        if name not in encoded:
+            with PeakMemory(dev) as pm:
+                encoded[name] = (*_latents(backend.with_encoder(name), model_img), pm)
+        return (name, *encoded[name])
+
     decoded: dict[str, tuple[Any, float, float]] = {}  # sha1(file) -> (Decoded, peak delta, peak abs)
 
     def decode_once(data: bytes):
@@ -313,7 +321,8 @@ def _ours_records(
         """Does this file decode exactly like the zlib file with the same palette (requested ``colors``)?
         ``verify="pixels"``: both decoded images compared; ``"latents"``: the 8-bit latents both files
         unpack to (the decoder's whole input) compared, which skips one VAE decode."""
-        enc_z = encode(img, backend, params("zlib", dn, colors), latents=z, cache=memo)
+        pz = params("zlib", dn, colors)
+        enc_z = encode(img, backend, pz, latents=latents_for(pz)[1], cache=memo)
         if setup.verify == "pixels":
             return bool(np.array_equal(np.asarray(dec.image), np.asarray(decode_once(enc_z.data)[0].image)))
         return bool(np.array_equal(_unpacked_latent(data), _unpacked_latent(enc_z.data)))
@@ -334,7 +343,8 @@ def _ours_records(
         }
         pixels = {}
         for coder in ["zlib"] + [c for c in setup.coders if c != "zlib" and c in PALETTE_CODERS]:
-            enc = encode(img, backend, params(coder, False, n_colors), latents=z, cache=memo)
+            pc = params(coder, False, n_colors)
+            enc = encode(img, backend, pc, latents=latents_for(pc)[1], cache=memo)
             pixels[coder] = np.asarray(decode_once(enc.data)[0].image)
             _, payload = bitstream.unpack(enc.data)
             entry["colors"] = enc.header.colors
@@ -353,6 +363,7 @@ def _ours_records(
         label = ours_label(mlabel, coder, dn)
         key = record_key(name, label, budget, OURS_RULE)
         p = params(coder, dn, setup.max_colors)
+        enc_name, z, t_vae, pm_enc = latents_for(p)
         with PeakMemory(dev) as pm:
             t0 = time.perf_counter()
             try:
@@ -377,6 +388,7 @@ def _ours_records(
             "rule": OURS_RULE,
             "model": mlabel,
             "model_id": backend.model_id,
+            "encoder": enc_name,
             "coder": coder,
             "denoise": dn,
             "width": size[0],

@@ -134,6 +134,18 @@ def _check_metric_libraries(doc: dict, described: dict, remeasure: Sequence[str]
             )
 
 
+def _encoder_changed(r: dict) -> bool:
+    """Was this record of ours on the stock TAEF2 coded with another encoder than its method prefers today (records
+    from before encoder variants carry no ``encoder``: the stock one)? Such a record is re-made (``replaced``)."""
+    from ..backends.taef2_spec import TAEF2_LATENT_CHANNELS, TAEF2_MODEL_ID, encoder_names
+    from ..methods import registry
+
+    if r.get("kind") != "ours" or r.get("model_id") != TAEF2_MODEL_ID or config.variant(r.get("coder", "")) is None:
+        return False
+    preferred = registry.resolve(config.variant(r["coder"])[0], TAEF2_LATENT_CHANNELS).encoder
+    return r.get("encoder", "stock") != (preferred if preferred in encoder_names() else "stock")
+
+
 def _fills(doc: dict, selection: dict, keys: Sequence[str], remeasure: Sequence[str]) -> dict[str, dict]:
     """image -> {record key -> (record, metric keys to measure)} for the selection's records that lack some of
     ``keys`` (absent or None) or whose ``remeasure`` metrics must be measured again. Records outside the
@@ -146,6 +158,9 @@ def _fills(doc: dict, selection: dict, keys: Sequence[str], remeasure: Sequence[
                     r[k] = None
             continue
         if r.get("bytes") is None:
+            continue
+        if _encoder_changed(r):  # coded with another encoder than today's default for it: made again
+            out.setdefault(r["image"], {})[_key_of(r)] = (r, list(keys))
             continue
         missing = [k for k in keys if r.get(k) is None or k in remeasure]
         if missing:

@@ -132,6 +132,9 @@ class LatentMethod(ABC):
     id: int
     coders: Mapping[str, int]
     versions: frozenset = frozenset({1})  # format versions that may carry it
+    #: the encoder it prefers where the model offers it (:meth:`helpers.backends.base.Backend.encoder_names`):
+    #: ``stock``, or a variant trained for this method (``helpers.backends.taef2_spec.ENCODER_VARIANTS``)
+    encoder: str = "stock"
 
     def check_channels(self, channels: int) -> None:
         """Raise :class:`helpers.errors.SDCError` when the method cannot code a latent of this many channels."""

@@ -14,7 +14,8 @@ coder's own classes, ``lambda = alpha * ln(2) / 6 * g * delta**2``, the high-rat
 training photos). One network serves all budgets: the rate control still picks the step of each file.
 
 The decoder, the tables and the ``.sdc`` format do not change; the trained encoder is a drop-in replacement of
-TAEF2's encoder weights (:func:`load_trained_encoder`). The exported weights are float16 (about 2.7 MB) with a
+TAEF2's encoder weights (:func:`load_trained_encoder`), and the exported one is what tc encodes with by default on
+the stock TAEF2 (``--encoder tc``; ``--encoder stock`` for the stock one: ``helpers.backends.taef2_spec``). The exported weights are float16 (about 2.7 MB) with a
 licence record of the training photos beside them (``taef2_tc_encoder.md``).
 """
 
@@ -30,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-WEIGHTS = DATA_DIR / "taef2_tc_encoder.pth"
+from ...backends.taef2_spec import ENCODER_DATA_DIR, ENCODER_VARIANTS
+
+DATA_DIR = ENCODER_DATA_DIR
+WEIGHTS = DATA_DIR / ENCODER_VARIANTS["tc"][0]  # the shipped ``--encoder tc``
 LEVELS = 4
 STEP_RANGE = (40.0, 300.0)  # tc steps the rate control picks for about 20 KB .. 2 KB at 512x512
 ALPHA = 0.3  # rate weight relative to the high-rate slope
@@ -294,12 +297,19 @@ def train(
 def export(ckpt: Path, dest: Path = WEIGHTS) -> Path:
     """Write a checkpoint's encoder as a float16 state dict (TAEF2 encoder keys) and the training photos' licences."""
     st = save_half(ckpt, "encoder", dest)
+    loss = ", ".join(f"{k} {st[k]:g}" for k in ("alpha", "beta", "gamma") if k in st)
+    mixed = st.get("mixed_from")
+    how = (
+        f"the weights averaged {1 - mixed[2]:g} : {mixed[2]:g} from two checkpoints of one run (steps {st['step']})"
+        if mixed
+        else f"{st['step']} steps"
+    )
     write_licence_record(
         dest,
         "TAEF2's encoder fine-tuned for the tc coder (python -m helpers.methods.tc.enc_train)",
-        f"Started from TAEF2's encoder weights (madebyollin/taesd, MIT licence); {st['step']} steps of batch "
+        f"Started from TAEF2's encoder weights (madebyollin/taesd, MIT licence); {how} of batch "
         f"{st['batch']}, {st['crop']}x{st['crop']} crops, against the frozen TAEF2 decoder "
-        f"(weights {st['fingerprint']:08x}) and tc tables {st['table_id']:08x}.",
+        f"(weights {st['fingerprint']:08x}) and tc tables {st['table_id']:08x}" + (f"; loss {loss}." if loss else "."),
     )
     return dest
 
@@ -399,7 +409,12 @@ def trained_backend(path: str | Path | None = None, weights_dir: Path | None = N
     from ...backends.taef2 import TAEF2Backend, load_taef2
 
     stock = load_taef2(weights_dir, device="cpu")
-    return TAEF2Backend(load_trained_encoder(path), stock.decoder, stock.device, stock.dtype, stock.model_id)
+    if path is None:
+        return stock.with_encoder("tc")
+    trained = TAEF2Backend(load_trained_encoder(path), stock.decoder, stock.device, stock.dtype, stock.model_id)
+    trained.encoder_name = f"checkpoint {Path(path).name}"  # its own encoder: codec.encode keeps it
+    trained._encoders = {trained.encoder_name: trained, "stock": stock}
+    return trained
 
 
 #: what :func:`compare` measures besides PSNR and the detail ratio: the benchmark's perceptual metrics, because a
@@ -427,7 +442,7 @@ def compare(images: dict, backends: dict, budgets=(5000, 12000), metrics=COMPARE
     for name, img in tqdm(images.items(), desc="encoder comparison"):
         for bname, be in backends.items():
             for b in budgets:
-                enc = encode(img, be, CodecParams(method="tc", policy="none"), target_bytes=b)
+                enc = encode(img, be, CodecParams(method="tc", policy="none", encoder=be.encoder_name), target_bytes=b)
                 dec = decode(enc.data, be).image
                 rows.append(
                     {
@@ -510,7 +525,7 @@ def compare_checkpoints(ckpts: list[str], kodak: Path, budgets=(5000, 12000), me
     from ...backends.taef2 import load_taef2
 
     images = comparison_images(kodak)
-    backends = {"stock": load_taef2(None, device="cpu")}
+    backends = {"stock": load_taef2(None, device="cpu")}  # the stock encoder (compare codes each with its own)
     backends.update({str(c): trained_backend(c) for c in ckpts})
     return compare_table(compare(images, backends, budgets, metrics))
 

@@ -17,6 +17,7 @@ from . import tcoder
 class TcMethod(LatentMethod):
     name, id = "tc", 3
     coders = {"range": 3}
+    encoder = "tc"  # TAEF2's encoder trained for this coder (helpers.methods.tc.enc_train), where the model has it
 
     def check(self, h: Header, payload_len: int, limits: Limits) -> None:
         if h.coder != "range" or h.colors != 0:
