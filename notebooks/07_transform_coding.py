@@ -25,8 +25,9 @@
 # codecs code pixels: a CDF 9/7 wavelet per channel, then per band a channel transform that is the KLT in a
 # metric where squared coefficient error equals squared *pixel* error (the decoder's Jacobian, measured on
 # licensed photos), one quantization step for everything, and context-adaptive range coding. At low budgets
-# only the coarse bands survive; detail bands are bought as the budget grows. `--effort 1` also refines the
-# latent against the decoded picture (a few decoder passes; the file format does not change).
+# only the coarse bands survive; detail bands are bought as the budget grows. On the stock TAEF2 the latent comes
+# from an encoder trained for this coder (`--encoder tc`, the default); `--effort 1` also refines the latent
+# against the decoded picture (a few decoder passes; the file format does not change).
 #
 # This notebook compares both methods on one image (pictures, zoomed crops, where the bytes go), then on a
 # rate-distortion curve against JPEG, WebP and AVIF.
@@ -217,9 +218,10 @@ print("share of zero coefficients per band:", ", ".join(f"{n} {z:.0%}" for n, z 
 # picture's high-frequency energy at the original's. Without that term the refinement buys decibels with blur:
 # the row "no detail term" shows it, and its detail retention (decoded / original high-frequency energy; 1 = as
 # much fine detail as the original, and no quality score on its own: noise would score high too) falls.
-# The trained encoder (`python -m helpers.methods.tc.enc_train`, TAEF2's encoder fine-tuned through the tc
-# quantizer on licensed photos) costs no extra time at encode; it is not the default because it keeps less
-# detail than the stock encoder. Every file decodes with the stock decoder.
+# On the stock TAEF2 every tc row starts from tc's trained encoder (`python -m helpers.methods.tc.enc_train`:
+# TAEF2's encoder fine-tuned through the tc quantizer and rate model on licensed photos, the default for tc),
+# which costs no extra time at encode; the row "stock encoder" codes TAEF2's own encoder's latent
+# (`--encoder stock`) for comparison. Every file decodes with the stock decoder.
 
 # %%
 from helpers.bench.effort import effort_study

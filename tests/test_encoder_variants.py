@@ -130,3 +130,16 @@ def test_cli_encoder_flag(taef2, crop128, tmp_path, capsys):
     assert err.count("encoder tc") == 2
     assert sizes[""] == sizes["--encoder tc"] != sizes["--encoder stock"]
     assert sizes[""] == encode(crop128, taef2, CodecParams(method="tc", step=120.0)).data
+
+
+def test_benchmark_remakes_records_of_another_encoder():
+    from helpers.bench.runner import _encoder_changed
+
+    ours = {"kind": "ours", "model_id": "taef2", "coder": "tc"}
+    assert _encoder_changed(ours)  # made before encoder variants: the stock encoder
+    assert _encoder_changed({**ours, "coder": "tc+e1", "encoder": "stock"})
+    assert not _encoder_changed({**ours, "encoder": "tc"})
+    assert not _encoder_changed({**ours, "coder": "zlib"}) and not _encoder_changed({**ours, "coder": "arith"})
+    assert _encoder_changed({**ours, "coder": "zlib", "encoder": "tc"})
+    assert not _encoder_changed({**ours, "model_id": "CompVis/stable-diffusion-v1-4"})
+    assert not _encoder_changed({"kind": "baseline", "codec": "avif", "model_id": "taef2", "coder": "tc"})
