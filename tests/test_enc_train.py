@@ -140,7 +140,16 @@ def test_train_checkpoints_and_resumes_with_the_perceptual_term(tmp_path, synthe
     with open(out / "log.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["step"] for r in rows] == ["1", "2", "3"] and all(float(r["bpp"]) > 0 for r in rows)
+    assert rows[0]["bits_vs_stock"] == "1.000"  # before the first update the encoder is TAEF2's own
+    assert all(0.5 < float(r["bits_vs_stock"]) < 2 for r in rows)
     assert any(not torch.equal(st["encoder"][k], first["encoder"][k]) for k in st["encoder"])
+    # a log from before the bits column: the run appends rows of its columns, not misaligned ones
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "log.csv").write_text("step,wall_s,loss,psnr,bpp,step_delta\n")
+    enc_train.train(old, 5.0, max_steps=1, **kw)
+    with open(old / "log.csv") as fh:
+        assert [len(r) for r in csv.reader(fh)] == [6, 6]
 
 
 def test_cvvdp_term_is_zero_for_identical_pictures_and_grows_with_error():

@@ -120,6 +120,18 @@ def rd_loss(encoder, decoder, x, tables, ks: list[int], alpha: float = ALPHA, be
     return loss, (sse / x[0].numel()).detach(), bits.detach()
 
 
+def stock_bits(stock, x, tables, ks: list[int]):
+    """Per-crop bits (rate model) of the ``stock`` encoder's latents of ``x`` at step indices ``ks``: the trained
+    latent's bits over these (``bits_vs_stock`` in the log) say what the encoder spends at equal step. Above 1 the
+    rate control must pick a coarser step for the same file size (how the alpha-0.3 run lost at equal bytes)."""
+    import torch
+
+    from . import rate_model as R
+
+    with torch.no_grad():
+        return R.rate_bits(R.analyze(stock(x), tables, LEVELS), tables, LEVELS, ks, mode="ste")
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """``torch.save`` to a temporary file renamed over ``path``: a run killed while saving keeps the last one."""
     import torch
@@ -165,6 +177,9 @@ def fit(
             torch.set_rng_state(st["torch_rng"])
     log = out / "log.csv"
     new_log = not log.is_file()
+    if not new_log:  # a resumed run keeps its log's columns (one started before a column existed: without it)
+        with open(log, newline="") as fh:
+            columns = tuple(next(csv.reader(fh), ["step", "wall_s", *columns])[2:])
     t0 = last_ck = time.monotonic()
     budget = budget_minutes * 60
     name = {"encoder": "enc_train", "decoder": "dec_train"}.get(part, part)
@@ -185,11 +200,11 @@ def fit(
             torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
             opt.step()
             step += 1
-            w.writerow([step, round(time.monotonic() - t0, 1), *(logged[c] for c in columns)])
+            w.writerow([step, round(time.monotonic() - t0, 1), *(logged.get(c, "") for c in columns)])
             fh.flush()
             bar.n = min(int(time.monotonic() - t0), int(budget))
             bar.set_description(f"{name} (step {step})")
-            bar.set_postfix({c: logged[c] for c in columns if c != "step_delta"})
+            bar.set_postfix({c: logged[c] for c in columns if c in logged and c != "step_delta"})
             if time.monotonic() - last_ck > checkpoint_minutes * 60:
                 save()
                 last_ck = time.monotonic()
@@ -267,17 +282,25 @@ def train(
 ) -> Path:
     """Train (or resume from ``out/ckpt.pt``) for ``budget_minutes`` of wall time (or ``max_steps`` steps in all);
     returns the checkpoint path. ``images``: HxWx3 uint8 arrays to crop from (default: the training photos)."""
+    import copy
+
     backend, tables = training_setup("encoder", threads, weights_dir)
     encoder, decoder = backend.encoder, backend.decoder
+    stock = copy.deepcopy(encoder).eval().requires_grad_(False)  # before fit loads a checkpoint: TAEF2's own
     images = training_images() if images is None else images
 
     def batch_loss(rng):
         x, ks = draw_batch(images, batch, crop, rng)
         loss, mse, bits = rd_loss(encoder, decoder, x, tables, ks, alpha, beta, gamma)
-        return loss, {**step_log(loss, mse, ks), "bpp": f"{float(bits.mean()) / (crop * crop):.4f}"}
+        ratio = float(bits.sum()) / float(stock_bits(stock, x, tables, ks).sum())
+        return loss, {
+            **step_log(loss, mse, ks),
+            "bpp": f"{float(bits.mean()) / (crop * crop):.4f}",
+            "bits_vs_stock": f"{ratio:.3f}",
+        }
 
     meta = run_meta(backend, tables, crop, batch, alpha=alpha, beta=beta, gamma=gamma)
-    columns = ("loss", "psnr", "bpp", "step_delta")
+    columns = ("loss", "psnr", "bpp", "bits_vs_stock", "step_delta")
     return fit(
         out,
         "encoder",
