@@ -365,7 +365,7 @@ def test_notebook_runs(name, model, needs_shared, request, tmp_path, monkeypatch
         assert "| palette (arith) |" in text and "| tc |" in text and "| psnr ↑ |" in text
         assert "share of zero coefficients per band: LL" in text
         assert "ours:taef2/tc" in text and "ours:taef2/arith" in text, "the RD budget tables are missing"
-        assert "| effort 0 |" in text and "| effort 1, no detail term |" in text and "| trained encoder |" in text
+        assert "| effort 0 |" in text and "| effort 1, no detail term |" in text and "| stock encoder |" in text
         assert "detail_retention" in text, "the effort study must show detail retention beside fidelity"
         names = ("tc_vs_palette.png", "tc_vs_palette_crops.png", "tc_band_bytes.png", "tc_effort.png")
         for fname in (*names, "tc_effort_crops.png", "tc_rd.png"):

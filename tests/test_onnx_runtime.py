@@ -387,7 +387,7 @@ def test_cli_without_torch_uses_cached_graphs_and_explains_missing_ones(cached_g
     # a corrupt cache and no torch
     broken = tmp_path / "broken"
     shutil.copytree(cached_graphs.parent.parent, broken)
-    victim = next(broken.glob("onnx/*/enc_first.onnx"))
+    victim = broken / "onnx" / cached_graphs.name / "enc_first.onnx"  # the stock encoder's (other graphs may be cached)
     victim.write_bytes(victim.read_bytes()[:1000])
     r, _, rcs = _cli(args[:1], block=("torch",), env={"SDCOMP_CACHE": str(broken)})
     assert rcs == [2] and "stale or corrupt" in r.stderr and "delete that folder" in r.stderr
