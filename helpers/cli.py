@@ -247,7 +247,10 @@ def _load(spec, device, runtime: str = "torch", taef2_dir: Path | None = None, p
         release_freed_memory_early()  # a process-wide allocator setting: the CLI's choice, not the library's
         encoder, fallback = "stock", False
         if params is not None:
-            encoder = params.encoder or registry.resolve(params.method, TAEF2_LATENT_CHANNELS).encoder
+            from .codec import preferred_encoder
+
+            offered = encoder_names()  # those of the stock TAEF2; the loader falls back where its decoder differs
+            encoder = params.encoder or preferred_encoder(params.method, TAEF2_LATENT_CHANNELS, offered)
             fallback = params.encoder is None
         backend = load_taef2_onnx(taef2_dir, purpose=purpose, encoder=encoder, fallback=fallback)
     else:

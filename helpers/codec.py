@@ -192,8 +192,13 @@ def encoder_name(params: CodecParams, backend) -> str:
         return params.encoder
     if backend.encoder_name != "stock":
         return backend.encoder_name
-    preferred = registry.resolve(params.method, backend.latent_channels).encoder
-    return preferred if preferred in backend.encoder_names() else "stock"
+    return preferred_encoder(params.method, backend.latent_channels, backend.encoder_names())
+
+
+def preferred_encoder(method: str, channels: int, offered) -> str:
+    """The encoder ``method`` (coding ``channels``-channel latents) prefers if it is among ``offered``, else ``stock``."""
+    preferred = registry.resolve(method, channels).encoder
+    return preferred if preferred in offered else "stock"
 
 
 def encoder_backend(backend, params: CodecParams):

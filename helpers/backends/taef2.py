@@ -281,10 +281,16 @@ class TAEF2Backend(TorchBackend):
         if name not in self._encoders:
             enc = make_encoder()
             _load_state(enc, spec.encoder_variant_file(name, self.fingerprint))
-            other = TAEF2Backend(enc, self.decoder, self.device, self.dtype, self.model_id)
-            other.encoder_name, other._encoders = name, self._encoders
-            self._encoders[name] = other
+            self.add_encoder(name, enc)
         return self._encoders[name]
+
+    def add_encoder(self, name: str, encoder: torch.nn.Module) -> TAEF2Backend:
+        """A backend that encodes with ``encoder`` (a TAEF2 encoder module, e.g. a training checkpoint's) under
+        ``name``, sharing this one's decoder and kept among this model's encoders (:meth:`with_encoder` finds it)."""
+        other = TAEF2Backend(encoder, self.decoder, self.device, self.dtype, self.model_id)
+        other.encoder_name, other._encoders = name, self._encoders
+        self._encoders[name] = other
+        return other
 
     def _run(self, module, to_unit: bool = False):
         def fn(t: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """What the tc encoder's extra work buys on one image (notebook 07): every ``--effort`` at one budget, the same
 refinement without its detail term (what pixel error and rate alone do to texture), and the stock encoder where tc
-codes with its trained one (:mod:`helpers.methods.tc.enc_train`) by default. Each row carries the file size, the encode's wall time, the metrics and the
-detail retention, so that a gain bought with blur shows beside the gain itself."""
+codes with its trained one (:mod:`helpers.methods.tc.enc_train`) by default. Each row carries the file size, the
+encode's wall time, the metrics and the detail retention, so that a gain bought with blur shows beside the gain
+itself."""
 
 from __future__ import annotations
 

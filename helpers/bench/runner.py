@@ -138,12 +138,12 @@ def _encoder_changed(r: dict) -> bool:
     """Was this record of ours on the stock TAEF2 coded with another encoder than its method prefers today (records
     from before encoder variants carry no ``encoder``: the stock one)? Such a record is re-made (``replaced``)."""
     from ..backends.taef2_spec import TAEF2_LATENT_CHANNELS, TAEF2_MODEL_ID, encoder_names
-    from ..methods import registry
+    from ..codec import preferred_encoder
 
     if r.get("kind") != "ours" or r.get("model_id") != TAEF2_MODEL_ID or config.variant(r.get("coder", "")) is None:
         return False
-    preferred = registry.resolve(config.variant(r["coder"])[0], TAEF2_LATENT_CHANNELS).encoder
-    return r.get("encoder", "stock") != (preferred if preferred in encoder_names() else "stock")
+    method = config.variant(r["coder"])[0]
+    return r.get("encoder", "stock") != preferred_encoder(method, TAEF2_LATENT_CHANNELS, encoder_names())
 
 
 def _fills(doc: dict, selection: dict, keys: Sequence[str], remeasure: Sequence[str]) -> dict[str, dict]:

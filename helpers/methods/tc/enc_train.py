@@ -15,8 +15,9 @@ training photos). One network serves all budgets: the rate control still picks t
 
 The decoder, the tables and the ``.sdc`` format do not change; the trained encoder is a drop-in replacement of
 TAEF2's encoder weights (:func:`load_trained_encoder`), and the exported one is what tc encodes with by default on
-the stock TAEF2 (``--encoder tc``; ``--encoder stock`` for the stock one: ``helpers.backends.taef2_spec``). The exported weights are float16 (about 2.7 MB) with a
-licence record of the training photos beside them (``taef2_tc_encoder.md``).
+the stock TAEF2 (``--encoder tc``; ``--encoder stock`` for the stock one: ``helpers.backends.taef2_spec``). The
+exported weights are float16 (about 2.7 MB) with a licence record of the training photos beside them
+(``taef2_tc_encoder.md``).
 """
 
 from __future__ import annotations
@@ -429,15 +430,13 @@ def load_part(path: Path, part: str, make, tool: str, dtype=None):
 def trained_backend(path: str | Path | None = None, weights_dir: Path | None = None):
     """A TAEF2 backend (PyTorch, CPU) whose encoder carries the trained weights; the decoder (and with it the
     fingerprint, the tc tables and every file it writes) is the stock one."""
-    from ...backends.taef2 import TAEF2Backend, load_taef2
+    from ...backends.taef2 import load_taef2
 
     stock = load_taef2(weights_dir, device="cpu")
     if path is None:
         return stock.with_encoder("tc")
-    trained = TAEF2Backend(load_trained_encoder(path), stock.decoder, stock.device, stock.dtype, stock.model_id)
-    trained.encoder_name = f"checkpoint {Path(path).name}"  # its own encoder: codec.encode keeps it
-    trained._encoders = {trained.encoder_name: trained, "stock": stock}
-    return trained
+    # under its own name: codec.encode keeps a backend's non-stock encoder
+    return stock.add_encoder(f"checkpoint {Path(path).name}", load_trained_encoder(path))
 
 
 #: what :func:`compare` measures besides PSNR and the detail ratio: the benchmark's perceptual metrics, because a
