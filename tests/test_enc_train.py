@@ -157,3 +157,31 @@ def test_cvvdp_term_is_zero_for_identical_pictures_and_grows_with_error():
     same = float(enc_train.cvvdp_term(x, x))
     noisy = float(enc_train.cvvdp_term((x + 0.2 * torch.randn_like(x)).clamp(0, 1), x))
     assert abs(same) < 1e-3 and noisy > same + 0.5
+
+
+def test_train_from_init_weights_starts_there_and_the_export_record_says_so(taef2, tmp_path, synthetic_training_images):
+    # a new run from earlier trained weights (--init): the first step's encoder is those weights (not TAEF2's: its
+    # bits differ from the stock encoder's before any update), a resumed run ignores --init, and the exported
+    # record names the weights it started from with their own record
+    shifted = {k: v * 1.01 if v.is_floating_point() else v for k, v in taef2.encoder.state_dict().items()}
+    src = tmp_path / "ckpt0.pt"
+    torch.save({"encoder": shifted, "step": 7, "batch": 4, "crop": 192, "fingerprint": 1, "table_id": 2}, src)
+    init = enc_train.export(src, tmp_path / "first.pth")
+    out = tmp_path / "run"
+    kw = dict(batch=1, crop=128, threads=1, images=synthetic_training_images, progress=False, max_steps=1)
+    ck = enc_train.train(out, 5.0, init=init, **kw)
+    st = torch.load(ck, weights_only=False)
+    assert st["init"] == str(init)
+    for k, v in shifted.items():  # one Adam step of lr 3e-5 from the init weights
+        torch.testing.assert_close(st["encoder"][k].float(), v.half().float(), rtol=0, atol=2e-3)
+    import csv
+
+    with open(out / "log.csv") as fh:
+        assert next(csv.DictReader(fh))["bits_vs_stock"] != "1.000"
+    before = {k: v.clone() for k, v in st["encoder"].items()}
+    enc_train.train(out, 5.0, init=tmp_path / "missing.pth", **{**kw, "max_steps": 2})  # resumes, no init read
+    st = torch.load(ck, weights_only=False)
+    assert st["step"] == 2 and all(torch.allclose(st["encoder"][k], v, atol=1e-3) for k, v in before.items())
+    rec = enc_train.export(ck, tmp_path / "second.pth").with_suffix(".md").read_text()
+    assert "Started from the encoder weights first.pth (Started from TAEF2's encoder weights" in rec
+    assert "7 steps of batch 4" in rec and "2 steps of batch 1" in rec

@@ -280,14 +280,20 @@ def train(
     gamma: float = GAMMA,
     images: list[np.ndarray] | None = None,
     max_steps: int | None = None,
+    init: Path | None = None,
 ) -> Path:
     """Train (or resume from ``out/ckpt.pt``) for ``budget_minutes`` of wall time (or ``max_steps`` steps in all);
-    returns the checkpoint path. ``images``: HxWx3 uint8 arrays to crop from (default: the training photos)."""
+    returns the checkpoint path. ``images``: HxWx3 uint8 arrays to crop from (default: the training photos).
+    ``init``: a new run starts from these encoder weights (exported ``.pth`` or a checkpoint) instead of TAEF2's;
+    ignored when ``out`` holds a checkpoint to resume."""
     import copy
 
     backend, tables = training_setup("encoder", threads, weights_dir)
     encoder, decoder = backend.encoder, backend.decoder
     stock = copy.deepcopy(encoder).eval().requires_grad_(False)  # before fit loads a checkpoint: TAEF2's own
+    resumed = (out / "ckpt.pt").is_file()
+    if init is not None and not resumed:
+        encoder.load_state_dict(load_trained_encoder(init).state_dict())
     images = training_images() if images is None else images
 
     def batch_loss(rng):
@@ -301,6 +307,11 @@ def train(
         }
 
     meta = run_meta(backend, tables, crop, batch, alpha=alpha, beta=beta, gamma=gamma)
+    import torch
+
+    start = torch.load(out / "ckpt.pt", weights_only=False).get("init") if resumed else init and str(init)
+    if start:  # where the run started, kept across resumes
+        meta["init"] = start
     columns = ("loss", "psnr", "bpp", "bits_vs_stock", "step_delta")
     return fit(
         out,
@@ -328,10 +339,15 @@ def export(ckpt: Path, dest: Path = WEIGHTS) -> Path:
         if mixed
         else f"{st['step']} steps"
     )
+    start = "Started from TAEF2's encoder weights (madebyollin/taesd, MIT licence)"
+    if st.get("init"):  # a run started from earlier trained weights: say what those were (their record)
+        prev = Path(st["init"]).with_suffix(".md")
+        earlier = prev.read_text().split("\n\n")[1].strip().rstrip(".") if prev.is_file() else "no record beside it"
+        start = f"Started from the encoder weights {Path(st['init']).name} ({earlier})"
     write_licence_record(
         dest,
         "TAEF2's encoder fine-tuned for the tc coder (python -m helpers.methods.tc.enc_train)",
-        f"Started from TAEF2's encoder weights (madebyollin/taesd, MIT licence); {how} of batch "
+        f"{start}; {how} of batch "
         f"{st['batch']}, {st['crop']}x{st['crop']} crops, against the frozen TAEF2 decoder "
         f"(weights {st['fingerprint']:08x}) and tc tables {st['table_id']:08x}" + (f"; loss {loss}." if loss else "."),
     )
@@ -588,6 +604,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("A", "B", "T", "DEST"),
         help="write (1-T)*A + T*B of two checkpoints' encoders to DEST and stop",
     )
+    ap.add_argument(
+        "--init",
+        default=None,
+        metavar="WEIGHTS",
+        help="a new run starts from these encoder weights (e.g. helpers/data/taef2_tc_encoder.pth) instead of TAEF2's",
+    )
     args = ap.parse_args(argv)
     from ...errors import guarded
 
@@ -621,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.checkpoint_minutes,
                 args.threads,
                 gamma=args.gamma,
+                init=Path(args.init) if args.init else None,
             )
         )
         return 0
