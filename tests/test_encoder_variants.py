@@ -138,7 +138,16 @@ def test_benchmark_remakes_records_of_another_encoder():
     ours = {"kind": "ours", "model_id": "taef2", "coder": "tc"}
     assert _encoder_changed(ours)  # made before encoder variants: the stock encoder
     assert _encoder_changed({**ours, "coder": "tc+e1", "encoder": "stock"})
-    assert not _encoder_changed({**ours, "encoder": "tc"})
+    import zlib
+
+    from helpers.backends.taef2_spec import ENCODER_DATA_DIR, encoder_digest
+
+    digest = f"{zlib.crc32((ENCODER_DATA_DIR / 'taef2_tc_encoder.pth').read_bytes()):08x}"
+    assert encoder_digest("tc") == digest and encoder_digest("stock") is None
+    assert not _encoder_changed({**ours, "encoder": "tc", "encoder_weights": digest})
+    # the same name with other weights (a re-trained encoder shipped since), or a record from before the digest
+    assert _encoder_changed({**ours, "encoder": "tc", "encoder_weights": "0badf00d"})
+    assert _encoder_changed({**ours, "encoder": "tc"})
     assert not _encoder_changed({**ours, "coder": "zlib"}) and not _encoder_changed({**ours, "coder": "arith"})
     assert _encoder_changed({**ours, "coder": "zlib", "encoder": "tc"})
     assert not _encoder_changed({**ours, "model_id": "CompVis/stable-diffusion-v1-4"})

@@ -90,6 +90,17 @@ def encoder_variant_file(name: str, fingerprint: int | None = None) -> Path:
     return path
 
 
+def encoder_digest(name: str) -> str | None:
+    """CRC-32 (8 hex digits) of a shipped encoder variant's weight file, None for ``stock`` and unknown names or a
+    missing file: what a benchmark record stores to notice that the weights behind a name changed."""
+    import zlib
+
+    if name not in ENCODER_VARIANTS:
+        return None
+    path = ENCODER_DATA_DIR / ENCODER_VARIANTS[name][0]
+    return f"{zlib.crc32(path.read_bytes()):08x}" if path.is_file() else None
+
+
 def encoder_of_file(path: str | Path) -> str:
     """The encoder name of an encoder weight file (:func:`taef2_weight_files`' first entry)."""
     name = Path(path).name

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends.taef2_spec import encoder_digest
 from ..errors import BudgetError, SDCError
 from ..memory import PeakMemory
 from . import config
@@ -389,6 +390,7 @@ def _ours_records(
             "model": mlabel,
             "model_id": backend.model_id,
             "encoder": enc_name,
+            "encoder_weights": encoder_digest(enc_name),
             "coder": coder,
             "denoise": dn,
             "width": size[0],

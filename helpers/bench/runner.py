@@ -136,14 +136,19 @@ def _check_metric_libraries(doc: dict, described: dict, remeasure: Sequence[str]
 
 def _encoder_changed(r: dict) -> bool:
     """Was this record of ours on the stock TAEF2 coded with another encoder than its method prefers today (records
-    from before encoder variants carry no ``encoder``: the stock one)? Such a record is re-made (``replaced``)."""
-    from ..backends.taef2_spec import TAEF2_LATENT_CHANNELS, TAEF2_MODEL_ID, encoder_names
+    from before encoder variants carry no ``encoder``: the stock one), or with other weights under the same name
+    (``encoder_weights``: the variant file's digest, absent in records from before it)? Such a record is re-made
+    (``replaced``)."""
+    from ..backends.taef2_spec import TAEF2_LATENT_CHANNELS, TAEF2_MODEL_ID, encoder_digest, encoder_names
     from ..codec import preferred_encoder
 
     if r.get("kind") != "ours" or r.get("model_id") != TAEF2_MODEL_ID or config.variant(r.get("coder", "")) is None:
         return False
     method = config.variant(r["coder"])[0]
-    return r.get("encoder", "stock") != preferred_encoder(method, TAEF2_LATENT_CHANNELS, encoder_names())
+    name = r.get("encoder", "stock")
+    if name != preferred_encoder(method, TAEF2_LATENT_CHANNELS, encoder_names()):
+        return True
+    return r.get("encoder_weights") != encoder_digest(name)
 
 
 def _fills(doc: dict, selection: dict, keys: Sequence[str], remeasure: Sequence[str]) -> dict[str, dict]:
