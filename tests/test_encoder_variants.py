@@ -132,23 +132,35 @@ def test_cli_encoder_flag(taef2, crop128, tmp_path, capsys):
     assert sizes[""] == encode(crop128, taef2, CodecParams(method="tc", step=120.0)).data
 
 
-def test_benchmark_remakes_records_of_another_encoder():
-    from helpers.bench.runner import _encoder_changed
-
-    ours = {"kind": "ours", "model_id": "taef2", "coder": "tc"}
-    assert _encoder_changed(ours)  # made before encoder variants: the stock encoder
-    assert _encoder_changed({**ours, "coder": "tc+e1", "encoder": "stock"})
+def test_benchmark_remakes_records_of_another_encoder_or_refine_schedule():
     import zlib
 
     from helpers.backends.taef2_spec import ENCODER_DATA_DIR, encoder_digest
+    from helpers.bench.runner import _coded_differently
+    from helpers.methods.tc.refine import SCHEDULES, schedule_label
+
+    ours = {"kind": "ours", "model_id": "taef2", "coder": "tc"}
+    assert _coded_differently(ours)  # made before encoder variants: the stock encoder
+    assert _coded_differently({**ours, "coder": "tc+e1", "encoder": "stock"})
 
     digest = f"{zlib.crc32((ENCODER_DATA_DIR / 'taef2_tc_encoder.pth').read_bytes()):08x}"
     assert encoder_digest("tc") == digest and encoder_digest("stock") is None
-    assert not _encoder_changed({**ours, "encoder": "tc", "encoder_weights": digest})
+    assert not _coded_differently({**ours, "encoder": "tc", "encoder_weights": digest})
     # the same name with other weights (a re-trained encoder shipped since), or a record from before the digest
-    assert _encoder_changed({**ours, "encoder": "tc", "encoder_weights": "0badf00d"})
-    assert _encoder_changed({**ours, "encoder": "tc"})
-    assert not _encoder_changed({**ours, "coder": "zlib"}) and not _encoder_changed({**ours, "coder": "arith"})
-    assert _encoder_changed({**ours, "coder": "zlib", "encoder": "tc"})
-    assert not _encoder_changed({**ours, "model_id": "CompVis/stable-diffusion-v1-4"})
-    assert not _encoder_changed({"kind": "baseline", "codec": "avif", "model_id": "taef2", "coder": "tc"})
+    assert _coded_differently({**ours, "encoder": "tc", "encoder_weights": "0badf00d"})
+    assert _coded_differently({**ours, "encoder": "tc"})
+    assert not _coded_differently({**ours, "coder": "zlib"}) and not _coded_differently({**ours, "coder": "arith"})
+    assert _coded_differently({**ours, "coder": "zlib", "encoder": "tc"})
+    assert not _coded_differently({**ours, "model_id": "CompVis/stable-diffusion-v1-4"})
+    assert not _coded_differently({"kind": "baseline", "codec": "avif", "model_id": "taef2", "coder": "tc"})
+    # effort variants: refined with today's schedule, or made again (another schedule, or from before the field)
+    e3 = {**ours, "coder": "tc+e3", "encoder": "tc", "encoder_weights": digest}
+    label = schedule_label(3)
+    assert label == "+".join(f"{n}x{lr:g}" for n, lr in SCHEDULES[3]) and schedule_label(0) is None
+    assert not _coded_differently({**e3, "refine": label})
+    assert _coded_differently(
+        {**e3, "refine": "10x0.05+10x0.03+10x0.02" if label != "10x0.05+10x0.03+10x0.02" else "1x1"}
+    )
+    assert _coded_differently(e3)
+    sd = {**e3, "model_id": "CompVis/stable-diffusion-v1-4", "encoder": "stock"}
+    assert _coded_differently(sd) and not _coded_differently({**sd, "refine": label})

@@ -134,17 +134,23 @@ def _check_metric_libraries(doc: dict, described: dict, remeasure: Sequence[str]
             )
 
 
-def _encoder_changed(r: dict) -> bool:
-    """Was this record of ours on the stock TAEF2 coded with another encoder than its method prefers today (records
-    from before encoder variants carry no ``encoder``: the stock one), or with other weights under the same name
-    (``encoder_weights``: the variant file's digest, absent in records from before it)? Such a record is re-made
-    (``replaced``)."""
+def _coded_differently(r: dict) -> bool:
+    """Would this record of ours be coded differently today? Refined with another schedule than its effort's today
+    (``refine``: :func:`helpers.methods.tc.refine.schedule_label`), or, on the stock TAEF2, coded with another encoder
+    than its method prefers today (records from before encoder variants carry no ``encoder``: the stock one) or with
+    other weights under the same name (``encoder_weights``: the variant file's digest, absent in records from before
+    it). Such a record is re-made (``replaced``)."""
     from ..backends.taef2_spec import TAEF2_LATENT_CHANNELS, TAEF2_MODEL_ID, encoder_digest, encoder_names
     from ..codec import preferred_encoder
+    from ..methods.tc.refine import schedule_label
 
-    if r.get("kind") != "ours" or r.get("model_id") != TAEF2_MODEL_ID or config.variant(r.get("coder", "")) is None:
+    if r.get("kind") != "ours" or config.variant(r.get("coder", "")) is None:
         return False
-    method = config.variant(r["coder"])[0]
+    method, _, effort = config.variant(r["coder"])
+    if r.get("refine") != schedule_label(effort):
+        return True
+    if r.get("model_id") != TAEF2_MODEL_ID:
+        return False
     name = r.get("encoder", "stock")
     if name != preferred_encoder(method, TAEF2_LATENT_CHANNELS, encoder_names()):
         return True
@@ -164,7 +170,7 @@ def _fills(doc: dict, selection: dict, keys: Sequence[str], remeasure: Sequence[
             continue
         if r.get("bytes") is None:
             continue
-        if _encoder_changed(r):  # coded with another encoder than today's default for it: made again
+        if _coded_differently(r):  # another encoder, its weights or refine schedule than today's: made again
             out.setdefault(r["image"], {})[_key_of(r)] = (r, list(keys))
             continue
         missing = [k for k in keys if r.get(k) is None or k in remeasure]

@@ -49,6 +49,15 @@ SCHEDULES: dict[int, tuple[tuple[int, float], ...]] = {
     2: ((4, 0.05), (4, 0.03)),
     3: ((10, 0.05), (10, 0.03), (10, 0.02)),
 }
+
+
+def schedule_label(effort: int) -> str | None:
+    """``effort``'s schedule as text (``10x0.05+10x0.02``: steps x learning rate per stage), None for effort 0: what a
+    benchmark record stores, so that a record refined with another schedule is made again."""
+    stages = SCHEDULES.get(effort, ())
+    return "+".join(f"{n}x{lr:g}" for n, lr in stages) or None
+
+
 #: rate weight relative to the high-rate slope (0 = rate-blind refinement, as before)
 RATE_ALPHA = 1.0
 #: weight of the per-tile detail term (:func:`helpers.methods.tc.detail_loss.detail_loss`; 0 = pixel error only)
