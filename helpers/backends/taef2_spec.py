@@ -7,6 +7,7 @@ tile side and the decoder's streaming threshold.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -92,13 +93,22 @@ def encoder_variant_file(name: str, fingerprint: int | None = None) -> Path:
 
 def encoder_digest(name: str) -> str | None:
     """CRC-32 (8 hex digits) of a shipped encoder variant's weight file, None for ``stock`` and unknown names or a
-    missing file: what a benchmark record stores to notice that the weights behind a name changed."""
-    import zlib
-
+    missing file: what a benchmark record stores to notice that the weights behind a name changed (the benchmark
+    asks once per record: the file is read once per size and modification time)."""
     if name not in ENCODER_VARIANTS:
         return None
     path = ENCODER_DATA_DIR / ENCODER_VARIANTS[name][0]
-    return f"{zlib.crc32(path.read_bytes()):08x}" if path.is_file() else None
+    if not path.is_file():
+        return None
+    st = path.stat()
+    return _file_crc(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_crc(path: str, size: int, mtime_ns: int) -> str:
+    import zlib
+
+    return f"{zlib.crc32(Path(path).read_bytes()):08x}"
 
 
 def encoder_of_file(path: str | Path) -> str:

@@ -288,12 +288,17 @@ def train(
     ignored when ``out`` holds a checkpoint to resume."""
     import copy
 
+    import torch
+
     backend, tables = training_setup("encoder", threads, weights_dir)
     encoder, decoder = backend.encoder, backend.decoder
     stock = copy.deepcopy(encoder).eval().requires_grad_(False)  # before fit loads a checkpoint: TAEF2's own
-    resumed = (out / "ckpt.pt").is_file()
-    if init is not None and not resumed:
-        encoder.load_state_dict(load_trained_encoder(init).state_dict())
+    if (out / "ckpt.pt").is_file():  # resuming: the run started where its checkpoint says
+        start = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=False).get("init")
+    else:
+        start = str(init) if init is not None else None
+        if init is not None:
+            encoder.load_state_dict(load_trained_encoder(init).state_dict())
     images = training_images() if images is None else images
 
     def batch_loss(rng):
@@ -307,9 +312,6 @@ def train(
         }
 
     meta = run_meta(backend, tables, crop, batch, alpha=alpha, beta=beta, gamma=gamma)
-    import torch
-
-    start = torch.load(out / "ckpt.pt", weights_only=False).get("init") if resumed else init and str(init)
     if start:  # where the run started, kept across resumes
         meta["init"] = start
     columns = ("loss", "psnr", "bpp", "bits_vs_stock", "step_delta")
