@@ -144,9 +144,10 @@ def _coded_differently(r: dict) -> bool:
     from ..codec import preferred_encoder
     from ..methods.tc.refine import schedule_label
 
-    if r.get("kind") != "ours" or config.variant(r.get("coder", "")) is None:
+    v = config.variant(r.get("coder", "")) if r.get("kind") == "ours" else None
+    if v is None:
         return False
-    method, _, effort = config.variant(r["coder"])
+    method, _, effort = v
     if r.get("refine") != schedule_label(effort):
         return True
     if r.get("model_id") != TAEF2_MODEL_ID:
