@@ -19,7 +19,7 @@ rate control picks a coarser step). Each step therefore minimises ``SSE(pixels) 
 and tables at the step the rate control chose), ``lambda = RATE_ALPHA * ln(2) / 6 * g * delta**2``: the
 high-rate slope of a uniform quantizer at that step (``g``: pixel squared error per unit of coefficient squared
 error, :data:`helpers.methods.tc.rate_model.G_PIXEL`). The step, and with it lambda, is re-fitted by the rate control
-before every stage. Effort 3 (three stages, 30 steps) is the highest effort.
+before every stage. Effort 3 (ten stages, 30 steps) is the highest effort.
 
 Effort 3's learning rate falls from stage to stage (0.05, 0.015, 0.005). With the earlier (0.05, 0.03, 0.02), Adam's
 fixed-size moves kept jittering the latent after the first stage: from tc's trained encoder the long refinement
@@ -28,6 +28,23 @@ added texture the original does not have (detail ratio above 1) and lost ColorVi
 ColorVideoVDP JOD / detail ratio): effort 1 34.18 / 8.997 / 1.00, effort 3 with the old rates 35.36 / 8.941 / 1.10,
 with (0.05, 0.02, 0.01) 35.91 / 9.013 / 1.03, with (0.05, 0.015, 0.005) 35.99 / 9.032 / 1.01; a stronger detail term
 (beta 3e-3) instead of the decay: 35.49 / 8.982 / 1.06.
+
+Short stages: within a stage the decoded picture improves for the first two or three steps after the rate control
+and then drifts (one training photo, 20 + 20 + 20 steps: 22.9 -> 23.6 dB in four steps, then 23.4-23.5 for the
+rest of the stage; each new stage jumps again by 0.2-0.3 dB in its first two steps). Re-fitting the step and
+lambda and starting Adam afresh every two or three steps is worth more than longer stages
+(``scripts/exp_refine_schedule.py``, 4 training photos at 5000 B, results/encoder_training/refine_schedules_train.json;
+means of PSNR dB / ColorVideoVDP JOD / SSIMULACRA 2 / Butteraugli / detail ratio, encode seconds with one thread
+under load): effort 3 as 10 + 10 + 10 steps 29.95 / 8.480 / 23.7 / 16.5 / 0.82 (160 s); as ten stages of 3 steps,
+the learning rate falling from 0.05 to 0.005 (now) 30.02 / 8.524 / 26.4 / 14.7 / 0.82 (142 s; JOD better on 4 of 4);
+fifteen stages of 2 steps 30.02 / 8.535 / 24.5 / 16.6 / 0.82; 20 + 20 + 20 steps (2 photos) 0.66 dB *below*
+10 + 10 + 10. Effort 2 as 4 + 4 steps at (0.05, 0.03) 29.54 / 8.508 / 22.6 / 16.8 / 0.83 (42 s); at (0.05, 0.015)
+29.70 / 8.528 / 24.1 / 16.0 / 0.80; as four stages of 2 steps (now) 29.80 / 8.555 / 25.3 / 15.2 / 0.83 (41 s), the
+best ColorVideoVDP of every variant tried, effort 3's included. Also tried there and dropped: twice the rate weight
+(alpha 2, 2 photos: effort 3 -0.12 dB, effort 1 -0.03 dB), ending each stage on its lowest-loss iterate (one photo:
+no change, its loss fell at every step), and stochastic Gumbel annealing of the rounding (Yang et al.
+2020) in place of the straight-through estimator (5 + 5 steps on one photo: 29.13 against 31.40 dB; it needs far
+more steps than an encoder can spend).
 
 Detail: pixel error rewards blur, and the rate term makes it worse (at 5000 B, effort 1 kept 0.60 of the
 original's high-frequency energy on 7 training photos and 0.60 on the 8 holdout photos, against about 0.9 for
@@ -54,8 +71,19 @@ from ...errors import SDCError
 SCHEDULES: dict[int, tuple[tuple[int, float], ...]] = {
     0: (),
     1: ((3, 0.05),),
-    2: ((4, 0.05), (4, 0.03)),
-    3: ((10, 0.05), (10, 0.015), (10, 0.005)),
+    2: ((2, 0.05), (2, 0.03), (2, 0.015), (2, 0.008)),
+    3: (
+        (3, 0.05),
+        (3, 0.04),
+        (3, 0.03),
+        (3, 0.024),
+        (3, 0.018),
+        (3, 0.014),
+        (3, 0.011),
+        (3, 0.008),
+        (3, 0.0065),
+        (3, 0.005),
+    ),
 }
 
 
