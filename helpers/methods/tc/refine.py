@@ -9,8 +9,8 @@ stages the rate control runs again, since the refined latent costs a different n
 
 Measured while designing it, on four licensed holdout photos at 5000 bytes (TAEF2, 512x512): plain 26.90 dB;
 3 steps of pixel loss without the quantizer 27.79 dB; 3 straight-through steps 28.40 dB (effort 1); 4 + 4
-steps with a rate control between them 28.94 dB (effort 2 then; the schedules now are below). The benchmark's figures for effort 1 are in
-results/kodak/summary.md and results/holdout/summary.md (variant ``tc+e1``).
+steps with a rate control between them 28.94 dB (effort 2 then; today's schedules are below). The benchmark's
+figures for effort 1 are in results/kodak/summary.md and results/holdout/summary.md (variant ``tc+e1``).
 The decoder and the file format do not change: only the encoder works harder.
 
 Rate-distortion refinement: rate-blind steps spend their gain on rate (the refined latent costs more bytes, the
