@@ -1,13 +1,15 @@
 """Which refinement schedule and rate weight should an effort level use? Measured on training photos (issue 15).
 
     python scripts/exp_refine_schedule.py --variants effort=1 effort=1,alpha=2 sched=4x0.05+4x0.015 \
-        [--photos train|holdout] [--n 4] [--skip 0] [--budget 5000] [--threads 1] [--out NAME]
+        [--photos train|holdout] [--n 4] [--skip 0] [--budget 5000] [--threads 1] [--encoder tc|stock] [--out NAME]
 
 Each variant is comma-separated ``key=value``: ``effort=N`` (a shipped schedule of
 :data:`helpers.methods.tc.refine.SCHEDULES`), or ``sched=STEPSxLR+...`` (stages of steps x Adam learning rate, the
 rate control before each), ``alpha=A`` (rate weight relative to the high-rate slope, default the shipped
-``RATE_ALPHA``), ``beta=B`` (detail term weight, default ``DETAIL_BETA``). Every variant codes the same photos (the
-512x512 centre crop, tc's trained encoder, at the budget, every byte counted) from the same latent; the script
+``RATE_ALPHA``), ``beta=B`` (detail term weight, default ``DETAIL_BETA``), ``gamma=G`` (adds ``G * (10 - JOD)``,
+ColorVideoVDP's own ``loss`` on display ``standard_fhd`` as in the benchmark, to every step; default 0). Every variant
+codes the same photos (the 512x512 centre crop, tc's trained encoder or ``--encoder stock``, at the budget, every byte
+counted) from the same latent; the script
 prints per photo and the means of PSNR, MS-SSIM, ColorVideoVDP, SSIMULACRA 2, Butteraugli, detail retention and
 encode seconds, how many photos each variant improves over the first one, and writes the records to
 ``results/encoder_training/refine_<NAME>.json`` (default NAME: ``schedules_<photos>``). Never run it on Kodak:
@@ -20,6 +22,7 @@ import argparse
 import functools
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,27 +33,41 @@ OUT = Path(__file__).resolve().parents[1] / "results" / "encoder_training"
 SLOT = 99
 
 
+def cvvdp_loss(gamma: float):
+    """``(decoded, target) -> gamma * (10 - JOD)`` for (1, 3, H, W) tensors in [0, 1]."""
+    from helpers.metrics.perceptual import _cvvdp
+
+    vdp = _cvvdp()
+
+    def loss(out, target):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return gamma * vdp.loss(out[0].clamp(0, 1), target[0], dim_order="CHW")
+
+    return loss
+
+
 def parse_variant(text: str) -> dict:
-    """``effort=3,alpha=2`` -> {"stages": ((10, 0.05), ...), "alpha": 2.0, "beta": None}."""
+    """``effort=3,alpha=2`` -> {"stages": ((10, 0.05), ...), "alpha": 2.0, "beta": None, "gamma": 0.0}."""
     from helpers.methods.tc import refine
 
-    out: dict = {"stages": None, "alpha": None, "beta": None}
+    out: dict = {"stages": None, "alpha": None, "beta": None, "gamma": 0.0}
     for part in text.split(","):
         key, _, value = part.partition("=")
         if key == "effort":
             out["stages"] = refine.SCHEDULES[int(value)]
         elif key == "sched":
             out["stages"] = tuple((int(n), float(lr)) for n, lr in (s.split("x") for s in value.split("+")))
-        elif key in ("alpha", "beta"):
+        elif key in ("alpha", "beta", "gamma"):
             out[key] = float(value)
         else:
-            raise SystemExit(f"unknown variant key {key!r} in {text!r}: use effort=, sched=, alpha=, beta=")
+            raise SystemExit(f"unknown variant key {key!r} in {text!r}: use effort=, sched=, alpha=, beta=, gamma=")
     if out["stages"] is None:
         raise SystemExit(f"variant {text!r} names no schedule: add effort=N or sched=STEPSxLR+...")
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", nargs="+", required=True)
     ap.add_argument("--photos", choices=("train", "holdout"), default="train")
@@ -58,8 +75,9 @@ def main() -> None:
     ap.add_argument("--skip", type=int, default=0, help="start at this photo of the set (split runs across processes)")
     ap.add_argument("--budget", type=int, default=5000)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--encoder", choices=("tc", "stock"), default="tc", help="the latent every variant starts from")
     ap.add_argument("--out", default=None, help="records file name part (default schedules_<photos>)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     variants = {v: parse_variant(v) for v in args.variants}
 
     import torch
@@ -75,7 +93,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     backend = load_taef2(None, device="cpu")
-    params = CodecParams(method="tc", policy="crop512", effort=SLOT)
+    params = CodecParams(method="tc", policy="crop512", effort=SLOT, encoder=args.encoder)
     paths = (train_photos() if args.photos == "train" else holdout_photos())[args.skip : args.skip + args.n]
     plain = refine.refine_latents
     rows = []
@@ -87,7 +105,8 @@ def main() -> None:
             for name, v in variants.items():
                 refine.SCHEDULES[SLOT] = v["stages"]
                 # the tc method imports refine_latents at call time: this sets the variant's weights for every step
-                refine.refine_latents = functools.partial(plain, alpha=v["alpha"], beta=v["beta"])
+                extra = cvvdp_loss(v["gamma"]) if v["gamma"] else None
+                refine.refine_latents = functools.partial(plain, alpha=v["alpha"], beta=v["beta"], extra_loss=extra)
                 t0 = time.perf_counter()
                 enc = encode(img, backend, params, args.budget, z)
                 seconds = time.perf_counter() - t0

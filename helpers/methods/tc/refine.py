@@ -160,7 +160,7 @@ def refine_latents(
     input) for fewer bits. ``quantizer_for(z)`` runs the rate control for ``z`` and returns ``Q``: latent ->
     quantized latent at the step it chose. ``alpha``: the rate weight (default :data:`RATE_ALPHA`; 0 = rate-blind;
     ignored where ``Q`` is no tc quantizer). ``extra_loss(decoded, target)``, if given, is added to every step's loss
-    (both (1, 3, H, W) in [0, 1]; for experiments, e.g. ``scripts/exp_cvvdp_refine.py``)."""
+    (both (1, 3, H, W) in [0, 1]; for experiments, e.g. ``gamma=`` of ``scripts/exp_refine_schedule.py``)."""
     alpha = RATE_ALPHA if alpha is None else alpha
     beta = DETAIL_BETA if beta is None else beta
     if effort not in SCHEDULES:
