@@ -136,6 +136,7 @@ def test_benchmark_remakes_records_of_another_encoder_or_refine_schedule():
     import zlib
 
     from helpers.backends.taef2_spec import ENCODER_DATA_DIR, encoder_digest
+    from helpers.bench.config import refine_label
     from helpers.bench.runner import _coded_differently
     from helpers.methods.tc.refine import SCHEDULES, schedule_label
 
@@ -157,6 +158,7 @@ def test_benchmark_remakes_records_of_another_encoder_or_refine_schedule():
     e3 = {**ours, "coder": "tc+e3", "encoder": "tc", "encoder_weights": digest}
     label = schedule_label(3)
     assert label == "+".join(f"{n}x{lr:g}" for n, lr in SCHEDULES[3]) and schedule_label(0) is None
+    assert refine_label("tc", 3) == label and refine_label("tc", 0) is None and refine_label("palette", 0) is None
     assert not _coded_differently({**e3, "refine": label})
     assert _coded_differently(
         {**e3, "refine": "10x0.05+10x0.03+10x0.02" if label != "10x0.05+10x0.03+10x0.02" else "1x1"}

@@ -62,6 +62,14 @@ def variant(name: str) -> tuple[str, str, int] | None:
     return None
 
 
+def refine_label(method: str, effort: int) -> str | None:
+    """A record's ``refine``: the method's recipe for its encoder-side refinement at ``effort``
+    (:meth:`helpers.methods.base.LatentMethod.refine_label`), None at effort 0."""
+    from ..methods import registry
+
+    return registry.get(method).refine_label(effort) if effort else None
+
+
 RECORDS_FILE = "records.json"
 PLOT_FILE = "rd_curves.png"
 SUMMARY_FILE = "summary.md"

@@ -16,7 +16,6 @@ import numpy as np
 from ..backends.taef2_spec import encoder_digest
 from ..errors import BudgetError, SDCError
 from ..memory import PeakMemory
-from ..methods.tc.refine import schedule_label
 from . import config
 from .config import OURS_RULE, PALETTE_CODERS, POLICY, SAVINGS_COLORS, variant
 from .records import _metric_fields, _metric_values, _round, ours_label, record_key, with_metrics
@@ -392,7 +391,7 @@ def _ours_records(
             "model_id": backend.model_id,
             "encoder": enc_name,
             "encoder_weights": encoder_digest(enc_name),
-            "refine": schedule_label(p.effort),
+            "refine": config.refine_label(p.method, p.effort),
             "coder": coder,
             "denoise": dn,
             "width": size[0],

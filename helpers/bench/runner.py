@@ -136,19 +136,18 @@ def _check_metric_libraries(doc: dict, described: dict, remeasure: Sequence[str]
 
 def _coded_differently(r: dict) -> bool:
     """Would this record of ours be coded differently today? Refined with another schedule than its effort's today
-    (``refine``: :func:`helpers.methods.tc.refine.schedule_label`), or, on the stock TAEF2, coded with another encoder
+    (``refine``: :func:`helpers.bench.config.refine_label`), or, on the stock TAEF2, coded with another encoder
     than its method prefers today (records from before encoder variants carry no ``encoder``: the stock one) or with
     other weights under the same name (``encoder_weights``: the variant file's digest, absent in records from before
     it). Such a record is re-made (``replaced``)."""
     from ..backends.taef2_spec import TAEF2_LATENT_CHANNELS, TAEF2_MODEL_ID, encoder_digest, encoder_names
     from ..codec import preferred_encoder
-    from ..methods.tc.refine import schedule_label
 
     v = config.variant(r.get("coder", "")) if r.get("kind") == "ours" else None
     if v is None:
         return False
     method, _, effort = v
-    if r.get("refine") != schedule_label(effort):
+    if r.get("refine") != config.refine_label(method, effort):
         return True
     if r.get("model_id") != TAEF2_MODEL_ID:
         return False

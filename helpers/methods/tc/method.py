@@ -19,6 +19,11 @@ class TcMethod(LatentMethod):
     coders = {"range": 3}
     encoder = "tc"  # TAEF2's encoder trained for this coder (helpers.methods.tc.enc_train), where the model has it
 
+    def refine_label(self, effort: int) -> str | None:
+        from .refine import schedule_label
+
+        return schedule_label(effort)
+
     def check(self, h: Header, payload_len: int, limits: Limits) -> None:
         if h.coder != "range" or h.colors != 0:
             raise BitstreamError(
