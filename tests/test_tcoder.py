@@ -155,3 +155,19 @@ def test_retrained_tables_keep_old_files_decodable(tmp_path, monkeypatch):
     path.with_name(f"{path.stem}_{old_id:08x}.npz").unlink()
     with pytest.raises(BitstreamError, match=f"needs transform tables {old_id:08x}.*tc_{fp:08x}_{old_id:08x}.npz"):
         T.decode_payload(coded.payload, 4, 16, 16, fp)
+
+
+def test_shipped_tables_are_present_and_their_absence_is_an_error(tmp_path, monkeypatch):
+    """The stock TAEF2's tables ship with the package; without them the encoder refuses (no silent inline fallback)."""
+    from helpers.errors import SDCError
+
+    for fp in T.SHIPPED_TABLES:
+        assert (T.DATA_DIR / f"tc_{fp:08x}.npz").is_file() and T.trained_tables(fp).fingerprint == fp
+    fp = next(iter(T.SHIPPED_TABLES))
+    z = _latent()
+    monkeypatch.setattr(T, "DATA_DIR", tmp_path / "data")
+    monkeypatch.setenv("SDCOMP_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(SDCError, match=f"tc tables for this decoder \\(tc_{fp:08x}.npz\\) are missing.*reinstall"):
+        T.encode_latent(z, fp, budget=5000)
+    coded, _ = T.encode_latent(z, 0x0BADF00D, budget=5000)  # a decoder without shipped tables: inline tables
+    assert struct.unpack_from("<I", coded.payload, 1)[0] == 0

@@ -760,8 +760,21 @@ def decode_symbols(
 # ----------------------------------------------------------------------------------------------
 
 
+#: decoder fingerprints whose trained tables ship in helpers/data (the stock TAEF2's): coding for one of these without
+#: its tables file is a broken installation (inline tables would make every file larger and worse), not a decoder to
+#: code with inline tables
+SHIPPED_TABLES = frozenset({0xF75BBA2B})
+
+
 def tables_for(z: np.ndarray, fingerprint: int | None, levels: int) -> Tables:
+    """The tables to code ``z`` with: the trained ones for these decoder weights, else inline tables fitted to ``z``
+    (decoders without trained tables, e.g. the tiny test models). Raises where shipped tables are missing."""
     t = trained_tables(fingerprint) if fingerprint is not None else None
+    if t is None and fingerprint in SHIPPED_TABLES:
+        raise SDCError(
+            f"the tc tables for this decoder (tc_{fingerprint:08x}.npz) are missing from {DATA_DIR}: "
+            f"restore the file (git checkout helpers/data) or reinstall sdcomp-notebooks"
+        )
     if t is not None and t.channels == z.shape[0] and levels in t.A:
         return t
     return inline_tables(z, levels)
