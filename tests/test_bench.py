@@ -628,3 +628,16 @@ def test_sd_backend_with_denoise_variant(kodak_dir, tiny_sd_dir, tmp_path):
         assert r["bytes"] <= 8000 and r["setting"].startswith("liq ")
         assert (r["seconds"]["denoise"] > 0) == label.endswith("+denoise")
     assert doc["coder_savings"] == []  # one coder: nothing to compare
+
+
+def test_summary_reports_the_last_invocation_that_computed_records(tmp_path):
+    """A run that only re-made records (``replaced``) is the last one that computed; a run that computed nothing
+    (everything reused) is not."""
+    doc, sel = _doc({("a", "ours:t/x"): {"psnr": 20.0}, ("a", "jpeg"): {"psnr": 24.0}})
+    doc["meta"]["runs"] = [
+        {"new_records": 2, "replaced_records": 0, "wall_seconds": 100.0},
+        {"new_records": 0, "replaced_records": 1, "wall_seconds": 50.0},
+        {"new_records": 0, "replaced_records": 0, "wall_seconds": 1.0},
+    ]
+    md = bench.write_summary(doc, tmp_path / "s.md", sel).read_text()
+    assert "last invocation 50.0 s, 0 new records, 1 replaced, " in md

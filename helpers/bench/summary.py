@@ -205,7 +205,8 @@ def write_summary(doc: dict, path: Path, selection: dict) -> Path:
     agg = aggregate(doc["records"], images)
     mach = meta.get("machine", {})
     runs = meta.get("runs") or [{}]
-    run = next((r for r in reversed(runs) if r.get("new_records")), runs[-1])  # the last one that computed
+    # the last invocation that computed records (new ones, or re-made ones it replaced)
+    run = next((r for r in reversed(runs) if r.get("new_records") or r.get("replaced_records")), runs[-1])
     img_secs = [meta.get("image_seconds", {}).get(i) for i in images]
     par = meta.get("parallel", {})
     settings = "; ".join(f"{k}: {v}" for k, v in meta.get("baseline_settings", {}).items() if k in selection["codecs"])
@@ -238,7 +239,7 @@ def write_summary(doc: dict, path: Path, selection: dict) -> Path:
         f"invocations that computed these records; {total / max(1, len([s for s in img_secs if s])):.1f} s of "
         f"work per image in a process with {par.get('torch_threads_per_job', '?')} torch thread(s), "
         f"{_parallel(par)}; last invocation {_f(run.get('wall_seconds'), 1)} s, "
-        f"{run.get('new_records', 0)} new records, 1-min load average {run.get('load_start', '?')} at its start "
+        f"{run.get('new_records', 0)} new records, {run.get('replaced_records', 0)} replaced, 1-min load average {run.get('load_start', '?')} at its start "
         f"and {run.get('load_end', '?')} at its end (model loading {_f(meta.get('backend_load_seconds'), 1)} s)",
     ]
     if meta.get("skipped_coders"):
