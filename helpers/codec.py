@@ -66,7 +66,7 @@ class CodecParams:
     #: pixel cap for the input image (None: bitstream.Limits.default(), i.e. SDCOMP_MAX_PIXELS or 8192 x 8192)
     max_pixels: int | None = None
     #: tc only: encoder-side refinement against decoded pixels (helpers.methods.tc.refine.SCHEDULES: 0 = none,
-    #: 1 = 3 steps, 2 = 8, 3 = 30)
+    #: 1 = 3 steps in two stages, 2 = 8 in four, 3 = 30 in ten)
     effort: int = 0
     #: tc with effort only: weight of the refinement's per-tile detail term (None: helpers.methods.tc.refine's
     #: DETAIL_BETA; 0 = pixel error and rate only, which smooths texture away)

@@ -291,6 +291,7 @@ EFFORT_BUDGET = 5000
 EFFORT_ROWS = (
     ("`tc` (default)", "ours:taef2/tc"),
     ("`tc+e1`", "ours:taef2/tc+e1"),
+    ("`tc+e2`", "ours:taef2/tc+e2"),
     ("`tc+e3` (highest effort)", "ours:taef2/tc+e3"),
     ("JPEG", "jpeg"),
     ("WebP", "webp"),
