@@ -272,9 +272,10 @@ for budget in RD_BUDGETS:
 #   TAEF2: the tiny autoencoder's own ceiling (about 32 dB on Kodak) and its 32-channel latent cost more
 #   than a classic codec's transform. Faces and small text suffer most; see notebook 05.
 # * Encoder effort (the study above; the 24-crop figures are in `results/kodak` and `results/kodak_effort3`):
-#   at 5000 B, over the default, effort 1 adds about 0.8 dB and 0.06 JOD for about 13 s of CPU per image,
-#   effort 3 about 1.6 dB and 0.12 JOD, in about 2 minutes; neither reaches AVIF. Without the detail term the
-#   refinement buys its decibels partly with blur (see the "no detail term" row and crops).
+#   at 5000 B, over the default, effort 1 adds about 1.0 dB and 0.10 JOD for about 16 s of CPU per image,
+#   effort 2 1.3 dB and 0.14 JOD in about a minute (the best JOD), effort 3 1.6 dB and 0.12 JOD in about 3; none reaches AVIF.
+#   Without the detail term the refinement buys its decibels partly with blur (see the "no detail term" row and
+#   crops).
 # * The tables (transform, scales, contexts) were trained on licensed Debian photos, never on Kodak
 #   (`python -m helpers.methods.tc.tc_train`); models without trained tables (SD v1.4 here) use per-image
 #   tables sent in the file, which cost about 100 bytes for SD's 4 channels.
