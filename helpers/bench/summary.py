@@ -239,7 +239,8 @@ def write_summary(doc: dict, path: Path, selection: dict) -> Path:
         f"invocations that computed these records; {total / max(1, len([s for s in img_secs if s])):.1f} s of "
         f"work per image in a process with {par.get('torch_threads_per_job', '?')} torch thread(s), "
         f"{_parallel(par)}; last invocation {_f(run.get('wall_seconds'), 1)} s, "
-        f"{run.get('new_records', 0)} new records, {run.get('replaced_records', 0)} replaced, 1-min load average {run.get('load_start', '?')} at its start "
+        f"{run.get('new_records', 0)} new records, {run.get('replaced_records', 0)} replaced, "
+        f"1-min load average {run.get('load_start', '?')} at its start "
         f"and {run.get('load_end', '?')} at its end (model loading {_f(meta.get('backend_load_seconds'), 1)} s)",
     ]
     if meta.get("skipped_coders"):
