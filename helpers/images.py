@@ -221,8 +221,9 @@ def to_array(img) -> np.ndarray:
     return np.asarray(as_pil(img), dtype=np.uint8)
 
 
-def list_images(folder: str | Path, names: list[str] | None = None) -> list[Path]:
-    """Image files in a folder (sorted), optionally only those whose stem or name is in ``names``."""
+def list_images(folder: str | Path, names: list[str] | None = None, keep_order: bool = False) -> list[Path]:
+    """Image files in a folder (sorted), optionally only those whose stem or name is in ``names`` (with
+    ``keep_order``: in the order of ``names``, e.g. a notebook's first image is its close look)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageInputError(f"image folder not found: {folder}; pass --data DIR (e.g. ../shared/data/kodak)")
@@ -236,6 +237,9 @@ def list_images(folder: str | Path, names: list[str] | None = None) -> list[Path
         if missing:
             raise ImageInputError(f"images not found in {folder}: {', '.join(sorted(missing))}")
         files = picked
+        if keep_order:
+            rank = {n: i for i, n in enumerate(names)}
+            files.sort(key=lambda p: min(rank.get(p.stem, len(rank)), rank.get(p.name, len(rank))))
     if not files:
         raise ImageInputError(f"no images in {folder}")
     return files

@@ -143,7 +143,7 @@ from helpers.metrics import measure
 if not Path(DATA_DIR).is_dir():
     print(f"{DATA_DIR} not found: using the repository's data/ folder (put your own images there)")
     DATA_DIR = "../data"
-paths = list_images(DATA_DIR, IMAGES)
+paths = list_images(DATA_DIR, IMAGES, keep_order=True)  # paths[0]: the close look
 image = load_image(paths[0])
 _, reference = model_input(image, POLICY, backend.downsample)
 variants = {"palette (arith)": CodecParams(method="palette", coder="arith", colors=1024, policy=POLICY),

@@ -118,3 +118,16 @@ def test_pixel_cap_refuses_before_decoding(tmp_path):
     with pytest.raises(ImageInputError, match="over the pixel cap of 50,000"):
         load_image(tmp_path / "big.png", max_pixels=50_000)
     assert load_image(tmp_path / "big.png", max_pixels=60_000).size == (300, 200)
+
+
+def test_list_images_sorted_or_in_the_order_asked(tmp_path):
+    from helpers.images import list_images
+
+    for n in ("b", "a", "c"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{n}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert [p.stem for p in list_images(tmp_path)] == ["a", "b", "c"]
+    assert [p.stem for p in list_images(tmp_path, ["c", "a"])] == ["a", "c"]
+    assert [p.stem for p in list_images(tmp_path, ["c", "a.png"], keep_order=True)] == ["c", "a"]
+    with pytest.raises(ImageInputError, match="images not found in .*: d"):
+        list_images(tmp_path, ["a", "d"], keep_order=True)
