@@ -9,11 +9,10 @@ rate control before each), ``alpha=A`` (rate weight relative to the high-rate sl
 ``RATE_ALPHA``), ``beta=B`` (detail term weight, default ``DETAIL_BETA``), ``gamma=G`` (adds ``G * (10 - JOD)``,
 ColorVideoVDP's own ``loss`` on display ``standard_fhd`` as in the benchmark, to every step; default 0). Every variant
 codes the same photos (the 512x512 centre crop, tc's trained encoder or ``--encoder stock``, at the budget, every byte
-counted) from the same latent; the script
-prints per photo and the means of PSNR, MS-SSIM, ColorVideoVDP, SSIMULACRA 2, Butteraugli, detail retention and
-encode seconds, how many photos each variant improves over the first one, and writes the records to
-``results/encoder_training/refine_<NAME>.json`` (default NAME: ``schedules_<photos>``). Never run it on Kodak:
-the schedules are chosen here and tested there.
+counted) from the same latent; the script prints per photo and the means of PSNR, MS-SSIM, ColorVideoVDP,
+SSIMULACRA 2, Butteraugli, detail retention and encode seconds, how many photos each variant improves over the first
+one, and writes the records to ``results/encoder_training/refine_<NAME>.json`` (default NAME:
+``schedules_<photos>``). Never run it on Kodak: the schedules are chosen here and tested there.
 """
 
 from __future__ import annotations
