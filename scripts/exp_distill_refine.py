@@ -119,13 +119,12 @@ def batch_of(items, sub: int | None = None, rng: random.Random | None = None):
 MARGIN = 2
 
 
-def train(out: Path, steps: int, lr: float, batch: int, minutes: float, threads: int, sub: int | None) -> None:
+def train(out: Path, steps: int, lr: float, batch: int, minutes: float, sub: int | None) -> None:
     import torch
     from tqdm.auto import tqdm
 
     from helpers.methods.tc.enc_train import load_trained_encoder
 
-    torch.set_num_threads(threads)
     tr, val = load_set(out)
     enc = load_trained_encoder()
     enc.train()
@@ -221,7 +220,7 @@ def main() -> None:
         k, of = map(int, args.part.split("/"))
         make_targets(args.out, args.n_crops, args.crop, (k, of))
     elif args.what == "train":
-        train(args.out, args.steps, args.lr, args.batch, args.budget_minutes, args.threads, args.sub or None)
+        train(args.out, args.steps, args.lr, args.batch, args.budget_minutes, args.sub or None)
     else:
         evaluate(args.out, args.budget)
 

@@ -17,13 +17,16 @@ TAEF2_ENCODER = "taef2_encoder.pth"
 TAEF2_DECODER = "taef2_decoder.pth"
 #: the encoder of the TAEF2 folder itself (``--encoder stock``)
 STOCK_ENCODER = "stock"
+#: the published TAEF2 decoder's weights fingerprint (:func:`helpers.backends.torch_base.weights_fingerprint`): what
+#: its shipped encoder variants and tc tables were trained for
+TAEF2_FINGERPRINT = 0xF75BBA2B
 #: encoders for the stock TAEF2 decoder shipped in ``helpers/data`` (name -> file: a float16 TAEF2 encoder state
 #: dict with its licence record beside it). Files they write decode with the stock decoder and carry its
 #: fingerprint: the encoder is no part of the format. A coding method names the encoder it prefers
 #: (``helpers.methods.base.LatentMethod.encoder``); ``--encoder`` overrides it. ``tc``: trained for the transform
 #: coder (``python -m helpers.methods.tc.enc_train``). Each was trained against one decoder (its fingerprint, see
 #: :func:`helpers.backends.torch_base.weights_fingerprint`) and is offered only with that decoder.
-ENCODER_VARIANTS = {"tc": ("taef2_tc_encoder.pth", 0xF75BBA2B)}
+ENCODER_VARIANTS = {"tc": ("taef2_tc_encoder.pth", TAEF2_FINGERPRINT)}
 ENCODER_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 TAEF2_MODEL_ID = "taef2"
 TAEF2_LATENT_CHANNELS = 32

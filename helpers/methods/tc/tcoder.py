@@ -60,6 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...backends.taef2_spec import TAEF2_FINGERPRINT
 from ...errors import BitstreamError, BudgetError, SDCError
 from ..base import fit_budget
 
@@ -763,7 +764,7 @@ def decode_symbols(
 #: decoder fingerprints whose trained tables ship in helpers/data (the stock TAEF2's): coding for one of these without
 #: its tables file is a broken installation (inline tables would make every file larger and worse), not a decoder to
 #: code with inline tables
-SHIPPED_TABLES = frozenset({0xF75BBA2B})
+SHIPPED_TABLES = frozenset({TAEF2_FINGERPRINT})
 
 
 def tables_for(z: np.ndarray, fingerprint: int | None, levels: int) -> Tables:
