@@ -33,6 +33,41 @@ def test_rd_loss_trains_the_encoder_only_and_lower_alpha_costs_more_bits(taef2, 
             p.requires_grad_(True)
 
 
+def test_rd_loss_in_bf16_is_close_to_fp32_and_trains_the_encoder(taef2, kodak_dir):
+    # --precision bf16 (autocast, channels-last): the same loss within a few per cent, float32 results, gradients
+    if enc_train.resolve_precision("auto") != "bf16":
+        import pytest
+
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16 / AMX): autocast would be emulated and slow")
+    with Image.open(kodak_dir / "kodim23.png") as im:
+        x = (to_nchw(im.convert("RGB").crop((200, 100, 328, 228))) + 1) / 2
+    x = torch.as_tensor(x).float()
+    enc, dec = taef2.encoder, taef2.decoder
+    tables = T.trained_tables(taef2.fingerprint)
+    ks = [T.k_of(100.0)]
+    try:
+        with torch.no_grad():
+            ref, mse, bits = enc_train.rd_loss(enc, dec, x, tables, ks)
+        fast, mse16, bits16 = enc_train.rd_loss(enc, dec, x, tables, ks, precision="bf16")
+        assert fast.dtype == mse16.dtype == bits16.dtype == torch.float32
+        assert abs(fast.item() / ref.item() - 1) < 0.05 and abs(float(bits16[0]) / float(bits[0]) - 1) < 0.05
+        assert abs(float(mse16[0]) / float(mse[0]) - 1) < 0.1
+        fast.backward()
+        assert sum(float(p.grad.abs().sum()) for p in enc.parameters() if p.grad is not None) > 0
+    finally:
+        enc.zero_grad(set_to_none=True)
+        dec.zero_grad(set_to_none=True)
+
+
+def test_resolve_precision():
+    assert enc_train.resolve_precision("auto") in ("fp32", "bf16")
+    assert enc_train.resolve_precision("fp32") == "fp32"
+    import pytest
+
+    with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16, not 'fp16'"):
+        enc_train.resolve_precision("fp16")
+
+
 def test_export_and_load_round_trip(taef2, tmp_path):
     ckpt = tmp_path / "ckpt.pt"
     torch.save(
@@ -130,13 +165,15 @@ def test_train_checkpoints_and_resumes_with_the_perceptual_term(tmp_path, synthe
 
     images = synthetic_training_images
     out = tmp_path / "run"
-    kw = dict(batch=1, crop=128, threads=1, images=images, progress=False, gamma=1e-3)
+    kw = dict(batch=1, crop=128, threads=1, images=images, progress=False, gamma=1e-3, keep=True)
     ck = enc_train.train(out, 5.0, max_steps=2, **kw)
     first = torch.load(ck, weights_only=False)
     assert first["step"] == 2 and first["gamma"] == 1e-3 and first["alpha"] == enc_train.ALPHA
+    assert first["precision"] == enc_train.resolve_precision("auto")
+    assert sorted(f.name for f in out.glob("ckpt_*.pt")) == ["ckpt_2.pt"]  # --keep
     enc_train.train(out, 5.0, max_steps=3, **kw)
     st = torch.load(ck, weights_only=False)
-    assert st["step"] == 3
+    assert st["step"] == 3 and sorted(f.name for f in out.glob("ckpt_*.pt")) == ["ckpt_2.pt", "ckpt_3.pt"]
     with open(out / "log.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["step"] for r in rows] == ["1", "2", "3"] and all(float(r["bpp"]) > 0 for r in rows)

@@ -91,9 +91,11 @@ def train(
     images: list[np.ndarray] | None = None,
     progress: bool = True,
     max_steps: int | None = None,
+    keep: bool = False,
 ) -> Path:
     """Train (or resume from ``out/ckpt.pt``) for ``budget_minutes`` of wall time (or ``max_steps`` steps in all);
-    returns the checkpoint path. ``images``: HxWx3 uint8 arrays to crop from (default: the training photos)."""
+    returns the checkpoint path. ``images``: HxWx3 uint8 arrays to crop from (default: the training photos).
+    ``keep``: keep every checkpoint as ``ckpt_STEP.pt``."""
     backend, tables = training_setup("decoder", threads, weights_dir)
     encoder, decoder = backend.encoder, backend.decoder
     images = training_images() if images is None else images
@@ -105,7 +107,18 @@ def train(
 
     meta = run_meta(backend, tables, crop, batch, beta=beta, gamma=gamma)
     return fit(
-        out, "decoder", decoder, batch_loss, meta, budget_minutes, lr, checkpoint_minutes, seed, max_steps, progress
+        out,
+        "decoder",
+        decoder,
+        batch_loss,
+        meta,
+        budget_minutes,
+        lr,
+        checkpoint_minutes,
+        seed,
+        max_steps,
+        progress,
+        keep=keep,
     )
 
 
@@ -209,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.gamma,
                 args.checkpoint_minutes,
                 args.threads,
+                keep=args.keep,
             )
         )
         return 0

@@ -27,6 +27,7 @@ import csv
 import math
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -90,8 +91,40 @@ def cvvdp_term(xh, x):
         return sum(vdp.loss(xh[i].clamp(0, 1), x[i], dim_order="CHW") for i in range(len(x))) / len(x)
 
 
-def rd_loss(encoder, decoder, x, tables, ks: list[int], alpha: float = ALPHA, beta: float = BETA, gamma: float = GAMMA):
-    """(loss, per-crop pixel MSE, per-crop bits) of a batch x (N, 3, H, W) in [0, 1] at tc step indices ``ks``.
+def resolve_precision(precision: str) -> str:
+    """``fp32`` or ``bf16`` for ``--precision`` (``auto``: bf16 where oneDNN runs it natively on this CPU, AVX512-BF16
+    or AMX, else fp32). Measured here (Sapphire Rapids, AMX; one training step, batch 4, 192x192, one thread): fp32
+    5.3-5.9 s, bf16 autocast 3.1-3.8 s, bf16 + channels-last 1.4-1.5 s."""
+    import torch
+
+    if precision == "auto":
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    return precision
+
+
+def autocast(precision: str):
+    """The context a network's forward pass runs in for ``precision`` (bf16: torch's CPU autocast; the weights, the
+    rate model and the losses stay float32)."""
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def rd_loss(
+    encoder,
+    decoder,
+    x,
+    tables,
+    ks: list[int],
+    alpha: float = ALPHA,
+    beta: float = BETA,
+    gamma: float = GAMMA,
+    precision: str = "fp32",
+):
+    """(loss, per-crop pixel MSE, per-crop bits) of a batch x (N, 3, H, W) in [0, 1] at tc step indices ``ks``;
+    ``precision`` (``fp32`` / ``bf16``) is that of the two networks' passes (:func:`autocast`).
 
     ``beta`` weighs a detail term, ``|log HF(x) - log HF(decoded)|`` over whole crops
     (:func:`helpers.methods.tc.detail_loss.detail_loss` with ``tile=None``): without it the rate term teaches the encoder
@@ -103,11 +136,15 @@ def rd_loss(encoder, decoder, x, tables, ks: list[int], alpha: float = ALPHA, be
     from . import rate_model as R
     from . import tcoder as T
 
-    z = encoder(x)
+    with autocast(precision):
+        z = encoder(x)
+    z = z.float().contiguous()
     coeffs = R.analyze(z, tables, LEVELS)
     delta = torch.tensor([T.step_of(k) for k in ks], dtype=z.dtype)
     zq = R.synthesize([y * delta.reshape(-1, 1, 1, 1) for y in R.quantize(coeffs, delta, "ste")], tables, LEVELS)
-    xh = decoder(zq)
+    with autocast(precision):
+        xh = decoder(zq.contiguous(memory_format=torch.channels_last) if precision == "bf16" else zq)
+    xh = xh.float().contiguous()
     sse = ((xh - x) ** 2).flatten(1).sum(1)
     bits = R.rate_bits(coeffs, tables, LEVELS, ks, mode="ste")
     lam = alpha * math.log(2) / 6 * R.G_PIXEL * delta**2
@@ -121,7 +158,7 @@ def rd_loss(encoder, decoder, x, tables, ks: list[int], alpha: float = ALPHA, be
     return loss, (sse / x[0].numel()).detach(), bits.detach()
 
 
-def stock_bits(stock, x, tables, ks: list[int]):
+def stock_bits(stock, x, tables, ks: list[int], precision: str = "fp32"):
     """Per-crop bits (rate model) of the ``stock`` encoder's latents of ``x`` at step indices ``ks``: the trained
     latent's bits over these (``bits_vs_stock`` in the log) say what the encoder spends at equal step. Above 1 the
     rate control must pick a coarser step for the same file size (how the alpha-0.3 run lost at equal bytes)."""
@@ -130,7 +167,9 @@ def stock_bits(stock, x, tables, ks: list[int]):
     from . import rate_model as R
 
     with torch.no_grad():
-        return R.rate_bits(R.analyze(stock(x), tables, LEVELS), tables, LEVELS, ks, mode="ste")
+        with autocast(precision):
+            z = stock(x)
+        return R.rate_bits(R.analyze(z.float().contiguous(), tables, LEVELS), tables, LEVELS, ks, mode="ste")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -155,12 +194,14 @@ def fit(
     max_steps: int | None = None,
     progress: bool = True,
     columns: tuple[str, ...] = ("loss", "psnr", "step_delta"),
+    keep: bool = False,
 ) -> Path:
     """The training loop enc_train and dec_train share: Adam on ``module`` (the TAEF2 ``part`` being trained),
     resuming from ``out/ckpt.pt`` (weights, optimizer, step count, Python and torch random states), for
     ``budget_minutes`` of wall time or until ``max_steps`` steps in all; one ``log.csv`` row per step, a progress bar,
     a checkpoint every ``checkpoint_minutes`` and at the end (with ``meta``: the run's settings). ``batch_loss(rng)``
-    draws a batch with ``rng`` (a :class:`random.Random`) and returns (loss tensor, {column: value}) for ``columns``."""
+    draws a batch with ``rng`` (a :class:`random.Random`) and returns (loss tensor, {column: value}) for ``columns``.
+    ``keep``: every checkpoint is also kept as ``ckpt_STEP.pt`` (to compare the run's stages)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -189,6 +230,8 @@ def fit(
     def save():
         state = {part: module.state_dict(), "optimizer": opt.state_dict(), "step": step, "rng": rng.getstate()}
         save_checkpoint(ckpt, {**state, "torch_rng": torch.get_rng_state(), **meta, "lr": lr})
+        if keep:
+            shutil.copyfile(ckpt, out / f"ckpt_{step}.pt")
 
     with open(log, "a", newline="") as fh:
         w = csv.writer(fh)
@@ -281,18 +324,24 @@ def train(
     images: list[np.ndarray] | None = None,
     max_steps: int | None = None,
     init: Path | None = None,
+    precision: str = "auto",
+    keep: bool = False,
 ) -> Path:
     """Train (or resume from ``out/ckpt.pt``) for ``budget_minutes`` of wall time (or ``max_steps`` steps in all);
     returns the checkpoint path. ``images``: HxWx3 uint8 arrays to crop from (default: the training photos).
     ``init``: a new run starts from these encoder weights (exported ``.pth`` or a checkpoint) instead of TAEF2's;
-    ignored when ``out`` holds a checkpoint to resume."""
+    ignored when ``out`` holds a checkpoint to resume. ``precision``: :func:`resolve_precision`."""
     import copy
 
     import torch
 
+    precision = resolve_precision(precision)
     backend, tables = training_setup("encoder", threads, weights_dir)
     encoder, decoder = backend.encoder, backend.decoder
     stock = copy.deepcopy(encoder).eval().requires_grad_(False)  # before fit loads a checkpoint: TAEF2's own
+    if precision == "bf16":  # oneDNN's bf16 kernels want NHWC: 3-4x faster than bf16 in NCHW here
+        for net in (encoder, decoder, stock):
+            net.to(memory_format=torch.channels_last)
     if (out / "ckpt.pt").is_file():  # resuming: the run started where its checkpoint says
         start = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=False).get("init")
     else:
@@ -303,15 +352,17 @@ def train(
 
     def batch_loss(rng):
         x, ks = draw_batch(images, batch, crop, rng)
-        loss, mse, bits = rd_loss(encoder, decoder, x, tables, ks, alpha, beta, gamma)
-        ratio = float(bits.sum()) / float(stock_bits(stock, x, tables, ks).sum())
+        if precision == "bf16":
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss, mse, bits = rd_loss(encoder, decoder, x, tables, ks, alpha, beta, gamma, precision)
+        ratio = float(bits.sum()) / float(stock_bits(stock, x, tables, ks, precision).sum())
         return loss, {
             **step_log(loss, mse, ks),
             "bpp": f"{float(bits.mean()) / (crop * crop):.4f}",
             "bits_vs_stock": f"{ratio:.3f}",
         }
 
-    meta = run_meta(backend, tables, crop, batch, alpha=alpha, beta=beta, gamma=gamma)
+    meta = run_meta(backend, tables, crop, batch, alpha=alpha, beta=beta, gamma=gamma, precision=precision)
     if start:  # where the run started, kept across resumes
         meta["init"] = start
     columns = ("loss", "psnr", "bpp", "bits_vs_stock", "step_delta")
@@ -328,6 +379,7 @@ def train(
         max_steps,
         progress,
         columns,
+        keep,
     )
 
 
@@ -580,6 +632,7 @@ def add_training_args(ap: argparse.ArgumentParser, part: str, weights: Path, lr:
     ap.add_argument("--crop", type=int, default=192)
     ap.add_argument("--lr", type=float, default=lr)
     ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    ap.add_argument("--keep", action="store_true", help="keep every checkpoint as ckpt_STEP.pt beside ckpt.pt")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("SDCOMP_TRAIN_THREADS", "2")))
     ap.add_argument("--export", default=None, metavar="CKPT", help=f"write CKPT's {part} to {weights.name} and stop")
     ap.add_argument("--compare", nargs="+", default=None, metavar="CKPT", help=f"compare these with the stock {part}")
@@ -611,6 +664,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         metavar="WEIGHTS",
         help="a new run starts from these encoder weights (e.g. helpers/data/taef2_tc_encoder.pth) instead of TAEF2's",
+    )
+    ap.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="the networks' passes: bf16 autocast + channels-last (3-4x faster on CPUs with AMX / AVX512-BF16), "
+        "fp32, or auto (bf16 where the CPU has it natively)",
     )
     args = ap.parse_args(argv)
     from ...errors import guarded
@@ -646,6 +706,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.threads,
                 gamma=args.gamma,
                 init=Path(args.init) if args.init else None,
+                precision=args.precision,
+                keep=args.keep,
             )
         )
         return 0
