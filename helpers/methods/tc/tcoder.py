@@ -767,6 +767,11 @@ def decode_symbols(
 SHIPPED_TABLES = frozenset({TAEF2_FINGERPRINT})
 
 
+def _codes(t: Tables | None, channels: int, levels: int) -> bool:
+    """Whether trained tables ``t`` can code a latent of ``channels`` at ``levels`` wavelet levels."""
+    return t is not None and t.channels == channels and levels in t.A
+
+
 def tables_for(z: np.ndarray, fingerprint: int | None, levels: int) -> Tables:
     """The tables to code ``z`` with: the trained ones for these decoder weights, else inline tables fitted to ``z``
     (decoders without trained tables, e.g. the tiny test models). Raises where shipped tables are missing."""
@@ -776,9 +781,7 @@ def tables_for(z: np.ndarray, fingerprint: int | None, levels: int) -> Tables:
             f"the tc tables for this decoder (tc_{fingerprint:08x}.npz) are missing from {DATA_DIR}: "
             f"restore the file (git checkout helpers/data) or reinstall sdcomp-notebooks"
         )
-    if t is not None and t.channels == z.shape[0] and levels in t.A:
-        return t
-    return inline_tables(z, levels)
+    return t if _codes(t, z.shape[0], levels) else inline_tables(z, levels)
 
 
 #: without a budget or a step the encoder spends this many bits per latent value (about 5 KB for a 512x512 image
@@ -791,7 +794,7 @@ def default_budget(z: np.ndarray, fingerprint: int | None, overhead: int = 0) ->
     C, h, w = z.shape
     levels = levels_for(h, w)
     t = trained_tables(fingerprint) if fingerprint is not None else None
-    inline = 0 if (t is not None and t.channels == C and levels in t.A) else 2 * C + 2 * C * C + (3 * levels + 1) * C
+    inline = 0 if _codes(t, C, levels) else 2 * C + 2 * C * C + (3 * levels + 1) * C
     return overhead + inline + 16 + int(np.ceil(DEFAULT_BITS_PER_VALUE * z.size / 8))
 
 
