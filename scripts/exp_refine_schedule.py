@@ -7,7 +7,8 @@ Each variant is comma-separated ``key=value``: ``effort=N`` (a shipped schedule 
 :data:`helpers.methods.tc.refine.SCHEDULES`), or ``sched=STEPSxLR+...`` (stages of steps x Adam learning rate, the
 rate control before each), ``alpha=A`` (rate weight relative to the high-rate slope, default the shipped
 ``RATE_ALPHA``), ``beta=B`` (detail term weight, default ``DETAIL_BETA``), ``gamma=G`` (adds ``G * (10 - JOD)``,
-ColorVideoVDP's own ``loss`` on display ``standard_fhd`` as in the benchmark, to every step; default 0). Every variant
+ColorVideoVDP's own ``loss`` on display ``standard_fhd`` as in the benchmark, to every step; default 0), ``prec=bf16``
+(the decoder passes in bf16 autocast, :mod:`helpers.methods.tc.precision`; default fp32). Every variant
 codes the same photos (the 512x512 centre crop, tc's trained encoder or ``--encoder stock``, at the budget, every byte
 counted) from the same latent; the script prints per photo and the means of PSNR, MS-SSIM, ColorVideoVDP,
 SSIMULACRA 2, Butteraugli, detail retention and encode seconds, how many photos each variant improves over the first
@@ -50,7 +51,7 @@ def parse_variant(text: str) -> dict:
     """``effort=3,alpha=2`` -> {"stages": ((10, 0.05), ...), "alpha": 2.0, "beta": None, "gamma": 0.0}."""
     from helpers.methods.tc import refine
 
-    out: dict = {"stages": None, "alpha": None, "beta": None, "gamma": 0.0}
+    out: dict = {"stages": None, "alpha": None, "beta": None, "gamma": 0.0, "precision": "fp32"}
     for part in text.split(","):
         key, _, value = part.partition("=")
         if key == "effort":
@@ -59,8 +60,13 @@ def parse_variant(text: str) -> dict:
             out["stages"] = tuple((int(n), float(lr)) for n, lr in (s.split("x") for s in value.split("+")))
         elif key in ("alpha", "beta", "gamma"):
             out[key] = float(value)
+        elif key == "prec" and value in ("fp32", "bf16"):
+            out["precision"] = value
         else:
-            raise SystemExit(f"unknown variant key {key!r} in {text!r}: use effort=, sched=, alpha=, beta=, gamma=")
+            raise SystemExit(
+                f"unknown variant key or value {part!r} in {text!r}: use effort=, sched=, alpha=, beta=, gamma=, "
+                "prec=fp32|bf16"
+            )
     if out["stages"] is None:
         raise SystemExit(f"variant {text!r} names no schedule: add effort=N or sched=STEPSxLR+...")
     return out
@@ -105,7 +111,9 @@ def main(argv: list[str] | None = None) -> None:
                 refine.SCHEDULES[SLOT] = v["stages"]
                 # the tc method imports refine_latents at call time: this sets the variant's weights for every step
                 extra = cvvdp_loss(v["gamma"]) if v["gamma"] else None
-                refine.refine_latents = functools.partial(plain, alpha=v["alpha"], beta=v["beta"], extra_loss=extra)
+                refine.refine_latents = functools.partial(
+                    plain, alpha=v["alpha"], beta=v["beta"], extra_loss=extra, precision=v["precision"]
+                )
                 t0 = time.perf_counter()
                 enc = encode(img, backend, params, args.budget, z)
                 seconds = time.perf_counter() - t0

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from helpers.images import to_nchw
-from helpers.methods.tc import enc_train
+from helpers.methods.tc import enc_train, precision
 from helpers.methods.tc import tcoder as T
 
 
@@ -35,7 +35,7 @@ def test_rd_loss_trains_the_encoder_only_and_lower_alpha_costs_more_bits(taef2, 
 
 def test_rd_loss_in_bf16_is_close_to_fp32_and_trains_the_encoder(taef2, kodak_dir):
     # --precision bf16 (autocast, channels-last): the same loss within a few per cent, float32 results, gradients
-    if enc_train.resolve_precision("auto") != "bf16":
+    if precision.resolve_precision("auto") != "bf16":
         import pytest
 
         pytest.skip("this CPU has no native bf16 (AVX512-BF16 / AMX): autocast would be emulated and slow")
@@ -60,12 +60,12 @@ def test_rd_loss_in_bf16_is_close_to_fp32_and_trains_the_encoder(taef2, kodak_di
 
 
 def test_resolve_precision():
-    assert enc_train.resolve_precision("auto") in ("fp32", "bf16")
-    assert enc_train.resolve_precision("fp32") == "fp32"
+    assert precision.resolve_precision("auto") in ("fp32", "bf16")
+    assert precision.resolve_precision("fp32") == "fp32"
     import pytest
 
     with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16, not 'fp16'"):
-        enc_train.resolve_precision("fp16")
+        precision.resolve_precision("fp16")
 
 
 def test_export_and_load_round_trip(taef2, tmp_path):
@@ -169,7 +169,7 @@ def test_train_checkpoints_and_resumes_with_the_perceptual_term(tmp_path, synthe
     ck = enc_train.train(out, 5.0, max_steps=2, **kw)
     first = torch.load(ck, weights_only=False)
     assert first["step"] == 2 and first["gamma"] == 1e-3 and first["alpha"] == enc_train.ALPHA
-    assert first["precision"] == enc_train.resolve_precision("auto")
+    assert first["precision"] == precision.resolve_precision("auto")
     assert sorted(f.name for f in out.glob("ckpt_*.pt")) == ["ckpt_2.pt"]  # --keep
     enc_train.train(out, 5.0, max_steps=3, **kw)
     st = torch.load(ck, weights_only=False)

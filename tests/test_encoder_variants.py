@@ -156,8 +156,13 @@ def test_benchmark_remakes_records_of_another_encoder_or_refine_schedule():
     assert not _coded_differently({"kind": "baseline", "codec": "avif", "model_id": "taef2", "coder": "tc"})
     # effort variants: refined with today's schedule, or made again (another schedule, or from before the field)
     e3 = {**ours, "coder": "tc+e3", "encoder": "tc", "encoder_weights": digest}
-    label = schedule_label(3)
-    assert label == "+".join(f"{n}x{lr:g}" for n, lr in SCHEDULES[3]) and schedule_label(0) is None
+    from helpers.methods.tc.precision import resolve_precision
+
+    base = "+".join(f"{n}x{lr:g}" for n, lr in SCHEDULES[3])
+    assert schedule_label(3) == base and schedule_label(3, "bf16") == base + "@bf16" and schedule_label(0) is None
+    # refined at this CPU's default precision (auto); a record refined at the other one is made again
+    label = schedule_label(3, resolve_precision("auto"))
+    assert _coded_differently({**e3, "refine": schedule_label(3, "fp32" if label.endswith("bf16") else "bf16")})
     assert refine_label("tc", 3) == label and refine_label("tc", 0) is None and refine_label("palette", 0) is None
     assert not _coded_differently({**e3, "refine": label})
     assert _coded_differently(

@@ -93,3 +93,30 @@ def test_extra_loss_is_added_to_every_step(taef2, crop):
         with torch.no_grad():
             mean[name] = float(np.asarray(decode_latents(taef2, zz)).mean())
     assert mean["dark"] < mean["plain"] - 1.0, mean
+
+
+def test_bf16_refinement_moves_the_latent_like_fp32_and_leaves_the_decoder_as_it_was(taef2, crop):
+    # precision="bf16" (autocast, channels-last input): the refined latent is float32 and moves the same way as in
+    # float32 (what it changes is mostly shared), the decoder's weights keep their layout, and the decoded crop is
+    # as close to the original within 0.1 dB
+    from helpers.methods.tc.precision import resolve_precision
+    from helpers.metrics.classic import psnr
+
+    if resolve_precision("auto") != "bf16":
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16 / AMX)")
+    z = encode_latents(taef2, crop)
+    layout = [p.is_contiguous() for p in taef2.decoder.parameters()]
+    out = {}
+    for prec in ("fp32", "bf16"):
+        qf = _quantizer_for(taef2.fingerprint, 1500)
+        zr = refine.refine_latents(taef2, crop, z, 1, qf, precision=prec)
+        assert zr.dtype == np.float32
+        c, _ = T.encode_latent(zr, taef2.fingerprint, budget=1500)
+        img = decode_latents(taef2, T.decode_payload(c.payload, *z.shape, taef2.fingerprint))
+        out[prec] = (zr - z, psnr(np.asarray(crop), np.asarray(img)))
+    assert [p.is_contiguous() for p in taef2.decoder.parameters()] == layout
+    d32, d16 = out["fp32"][0].ravel(), out["bf16"][0].ravel()
+    assert float(d32 @ d16) / float(np.linalg.norm(d32) * np.linalg.norm(d16)) > 0.8
+    assert abs(out["bf16"][1] - out["fp32"][1]) < 0.1, out
+    with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16"):
+        refine.refine_latents(taef2, crop, z, 1, _quantizer_for(taef2.fingerprint, 1500), precision="fp16")

@@ -150,6 +150,7 @@ def test_cli_palette_flags_without_method_mean_palette(tmp_path, kodak_dir, args
         (["--method", "kmeans", "--coder", "range"], "tc method's coder"),
         (["--method", "tc", "--colors", "16"], "sets a palette size"),
         (["--coder", "range", "--colors", "16"], "tc method's coder"),
+        (["--effort", "1", "--precision", "fp16"], "invalid choice: 'fp16'"),
     ],
 )
 def test_cli_refuses_mixed_method_options(tmp_path, kodak_dir, args, msg):

@@ -136,9 +136,10 @@ class LatentMethod(ABC):
     #: ``stock``, or a variant trained for this method (``helpers.backends.taef2_spec.ENCODER_VARIANTS``)
     encoder: str = "stock"
 
-    def refine_label(self, effort: int) -> str | None:
-        """The recipe of the encoder-side refinement this method runs at ``effort`` as text, None without one: what
-        a benchmark record stores, so that records refined another way are made again."""
+    def refine_label(self, effort: int, precision: str = "auto") -> str | None:
+        """The recipe of the encoder-side refinement this method runs at ``effort`` (with ``precision``, as
+        :attr:`helpers.codec.CodecParams.precision`) as text, None without one: what a benchmark record stores, so
+        that records refined another way are made again."""
         return None
 
     def check_channels(self, channels: int) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ...backends.taef2_spec import ENCODER_DATA_DIR, ENCODER_VARIANTS
+from .precision import autocast, resolve_precision
 
 DATA_DIR = ENCODER_DATA_DIR
 WEIGHTS = DATA_DIR / ENCODER_VARIANTS["tc"][0]  # the shipped ``--encoder tc``
@@ -89,27 +90,6 @@ def cvvdp_term(xh, x):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return sum(vdp.loss(xh[i].clamp(0, 1), x[i], dim_order="CHW") for i in range(len(x))) / len(x)
-
-
-def resolve_precision(precision: str) -> str:
-    """``fp32`` or ``bf16`` for ``--precision`` (``auto``: bf16 where oneDNN runs it natively on this CPU, AVX512-BF16
-    or AMX, else fp32). Measured here (Sapphire Rapids, AMX; one training step, batch 4, 192x192, one thread): fp32
-    5.3-5.9 s, bf16 autocast 3.1-3.8 s, bf16 + channels-last 1.4-1.5 s."""
-    import torch
-
-    if precision == "auto":
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
-    return precision
-
-
-def autocast(precision: str):
-    """The context a network's forward pass runs in for ``precision`` (bf16: torch's CPU autocast; the weights, the
-    rate model and the losses stay float32)."""
-    import torch
-
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def rd_loss(

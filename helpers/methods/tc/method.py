@@ -19,10 +19,11 @@ class TcMethod(LatentMethod):
     coders = {"range": 3}
     encoder = "tc"  # TAEF2's encoder trained for this coder (helpers.methods.tc.enc_train), where the model has it
 
-    def refine_label(self, effort: int) -> str | None:
+    def refine_label(self, effort: int, precision: str = "auto") -> str | None:
+        from .precision import resolve_precision
         from .refine import schedule_label
 
-        return schedule_label(effort)
+        return schedule_label(effort, resolve_precision(precision)) if effort else None
 
     def check(self, h: Header, payload_len: int, limits: Limits) -> None:
         if h.coder != "range" or h.colors != 0:
@@ -67,6 +68,7 @@ class TcMethod(LatentMethod):
                     "refine",
                     params.effort,
                     params.detail,
+                    params.precision,
                     target,
                     params.step,
                     zlib.crc32(np.ascontiguousarray(latent).tobytes()),
@@ -79,7 +81,13 @@ class TcMethod(LatentMethod):
                 key,
                 "refine",
                 lambda: refine_latents(
-                    job.backend, job.image, latent, params.effort, quantizer_for, beta=params.detail
+                    job.backend,
+                    job.image,
+                    latent,
+                    params.effort,
+                    quantizer_for,
+                    beta=params.detail,
+                    precision=params.precision,
                 ),
             )
         with st.timed("pack"):

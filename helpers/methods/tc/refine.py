@@ -94,11 +94,13 @@ SCHEDULES: dict[int, tuple[tuple[int, float], ...]] = {
 }
 
 
-def schedule_label(effort: int) -> str | None:
-    """``effort``'s schedule as text (``10x0.05+10x0.02``: steps x learning rate per stage), None for effort 0: what a
-    benchmark record stores, so that a record refined with another schedule is made again."""
+def schedule_label(effort: int, precision: str = "fp32") -> str | None:
+    """``effort``'s schedule as text (``10x0.05+10x0.02``: steps x learning rate per stage; ``@bf16`` appended where
+    the decoder passes run in bf16), None for effort 0: what a benchmark record stores, so that a record refined
+    another way is made again."""
     stages = SCHEDULES.get(effort, ())
-    return "+".join(f"{n}x{lr:g}" for n, lr in stages) or None
+    label = "+".join(f"{n}x{lr:g}" for n, lr in stages)
+    return (label + ("@bf16" if precision == "bf16" else "")) if label else None
 
 
 #: rate weight relative to the high-rate slope (0 = rate-blind refinement, as before)
@@ -162,12 +164,15 @@ def refine_latents(
     alpha: float | None = None,
     beta: float | None = None,
     extra_loss: Callable | None = None,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Return a latent (C, h, w) whose quantized version decodes closer to ``image`` (the policy-applied model
     input) for fewer bits. ``quantizer_for(z)`` runs the rate control for ``z`` and returns ``Q``: latent ->
     quantized latent at the step it chose. ``alpha``: the rate weight (default :data:`RATE_ALPHA`; 0 = rate-blind;
     ignored where ``Q`` is no tc quantizer). ``extra_loss(decoded, target)``, if given, is added to every step's loss
-    (both (1, 3, H, W) in [0, 1]; for experiments, e.g. ``gamma=`` of ``scripts/exp_refine_schedule.py``)."""
+    (both (1, 3, H, W) in [0, 1]; for experiments, e.g. ``gamma=`` of ``scripts/exp_refine_schedule.py``).
+    ``precision``: the decoder passes' (:func:`helpers.methods.tc.precision.resolve_precision`; float32 by default;
+    bf16 applies to a decoder on the CPU only)."""
     alpha = RATE_ALPHA if alpha is None else alpha
     beta = DETAIL_BETA if beta is None else beta
     if effort not in SCHEDULES:
@@ -181,7 +186,10 @@ def refine_latents(
     from ...images import to_tensor
     from . import rate_model as R
     from .detail_loss import detail_loss
+    from .precision import autocast, resolve_precision
 
+    precision = resolve_precision(precision) if torch.device(backend.device).type == "cpu" else "fp32"
+    layout = torch.channels_last if precision == "bf16" else torch.contiguous_format
     w, h = image.size
     if w * h > MAX_PIXELS:
         raise SDCError(
@@ -211,7 +219,8 @@ def refine_latents(
                 for _ in range(n):
                     zq = torch.from_numpy(quant(zt.detach()[0].cpu().numpy()))[None].to(zt.device)
                     z_in = zt + (zq - zt).detach()  # straight-through: decode Q(z), differentiate as if Q = id
-                    out = dec(z_in.to(dtype)).float()
+                    with autocast(precision):
+                        out = dec(z_in.to(dtype).contiguous(memory_format=layout)).float().contiguous()
                     loss = torch.sum((out[..., :h, :w] - target) ** 2)
                     if lam:
                         tables, levels, k = state
