@@ -188,8 +188,6 @@ def refine_latents(
     from .detail_loss import detail_loss
     from .precision import autocast, resolve_precision
 
-    precision = resolve_precision(precision) if torch.device(backend.device).type == "cpu" else "fp32"
-    layout = torch.channels_last if precision == "bf16" else torch.contiguous_format
     w, h = image.size
     if w * h > MAX_PIXELS:
         raise SDCError(
@@ -197,6 +195,8 @@ def refine_latents(
             f"{MAX_PIXELS:,} pixels; this image has {w * h:,}: use --effort 0"
         )
     dec = _pixels(backend)
+    precision = resolve_precision(precision) if torch.device(backend.device).type == "cpu" else "fp32"
+    layout = torch.channels_last if precision == "bf16" else torch.contiguous_format
     params = [p for m in backend.components().values() for p in m.parameters()]
     dtype = params[0].dtype if params else torch.float32
     target = ((to_tensor(image) + 1) / 2).to(backend.device, torch.float32)
