@@ -10,15 +10,23 @@ from __future__ import annotations
 
 def resolve_precision(precision: str) -> str:
     """``fp32`` or ``bf16`` for ``--precision`` (``auto``: bf16 where oneDNN runs it natively on this CPU, AVX512-BF16
-    or AMX, else fp32). Measured on this project's Xeon with AMX (one enc_train step, batch 4, 192x192, one thread): fp32
-    5.3-5.9 s, bf16 autocast 3.1-3.8 s, bf16 + channels-last 1.4-1.5 s)."""
-    import torch
-
+    or AMX, else fp32). Measured on this project's Xeon with AMX, one enc_train step (batch 4, 192x192, one thread):
+    fp32 5.3-5.9 s, bf16 autocast 3.1-3.8 s, bf16 + channels-last 1.4-1.5 s."""
     if precision == "auto":
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        return "bf16" if native_bf16() else "fp32"
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
     return precision
+
+
+def native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (torch's own probe, a private one: False where it is missing)."""
+    import torch
+
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def autocast(precision: str):
