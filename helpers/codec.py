@@ -73,8 +73,8 @@ class CodecParams:
     detail: float | None = None
     #: tc with effort only: the precision of the refinement's decoder passes on the CPU (fp32, bf16, or auto: bf16
     #: where the CPU runs it natively, AVX512-BF16 / AMX; helpers.methods.tc.precision; a GPU decoder runs float32).
-    #: bf16 is about 3x faster and
-    #: refines as well (3 training photos at 5000 B: effort 1 +0.04 dB / +0.014 JOD, effort 2 +0.02 dB / -0.002 JOD)
+    #: bf16 is about 3x faster and refines as well (3 training photos at 5000 B: effort 1 +0.04 dB / +0.014 JOD,
+    #: effort 2 +0.02 dB / -0.002 JOD)
     precision: str = "auto"
     #: tc only, without a byte budget: the quantization step (None: the tables' default)
     step: float | None = None
