@@ -102,6 +102,34 @@ def test_interpolate_mixes_two_checkpoints_weights(taef2, tmp_path):
     enc_train.load_trained_encoder(dest)  # loads as a checkpoint
 
 
+def test_average_is_the_mean_of_the_checkpoints_and_the_export_says_so(taef2, tmp_path):
+    a = {k: v.clone() for k, v in taef2.encoder.state_dict().items()}
+    meta = {"batch": 4, "crop": 192, "fingerprint": 1, "table_id": 2, "alpha": 2.0}
+    paths = []
+    for i, shift in enumerate((0.0, 1.0, 5.0)):
+        enc = {k: v + shift if v.is_floating_point() else v for k, v in a.items()}
+        paths.append(tmp_path / f"ckpt_{i}.pt")
+        torch.save({**meta, "encoder": enc, "step": 100 * (i + 1), "optimizer": {}}, paths[-1])
+    assert enc_train.main(["--average", *map(str, paths), str(tmp_path / "avg.pt")]) == 0
+    st = torch.load(tmp_path / "avg.pt", weights_only=False)
+    assert st["step"] == "100/200/300" and "optimizer" not in st and st["alpha"] == 2.0
+    for k, v in a.items():
+        torch.testing.assert_close(st["encoder"][k], v + 2.0 if v.is_floating_point() else v, rtol=0, atol=1e-5)
+    rec = enc_train.export(tmp_path / "avg.pt", tmp_path / "avg.pth").with_suffix(".md").read_text()
+    assert "the mean weights of 3 checkpoints of one run (steps 100/200/300) of batch 4" in rec
+
+
+def test_average_refuses_one_checkpoint_and_other_networks_in_one_line(tmp_path, capsys):
+    assert enc_train.main(["--average", "a.pt", str(tmp_path / "m.pt")]) == 2
+    torch.save({"encoder": {"w": torch.zeros(2)}}, tmp_path / "a.pt")
+    torch.save({"encoder": {"v": torch.zeros(2)}}, tmp_path / "b.pt")
+    assert enc_train.main(["--average", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), str(tmp_path / "m.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "error: --average: pass at least two checkpoints and the destination last"
+    assert len(err) == 2 and "hold different networks; pass checkpoints of one enc_train run" in err[1]
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_interpolate_refuses_t_outside_0_1_in_one_line(tmp_path, capsys):
     assert enc_train.main(["--interpolate", "a.pt", "b.pt", "1.5", str(tmp_path / "m.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

