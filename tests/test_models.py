@@ -101,6 +101,23 @@ def test_auto_falls_back_to_taef2_offline(monkeypatch, taef2):
         assert backend.fingerprint == taef2.fingerprint
 
 
+def test_auto_offline_without_sd_in_the_cache_loads_taef2_without_importing_diffusers(tmp_path, taef2):
+    # the cheap decision (helpers.backends.resolve.taef2_dir_of) first: importing diffusers to find out that SD is
+    # neither cached nor downloadable cost about 5 s of every PyTorch CLI run (--effort) on an offline machine
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from helpers.backends.load import load_backend; b = load_backend('auto', device='cpu'); "
+        "print(b.kind, 'diffusers' in sys.modules, b.fingerprint)"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["taef2", "False", str(taef2.fingerprint)]
+
+
 def test_device_selection():
     assert select_device("cpu").type == "cpu"
     assert select_device(None).type in ("cpu", "cuda", "mps")

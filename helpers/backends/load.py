@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelNotFoundError, SDCError
-from .resolve import DEFAULT_SD_MODEL, check_model_spec
+from .resolve import DEFAULT_SD_MODEL, check_model_spec, taef2_dir_of
 from .sd import load_sd
 from .taef2 import load_taef2
 from .taef2_spec import TAEF2_ENCODER, TAEF2_MODEL_ID
@@ -26,6 +26,8 @@ def load_backend(spec: str | None = "auto", device: str | torch.device | None = 
     Any other directory or string: an SD1.x diffusers directory or hub id.
     """
     if spec in (None, "", "auto"):
+        if taef2_dir_of("auto") is not None:  # SD neither cached nor downloadable: skip importing diffusers (~5 s)
+            return load_taef2(device=device)
         try:
             return load_sd(DEFAULT_SD_MODEL, device=device)
         except ModelNotFoundError:
