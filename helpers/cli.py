@@ -25,6 +25,7 @@ from .bitstream import DEFAULT_MAX_PIXELS, MAX_COLORS, MAX_DENOISE_STEPS
 from .errors import SDCError, guarded, is_out_of_memory, out_of_memory
 from .memory import process_memory
 from .methods import registry
+from .methods.tc.precision import PRECISIONS
 from .methods.tc.refine import SCHEDULES as EFFORT_SCHEDULES
 
 DEFAULT_DEMO_IMAGES = ("kodim04", "kodim08", "kodim23")  # a face, fine architecture, smooth colour
@@ -125,7 +126,7 @@ def _add_codec(p: argparse.ArgumentParser):
     p.add_argument(
         "--precision",
         default="auto",
-        choices=("auto", "fp32", "bf16"),
+        choices=PRECISIONS,
         help="--effort on the CPU: the decoder passes in bf16 (about 3x faster where the CPU has AVX512-BF16 or "
         "AMX, as good), fp32, or auto (bf16 where the CPU runs it natively)",
     )

@@ -26,8 +26,9 @@ def load_backend(spec: str | None = "auto", device: str | torch.device | None = 
     Any other directory or string: an SD1.x diffusers directory or hub id.
     """
     if spec in (None, "", "auto"):
-        if taef2_dir_of("auto") is not None:  # SD neither cached nor downloadable: skip importing diffusers (~5 s)
-            return load_taef2(device=device)
+        taef2_dir = taef2_dir_of("auto")
+        if taef2_dir is not None:  # SD neither cached nor downloadable: skip importing diffusers (~5 s)
+            return load_taef2(taef2_dir, device=device)
         try:
             return load_sd(DEFAULT_SD_MODEL, device=device)
         except ModelNotFoundError:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ...backends.taef2_spec import ENCODER_DATA_DIR, ENCODER_VARIANTS
-from .precision import autocast, resolve_precision
+from .precision import PRECISIONS, resolve_precision, run
 
 DATA_DIR = ENCODER_DATA_DIR
 WEIGHTS = DATA_DIR / ENCODER_VARIANTS["tc"][0]  # the shipped ``--encoder tc``
@@ -104,7 +104,7 @@ def rd_loss(
     precision: str = "fp32",
 ):
     """(loss, per-crop pixel MSE, per-crop bits) of a batch x (N, 3, H, W) in [0, 1] at tc step indices ``ks``;
-    ``precision`` (``fp32`` / ``bf16``) is that of the two networks' passes (:func:`autocast`).
+    ``precision`` (``fp32`` / ``bf16``) is that of the two networks' passes (:func:`~.precision.run`).
 
     ``beta`` weighs a detail term, ``|log HF(x) - log HF(decoded)|`` over whole crops
     (:func:`helpers.methods.tc.detail_loss.detail_loss` with ``tile=None``): without it the rate term teaches the encoder
@@ -116,15 +116,11 @@ def rd_loss(
     from . import rate_model as R
     from . import tcoder as T
 
-    with autocast(precision):
-        z = encoder(x)
-    z = z.float().contiguous()
+    z = run(encoder, x, precision)
     coeffs = R.analyze(z, tables, LEVELS)
     delta = torch.tensor([T.step_of(k) for k in ks], dtype=z.dtype)
     zq = R.synthesize([y * delta.reshape(-1, 1, 1, 1) for y in R.quantize(coeffs, delta, "ste")], tables, LEVELS)
-    with autocast(precision):
-        xh = decoder(zq.contiguous(memory_format=torch.channels_last) if precision == "bf16" else zq)
-    xh = xh.float().contiguous()
+    xh = run(decoder, zq, precision)
     sse = ((xh - x) ** 2).flatten(1).sum(1)
     bits = R.rate_bits(coeffs, tables, LEVELS, ks, mode="ste")
     lam = alpha * math.log(2) / 6 * R.G_PIXEL * delta**2
@@ -147,9 +143,7 @@ def stock_bits(stock, x, tables, ks: list[int], precision: str = "fp32"):
     from . import rate_model as R
 
     with torch.no_grad():
-        with autocast(precision):
-            z = stock(x)
-        return R.rate_bits(R.analyze(z.float().contiguous(), tables, LEVELS), tables, LEVELS, ks, mode="ste")
+        return R.rate_bits(R.analyze(run(stock, x, precision), tables, LEVELS), tables, LEVELS, ks, mode="ste")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -319,7 +313,7 @@ def train(
     backend, tables = training_setup("encoder", threads, weights_dir)
     encoder, decoder = backend.encoder, backend.decoder
     stock = copy.deepcopy(encoder).eval().requires_grad_(False)  # before fit loads a checkpoint: TAEF2's own
-    if precision == "bf16":  # oneDNN's bf16 kernels want NHWC: 3-4x faster than bf16 in NCHW here
+    if precision == "bf16":  # the weights in NHWC too, as precision.run puts the inputs
         for net in (encoder, decoder, stock):
             net.to(memory_format=torch.channels_last)
     if (out / "ckpt.pt").is_file():  # resuming: the run started where its checkpoint says
@@ -332,8 +326,6 @@ def train(
 
     def batch_loss(rng):
         x, ks = draw_batch(images, batch, crop, rng)
-        if precision == "bf16":
-            x = x.contiguous(memory_format=torch.channels_last)
         loss, mse, bits = rd_loss(encoder, decoder, x, tables, ks, alpha, beta, gamma, precision)
         ratio = float(bits.sum()) / float(stock_bits(stock, x, tables, ks, precision).sum())
         return loss, {
@@ -686,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16"),
+        choices=PRECISIONS,
         default="auto",
         help="the networks' passes: bf16 autocast + channels-last (3-4x faster on CPUs with AMX / AVX512-BF16), "
         "fp32, or auto (bf16 where the CPU has it natively)",

@@ -186,7 +186,7 @@ def refine_latents(
     from ...images import to_tensor
     from . import rate_model as R
     from .detail_loss import detail_loss
-    from .precision import autocast, resolve_precision
+    from .precision import resolve_precision, run
 
     w, h = image.size
     if w * h > MAX_PIXELS:
@@ -196,7 +196,6 @@ def refine_latents(
         )
     dec = _pixels(backend)
     precision = resolve_precision(precision) if torch.device(backend.device).type == "cpu" else "fp32"
-    layout = torch.channels_last if precision == "bf16" else torch.contiguous_format
     params = [p for m in backend.components().values() for p in m.parameters()]
     dtype = params[0].dtype if params else torch.float32
     target = ((to_tensor(image) + 1) / 2).to(backend.device, torch.float32)
@@ -219,8 +218,7 @@ def refine_latents(
                 for _ in range(n):
                     zq = torch.from_numpy(quant(zt.detach()[0].cpu().numpy()))[None].to(zt.device)
                     z_in = zt + (zq - zt).detach()  # straight-through: decode Q(z), differentiate as if Q = id
-                    with autocast(precision):
-                        out = dec(z_in.to(dtype).contiguous(memory_format=layout)).float().contiguous()
+                    out = run(dec, z_in.to(dtype), precision)
                     loss = torch.sum((out[..., :h, :w] - target) ** 2)
                     if lam:
                         tables, levels, k = state
