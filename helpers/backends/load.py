@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
@@ -14,7 +13,7 @@ from ..errors import ModelNotFoundError, SDCError
 from .resolve import DEFAULT_SD_MODEL, check_model_spec, taef2_dir_of
 from .sd import load_sd
 from .taef2 import load_taef2
-from .taef2_spec import TAEF2_ENCODER, TAEF2_MODEL_ID
+from .taef2_spec import TAEF2_MODEL_ID
 from .torch_base import TorchBackend
 
 
@@ -25,21 +24,16 @@ def load_backend(spec: str | None = "auto", device: str | torch.device | None = 
     ``"taef2"``: TAEF2 from the default folder. A directory holding taef2_*.pth: TAEF2 from there.
     Any other directory or string: an SD1.x diffusers directory or hub id.
     """
+    # the cheap decision first (no diffusers import, ~5 s, where the answer is TAEF2, e.g. auto offline)
+    taef2_dir = taef2_dir_of(spec)
+    if taef2_dir is not None:
+        return load_taef2(taef2_dir, device=device)
     if spec in (None, "", "auto"):
-        taef2_dir = taef2_dir_of("auto")
-        if taef2_dir is not None:  # SD neither cached nor downloadable: skip importing diffusers (~5 s)
-            return load_taef2(taef2_dir, device=device)
         try:
             return load_sd(DEFAULT_SD_MODEL, device=device)
         except ModelNotFoundError:
             return load_taef2(device=device)
-    spec = check_model_spec(spec)
-    if spec == TAEF2_MODEL_ID:
-        return load_taef2(device=device)
-    path = Path(spec).expanduser()
-    if path.is_dir() and (path / TAEF2_ENCODER).exists():
-        return load_taef2(path, device=device)
-    return load_sd(spec, device=device)
+    return load_sd(check_model_spec(spec), device=device)
 
 
 def load_with_fallback(
