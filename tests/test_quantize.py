@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -108,3 +110,32 @@ def test_error_diffusion_preserves_local_means_better_than_nearest():
 def test_apply_palette_rejects_out_of_range_index():
     with pytest.raises(SDCError, match="palette has 2"):
         apply_palette(np.zeros((2, 4), np.uint8), np.full((2, 2), 5, np.uint8))
+
+
+def test_kmeans_does_not_depend_on_the_blas_thread_count(taef2, kodak_dir, tmp_path):
+    """The palette (and so the file) must not depend on how many threads BLAS runs: Dask's workers run one, a plain
+    process all cores. kodim23's 8-bit TAEF2 latent, the palette sizes whose files once came out 1-3 bytes apart
+    (OpenBLAS, one thread against two, on one CPU), fitted in two processes."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from helpers.codec import encode_latents
+    from helpers.photos import crop512
+
+    with Image.open(kodak_dir / "kodim23.png") as im:
+        q8 = quantize_8bit(encode_latents(taef2, crop512(im.convert("RGB"))), taef2.quant_span)
+    np.save(tmp_path / "q8.npy", q8)
+    code = (
+        "import hashlib, numpy as np; from helpers.methods.palette.quantize import palette_kmeans; "
+        f"q = np.load({str(tmp_path / 'q8.npy')!r}); "
+        "print(hashlib.sha256(b''.join(b''.join(a.tobytes() for a in palette_kmeans(q, k)) for k in (33, 49))).hexdigest())"
+    )
+    out = set()
+    for n in ("1", "2"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": n, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
+        out.add(
+            subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+        )
+    assert len(out) == 1, out

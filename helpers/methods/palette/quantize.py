@@ -75,6 +75,14 @@ def palette_libimagequant(
 # ------------------------------------------------------------------------------------------
 
 
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b.T`` for the nearest-colour searches, summed by numpy's own loop rather than BLAS: a threaded BLAS
+    matmul may sum in an order that depends on its thread count, so the palette (and the file) would depend on the
+    machine's thread setting (seen with OpenBLAS on one CPU: kodim23's 33-colour TAEF2 palette three bytes apart with
+    one thread and with two, and Dask's workers run one)."""
+    return np.einsum("nc,kc->nk", a, b)
+
+
 def kmeans(points: np.ndarray, k: int, iters: int = 25, seed: int = 0) -> np.ndarray:
     """Deterministic k-means (k-means++ init, Lloyd iterations) on (N, C) float32 points -> (k', C) centroids.
 
@@ -94,7 +102,7 @@ def kmeans(points: np.ndarray, k: int, iters: int = 25, seed: int = 0) -> np.nda
         centers[i] = pts[rng.choice(len(pts), p=p)]
         d2 = np.minimum(d2, ((pts - centers[i]) ** 2).sum(1))
     for _ in range(iters):
-        dist = sq[:, None] - 2 * pts @ centers.T + (centers**2).sum(1)[None]
+        dist = sq[:, None] - 2 * _cross(pts, centers) + (centers**2).sum(1)[None]
         assign = dist.argmin(1)
         counts = np.bincount(assign, minlength=k)
         # per-cluster sums as a sparse one-hot product (np.add.at is ~10x slower)
@@ -124,7 +132,7 @@ def error_diffusion(values: np.ndarray, palette: np.ndarray, strength: float = 1
     pal = palette.astype(np.float32)
     if strength == 0:
         flat = values.reshape(c, -1).T
-        d = (flat**2).sum(1)[:, None] - 2 * flat @ pal.T + (pal**2).sum(1)[None]
+        d = (flat**2).sum(1)[:, None] - 2 * _cross(flat, pal) + (pal**2).sum(1)[None]
         return d.argmin(1).reshape(h, w).astype(_index_dtype(len(pal)))
     work = np.ascontiguousarray(values.transpose(1, 2, 0), dtype=np.float32).copy()
     pal_sq = (pal**2).sum(1)
