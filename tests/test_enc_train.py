@@ -157,6 +157,28 @@ def test_compare_table_counts_images_against_the_stock_encoder():
     assert len(lines) == 2 + 4
 
 
+def test_compare_table_puts_the_training_photos_in_their_own_set():
+    from helpers.methods.tc.enc_train import TRAINING_PREFIX, compare_table
+
+    def row(image, enc, p):
+        return {"image": image, "encoder": enc, "budget": 5000, "psnr": p, "detail": 0.8}
+
+    rows = [
+        row("kodim01", "stock", 24.0),
+        row("kodim01", "new", 25.0),
+        row("photo", "stock", 30.0),
+        row("photo", "new", 30.5),
+        row(TRAINING_PREFIX + "photo", "stock", 28.0),
+        row(TRAINING_PREFIX + "photo", "new", 30.0),
+    ]
+    lines = compare_table(rows).splitlines()
+    assert "| holdout | 5000 | new | 1 | 30.50 | 0.80 | 1/1 | 1/1 |" in lines
+    assert "| training photos | 5000 | new | 1 | 30.00 | 0.80 | 1/1 | 1/1 |" in lines
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| Kodak"] * 2 + ["| holdout"] * 2 + [
+        "| training photos"
+    ] * 2
+
+
 def test_compare_table_shows_the_perceptual_metrics_and_counts_jod():
     from helpers.methods.tc.enc_train import compare_table
 

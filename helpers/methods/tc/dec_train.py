@@ -181,10 +181,13 @@ def compare(images: dict, decoders: dict, budgets=(5000, 12000), metrics=COMPARE
     return rows
 
 
-def compare_checkpoints(ckpts: list[str], kodak: Path, budgets=(5000, 12000), metrics=COMPARE_METRICS) -> str:
+def compare_checkpoints(
+    ckpts: list[str], kodak: Path, budgets=(5000, 12000), metrics=COMPARE_METRICS, training: bool = False
+) -> str:
     """The stock decoder against trained checkpoints (or exported weights) on the same files: the Kodak crops in
-    ``kodak`` and the licensed holdout photos (512x512 centre crops), tc at each budget."""
-    images = comparison_images(kodak)
+    ``kodak`` and the licensed holdout photos (512x512 centre crops; ``training``: the training photos' too), tc at
+    each budget."""
+    images = comparison_images(kodak, training)
     decoders = {str(c): load_trained_decoder(c) for c in ckpts}
     return compare_table(compare(images, decoders, budgets, metrics), column="decoder")
 
@@ -204,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
             from ...bench.config import DEFAULT_DATA
 
-            print(compare_checkpoints(args.compare, Path(args.kodak or DEFAULT_DATA), metrics=tuple(args.metrics)))
+            kodak = Path(args.kodak or DEFAULT_DATA)
+            print(compare_checkpoints(args.compare, kodak, metrics=tuple(args.metrics), training=args.with_training))
             return 0
         if args.export:
             print(export(Path(args.export)))
