@@ -130,7 +130,8 @@ def test_kmeans_does_not_depend_on_the_blas_thread_count(taef2, kodak_dir, tmp_p
     code = (
         "import hashlib, numpy as np; from helpers.methods.palette.quantize import palette_kmeans; "
         f"q = np.load({str(tmp_path / 'q8.npy')!r}); "
-        "print(hashlib.sha256(b''.join(b''.join(a.tobytes() for a in palette_kmeans(q, k)) for k in (33, 49))).hexdigest())"
+        "fits = [a.tobytes() for k in (33, 49) for a in palette_kmeans(q, k)]; "
+        "print(hashlib.sha256(b''.join(fits)).hexdigest())"
     )
     out = set()
     for n in ("1", "2"):

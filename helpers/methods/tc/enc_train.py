@@ -611,10 +611,10 @@ TRAINING_PREFIX = "train:"
 
 def comparison_images(kodak: Path, training: bool = False) -> dict:
     """Stem -> 512x512 centre crop of the Kodak images in ``kodak`` and of the licensed holdout photos; with
-    ``training``, also of the training photos (named ``train:<stem>``): a gain there that Kodak and the holdout do not
-    share is what the network learnt of its own photos (measured 2026-12-07 at 5000 B: the shipped encoder gains 1.34 dB
-    over the stock one on 81 crops of its training photos, 1.01 on the holdout, 0.93 on Kodak). A folder without ``kodim*.png`` is
-    a one-line error (the tables split the sets by the Kodak names)."""
+    ``training``, also of the training photos (named ``train:<stem>``): a gain there that Kodak and the holdout do
+    not share is what the network learnt of its own photos (measured 2026-12-07 at 5000 B: the shipped encoder gains
+    1.34 dB over the stock one on 81 crops of its training photos, 1.01 on the holdout, 0.93 on Kodak). A folder
+    without ``kodim*.png`` is a one-line error (the tables split the sets by the Kodak names)."""
     from PIL import Image
 
     from ...errors import SDCError
