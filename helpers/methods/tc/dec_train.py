@@ -34,6 +34,7 @@ from .enc_train import (
     draw_batch,
     fit,
     load_part,
+    run_compare,
     run_meta,
     save_half,
     scores,
@@ -202,14 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run():
         if args.compare:
-            import torch
-
-            torch.set_num_threads(args.threads)
-            from ...bench.config import DEFAULT_DATA
-
-            kodak = Path(args.kodak or DEFAULT_DATA)
-            print(compare_checkpoints(args.compare, kodak, metrics=tuple(args.metrics), training=args.with_training))
-            return 0
+            return run_compare(args, compare_checkpoints)
         if args.export:
             print(export(Path(args.export)))
             return 0

@@ -673,6 +673,19 @@ def add_training_args(ap: argparse.ArgumentParser, part: str, weights: Path, lr:
     )
 
 
+def run_compare(args: argparse.Namespace, compare_checkpoints) -> int:
+    """``--compare`` of enc_train and dec_train (the options of :func:`add_training_args`): print
+    ``compare_checkpoints(ckpts, kodak, metrics=..., training=...)`` (that tool's) with ``--threads`` torch threads."""
+    import torch
+
+    from ...bench.config import DEFAULT_DATA
+
+    torch.set_num_threads(args.threads)
+    kodak = Path(args.kodak or DEFAULT_DATA)
+    print(compare_checkpoints(args.compare, kodak, metrics=tuple(args.metrics), training=args.with_training))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m helpers.methods.tc.enc_train", description=__doc__.splitlines()[0])
     add_training_args(ap, part="encoder", weights=WEIGHTS, lr=3e-5)
@@ -711,14 +724,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run():
         if args.compare:
-            import torch
-
-            torch.set_num_threads(args.threads)
-            from ...bench.config import DEFAULT_DATA
-
-            kodak = Path(args.kodak or DEFAULT_DATA)
-            print(compare_checkpoints(args.compare, kodak, metrics=tuple(args.metrics), training=args.with_training))
-            return 0
+            return run_compare(args, compare_checkpoints)
         if args.export:
             print(export(Path(args.export)))
             return 0
