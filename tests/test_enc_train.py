@@ -272,3 +272,35 @@ def test_train_from_init_weights_starts_there_and_the_export_record_says_so(taef
     rec = enc_train.export(ck, tmp_path / "second.pth").with_suffix(".md").read_text()
     assert "Started from the encoder weights first.pth (Started from TAEF2's encoder weights" in rec
     assert "7 steps of batch 4" in rec and "2 steps of batch 1" in rec
+
+
+def test_random_crops_augment_turns_rescales_and_recolours(monkeypatch):
+    # --augment: the plain draw stays as it was (same random numbers: a run without it is reproduced), and with it
+    # crops come turned (a vertical ramp becomes horizontal), at other scales, with other tones, grey kept grey
+    import random
+
+    import numpy as np
+
+    ramp = np.repeat(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 300, 1)[..., None], 3, -1)  # rows 0..255
+    plain = enc_train.random_crops([ramp], 8, 64, random.Random(3))
+    assert torch.equal(plain, enc_train.random_crops([ramp], 8, 64, random.Random(3)))
+    # never turned: down the rows, one level a row
+    assert all(bool(((c[0, :, 0].diff() * 255 - 1).abs() < 1e-4).all()) for c in plain)
+    monkeypatch.setitem(enc_train.AUGMENT, "gamma", (1.0, 1.0))
+    monkeypatch.setitem(enc_train.AUGMENT, "saturation", (1.0, 1.0))
+    monkeypatch.setitem(enc_train.AUGMENT, "scale", (1.0, 1.0))
+    turned = enc_train.random_crops([ramp], 16, 64, random.Random(3), augment=True)
+    across = [bool((c[0, 0, :].diff().abs() > 0).all()) for c in turned]
+    assert 0 < sum(across) < 16  # some turned a quarter, some not
+    monkeypatch.setitem(enc_train.AUGMENT, "scale", (0.5, 0.5))
+    half = enc_train.random_crops([ramp], 4, 64, random.Random(3), augment=True)
+    steps = [float(c[0].diff(dim=0).abs().mean() + c[0].diff(dim=1).abs().mean()) for c in half]
+    assert all(abs(s * 255 - 2) < 0.2 for s in steps)  # half scale: two levels a pixel instead of one
+    monkeypatch.setitem(enc_train.AUGMENT, "scale", (1.0, 1.0))
+    monkeypatch.setitem(enc_train.AUGMENT, "gamma", (0.8, 1.25))
+    monkeypatch.setitem(enc_train.AUGMENT, "saturation", (0.75, 1.25))
+    grey = np.full((100, 100, 3), 128, np.uint8)
+    recoloured = enc_train.random_crops([grey], 8, 32, random.Random(0), augment=True)
+    assert torch.equal(recoloured[:, 0], recoloured[:, 1]) and torch.equal(recoloured[:, 1], recoloured[:, 2])
+    levels = recoloured[:, 0, 0, 0]
+    assert float(levels.max() - levels.min()) > 0.02 and float(levels.min()) > 0.4 and float(levels.max()) < 0.6
