@@ -66,6 +66,11 @@ def training_images(short_sides=(512, 768)) -> list[np.ndarray]:
     return out
 
 
+def log_uniform(rng: random.Random, lo: float, hi: float) -> float:
+    """A number drawn log-uniform in [lo, hi] with ``rng`` (one ``rng.uniform`` draw)."""
+    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+
+
 def random_crops(images: list[np.ndarray], n: int, crop: int, rng: random.Random, augment: bool = False):
     """A batch (n, 3, crop, crop) in [0, 1] of random crops of ``images``, each mirrored with probability 1/2.
 
@@ -81,9 +86,7 @@ def random_crops(images: list[np.ndarray], n: int, crop: int, rng: random.Random
         a = images[rng.randrange(len(images))]
         size = crop
         if augment:
-            lo, hi = AUGMENT["scale"]
-            s = math.exp(rng.uniform(math.log(lo), math.log(hi)))
-            size = min(round(crop / s), *a.shape[:2])
+            size = min(round(crop / log_uniform(rng, *AUGMENT["scale"])), *a.shape[:2])
         y, x = rng.randrange(a.shape[0] - size + 1), rng.randrange(a.shape[1] - size + 1)
         c = a[y : y + size, x : x + size]
         if size != crop:
@@ -97,12 +100,14 @@ def random_crops(images: list[np.ndarray], n: int, crop: int, rng: random.Random
         xs.append(np.ascontiguousarray(c))
     x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 255
     if augment:
-        (g0, g1), (s0, s1) = AUGMENT["gamma"], AUGMENT["saturation"]
+        from ...metrics.retention import LUMA
+
+        weights = torch.tensor(LUMA).reshape(3, 1, 1)
         for i in range(n):
-            gamma = math.exp(rng.uniform(math.log(g0), math.log(g1)))
-            sat = rng.uniform(s0, s1)
+            gamma = log_uniform(rng, *AUGMENT["gamma"])
+            sat = rng.uniform(*AUGMENT["saturation"])
             y = x[i].pow(gamma)
-            luma = (0.299 * y[0] + 0.587 * y[1] + 0.114 * y[2]).unsqueeze(0)
+            luma = (y * weights).sum(0, keepdim=True)
             x[i] = (luma + sat * (y - luma)).clamp(0, 1)
     return x
 
@@ -288,7 +293,7 @@ def draw_batch(images: list[np.ndarray], batch: int, crop: int, rng: random.Rand
     from . import tcoder as T
 
     x = random_crops(images, batch, crop, rng, augment)
-    return x, [T.k_of(math.exp(rng.uniform(*map(math.log, STEP_RANGE)))) for _ in range(batch)]
+    return x, [T.k_of(log_uniform(rng, *STEP_RANGE)) for _ in range(batch)]
 
 
 def step_log(loss, mse, ks: list[int]) -> dict:
