@@ -301,3 +301,28 @@ def test_random_crops_augment_turns_rescales_and_recolours(monkeypatch):
     half = enc_train.random_crops([ramp], 4, 64, random.Random(3), augment=True)
     steps = [float(c[0].diff(dim=0).abs().mean() + c[0].diff(dim=1).abs().mean()) for c in half]
     assert all(abs(s * 255 - 2) < 0.2 for s in steps)  # half scale: two levels a pixel instead of one
+
+
+def test_resume_with_other_settings_uses_them_and_records_the_change(tmp_path, synthetic_training_images, capsys):
+    # a run resumed with another detail weight and learning rate goes on with them (Adam's saved learning rate used to
+    # win silently), says so in one line, keeps the change in its checkpoint and the exported record names it
+    out = tmp_path / "run"
+    kw = dict(batch=1, crop=128, threads=1, images=synthetic_training_images, progress=False)
+    ck = enc_train.train(out, 5.0, max_steps=1, beta=3e-3, lr=3e-5, **kw)
+    assert torch.load(ck, weights_only=False)["changes"] == []
+    enc_train.train(out, 5.0, max_steps=2, beta=1e-2, lr=1e-5, augment=True, **kw)
+    st = torch.load(ck, weights_only=False)
+    assert st["beta"] == 1e-2 and st["lr"] == 1e-5 and st["optimizer"]["param_groups"][0]["lr"] == 1e-5
+    assert st["changes"] == [
+        {"step": 1, "settings": {"beta": [3e-3, 1e-2], "augment": [None, dict(enc_train.AUGMENT)], "lr": [3e-5, 1e-5]}}
+    ]
+    note = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert note == [
+        f"note: {out} resumes at step 1 with other settings (beta 0.003 -> 0.01, augment None -> "
+        f"{dict(enc_train.AUGMENT)!r}, lr 3e-05 -> 1e-05); recorded in its checkpoint"
+    ]
+    enc_train.train(out, 5.0, max_steps=3, beta=1e-2, lr=1e-5, augment=True, **kw)  # the same again: no new change
+    st = torch.load(ck, weights_only=False)
+    assert st["step"] == 3 and len(st["changes"]) == 1 and "note:" not in capsys.readouterr().err
+    rec = enc_train.export(ck, tmp_path / "w.pth").with_suffix(".md").read_text()
+    assert "; settings changed on resume: at step 1 beta 0.003 -> 0.01, augment unset -> " in rec

@@ -31,6 +31,7 @@ from .enc_train import (
     compare_table,
     comparison_images,
     cvvdp_term,
+    describe_changes,
     draw_batch,
     fit,
     load_part,
@@ -132,7 +133,7 @@ def export(ckpt: Path, dest: Path = WEIGHTS) -> Path:
         f"Started from TAEF2's decoder weights (madebyollin/taesd, MIT licence); {st['step']} steps of batch "
         f"{st['batch']}, {st['crop']}x{st['crop']} crops, latents of the stock TAEF2 encoder (decoder weights "
         f"{st['fingerprint']:08x}) quantized with tc tables {st['table_id']:08x}; beta {st['beta']:g}, "
-        f"gamma {st['gamma']:g}, learning rate {st['lr']:g}.",
+        f"gamma {st['gamma']:g}, learning rate {st['lr']:g}{describe_changes(st.get('changes', []))}.",
     )
     return dest
 

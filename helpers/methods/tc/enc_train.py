@@ -28,6 +28,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -216,6 +217,7 @@ def fit(
     ckpt = out / "ckpt.pt"
     opt = torch.optim.Adam(module.parameters(), lr=lr)
     step, rng = 0, random.Random(seed)
+    settings, changes = {**meta, "lr": lr}, []
     if ckpt.is_file():
         st = torch.load(ckpt, map_location="cpu", weights_only=False)
         module.load_state_dict(st[part])
@@ -224,6 +226,15 @@ def fit(
         rng.setstate(st["rng"])
         if "torch_rng" in st:
             torch.set_rng_state(st["torch_rng"])
+        for g in opt.param_groups:  # the learning rate asked for now, not the one saved with Adam's state
+            g["lr"] = lr
+        changes = resume_changes(st, settings, step)
+        if len(changes) > len(st.get("changes", [])):
+            said = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes[-1]["settings"].items())
+            print(
+                f"note: {out} resumes at step {step} with other settings ({said}); recorded in its checkpoint",
+                file=sys.stderr,
+            )
     log = out / "log.csv"
     new_log = not log.is_file()
     if not new_log:  # a resumed run keeps its log's columns (one started before a column existed: without it)
@@ -236,7 +247,7 @@ def fit(
 
     def save():
         state = {part: module.state_dict(), "optimizer": opt.state_dict(), "step": step, "rng": rng.getstate()}
-        save_checkpoint(ckpt, {**state, "torch_rng": torch.get_rng_state(), **meta, "lr": lr})
+        save_checkpoint(ckpt, {**state, "torch_rng": torch.get_rng_state(), **settings, "changes": changes})
         if keep:
             shutil.copyfile(ckpt, out / f"ckpt_{step}.pt")
 
@@ -262,6 +273,36 @@ def fit(
     save()
     bar.close()
     return ckpt
+
+
+RESUME_KEYS = ("crop", "batch", "alpha", "beta", "gamma", "precision", "augment", "lr")
+
+
+def resume_changes(st: dict, settings: dict, step: int) -> list[dict]:
+    """The checkpoint ``st``'s record of settings changed on resume, plus this resume's (at ``step``) where
+    ``settings`` (this run's loss weights, crop, batch, precision, augmentation, learning rate) differ from those
+    the checkpoint was saved with: ``[{"step": N, "settings": {key: [before, now]}}, ...]``. A run resumed with
+    other options goes on with them (e.g. a stronger detail term from step N), and the exported record says so."""
+    changes = list(st.get("changes", []))
+    diff = {
+        k: [st.get(k), settings.get(k)]
+        for k in RESUME_KEYS
+        if (k in st or k in settings) and st.get(k) != settings.get(k) and not (k == "precision" and k not in st)
+    }
+    if diff:
+        changes.append({"step": step, "settings": diff})
+    return changes
+
+
+def describe_changes(changes: list[dict]) -> str:
+    """``changes`` (:func:`resume_changes`) as the licence record's words, e.g. ``; resumed at step 355 with beta
+    0.001 -> 0.003``."""
+    said = [
+        f"at step {c['step']} "
+        + ", ".join(f"{k} {a if a is not None else 'unset'} -> {b}" for k, (a, b) in c["settings"].items())
+        for c in changes
+    ]
+    return "; settings changed on resume: " + "; ".join(said) if said else ""
 
 
 def training_setup(part: str, threads: int, weights_dir: Path | None = None):
@@ -416,7 +457,10 @@ def export(ckpt: Path, dest: Path = WEIGHTS) -> Path:
         "TAEF2's encoder fine-tuned for the tc coder (python -m helpers.methods.tc.enc_train)",
         f"{start}; {how} of batch "
         f"{st['batch']}, {st['crop']}x{st['crop']} crops, against the frozen TAEF2 decoder "
-        f"(weights {st['fingerprint']:08x}) and tc tables {st['table_id']:08x}" + (f"; loss {loss}." if loss else "."),
+        f"(weights {st['fingerprint']:08x}) and tc tables {st['table_id']:08x}"
+        + (f"; loss {loss}" if loss else "")
+        + describe_changes(st.get("changes", []))
+        + ".",
     )
     return dest
 
