@@ -272,9 +272,10 @@ for budget in RD_BUDGETS:
 #   TAEF2: the tiny autoencoder's own ceiling (about 32 dB on Kodak) and its 32-channel latent cost more
 #   than a classic codec's transform. Faces and small text suffer most; see notebook 05.
 # * Encoder effort (the study above; the 24-crop figures are in `results/kodak` and `results/kodak_effort3`):
-#   at 5000 B, over the default, effort 1 adds about 0.75 dB and 0.08 JOD for about 6 s of refinement per image
+#   at 5000 B, over the default, effort 1 adds about 0.8 dB and 0.09 JOD for about 6 s of refinement per image
 #   (one thread, bf16 on a CPU with native bf16; about 3x that in float32), effort 2 1.1 dB and 0.12 JOD in about
-#   12 s (the best JOD), effort 3 1.4 dB and 0.09 JOD in about 45 s; none reaches AVIF.
+#   12 s (the best JOD), effort 3 1.4 dB and 0.10 JOD in about 45 s; none reaches AVIF, and their pictures keep
+#   less fine detail than the default's (Kodak detail retention 0.72-0.74 against 0.80).
 #   Without the detail term the refinement buys its decibels partly with blur (see the "no detail term" row and
 #   crops).
 # * The tables (transform, scales, contexts) were trained on licensed Debian photos, never on Kodak
