@@ -318,11 +318,11 @@ def test_resume_with_other_settings_uses_them_and_records_the_change(tmp_path, s
     ]
     note = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert note == [
-        f"note: {out} resumes at step 1 with other settings (beta 0.003 -> 0.01, augment None -> "
-        f"{dict(enc_train.AUGMENT)!r}, lr 3e-05 -> 1e-05); recorded in its checkpoint"
+        f"note: {out} resumes at step 1 with other settings (beta 0.003 -> 0.01, augment off -> on, lr 3e-05 -> "
+        "1e-05); recorded in its checkpoint"
     ]
     enc_train.train(out, 5.0, max_steps=3, beta=1e-2, lr=1e-5, augment=True, **kw)  # the same again: no new change
     st = torch.load(ck, weights_only=False)
     assert st["step"] == 3 and len(st["changes"]) == 1 and "note:" not in capsys.readouterr().err
     rec = enc_train.export(ck, tmp_path / "w.pth").with_suffix(".md").read_text()
-    assert "; settings changed on resume: at step 1 beta 0.003 -> 0.01, augment unset -> " in rec
+    assert "; settings changed on resume: at step 1 beta 0.003 -> 0.01, augment off -> on, lr 3e-05 -> 1e-05." in rec

@@ -230,9 +230,9 @@ def fit(
             g["lr"] = lr
         changes = resume_changes(st, settings, step)
         if len(changes) > len(st.get("changes", [])):
-            said = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes[-1]["settings"].items())
             print(
-                f"note: {out} resumes at step {step} with other settings ({said}); recorded in its checkpoint",
+                f"note: {out} resumes at step {step} with other settings ({say_changed(changes[-1])}); recorded in "
+                "its checkpoint",
                 file=sys.stderr,
             )
     log = out / "log.csv"
@@ -294,14 +294,19 @@ def resume_changes(st: dict, settings: dict, step: int) -> list[dict]:
     return changes
 
 
+def say_changed(change: dict) -> str:
+    """One entry of :func:`resume_changes` in words: ``beta 0.003 -> 0.01, augment off -> on``."""
+
+    def word(v):
+        return "off" if v is None else "on" if isinstance(v, dict) else f"{v:g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{k} {word(a)} -> {word(b)}" for k, (a, b) in change["settings"].items())
+
+
 def describe_changes(changes: list[dict]) -> str:
-    """``changes`` (:func:`resume_changes`) as the licence record's words, e.g. ``; resumed at step 355 with beta
-    0.001 -> 0.003``."""
-    said = [
-        f"at step {c['step']} "
-        + ", ".join(f"{k} {a if a is not None else 'unset'} -> {b}" for k, (a, b) in c["settings"].items())
-        for c in changes
-    ]
+    """``changes`` (:func:`resume_changes`) as the licence record's words, e.g. ``; settings changed on resume: at
+    step 355 beta 0.001 -> 0.003``; empty without changes."""
+    said = [f"at step {c['step']} {say_changed(c)}" for c in changes]
     return "; settings changed on resume: " + "; ".join(said) if said else ""
 
 
