@@ -228,11 +228,12 @@ def fit(
             torch.set_rng_state(st["torch_rng"])
         for g in opt.param_groups:  # the learning rate asked for now, not the one saved with Adam's state
             g["lr"] = lr
-        changes = resume_changes(st, settings, step)
-        if len(changes) > len(st.get("changes", [])):
+        changed = changed_settings(st, settings)
+        changes = [*st.get("changes", []), *([{"step": step, "settings": changed}] if changed else [])]
+        if changed:
             print(
-                f"note: {out} resumes at step {step} with other settings ({say_changed(changes[-1])}); recorded in "
-                "its checkpoint",
+                f"note: {out} resumes at step {step} with other settings ({say_changed(changed)}); recorded in its "
+                "checkpoint",
                 file=sys.stderr,
             )
     log = out / "log.csv"
@@ -278,35 +279,32 @@ def fit(
 RESUME_KEYS = ("crop", "batch", "alpha", "beta", "gamma", "precision", "augment", "lr")
 
 
-def resume_changes(st: dict, settings: dict, step: int) -> list[dict]:
-    """The checkpoint ``st``'s record of settings changed on resume, plus this resume's (at ``step``) where
-    ``settings`` (this run's loss weights, crop, batch, precision, augmentation, learning rate) differ from those
-    the checkpoint was saved with: ``[{"step": N, "settings": {key: [before, now]}}, ...]``. A run resumed with
-    other options goes on with them (e.g. a stronger detail term from step N), and the exported record says so."""
-    changes = list(st.get("changes", []))
-    diff = {
+def changed_settings(st: dict, settings: dict) -> dict:
+    """Where ``settings`` (this run's loss weights, crop, batch, precision, augmentation, learning rate) differ from
+    those the checkpoint ``st`` was saved with: ``{key: [before, now]}`` (a checkpoint from before precision was
+    recorded is not compared on it). A run resumed with other options goes on with them (e.g. a stronger detail term
+    from step N); the checkpoint keeps ``[{"step": N, "settings": <this>}, ...]`` as ``changes`` and the exported
+    record says so."""
+    return {
         k: [st.get(k), settings.get(k)]
         for k in RESUME_KEYS
-        if (k in st or k in settings) and st.get(k) != settings.get(k) and not (k == "precision" and k not in st)
+        if st.get(k) != settings.get(k) and (k != "precision" or k in st)
     }
-    if diff:
-        changes.append({"step": step, "settings": diff})
-    return changes
 
 
-def say_changed(change: dict) -> str:
-    """One entry of :func:`resume_changes` in words: ``beta 0.003 -> 0.01, augment off -> on``."""
+def say_changed(changed: dict) -> str:
+    """:func:`changed_settings` in words: ``beta 0.003 -> 0.01, augment off -> on``."""
 
     def word(v):
         return "off" if v is None else "on" if isinstance(v, dict) else f"{v:g}" if isinstance(v, float) else str(v)
 
-    return ", ".join(f"{k} {word(a)} -> {word(b)}" for k, (a, b) in change["settings"].items())
+    return ", ".join(f"{k} {word(a)} -> {word(b)}" for k, (a, b) in changed.items())
 
 
 def describe_changes(changes: list[dict]) -> str:
-    """``changes`` (:func:`resume_changes`) as the licence record's words, e.g. ``; settings changed on resume: at
-    step 355 beta 0.001 -> 0.003``; empty without changes."""
-    said = [f"at step {c['step']} {say_changed(c)}" for c in changes]
+    """A checkpoint's ``changes`` (see :func:`changed_settings`) as the licence record's words, e.g. ``; settings
+    changed on resume: at step 355 beta 0.001 -> 0.003``; empty without changes."""
+    said = [f"at step {c['step']} {say_changed(c['settings'])}" for c in changes]
     return "; settings changed on resume: " + "; ".join(said) if said else ""
 
 
