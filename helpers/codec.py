@@ -68,8 +68,8 @@ class CodecParams:
     #: tc only: encoder-side refinement against decoded pixels (helpers.methods.tc.refine.SCHEDULES: 0 = none,
     #: 1 = 3 steps in two stages, 2 = 8 in four, 3 = 30 in ten)
     effort: int = 0
-    #: tc with effort only: weight of the refinement's per-tile detail term (None: helpers.methods.tc.refine's
-    #: DETAIL_BETA; 0 = pixel error and rate only, which smooths texture away)
+    #: tc with effort only: weight of the refinement's per-tile detail term (None: the effort's own,
+    #: helpers.methods.tc.refine.DETAIL_BETAS; 0 = pixel error and rate only, which smooths texture away)
     detail: float | None = None
     #: tc with effort only: the precision of the refinement's decoder passes on the CPU (fp32, bf16, or auto: bf16
     #: where the CPU runs it natively, AVX512-BF16 / AMX; helpers.methods.tc.precision; a GPU decoder runs float32).

@@ -6,7 +6,8 @@
 Each variant is comma-separated ``key=value``: ``effort=N`` (a shipped schedule of
 :data:`helpers.methods.tc.refine.SCHEDULES`), or ``sched=STEPSxLR+...`` (stages of steps x Adam learning rate, the
 rate control before each), ``alpha=A`` (rate weight relative to the high-rate slope, default the shipped
-``RATE_ALPHA``), ``beta=B`` (detail term weight, default ``DETAIL_BETA``), ``gamma=G`` (adds ``G * (10 - JOD)``,
+``RATE_ALPHA``), ``beta=B`` (detail term weight; default the named effort's, ``detail_weight(N)``; a ``sched=``
+variant must give it), ``gamma=G`` (adds ``G * (10 - JOD)``,
 ColorVideoVDP's own ``loss`` on display ``standard_fhd`` as in the benchmark, to every step; default 0), ``prec=bf16``
 (the decoder passes in bf16 autocast, :mod:`helpers.methods.tc.precision`; default fp32). Every variant
 codes the same photos (the 512x512 centre crop, tc's trained encoder or ``--encoder stock``, at the budget, every byte
@@ -19,6 +20,7 @@ one, and writes the records to ``results/encoder_training/refine_<NAME>.json`` (
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import time
@@ -56,6 +58,7 @@ def parse_variant(text: str) -> dict:
         key, _, value = part.partition("=")
         if key == "effort":
             out["stages"] = refine.SCHEDULES[int(value)]
+            out["effort"] = int(value)
         elif key == "sched":
             out["stages"] = tuple((int(n), float(lr)) for n, lr in (s.split("x") for s in value.split("+")))
         elif key in ("alpha", "beta", "gamma"):
@@ -69,6 +72,11 @@ def parse_variant(text: str) -> dict:
             )
     if out["stages"] is None:
         raise SystemExit(f"variant {text!r} names no schedule: add effort=N or sched=STEPSxLR+...")
+    if out["beta"] is None:
+        if "effort" not in out:
+            raise SystemExit(f"variant {text!r} names no detail weight: add beta=B (e.g. beta=0.002)")
+        out["beta"] = refine.detail_weight(out.pop("effort"))
+    out.pop("effort", None)
     return out
 
 
@@ -111,11 +119,12 @@ def main(argv: list[str] | None = None) -> None:
                 refine.SCHEDULES[SLOT] = v["stages"]
                 # the tc method imports refine_latents at call time: this sets the variant's weights for every step
                 extra = cvvdp_loss(v["gamma"]) if v["gamma"] else None
-                refine.refine_latents = functools.partial(
-                    plain, alpha=v["alpha"], beta=v["beta"], extra_loss=extra, precision=v["precision"]
-                )
+                # the detail weight and the precision go through the codec's own parameters: the method passes
+                # them to refine_latents by keyword, which would override the same keywords bound here
+                refine.refine_latents = functools.partial(plain, alpha=v["alpha"], extra_loss=extra)
+                vparams = dataclasses.replace(params, detail=v["beta"], precision=v["precision"])
                 t0 = time.perf_counter()
-                enc = encode(img, backend, params, args.budget, z)
+                enc = encode(img, backend, vparams, args.budget, z)
                 seconds = time.perf_counter() - t0
                 dec = decode(enc.data, backend).image
                 row = {"image": p.stem, "variant": name, "bytes": enc.nbytes, "seconds": round(seconds, 1)}

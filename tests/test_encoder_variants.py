@@ -138,7 +138,7 @@ def test_benchmark_remakes_records_of_another_encoder_or_refine_schedule():
     from helpers.backends.taef2_spec import ENCODER_DATA_DIR, encoder_digest
     from helpers.bench.config import refine_label
     from helpers.bench.runner import _coded_differently
-    from helpers.methods.tc.refine import SCHEDULES, schedule_label
+    from helpers.methods.tc.refine import SCHEDULES, detail_weight, schedule_label
 
     ours = {"kind": "ours", "model_id": "taef2", "coder": "tc"}
     assert _coded_differently(ours)  # made before encoder variants: the stock encoder
@@ -159,12 +159,18 @@ def test_benchmark_remakes_records_of_another_encoder_or_refine_schedule():
     from helpers.methods.tc.precision import resolve_precision
 
     base = "+".join(f"{n}x{lr:g}" for n, lr in SCHEDULES[3])
-    assert schedule_label(3) == base and schedule_label(3, "bf16") == base + "@bf16" and schedule_label(0) is None
+    beta = f" detail {detail_weight(3):g}"
+    assert schedule_label(3) == base + beta and schedule_label(3, "bf16") == base + "@bf16" + beta
+    assert schedule_label(3, detail=0.0) == base + " detail 0" and schedule_label(0) is None
     # refined at this CPU's default precision (auto); a record refined at the other one is made again
     label = schedule_label(3, resolve_precision("auto"))
-    assert _coded_differently({**e3, "refine": schedule_label(3, "fp32" if label.endswith("bf16") else "bf16")})
+    assert _coded_differently({**e3, "refine": schedule_label(3, "fp32" if "@bf16" in label else "bf16")})
     assert refine_label("tc", 3) == label and refine_label("tc", 0) is None and refine_label("palette", 0) is None
     assert not _coded_differently({**e3, "refine": label})
+    # refined with another detail weight, or before the label named it: made again
+    prec = "bf16" if label.split(" ")[0].endswith("bf16") else "fp32"
+    assert _coded_differently({**e3, "refine": schedule_label(3, prec, detail=detail_weight(3) / 2)})
+    assert _coded_differently({**e3, "refine": label.split(" ")[0]})
     assert _coded_differently(
         {**e3, "refine": "10x0.05+10x0.03+10x0.02" if label != "10x0.05+10x0.03+10x0.02" else "1x1"}
     )

@@ -94,19 +94,31 @@ SCHEDULES: dict[int, tuple[tuple[int, float], ...]] = {
 }
 
 
-def schedule_label(effort: int, precision: str = "fp32") -> str | None:
-    """``effort``'s schedule as text (``10x0.05+10x0.02``: steps x learning rate per stage; ``@bf16`` appended where
-    the decoder passes run in bf16), None for effort 0: what a benchmark record stores, so that a record refined
-    another way is made again."""
+def schedule_label(effort: int, precision: str = "fp32", detail: float | None = None) -> str | None:
+    """``effort``'s recipe as text (``2x0.05+1x0.03@bf16 detail 0.003``: steps x learning rate per stage, ``@bf16``
+    where the decoder passes run in bf16, the detail term's weight, by default :func:`detail_weight`), None for effort
+    0: what a benchmark record stores, so that a record refined another way is made again."""
     stages = SCHEDULES.get(effort, ())
     label = "+".join(f"{n}x{lr:g}" for n, lr in stages)
-    return (label + ("@bf16" if precision == "bf16" else "")) if label else None
+    if not label:
+        return None
+    beta = detail_weight(effort) if detail is None else detail
+    return label + ("@bf16" if precision == "bf16" else "") + f" detail {beta:g}"
 
 
 #: rate weight relative to the high-rate slope (0 = rate-blind refinement, as before)
 RATE_ALPHA = 1.0
-#: weight of the per-tile detail term (:func:`helpers.methods.tc.detail_loss.detail_loss`; 0 = pixel error only)
-DETAIL_BETA = 1e-3
+#: effort -> weight of the per-tile detail term (:func:`helpers.methods.tc.detail_loss.detail_loss`; 0 = pixel error
+#: only): per effort the weight at which the refined pictures keep as much fine detail as effort 0's (the issue's
+#: floor), measured on 12 licensed training photos at 5000 B (results/encoder_training/refine_detail_floor.md)
+DETAIL_BETAS: dict[int, float] = {1: 3e-3, 2: 2e-3, 3: 2e-3}
+
+
+def detail_weight(effort: int) -> float:
+    """The detail term's weight at ``effort`` (:data:`DETAIL_BETAS`)."""
+    return DETAIL_BETAS.get(effort, max(DETAIL_BETAS.values()))
+
+
 MAX_PIXELS = 1024 * 1024
 
 
@@ -174,7 +186,7 @@ def refine_latents(
     ``precision``: the decoder passes' (:func:`helpers.methods.tc.precision.resolve_precision`; float32 by default;
     bf16 applies to a decoder on the CPU only)."""
     alpha = RATE_ALPHA if alpha is None else alpha
-    beta = DETAIL_BETA if beta is None else beta
+    beta = detail_weight(effort) if beta is None else beta
     if effort not in SCHEDULES:
         raise SDCError(f"--effort must be one of {sorted(SCHEDULES)}, got {effort}")
     stages = SCHEDULES[effort]
