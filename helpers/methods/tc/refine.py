@@ -55,12 +55,19 @@ ColorVideoVDP better on 8 of 8 photos), 1 + 1 + 1 29.25 / 8.549 / 23.2 / 15.5 / 
 
 Detail: pixel error rewards blur, and the rate term makes it worse (at 5000 B, effort 1 kept 0.60 of the
 original's high-frequency energy on 7 training photos and 0.60 on the 8 holdout photos, against about 0.9 for
-the stock encoder's latent). Each step therefore adds ``DETAIL_BETA`` times a per-tile detail term
+the stock encoder's latent). Each step therefore adds a weight (:data:`DETAIL_BETAS`) times a per-tile detail term
 (:func:`helpers.methods.tc.detail_loss.detail_loss`: the two-sided log ratio of decoded to original HF energy in
 32x32 tiles). Measured at 5000 B, effort 1, beta 0 -> 1e-3 -> 4e-3: training photos PSNR 30.43 -> 30.13 -> 29.64
 dB, ColorVideoVDP 8.311 -> 8.314 -> 8.261 JOD, SSIMULACRA 2 17.1 -> 16.2 -> 12.8, detail retention 0.61 -> 0.81 ->
 0.95; holdout (beta 0 -> 1e-3) 28.43 -> 28.12 dB, 7.983 -> 7.978 JOD, retention 0.60 -> 0.76. The perceptual
-metrics barely move, PSNR gives up 0.3 dB, and the picture keeps its texture: beta 1e-3 is the default.
+metrics barely move, PSNR gives up 0.3 dB, and the picture keeps its texture: beta 1e-3 was the default.
+
+Per effort since 2026-12-07 (results/encoder_training/refine_detail_floor.md): at 1e-3, from tc's trained encoder, the
+efforts kept less fine detail than effort 0 (Kodak at 5000 B: 0.72 / 0.73 / 0.74 at efforts 1 / 2 / 3 against 0.80),
+below the issue's floor. Each effort's weight is now the one at which it keeps effort 0's detail on 12 training
+photos at 5000 B (effort 0: 0.909): effort 1 3e-3 (0.845 -> 0.909, -0.17 dB, -0.041 JOD), efforts 2 and 3 2e-3 (0.866
+-> 0.907 and 0.921; -0.21 / -0.20 dB, -0.028 / -0.015 JOD). The perceptual metrics do not reward the detail the term
+buys; the floor sets the weight.
 
 Each step is one decoder forward + backward pass (about 2.5 s for 512x512 TAEF2 on 2 CPU cores), so effort
 needs PyTorch and an image of at most :data:`MAX_PIXELS` (autograd through the whole decoder).
@@ -115,7 +122,8 @@ DETAIL_BETAS: dict[int, float] = {1: 3e-3, 2: 2e-3, 3: 2e-3}
 
 
 def detail_weight(effort: int) -> float:
-    """The detail term's weight at ``effort`` (:data:`DETAIL_BETAS`)."""
+    """The detail term's weight at ``effort`` (:data:`DETAIL_BETAS`; the largest of them for a schedule installed
+    under another number, as experiments do)."""
     return DETAIL_BETAS.get(effort, max(DETAIL_BETAS.values()))
 
 
