@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers.codec import decode_latents, encode_latents
+from helpers.codec import CodecParams, decode_latents, encode, encode_latents
 from helpers.images import apply_policy, load_image
 from helpers.methods.tc import refine
 from helpers.methods.tc import tcoder as T
@@ -122,3 +122,16 @@ def test_bf16_refinement_moves_the_latent_like_fp32_and_leaves_the_decoder_as_it
     assert out["bf16"][1] > out["fp32"][1] - 0.2, (out["bf16"][1], out["fp32"][1])
     with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16"):
         refine.refine_latents(taef2, crop, z, 1, _quantizer_for(taef2.fingerprint, 1500), precision="fp16")
+
+
+def test_codec_refines_with_the_efforts_own_detail_weight(taef2, crop):
+    # CodecParams.detail None = the effort's weight (refine.DETAIL_BETAS): the same file as naming that weight, another
+    # file than the single weight of before (1e-3); what the benchmark's refine label states
+    def coded(**kw):
+        return encode(crop, taef2, CodecParams(method="tc", policy="crop512", effort=1, **kw), target_bytes=1500).data
+
+    assert refine.detail_weight(1) == refine.DETAIL_BETAS[1] != 1e-3
+    default = coded()
+    assert default == coded(detail=refine.detail_weight(1))
+    assert default != coded(detail=1e-3)
+    assert refine.schedule_label(1).endswith(f" detail {refine.DETAIL_BETAS[1]:g}")
