@@ -272,10 +272,11 @@ for budget in RD_BUDGETS:
 #   TAEF2: the tiny autoencoder's own ceiling (about 32 dB on Kodak) and its 32-channel latent cost more
 #   than a classic codec's transform. Faces and small text suffer most; see notebook 05.
 # * Encoder effort (the study above; the 24-crop figures are in `results/kodak` and `results/kodak_effort3`):
-#   at 5000 B, over the default, effort 1 adds about 0.8 dB and 0.09 JOD for about 6 s of refinement per image
-#   (one thread, bf16 on a CPU with native bf16; about 3x that in float32), effort 2 1.1 dB and 0.12 JOD in about
-#   12 s (the best JOD), effort 3 1.4 dB and 0.10 JOD in about 45 s; none reaches AVIF, and their pictures keep
-#   less fine detail than the default's (Kodak detail retention 0.72-0.74 against 0.80).
+#   at 5000 B on the 24 crops, over the default, effort 1 adds 0.5 dB and 0.05 JOD for about 8 s of refinement per
+#   image (one thread, bf16 on a CPU with native bf16; about 3x that in float32), effort 2 0.85 dB and 0.10 JOD in
+#   about 21 s (the best JOD), effort 3 1.1 dB and 0.07 JOD in about 76 s; none reaches AVIF. Each effort refines
+#   with its own detail weight, chosen on training photos so that it keeps the default's fine detail (Kodak detail
+#   retention 0.81-0.83 against the default's 0.80; with one weight for all, 0.72-0.74, for about 0.3 dB more).
 #   Without the detail term the refinement buys its decibels partly with blur (see the "no detail term" row and
 #   crops).
 # * The tables (transform, scales, contexts) were trained on licensed Debian photos, never on Kodak

@@ -118,7 +118,9 @@ def test_bf16_refinement_moves_the_latent_like_fp32_and_leaves_the_decoder_as_it
         out[prec] = (zr - z, psnr(np.asarray(crop), np.asarray(img)))
     assert [p.is_contiguous() for p in taef2.decoder.parameters()] == layout
     d32, d16 = out["fp32"][0].ravel(), out["bf16"][0].ravel()
-    assert float(d32 @ d16) / float(np.linalg.norm(d32) * np.linalg.norm(d16)) > 0.8
+    # cosine of the two moves: 0.787 in a CI run with effort 1's detail weight 3e-3 (it passed 0.8 at the former 1e-3),
+    # where unrelated moves in 32k dimensions would give about 0
+    assert float(d32 @ d16) / float(np.linalg.norm(d32) * np.linalg.norm(d16)) > 0.7
     assert out["bf16"][1] > out["fp32"][1] - 0.2, (out["bf16"][1], out["fp32"][1])
     with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16"):
         refine.refine_latents(taef2, crop, z, 1, _quantizer_for(taef2.fingerprint, 1500), precision="fp16")
