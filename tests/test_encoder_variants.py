@@ -168,7 +168,7 @@ def test_benchmark_remakes_records_of_another_encoder_or_refine_schedule():
     assert refine_label("tc", 3) == label and refine_label("tc", 0) is None and refine_label("palette", 0) is None
     assert not _coded_differently({**e3, "refine": label})
     # refined with another detail weight, or before the label named it: made again
-    prec = "bf16" if label.split(" ")[0].endswith("bf16") else "fp32"
+    prec = "bf16" if "@bf16" in label else "fp32"
     assert _coded_differently({**e3, "refine": schedule_label(3, prec, detail=detail_weight(3) / 2)})
     assert _coded_differently({**e3, "refine": label.split(" ")[0]})
     assert _coded_differently(

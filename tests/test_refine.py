@@ -130,7 +130,7 @@ def test_codec_refines_with_the_efforts_own_detail_weight(taef2, crop):
     # CodecParams.detail None = the effort's weight (refine.DETAIL_BETAS): the same file as naming that weight, another
     # file than the single weight of before (1e-3); what the benchmark's refine label states
     def coded(**kw):
-        return encode(crop, taef2, CodecParams(method="tc", policy="crop512", effort=1, **kw), target_bytes=1500).data
+        return encode(crop, taef2, CodecParams(method="tc", policy="none", effort=1, **kw), target_bytes=1500).data
 
     assert refine.detail_weight(1) == refine.DETAIL_BETAS[1] != 1e-3
     default = coded()
