@@ -54,11 +54,12 @@ def parse_variant(text: str) -> dict:
     from helpers.methods.tc import refine
 
     out: dict = {"stages": None, "alpha": None, "beta": None, "gamma": 0.0, "precision": "fp32"}
+    effort = None  # the shipped level named, whose detail weight is the variant's default
     for part in text.split(","):
         key, _, value = part.partition("=")
         if key == "effort":
-            out["stages"] = refine.SCHEDULES[int(value)]
-            out["effort"] = int(value)
+            effort = int(value)
+            out["stages"] = refine.SCHEDULES[effort]
         elif key == "sched":
             out["stages"] = tuple((int(n), float(lr)) for n, lr in (s.split("x") for s in value.split("+")))
         elif key in ("alpha", "beta", "gamma"):
@@ -72,11 +73,9 @@ def parse_variant(text: str) -> dict:
             )
     if out["stages"] is None:
         raise SystemExit(f"variant {text!r} names no schedule: add effort=N or sched=STEPSxLR+...")
-    if out["beta"] is None:
-        if "effort" not in out:
-            raise SystemExit(f"variant {text!r} names no detail weight: add beta=B (e.g. beta=0.002)")
-        out["beta"] = refine.detail_weight(out.pop("effort"))
-    out.pop("effort", None)
+    if out["beta"] is None and effort is None:
+        raise SystemExit(f"variant {text!r} names no detail weight: add beta=B (e.g. beta=0.002)")
+    out["beta"] = refine.detail_weight(effort, out["beta"])
     return out
 
 

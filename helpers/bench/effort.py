@@ -34,6 +34,8 @@ def effort_study(
     another one (the stock TAEF2: its trained ``tc`` encoder, which every other row starts from)."""
     from tqdm.auto import tqdm
 
+    from ..methods.tc.refine import detail_weight
+
     _, ref = model_input(img, policy, backend.downsample)
     variants: list[tuple[str, CodecParams]] = [
         (f"effort {e}", CodecParams(method="tc", policy=policy, effort=e)) for e in efforts
@@ -59,19 +61,10 @@ def effort_study(
                 "image": name,
                 "variant": label,
                 "effort": params.effort,
-                "detail": _detail(params),
+                "detail": detail_weight(params.effort, params.detail) if params.effort else None,
                 "bytes": enc.nbytes,
                 "encode_s": round(seconds, 1),
                 **measure(ref, pictures[label], keys=keys),
             }
         )
     return rows, pictures
-
-
-def _detail(params: CodecParams) -> float | None:
-    """The detail term's weight a variant refined with (None without refinement)."""
-    from ..methods.tc.refine import detail_weight
-
-    if not params.effort:
-        return None
-    return detail_weight(params.effort) if params.detail is None else params.detail

@@ -109,8 +109,7 @@ def schedule_label(effort: int, precision: str = "fp32", detail: float | None = 
     label = "+".join(f"{n}x{lr:g}" for n, lr in stages)
     if not label:
         return None
-    beta = detail_weight(effort) if detail is None else detail
-    return label + ("@bf16" if precision == "bf16" else "") + f" detail {beta:g}"
+    return label + ("@bf16" if precision == "bf16" else "") + f" detail {detail_weight(effort, detail):g}"
 
 
 #: rate weight relative to the high-rate slope (0 = rate-blind refinement, as before)
@@ -121,10 +120,11 @@ RATE_ALPHA = 1.0
 DETAIL_BETAS: dict[int, float] = {1: 3e-3, 2: 2e-3, 3: 2e-3}
 
 
-def detail_weight(effort: int) -> float:
-    """The detail term's weight at ``effort`` (:data:`DETAIL_BETAS`; the largest of them for a schedule installed
-    under another number, as experiments do)."""
-    return DETAIL_BETAS.get(effort, max(DETAIL_BETAS.values()))
+def detail_weight(effort: int, detail: float | None = None) -> float:
+    """The detail term's weight a refinement at ``effort`` uses: ``detail`` where one is given (``CodecParams.detail``),
+    else the effort's own (:data:`DETAIL_BETAS`; the largest of them for a schedule installed under another number, as
+    experiments do)."""
+    return detail if detail is not None else DETAIL_BETAS.get(effort, max(DETAIL_BETAS.values()))
 
 
 MAX_PIXELS = 1024 * 1024
@@ -194,7 +194,7 @@ def refine_latents(
     ``precision``: the decoder passes' (:func:`helpers.methods.tc.precision.resolve_precision`; float32 by default;
     bf16 applies to a decoder on the CPU only)."""
     alpha = RATE_ALPHA if alpha is None else alpha
-    beta = detail_weight(effort) if beta is None else beta
+    beta = detail_weight(effort, beta)
     if effort not in SCHEDULES:
         raise SDCError(f"--effort must be one of {sorted(SCHEDULES)}, got {effort}")
     stages = SCHEDULES[effort]
