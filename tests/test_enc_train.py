@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from PIL import Image
 
@@ -326,3 +327,22 @@ def test_resume_with_other_settings_uses_them_and_records_the_change(tmp_path, s
     assert st["step"] == 3 and len(st["changes"]) == 1 and "note:" not in capsys.readouterr().err
     rec = enc_train.export(ck, tmp_path / "w.pth").with_suffix(".md").read_text()
     assert "; settings changed on resume: at step 1 beta 0.003 -> 0.01, augment off -> on, lr 3e-05 -> 1e-05." in rec
+
+
+def test_train_from_freezes_the_earlier_layers_only_and_the_checkpoint_says_so(
+    taef2, tmp_path, synthetic_training_images
+):
+    # --train-from N: layers 0..N-1 keep TAEF2's weights exactly, layer N on moves; an index the encoder lacks is a
+    # one-line error naming the range
+    out = tmp_path / "run"
+    kw = dict(batch=1, crop=128, threads=1, images=synthetic_training_images, progress=False, max_steps=2)
+    st = torch.load(enc_train.train(out, 5.0, train_from=13, **kw), weights_only=False)
+    assert st["train_from"] == 13
+    stock = taef2.encoder.state_dict()
+    frozen = [k for k in stock if int(k.split(".")[0]) < 13]
+    trained = [k for k in stock if int(k.split(".")[0]) >= 13]
+    assert frozen and trained
+    assert all(torch.equal(st["encoder"][k], stock[k]) for k in frozen)
+    assert any(not torch.equal(st["encoder"][k], stock[k]) for k in trained)
+    with pytest.raises(ValueError, match=r"train_from 15: the encoder has layers 0\.\.14"):
+        enc_train.train(tmp_path / "bad", 5.0, train_from=15, **kw)

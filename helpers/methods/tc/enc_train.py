@@ -379,10 +379,12 @@ def train(
     precision: str = "auto",
     keep: bool = False,
     augment: bool = False,
+    train_from: int = 0,
 ) -> Path:
     """Train (or resume from ``out/ckpt.pt``) for ``budget_minutes`` of wall time (or ``max_steps`` steps in all);
     returns the checkpoint path. ``images``: HxWx3 uint8 arrays to crop from (default: the training photos);
-    ``augment``: :func:`random_crops`'s scales, rotations and colour changes.
+    ``augment``: :func:`random_crops`'s scales, rotations and colour changes; ``train_from``: the encoder's layers
+    (its top-level modules, 0-14 for TAEF2) before this index keep their starting weights.
     ``init``: a new run starts from these encoder weights (exported ``.pth`` or a checkpoint) instead of TAEF2's;
     ignored when ``out`` holds a checkpoint to resume. ``precision``: :func:`resolve_precision`."""
     import copy
@@ -402,6 +404,11 @@ def train(
         start = str(init) if init is not None else None
         if init is not None:
             encoder.load_state_dict(load_trained_encoder(init).state_dict())
+    layers = list(encoder.children())
+    if not 0 <= train_from < len(layers):
+        raise ValueError(f"train_from {train_from}: the encoder has layers 0..{len(layers) - 1}; pick one of them")
+    for layer in layers[:train_from]:
+        layer.requires_grad_(False)
     images = training_images() if images is None else images
 
     def batch_loss(rng):
@@ -417,6 +424,8 @@ def train(
     meta = run_meta(backend, tables, crop, batch, alpha=alpha, beta=beta, gamma=gamma, precision=precision)
     if augment:
         meta["augment"] = dict(AUGMENT)
+    if train_from:
+        meta["train_from"] = train_from
     if start:  # where the run started, kept across resumes
         meta["init"] = start
     columns = ("loss", "psnr", "bpp", "bits_vs_stock", "step_delta")
@@ -809,6 +818,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="crops at random scales, turned and mirrored, tones and colours changed a little (see random_crops)",
     )
+    ap.add_argument(
+        "--train-from",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train only the encoder's layers N.. (top-level modules; TAEF2 has 0-14), the earlier ones frozen",
+    )
+    ap.add_argument("--max-steps", type=int, default=None, help="stop at this many steps in all (besides the budget)")
     args = ap.parse_args(argv)
     from ...errors import guarded
 
@@ -844,6 +861,8 @@ def main(argv: list[str] | None = None) -> int:
                 precision=args.precision,
                 keep=args.keep,
                 augment=args.augment,
+                train_from=args.train_from,
+                max_steps=args.max_steps,
             )
         )
         return 0
