@@ -1,4 +1,5 @@
-"""Golden files keep decoding: format v1 (commit 2bf8961) and the first tc files; latents bit-exactly, pixels within +-1."""
+"""Golden files keep decoding: format v1 (commit 2bf8961), the first tc files (tc payload version 1) and those of tc
+payload version 2 (per-image scale offsets); latents bit-exactly, pixels within +-1."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from helpers.codec import decode, unpack_payload
 GOLDEN = Path(__file__).resolve().parent / "golden"
 MANIFEST = json.loads((GOLDEN / "manifest.json").read_text())
 MANIFEST_TC = json.loads((GOLDEN / "manifest_tc.json").read_text())  # transform coding: make_golden_tc.py
+# tc payload version 2: make_golden_tc2.py (with the scale offsets each file carries)
+MANIFEST_TC.update(json.loads((GOLDEN / "manifest_tc2.json").read_text()))
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST))
@@ -64,6 +67,13 @@ def test_golden_tc_symbols_bit_exact(name):
     )
     assert (k, levels) == (want["k"], want["levels"])
     assert (f"{tables.table_id:08x}" if tables.table_id else "inline") == want["table_id"]
+    assert payload[0] == want.get("payload_version", 1)
+    if "offsets" in want:  # version 2: the base scales the file was coded with are the trained ones moved by these
+        trained = tcoder.trained_tables(header.fingerprint, tables.table_id)
+        groups = tcoder.comp_groups(header.channels)
+        for gi, g in enumerate(groups):
+            moved = tables.base[levels][:, g.start : g.stop] - trained.base[levels][:, g.start : g.stop]
+            np.testing.assert_array_equal(moved, np.asarray(want["offsets"])[:, gi : gi + 1].repeat(len(g), 1))
     ref = np.load(GOLDEN / f"{name}.symbols.npz")
     assert len(q) == len(ref.files) - 1
     for i, band in enumerate(q):

@@ -44,9 +44,9 @@ def test_model_bytes_match_real_payloads(latents, taef2, budget):
         coded, _ = T.encode_latent(z, taef2.fingerprint, budget=budget)
         est = R.payload_bytes(z, taef2.fingerprint, coded.k)
         assert abs(est / len(coded.payload) - 1) < 0.01, (name, budget, est, len(coded.payload))
-        # the same through the exact integer tables
+        # the same through the exact integer tables (the coded tables carry the payload's scale offsets)
         cls = T.coefficient_classes(coded.q, coded.tables, coded.levels, coded.k)
-        exact = T.coefficient_bits(coded.q, cls) / 8 + R.PAYLOAD_OVERHEAD
+        exact = T.coefficient_bits(coded.q, cls) / 8 + R.PAYLOAD_OVERHEAD + T.offsets_size(coded.tables, coded.levels)
         assert abs(exact / len(coded.payload) - 1) < 0.01, (name, budget, exact, len(coded.payload))
 
 

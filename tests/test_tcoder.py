@@ -171,3 +171,82 @@ def test_shipped_tables_are_present_and_their_absence_is_an_error(tmp_path, monk
         T.encode_latent(z, fp, budget=5000)
     coded, _ = T.encode_latent(z, 0x0BADF00D, budget=5000)  # a decoder without shipped tables: inline tables
     assert struct.unpack_from("<I", coded.payload, 1)[0] == 0
+
+
+# --- payload version 2: per-image scale offsets (trained tables) ---
+
+
+def _trained():
+    from helpers.backends.taef2_spec import TAEF2_FINGERPRINT
+
+    return TAEF2_FINGERPRINT, T.trained_tables(TAEF2_FINGERPRINT)
+
+
+def test_offset_nibbles_round_trip_every_value_and_odd_counts():
+    for shape in ((13, 4), (7, 3), (1, 1), (4, 4)):
+        v = np.resize(np.arange(-8, 8), shape[0] * shape[1]).reshape(shape)
+        buf = T.offsets_bytes(v)
+        assert len(buf) == (v.size + 1) // 2
+        np.testing.assert_array_equal(T.parse_offsets(buf, *shape), v)
+    assert T.comp_groups(32) == [range(0, 4), range(4, 8), range(8, 16), range(16, 32)]
+    assert T.comp_groups(4) == [range(0, 4)] and T.comp_groups(6) == [range(0, 4), range(4, 6)]
+
+
+def test_chosen_offsets_are_the_brute_force_optimum():
+    # an independent reference: every candidate priced on every value of each band and component group
+    fp, tables = _trained()
+    z = 3.0 * _latent()
+    coeffs = T.analyze(z, tables, 4)
+    groups = T.comp_groups(32)
+    for k in (T.k_of(0.5), T.k_of(2.0), T.k_of(8.0)):
+        q = T.quantize(coeffs, k)
+        cls = T.coefficient_classes(q, tables, 4, k, clip=False)
+        want = np.zeros((len(q), len(groups)), np.int64)
+        for b, (v, s) in enumerate(zip(q, cls)):
+            for gi, g in enumerate(groups):
+                bits = {d: T.value_bits(v[g], np.clip(s[g] + d, 0, T.N_CLASSES - 1)).sum() for d in range(-8, 8)}
+                best = min(bits.values())
+                want[b, gi] = min((d for d in bits if bits[d] == best), key=lambda d: (abs(d), d))
+        got = T.choose_offsets(q, tables, 4, k)
+        np.testing.assert_array_equal(got, want)
+        assert np.abs(got).max() > 0  # this latent is no average training photo: the offsets move something
+
+
+def test_version_2_payload_round_trips_and_is_smaller_than_version_1_at_the_same_step():
+    fp, tables = _trained()
+    z = 3.0 * _latent(seed=2)
+    k = T.k_of(2.0)
+    coded, _ = T.encode_latent(z, fp, k=k)
+    assert coded.payload[0] == 2 and coded.offsets.shape == (13, 4)
+    q, kk, dec_tables, levels = T.decode_symbols(coded.payload, 32, 64, 64, fp)
+    assert kk == k and all(np.array_equal(a, b) for a, b in zip(q, coded.q))
+    np.testing.assert_array_equal(dec_tables.base[4], coded.tables.base[4])
+    np.testing.assert_allclose(T.decode_payload(coded.payload, 32, 64, 64, fp), coded.latent(), atol=1e-6)
+    # the same coefficients as a version-1 payload (no offsets: the trained base scales): still decodable, and
+    # larger by more than the offsets' 26 bytes
+    import zlib
+
+    import constriction
+
+    prefix = struct.pack("<BIBH", 1, tables.table_id, 4, k)
+    enc = constriction.stream.queue.RangeEncoder()
+    T._code_passes(coded.q, [x.shape[1:] for x in coded.q], 32, tables, 4, k, enc=enc, crc=zlib.crc32(prefix))
+    words = enc.get_compressed().astype("<u4").tobytes()
+    v1 = prefix + T._varint(len(words) // 4) + words
+    q1, *_ = T.decode_symbols(v1, 32, 64, 64, fp)
+    assert all(np.array_equal(a, b) for a, b in zip(q1, coded.q))
+    assert len(coded.payload) < len(v1), (len(coded.payload), len(v1))
+
+
+def test_version_2_offsets_cut_short_or_altered_are_errors():
+    fp, _ = _trained()
+    coded, _ = T.encode_latent(3.0 * _latent(seed=3), fp, k=T.k_of(2.0))
+    for cut in (9, 20, 33):
+        with pytest.raises(BitstreamError, match="truncated"):
+            T.decode_payload(coded.payload[:cut], 32, 64, 64, fp)
+    bad = bytearray(coded.payload)
+    bad[10] ^= 0x11  # an offset changed: the symbols decode under other classes, or the head's check value fails
+    with pytest.raises(BitstreamError, match="corrupted"):
+        T.decode_payload(bytes(bad), 32, 64, 64, fp)
+    with pytest.raises(BitstreamError, match=r"version 3 is not supported \(reads 1, 2\)"):
+        T.decode_payload(bytes([3]) + coded.payload[1:], 32, 64, 64, fp)

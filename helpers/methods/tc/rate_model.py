@@ -149,11 +149,12 @@ def laplace_bits(y: torch.Tensor, sigma: torch.Tensor, floor_bits: float = 24.0)
 
 def classes(coeffs: list[torch.Tensor], tables: T.Tables, levels: int, ks: list[int]) -> list[torch.Tensor]:
     """The coder's scale class of every coefficient (bands of (N, C, hb, wb) long tensors), from the rounded
-    values at step index ``ks[n]`` for batch item n (numpy, :func:`helpers.tcoder.coefficient_classes`)."""
+    values at step index ``ks[n]`` for batch item n (numpy, :func:`helpers.tcoder.coefficient_classes`), with the
+    per-image scale offsets the coder would choose for those values (:func:`helpers.tcoder.coding_tables`)."""
     per = []
     for n, k in enumerate(ks):
         q = [np.rint(c[n].detach().double().cpu().numpy() / T.step_of(k)).astype(np.int64) for c in coeffs]
-        per.append(T.coefficient_classes(q, tables, levels, int(k)))
+        per.append(T.coefficient_classes(q, T.coding_tables(q, tables, levels, int(k)), levels, int(k)))
     return [torch.from_numpy(np.stack([p[b] for p in per])).to(coeffs[0].device) for b in range(len(coeffs))]
 
 
@@ -189,9 +190,10 @@ def rate_bits(
 
 
 def payload_bytes(z: np.ndarray | torch.Tensor, fingerprint: int | None, k: int) -> float:
-    """Estimated tc payload size in bytes of one latent (C, h, w) at step index ``k`` (hard rounding)."""
+    """Estimated tc payload size in bytes of one latent (C, h, w) at step index ``k`` (hard rounding; with trained
+    tables, the scale offsets' bytes counted)."""
     zt = torch.as_tensor(np.asarray(z, np.float64) if not torch.is_tensor(z) else z, dtype=torch.float64)
     levels = T.levels_for(*zt.shape[1:])
     tables = T.tables_for(zt.numpy(), fingerprint, levels)
     bits = rate_bits(analyze(zt[None], tables, levels), tables, levels, k, mode="hard")
-    return float(bits[0]) / 8 + PAYLOAD_OVERHEAD
+    return float(bits[0]) / 8 + PAYLOAD_OVERHEAD + T.offsets_size(tables, levels)
