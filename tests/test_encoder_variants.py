@@ -146,16 +146,20 @@ def test_benchmark_remakes_records_of_another_encoder_or_refine_schedule():
 
     digest = f"{zlib.crc32((ENCODER_DATA_DIR / 'taef2_tc_encoder.pth').read_bytes()):08x}"
     assert encoder_digest("tc") == digest and encoder_digest("stock") is None
-    assert not _coded_differently({**ours, "encoder": "tc", "encoder_weights": digest})
+    today = {**ours, "encoder": "tc", "encoder_weights": digest, "payload": "tc payload 2"}
+    assert not _coded_differently(today)
+    # written by tc payload version 1 (no scale offsets), or before records named the payload: made again
+    assert _coded_differently({**today, "payload": "tc payload 1"})
+    assert _coded_differently({k: v for k, v in today.items() if k != "payload"})
     # the same name with other weights (a re-trained encoder shipped since), or a record from before the digest
     assert _coded_differently({**ours, "encoder": "tc", "encoder_weights": "0badf00d"})
     assert _coded_differently({**ours, "encoder": "tc"})
     assert not _coded_differently({**ours, "coder": "zlib"}) and not _coded_differently({**ours, "coder": "arith"})
     assert _coded_differently({**ours, "coder": "zlib", "encoder": "tc"})
-    assert not _coded_differently({**ours, "model_id": "CompVis/stable-diffusion-v1-4"})
+    assert not _coded_differently({**ours, "model_id": "CompVis/stable-diffusion-v1-4", "payload": "tc payload 2"})
     assert not _coded_differently({"kind": "baseline", "codec": "avif", "model_id": "taef2", "coder": "tc"})
     # effort variants: refined with today's schedule, or made again (another schedule, or from before the field)
-    e3 = {**ours, "coder": "tc+e3", "encoder": "tc", "encoder_weights": digest}
+    e3 = {**today, "coder": "tc+e3"}
     from helpers.methods.tc.precision import resolve_precision
 
     base = "+".join(f"{n}x{lr:g}" for n, lr in SCHEDULES[3])

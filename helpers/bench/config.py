@@ -62,6 +62,16 @@ def variant(name: str) -> tuple[str, str, int] | None:
     return None
 
 
+def payload_label(method: str) -> str | None:
+    """A record's ``payload``: the revision of the method's payload the encoder writes today
+    (:meth:`helpers.methods.base.LatentMethod.payload_label`)."""
+    from ..methods import registry
+
+    if method in registry.ALIASES:  # the 2022 palette method's names (liq / kmeans): payloads that never changed
+        return None
+    return registry.get(method).payload_label()
+
+
 def refine_label(method: str, effort: int) -> str | None:
     """A record's ``refine``: the method's recipe for its encoder-side refinement at ``effort``
     (:meth:`helpers.methods.base.LatentMethod.refine_label`), None at effort 0."""

@@ -392,6 +392,7 @@ def _ours_records(
             "encoder": enc_name,
             "encoder_weights": encoder_digest(enc_name),
             "refine": config.refine_label(p.method, p.effort),
+            "payload": config.payload_label(p.method),
             "coder": coder,
             "denoise": dn,
             "width": size[0],

@@ -139,7 +139,8 @@ def _coded_differently(r: dict) -> bool:
     (``refine``: :func:`helpers.bench.config.refine_label`), or, on the stock TAEF2, coded with another encoder
     than its method prefers today (records from before encoder variants carry no ``encoder``: the stock one) or with
     other weights under the same name (``encoder_weights``: the variant file's digest, absent in records from before
-    it). Such a record is re-made (``replaced``)."""
+    it), or written by an earlier revision of the method's payload (``payload``: :func:`helpers.bench.config.payload_label`,
+    absent in records from before it). Such a record is re-made (``replaced``)."""
     from ..backends.taef2_spec import TAEF2_LATENT_CHANNELS, TAEF2_MODEL_ID, encoder_digest, encoder_names
     from ..codec import preferred_encoder
 
@@ -148,6 +149,8 @@ def _coded_differently(r: dict) -> bool:
         return False
     method, _, effort = v
     if r.get("refine") != config.refine_label(method, effort):
+        return True
+    if r.get("payload") != config.payload_label(method):
         return True
     if r.get("model_id") != TAEF2_MODEL_ID:
         return False

@@ -142,6 +142,12 @@ class LatentMethod(ABC):
         that records refined another way are made again."""
         return None
 
+    def payload_label(self) -> str | None:
+        """The revision of this method's payload as the encoder writes it today (text), None for a method whose
+        payload never changed: a benchmark record stores it, so that records coded by an earlier revision (which
+        still decode) are made again."""
+        return None
+
     def check_channels(self, channels: int) -> None:
         """Raise :class:`helpers.errors.SDCError` when the method cannot code a latent of this many channels."""
 

@@ -25,6 +25,9 @@ class TcMethod(LatentMethod):
 
         return schedule_label(effort, resolve_precision(precision)) if effort else None
 
+    def payload_label(self) -> str | None:
+        return f"tc payload {tcoder.PAYLOAD_VERSION}"
+
     def check(self, h: Header, payload_len: int, limits: Limits) -> None:
         if h.coder != "range" or h.colors != 0:
             raise BitstreamError(
