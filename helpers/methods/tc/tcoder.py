@@ -483,9 +483,18 @@ def with_offsets(tables: Tables, levels: int, offsets: np.ndarray) -> Tables:
     return dataclasses.replace(tables, base={**tables.base, levels: base})
 
 
+def offsets_shape(tables: Tables, levels: int) -> tuple[int, int]:
+    """(wavelet bands, component groups): the shape of the scale offsets a version-2 payload with trained tables
+    carries."""
+    return len(tables.A[levels]), len(comp_groups(tables.channels))
+
+
 def offsets_size(tables: Tables, levels: int) -> int:
     """Bytes of the scale offsets a payload coded with ``tables`` carries (0 for inline tables)."""
-    return 0 if tables.table_id == 0 else (len(tables.A[levels]) * len(comp_groups(tables.channels)) + 1) // 2
+    if tables.table_id == 0:
+        return 0
+    nb, ng = offsets_shape(tables, levels)
+    return (nb * ng + 1) // 2
 
 
 def coding_tables(q: list[np.ndarray], tables: Tables, levels: int, k: int) -> Tables:
@@ -851,11 +860,10 @@ def decode_symbols(
             raise BitstreamError(f"corrupted tc payload: tables for {tables.channels} channels, header says {channels}")
         tables.check(levels)
         if version >= 2:
-            shape = (len(tables.A[levels]), len(comp_groups(channels)))
-            n = (shape[0] * shape[1] + 1) // 2
+            n = offsets_size(tables, levels)
             if len(payload) < pos + n:
                 raise BitstreamError(f"truncated tc payload ({len(payload)} bytes, its scale offsets need {pos + n})")
-            tables = with_offsets(tables, levels, parse_offsets(payload[pos : pos + n], *shape))
+            tables = with_offsets(tables, levels, parse_offsets(payload[pos : pos + n], *offsets_shape(tables, levels)))
             pos += n
     prefix_crc = zlib.crc32(payload[:pos])
     nwords, pos = _read_varint(payload, pos)
